@@ -1,0 +1,1 @@
+"""Client side: client library, verifier, witness, auditor, evidence bundles and the CLI."""

@@ -1,0 +1,1 @@
+"""affidavit.proto (package affidavit.v1) and its generated modules."""

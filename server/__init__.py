@@ -1,0 +1,1 @@
+"""The log server: storage, sequencer, gRPC service and its commands."""

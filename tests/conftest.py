@@ -1,0 +1,27 @@
+"""Shared fixtures: the hashing-core switch, vector loading."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from merkle import hashing
+
+VECTORS = Path(__file__).parent / "vectors"
+
+
+def load_vector(name: str) -> Any:
+    return json.loads((VECTORS / name).read_text())
+
+
+@pytest.fixture(params=hashing.available_backends())
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Run the test once per hashing core this installation has (C and pure Python)."""
+    before = hashing.backend()
+    hashing.set_backend(request.param)
+    yield request.param
+    hashing.set_backend(before)

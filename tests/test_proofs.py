@@ -1,0 +1,228 @@
+"""Inclusion and consistency proofs: known answers, reference verdicts, the RFC, properties."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import merkle
+from merkle import hashing, proofs
+from tests.conftest import load_vector
+
+RFC = load_vector("rfc6962-reference.json")
+TD = load_vector("transparency-dev-merkle.json")
+H = bytes.fromhex
+
+pytestmark = pytest.mark.usefixtures("backend")
+HYPO = settings(
+    max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def rfc_leaves() -> list[bytes]:
+    return [merkle.leaf_hash(H(x)) for x in RFC["leaves_hex"]]
+
+
+def leaves(n: int) -> list[bytes]:
+    return hashing.leaf_hashes([i.to_bytes(4, "big") for i in range(n)])
+
+
+# A second, independent reading of RFC 9162 §2.1: the recursive definitions as written.
+def ref_mth(d: list[bytes]) -> bytes:
+    if not d:
+        return hashing.EMPTY_ROOT
+    if len(d) == 1:
+        return d[0]
+    k = 1
+    while k * 2 < len(d):
+        k *= 2
+    return merkle.node_hash(ref_mth(d[:k]), ref_mth(d[k:]))
+
+
+def ref_path(m: int, d: list[bytes]) -> list[bytes]:
+    if len(d) == 1:
+        return []
+    k = 1
+    while k * 2 < len(d):
+        k *= 2
+    if m < k:
+        return ref_path(m, d[:k]) + [ref_mth(d[k:])]
+    return ref_path(m - k, d[k:]) + [ref_mth(d[:k])]
+
+
+def ref_subproof(m: int, d: list[bytes], b: bool) -> list[bytes]:
+    if m == len(d):
+        return [] if b else [ref_mth(d)]
+    k = 1
+    while k * 2 < len(d):
+        k *= 2
+    if m <= k:
+        return ref_subproof(m, d[:k], b) + [ref_mth(d[k:])]
+    return ref_subproof(m - k, d[k:], False) + [ref_mth(d[:k])]
+
+
+def test_rfc6962_roots() -> None:
+    ls = rfc_leaves()
+    assert merkle.root_hash([]).hex() == RFC["empty_tree_root_hex"]
+    for case in RFC["roots"]:
+        assert merkle.root_hash(ls[: case["size"]]).hex() == case["root_hex"]
+
+
+def test_rfc6962_inclusion_proofs() -> None:
+    ls = rfc_leaves()
+    for case in RFC["inclusion"]:
+        size, index = case["size"], case["index"]
+        proof = merkle.inclusion_proof(ls, index, size)
+        assert [p.hex() for p in proof] == case["proof_hex"]
+        merkle.verify_inclusion(ls[index], index, size, proof, merkle.root_hash(ls[:size]))
+
+
+def test_rfc6962_consistency_proofs() -> None:
+    ls = rfc_leaves()
+    for case in RFC["consistency"]:
+        old, new = case["old_size"], case["new_size"]
+        proof = merkle.consistency_proof(ls, old, new)
+        assert [p.hex() for p in proof] == case["proof_hex"]
+        merkle.verify_consistency(
+            old, new, proof, merkle.root_hash(ls[:old]), merkle.root_hash(ls[:new])
+        )
+
+
+@pytest.mark.parametrize("case", TD["inclusion"], ids=lambda c: c["source"])
+def test_transparency_dev_inclusion_verdicts(case: dict[str, Any]) -> None:
+    args = (
+        H(case["leaf_hash_hex"]),
+        case["index"],
+        case["size"],
+        [H(p) for p in case["proof_hex"]],
+    )
+    if case["want_err"]:
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_inclusion(*args, H(case["root_hex"]))
+    else:
+        merkle.verify_inclusion(*args, H(case["root_hex"]))
+
+
+@pytest.mark.parametrize("case", TD["consistency"], ids=lambda c: c["source"])
+def test_transparency_dev_consistency_verdicts(case: dict[str, Any]) -> None:
+    args = (case["old_size"], case["new_size"], [H(p) for p in case["proof_hex"]])
+    roots = (H(case["old_root_hex"]), H(case["new_root_hex"]))
+    if case["want_err"]:
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_consistency(*args, *roots)
+    else:
+        merkle.verify_consistency(*args, *roots)
+
+
+def test_generation_matches_rfc_recursion_exhaustively() -> None:
+    ls = leaves(70)
+    for size in range(1, 71):
+        d = ls[:size]
+        assert merkle.root_hash(d) == ref_mth(d)
+        for m in range(size):
+            assert merkle.inclusion_proof(ls, m, size) == ref_path(m, d)
+        for old in range(1, size + 1):
+            assert merkle.consistency_proof(ls, old, size) == ref_subproof(old, d, True)
+
+
+def test_bad_generation_arguments() -> None:
+    ls = leaves(8)
+    for index, size in [(8, 8), (-1, 8), (0, 0), (0, 9)]:
+        with pytest.raises(ValueError):
+            merkle.inclusion_proof(ls, index, size)
+    for old, new in [(0, 8), (5, 4), (1, 9)]:
+        with pytest.raises(ValueError):
+            merkle.consistency_proof(ls, old, new)
+
+
+def _mutations(proof: list[bytes], data: st.DataObject) -> list[list[bytes]]:
+    """Every way of damaging a proof the properties below must reject."""
+    out = [proof + [proof[-1] if proof else hashing.EMPTY_ROOT], proof + [b"\x00" * 32]]
+    out.append([b"\x07" * 32, *proof])
+    if proof:
+        i = data.draw(st.integers(0, len(proof) - 1), label="hash")
+        bit = data.draw(st.integers(0, 255), label="bit")
+        flipped = bytearray(proof[i])
+        flipped[bit // 8] ^= 1 << (bit % 8)
+        out.append(proof[:i] + [bytes(flipped)] + proof[i + 1 :])
+        out.append(proof[:-1])
+        out.append(proof[1:])
+    if len(set(proof)) > 1:
+        i, j = data.draw(
+            st.lists(st.integers(0, len(proof) - 1), min_size=2, max_size=2, unique=True)
+        )
+        if proof[i] != proof[j]:
+            swapped = list(proof)
+            swapped[i], swapped[j] = swapped[j], swapped[i]
+            out.append(swapped)
+    return out
+
+
+@HYPO
+@given(size=st.integers(1, 3000), data=st.data())
+def test_inclusion_property(size: int, data: st.DataObject) -> None:
+    ls = leaves(size)
+    root = merkle.root_hash(ls)
+    index = data.draw(st.integers(0, size - 1), label="index")
+    proof = merkle.inclusion_proof(ls, index, size)
+    merkle.verify_inclusion(ls[index], index, size, proof, root)
+    for bad in _mutations(proof, data):
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_inclusion(ls[index], index, size, bad, root)
+    other = data.draw(
+        st.integers(0, size - 1).filter(lambda i: i != index) if size > 1 else st.none()
+    )
+    if other is not None:
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_inclusion(ls[index], other, size, proof, root)
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_inclusion(ls[other], index, size, proof, root)
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_inclusion(ls[index], index, size, proof, merkle.root_hash(ls[:-1]))
+
+
+@HYPO
+@given(new=st.integers(2, 3000), data=st.data())
+def test_consistency_property(new: int, data: st.DataObject) -> None:
+    ls = leaves(new)
+    old = data.draw(st.integers(1, new - 1), label="old")
+    old_root, new_root = merkle.root_hash(ls[:old]), merkle.root_hash(ls)
+    proof = merkle.consistency_proof(ls, old, new)
+    merkle.verify_consistency(old, new, proof, old_root, new_root)
+    for bad in _mutations(proof, data):
+        with pytest.raises(merkle.ProofError):
+            merkle.verify_consistency(old, new, bad, old_root, new_root)
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_consistency(old, new, proof, new_root, old_root)
+    # A forked history: the same old tree with a different last leaf is caught.
+    forked = ls[: old - 1] + [merkle.leaf_hash(b"fork")]
+    with pytest.raises(merkle.ProofError):
+        merkle.verify_consistency(old, new, proof, merkle.root_hash(forked), new_root)
+
+
+def test_equal_sizes() -> None:
+    root = merkle.root_hash(leaves(5))
+    merkle.verify_consistency(5, 5, [], root, root)
+    with pytest.raises(merkle.ProofError, match="must be empty"):
+        merkle.verify_consistency(5, 5, [root], root, root)
+    with pytest.raises(merkle.ProofError, match="different roots"):
+        merkle.verify_consistency(5, 5, [], root, merkle.root_hash(leaves(4)))
+
+
+def test_proof_ranges_are_the_rfc_subtrees() -> None:
+    assert proofs.inclusion_ranges(5, 8) == [(4, 5), (6, 8), (0, 4)]
+    assert proofs.consistency_ranges(3, 7) == [(2, 3), (3, 4), (0, 2), (4, 7)]
+    assert proofs.consistency_ranges(4, 8) == [(4, 8)]
+
+
+def test_batch_inclusion_proofs_equal_single_ones() -> None:
+    ls = leaves(1000)
+    reader = proofs.LeafHashReader(ls)
+    indexes = [0, 1, 500, 999, 500, 998]
+    assert proofs.prove_inclusions(indexes, 1000, reader) == [
+        merkle.inclusion_proof(ls, i, 1000) for i in indexes
+    ]
+    assert proofs.prove_inclusions([], 1000, reader) == []
