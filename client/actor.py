@@ -1,0 +1,270 @@
+"""An identity acting through a client: the common flows of an agent-audit log.
+
+    admin.register("code-agent", AGENT, key.public_key, owner="alice@example.com")
+    grant = alice.grant("code-agent", tools=["github.*"], resources=["repo:acme/*"],
+                        access=[CREATE])
+    alice.approve(action_id, params)
+    with agent.action("github.create_pull_request", "repo:acme/web", CREATE, params,
+                      grant_ids=[grant.statement_id], action_id=action_id) as act:
+        act.result = open_pr(...)      # recorded as OUTCOME OK with the result digest
+        act.effect_ref = "commit:3f2a…"
+    # an exception inside records OUTCOME ERROR with the exception's type, then propagates
+
+Each statement goes through the client (signed, redacted, verified); the session chain
+advances only once the log has accepted a statement.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+import merkle
+from client.client import Client, Receipt
+from proto import affidavit_pb2 as pb
+from statements import build
+from statements.canonical import canonical_json, digest, parameters_digest
+from statements.ids import uuid7
+from statements.redact import redact_parameters
+from statements.signing import IdentityKey
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A statement in the log: its id, its exact bytes and the verified receipt."""
+
+    statement_id: str
+    leaf: bytes
+    receipt: Receipt
+
+
+def outcome_body(intent_leaf: bytes, outcome: pb.Outcome) -> pb.AgentAction:
+    """The OUTCOME of the action whose INTENT is intent_leaf: the same action, linked to its
+    intent by leaf hash, with how it went."""
+    body = pb.AgentAction()
+    body.CopyFrom(build.statement_of(intent_leaf).action)
+    body.phase = pb.AgentAction.OUTCOME
+    body.intent_leaf_hash = merkle.leaf_hash(intent_leaf)
+    body.authorization.Clear()
+    body.outcome.CopyFrom(outcome)
+    return body
+
+
+class Actor:
+    """One identity's statements in one session, through one client."""
+
+    def __init__(
+        self,
+        client: Client,
+        key: IdentityKey,
+        *,
+        session_id: str | None = None,
+        assurance: pb.Assurance.ValueType = pb.SELF_ASSERTED,
+    ) -> None:
+        self.client = client
+        self.key = key
+        self.signer = build.SessionSigner(
+            key, session_id=session_id or uuid7(), assurance=assurance
+        )
+        # Fingerprints of redacted secrets: keyed by the identity, so its owner can tell which
+        # secret a fingerprint stands for and no one else can.
+        self.redaction_key = hmac.new(key.seed, b"affidavit/v1/redaction", hashlib.sha256).digest()
+
+    @property
+    def identity_id(self) -> str:
+        return self.key.identity_id
+
+    def submit(self, body: build.Body, *, statement_id: str | None = None) -> Recorded:
+        """Sign the next statement of the session, append it, verify the receipt, advance."""
+        statement_id = statement_id or uuid7()
+        leaf = self.signer.sign(body, statement_id=statement_id)
+        receipt = self.client.append(leaf)
+        self.signer.advance(leaf)
+        return Recorded(statement_id, leaf, receipt)
+
+    # Identities (admins).
+
+    def register(
+        self,
+        identity_id: str,
+        kind: pb.IdentityKind.ValueType,
+        public_key: bytes,
+        *,
+        owner: str = "",
+        display_name: str = "",
+        attributes: dict[str, str] | None = None,
+    ) -> Recorded:
+        return self.submit(
+            build.register(
+                identity_id,
+                kind,
+                public_key,
+                owner=owner,
+                display_name=display_name,
+                attributes=attributes,
+            )
+        )
+
+    def rotate(self, identity_id: str, public_key: bytes) -> Recorded:
+        return self.submit(build.rotate(identity_id, public_key))
+
+    def revoke(self, identity_id: str) -> Recorded:
+        return self.submit(build.revoke(identity_id))
+
+    # Delegation and approval (humans; agents attenuating a grant they hold).
+
+    def grant(
+        self,
+        grantee: str,
+        *,
+        tools: Iterable[str],
+        resources: Iterable[str],
+        access: Iterable[pb.AccessKind.ValueType],
+        operations: Iterable[str] = (),
+        not_before_ms: int = 0,
+        not_after_ms: int = 0,
+        max_uses: int = 0,
+        parent_grant_id: str = "",
+        ticket: str = "",
+        justification: str = "",
+    ) -> Recorded:
+        return self.submit(
+            pb.Grant(
+                grantee=grantee,
+                tools=list(tools),
+                resources=list(resources),
+                access=list(access),
+                operations=list(operations),
+                not_before_ms=not_before_ms,
+                not_after_ms=not_after_ms,
+                max_uses=max_uses,
+                parent_grant_id=parent_grant_id,
+                ticket=ticket,
+                justification=justification,
+            )
+        )
+
+    def approve(
+        self,
+        action_id: str,
+        parameters: Any,
+        *,
+        decision: pb.Approval.Decision.ValueType = pb.Approval.APPROVE,
+        ticket: str = "",
+        comment: str = "",
+    ) -> Recorded:
+        """Approve (or reject) one intended action, bound to the digest of its exact parameters."""
+        return self.submit(
+            pb.Approval(
+                action_id=action_id,
+                parameters_digest=parameters_digest(parameters),
+                decision=decision,
+                ticket=ticket,
+                comment=comment,
+            )
+        )
+
+    # Actions (agents).
+
+    def action(
+        self,
+        tool: str,
+        resource: str,
+        access: pb.AccessKind.ValueType,
+        parameters: Any,
+        *,
+        grant_ids: Iterable[str] = (),
+        operation: str = "execute_tool",
+        action_id: str | None = None,
+        approval_id: str = "",
+        decision: pb.PolicyDecision.ValueType = pb.ALLOW,
+        authorization: pb.Authorization | None = None,
+        credential: pb.CredentialRef | None = None,
+        actor: pb.Actor | None = None,
+        principal_chain: Iterable[str] = (),
+        tool_server: str = "",
+        tool_call_id: str = "",
+        trace_id: str = "",
+        span_id: str = "",
+        parent_action_id: str = "",
+    ) -> Action:
+        """A tool call to record: INTENT on entering the with-block, OUTCOME on leaving it."""
+        json_text, params_digest, redactions = redact_parameters(parameters, self.redaction_key)
+        auth = pb.Authorization()
+        if authorization is not None:
+            auth.CopyFrom(authorization)
+        auth.decision = decision
+        who = pb.Actor()
+        if actor is not None:
+            who.CopyFrom(actor)
+        who.agent_id = self.identity_id
+        body = pb.AgentAction(
+            phase=pb.AgentAction.INTENT,
+            action_id=action_id or uuid7(),
+            actor=who,
+            grant_ids=list(grant_ids),
+            principal_chain=list(principal_chain),
+            approval_id=approval_id,
+            authorization=auth,
+            credential=credential,
+            operation=pb.Operation(
+                operation_name=operation,
+                tool_name=tool,
+                tool_call_id=tool_call_id,
+                tool_server=tool_server,
+                resource=resource,
+                access=access,
+                parameters_json=json_text,
+                parameters_digest=params_digest,
+                redactions=redactions,
+            ),
+            correlation=pb.Correlation(
+                trace_id=trace_id, span_id=span_id, parent_action_id=parent_action_id
+            ),
+        )
+        return Action(self, body)
+
+
+@dataclass
+class Action:
+    """One tool call's INTENT and OUTCOME. Set result (hashed into result_digest) and
+    effect_ref (e.g. "commit:<sha>") inside the with-block; status follows how it exits."""
+
+    actor: Actor
+    intent: pb.AgentAction
+    result: Any = None
+    effect_ref: str = ""
+    intent_recorded: Recorded | None = None
+    outcome_recorded: Recorded | None = None
+    status: pb.OutcomeStatus.ValueType = field(default=pb.OK)
+
+    @property
+    def action_id(self) -> str:
+        return self.intent.action_id
+
+    def __enter__(self) -> Action:
+        self.intent_recorded = self.actor.submit(self.intent)
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self.intent_recorded is not None
+        outcome = pb.Outcome(
+            status=self.status if error is None else pb.ERROR, effect_ref=self.effect_ref
+        )
+        if error is not None:
+            outcome.error_code = type(error).__name__
+        elif self.result is not None:
+            raw = (
+                self.result if isinstance(self.result, bytes | str) else canonical_json(self.result)
+            )
+            outcome.result_digest = digest(raw)
+        self.outcome_recorded = self.actor.submit(outcome_body(self.intent_recorded.leaf, outcome))

@@ -1,0 +1,269 @@
+"""The client: talk to a log, and verify everything it says.
+
+Every checkpoint must carry the log's signature (and, with a witness policy, a quorum of
+cosignatures); every receipt's inclusion proof must verify; every new checkpoint must be
+consistent with the last one this client trusted, which is kept on disk so a restarted client
+still catches a log that was rolled back or forked. Any failure is a VerificationError.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import grpc
+
+import merkle
+from client.errors import RefusedError, UnavailableError, VerificationError
+from client.trust import TrustStore
+from client.verify import TrustPolicy, Verified, check_consistency, check_inclusion, open_checkpoint
+from proto import affidavit_pb2 as pb
+from proto import affidavit_pb2_grpc as pb_grpc
+from statements import ingest
+from statements.errors import Rejection
+
+T = TypeVar("T")
+
+RETRYABLE = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+}
+
+
+@dataclass(frozen=True)
+class Tls:
+    """TLS to the log: the CA that signed its certificate; a client certificate for mTLS."""
+
+    ca: Path | None = None
+    cert: Path | None = None
+    key: Path | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        return grpc.ssl_channel_credentials(
+            root_certificates=self.ca.read_bytes() if self.ca else None,
+            private_key=self.key.read_bytes() if self.key else None,
+            certificate_chain=self.cert.read_bytes() if self.cert else None,
+        )
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """A verified append: the entry is at index in the tree of checkpoint."""
+
+    index: int
+    leaf_hash: bytes
+    checkpoint: Verified
+    proof: tuple[bytes, ...]
+    duplicate: bool
+    verdict: str
+    verdict_reason: str
+
+
+class Client:
+    """A connection to one log, with the trust policy its answers are checked against."""
+
+    def __init__(
+        self,
+        address: str,
+        policy: TrustPolicy,
+        *,
+        trust_dir: Path | None = None,
+        token: str | None = None,
+        tls: Tls | None = None,
+        timeout: float = 30.0,
+        retries: int = 4,
+    ) -> None:
+        self.address = address
+        self.policy = policy
+        options = [("grpc.max_receive_message_length", 64 << 20)]
+        if tls is None:
+            self._channel = grpc.insecure_channel(address, options=options)
+        else:
+            self._channel = grpc.secure_channel(address, tls.credentials(), options=options)
+        self.stub = pb_grpc.LogStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._timeout = timeout
+        self._retries = retries
+        self._store = TrustStore(trust_dir) if trust_dir is not None else None
+        self._origin = policy.log_verifier().name
+        self.trusted: Verified | None = None
+        if self._store is not None:
+            saved = self._store.load(self._origin)
+            if saved is not None:
+                # What we trusted before still has to be the log's own signed checkpoint.
+                self.trusted = open_checkpoint(saved, policy, require_quorum=False)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # Calls.
+
+    def call(self, method: Callable[..., T], request: object, *, retry: bool = True) -> T:
+        """One RPC with the client's credentials and deadline, retried with back-off while the
+        log is unavailable or busy (appends are idempotent: a retry dedups to the same index)."""
+        delay = 0.1
+        for attempt in range(self._retries + 1 if retry else 1):
+            try:
+                return method(request, timeout=self._timeout, metadata=self._metadata)
+            except grpc.RpcError as e:
+                code = e.code()
+                if code in RETRYABLE and attempt < self._retries and retry:
+                    time.sleep(delay)
+                    delay *= 2
+                    continue
+                if code in RETRYABLE or code == grpc.StatusCode.UNAVAILABLE:
+                    raise UnavailableError(f"{self.address}: {code.name}: {e.details()}") from None
+                raise RefusedError(code.name, e.details() or "") from None
+        raise AssertionError("unreachable")
+
+    # Trust.
+
+    def _prove_consistent(self, old: Verified, new: Verified) -> None:
+        """Check one of two checkpoints extends the other, asking the log for the proof."""
+        small, large = (old, new) if old.checkpoint.size <= new.checkpoint.size else (new, old)
+        proof: list[bytes] = []
+        if 0 < small.checkpoint.size < large.checkpoint.size:
+            try:
+                response = self.call(
+                    self.stub.GetConsistencyProof,
+                    pb.GetConsistencyProofRequest(
+                        first=small.checkpoint.size, second=large.checkpoint.size
+                    ),
+                )
+            except RefusedError as e:
+                raise VerificationError(
+                    f"the log cannot prove size {large.checkpoint.size} extends size "
+                    f"{small.checkpoint.size} ({e.message}): it was rolled back or forked"
+                ) from None
+            proof = list(response.hashes)
+        check_consistency(small.checkpoint, large.checkpoint, proof)
+
+    def observe(self, checkpoint: Verified) -> None:
+        """Check a checkpoint against the trusted one; trust it if it is newer and the policy's
+        quorum is met."""
+        if self.trusted is not None:
+            self._prove_consistent(self.trusted, checkpoint)
+            if checkpoint.checkpoint.size <= self.trusted.checkpoint.size:
+                return
+        if len(checkpoint.witnesses) < self.policy.quorum:
+            return
+        self.trusted = checkpoint
+        if self._store is not None:
+            self._store.save(self._origin, checkpoint.note)
+
+    def checkpoint(self) -> Verified:
+        """The newest checkpoint the policy accepts (with a quorum: the newest cosigned one),
+        checked against and then trusted in place of the last trusted one."""
+        response = self.call(self.stub.GetCheckpoint, pb.GetCheckpointRequest())
+        latest = open_checkpoint(response.note, self.policy, require_quorum=False)
+        self.observe(latest)
+        if self.policy.quorum == 0:
+            return latest
+        if not response.cosigned_note:
+            raise VerificationError(
+                f"the log has no cosigned checkpoint; the policy needs {self.policy.quorum}"
+            )
+        cosigned = open_checkpoint(response.cosigned_note, self.policy)
+        self.observe(cosigned)
+        return cosigned
+
+    # Appends and reads.
+
+    def append(self, leaf: bytes) -> Receipt:
+        """Append a signed statement (exact bytes) and verify the receipt.
+
+        The statement is first held to the same history-free rules the log applies (schema,
+        sizes, the secret guard), so a leak is stopped here, before it leaves the process.
+        """
+        try:
+            ingest.prepare(leaf, lambda _key_id: None)
+        except Rejection as e:
+            raise RefusedError(e.code, f"refused before sending: {e.message}") from None
+        r = self.call(self.stub.Append, pb.AppendRequest(entry=leaf))
+        return self._verify_receipt(leaf, r)
+
+    def append_opaque(self, entry: bytes) -> Receipt:
+        """Append raw bytes to a log of opaque entries, verifying the receipt."""
+        return self._verify_receipt(
+            entry, self.call(self.stub.Append, pb.AppendRequest(entry=entry))
+        )
+
+    def _verify_receipt(self, entry: bytes, r: pb.AppendResponse) -> Receipt:
+        leaf_hash = merkle.leaf_hash(entry)
+        if r.leaf_hash != leaf_hash:
+            raise VerificationError(
+                f"the log reports leaf hash {r.leaf_hash.hex()} "
+                f"for an entry hashing to {leaf_hash.hex()}"
+            )
+        cp = open_checkpoint(r.checkpoint, self.policy, require_quorum=False)
+        check_inclusion(leaf_hash, r.index, r.inclusion_proof, cp.checkpoint)
+        self.observe(cp)
+        return Receipt(
+            r.index,
+            leaf_hash,
+            cp,
+            tuple(r.inclusion_proof),
+            r.duplicate,
+            pb.Verdict.Name(r.verdict),
+            r.verdict_reason,
+        )
+
+    def prove(
+        self, *, index: int | None = None, leaf_hash: bytes | None = None
+    ) -> tuple[pb.InclusionProof, Verified]:
+        """A verified inclusion proof of an entry in the newest checkpoint the policy accepts."""
+        cp = self.checkpoint()
+        request = pb.GetInclusionProofRequest(tree_size=cp.checkpoint.size)
+        if index is not None:
+            request.index = index
+        elif leaf_hash is not None:
+            request.leaf_hash = leaf_hash
+        else:
+            raise ValueError("give index or leaf_hash")
+        proof = self.call(self.stub.GetInclusionProof, request)
+        if proof.tree_size != cp.checkpoint.size:
+            raise VerificationError(
+                f"asked for a proof to size {cp.checkpoint.size}, got one to {proof.tree_size}"
+            )
+        check_inclusion(proof.leaf_hash, proof.index, proof.hashes, cp.checkpoint)
+        return proof, cp
+
+    def entries(self, start: int = 0, end: int = 0) -> Iterator[pb.Entry]:
+        """Entries [start, end) (end 0: to the latest checkpoint), page after page; each
+        entry's leaf hash is recomputed from its bytes."""
+        if end == 0:
+            end = self.call(self.stub.GetCheckpoint, pb.GetCheckpointRequest()).size
+        while start < end:
+            page = self.stub.GetEntries(
+                pb.GetEntriesRequest(start=start, end=end),
+                timeout=self._timeout,
+                metadata=self._metadata,
+            )
+            try:
+                for entry in page:
+                    if entry.index != start or merkle.leaf_hash(entry.data) != entry.leaf_hash:
+                        raise VerificationError(f"entry {start} from the log is not what it claims")
+                    start += 1
+                    yield entry
+            except grpc.RpcError as e:
+                raise RefusedError(e.code().name, e.details() or "") from None
+
+    def search(self, **criteria: object) -> Iterator[pb.SearchHit]:
+        """Every hit of a search (see SearchRequest for the criteria), page after page."""
+        request = pb.SearchRequest(**criteria)  # type: ignore[arg-type]
+        while True:
+            response = self.call(self.stub.Search, request)
+            yield from response.hits
+            if not response.next_index:
+                return
+            request.start_index = response.next_index

@@ -1,0 +1,50 @@
+"""What a client trusted last, kept on disk so a restarted client still catches a rollback.
+
+One file per log origin holding the last checkpoint note this client verified. Replacing it is
+atomic and durable (write a temporary file, fsync, rename over, fsync the directory), so after a
+crash the file holds either the old checkpoint or the new one, never a mix.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Replace path with data atomically and durably."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+
+
+class TrustStore:
+    """The last trusted checkpoint note of each log, in a directory."""
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+
+    def _path(self, origin: str) -> Path:
+        # Origins are URLs-ish; a hash keeps the file name safe, the origin is in the note.
+        return self.directory / f"{hashlib.sha256(origin.encode()).hexdigest()[:32]}.checkpoint"
+
+    def load(self, origin: str) -> str | None:
+        try:
+            return self._path(origin).read_text()
+        except FileNotFoundError:
+            return None
+
+    def save(self, origin: str, note: str) -> None:
+        write_atomic(self._path(origin), note.encode())

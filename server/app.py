@@ -1,0 +1,177 @@
+"""The server process: open a log, check it, serve it over gRPC until SIGTERM or SIGINT."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from merkle import note
+from proto import affidavit_pb2, affidavit_pb2_grpc
+from server import config
+from server.access import Auditors
+from server.admission import StatementGate
+from server.config import ServeSettings
+from server.sequencer import Sequencer, recover
+from server.service import LogService
+from server.storage import Storage, StorageError
+from statements import build
+from statements.signing import IdentityKey
+
+log = logging.getLogger("affidavit.server")
+
+SHUTDOWN_GRACE_S = 10.0
+"""How long in-flight requests get to finish after a stop signal."""
+
+
+@dataclass
+class OpenLog:
+    storage: Storage
+    sequencer: Sequencer
+    gate: StatementGate | None
+    verifier_key: str
+
+
+@asynccontextmanager
+async def open_log(
+    data_dir: Path, *, max_batch: int = 1000, max_wait_ms: float = 0.0, queue_size: int = 4096
+) -> AsyncIterator[OpenLog]:
+    """Open and check a log, run its sequencer; on exit, finish what is queued and close."""
+    signer, verifier_key = config.load_key(data_dir)
+    storage = Storage(data_dir / config.DB_DIR)
+    try:
+        checkpoint, note_text = recover(storage, verifier_key)
+        gate = StatementGate(storage) if storage.entry_format() == "statements" else None
+        sequencer = Sequencer(
+            storage,
+            checkpoint.origin,
+            lambda body: note.sign(body, signer),
+            checkpoint,
+            note_text,
+            gate=gate,
+            max_batch=max_batch,
+            max_wait=max_wait_ms / 1000,
+            queue_size=queue_size,
+        )
+        sequencer.start()
+        try:
+            yield OpenLog(storage, sequencer, gate, verifier_key)
+        finally:
+            await sequencer.stop()
+    finally:
+        storage.close()
+
+
+async def create_log(
+    data_dir: Path, origin: str, entry_format: str, admin_id: str
+) -> tuple[str, Path | None]:
+    """Create a log; a statements log gets its genesis entry: the first admin, self-registered.
+
+    Returns the log's verifier key and where the admin's key was written (mode 0600).
+    """
+    verifier = config.init_log(data_dir, origin, entry_format)
+    if entry_format != "statements":
+        return verifier, None
+    admin = IdentityKey.generate(admin_id)
+    path = data_dir / config.ADMIN_KEY_FILE
+    config.write_private(path, admin.text() + "\n")
+    genesis = build.SessionSigner(admin).sign(
+        build.register(
+            admin_id, affidavit_pb2.ADMIN, admin.public_key, display_name="genesis admin"
+        )
+    )
+    async with open_log(data_dir) as opened:
+        await opened.sequencer.append(genesis)
+    return verifier, path
+
+
+def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
+    """TLS credentials when a certificate is configured; with a client CA, clients must present
+    a certificate it signed (mTLS)."""
+    if settings.tls_cert is None or settings.tls_key is None:
+        return None
+    ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
+    return grpc.ssl_server_credentials(
+        [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],
+        root_certificates=ca,
+        require_client_auth=ca is not None,
+    )
+
+
+async def serve(settings: ServeSettings) -> None:
+    """Serve the log in settings.data_dir until a stop signal; the in-flight batch completes."""
+    async with open_log(
+        settings.data_dir,
+        max_batch=settings.max_batch,
+        max_wait_ms=settings.max_wait_ms,
+        queue_size=settings.queue_size,
+    ) as opened:
+        if opened.gate is not None and opened.sequencer.checkpoint.size == 0:
+            raise StorageError(
+                f"{settings.data_dir} has no genesis entry (its creation was interrupted); "
+                "remove it and run `affidavit init` again"
+            )
+        service = LogService(
+            opened.storage,
+            opened.sequencer,
+            gate=opened.gate,
+            auditors=Auditors(list(settings.auditor_token_hashes)),
+            witnesses=[note.parse_verifier(k) for k in settings.witness_keys],
+            max_entry_bytes=settings.max_entry_bytes,
+            max_batch_entries=settings.max_batch_entries,
+            page_size=settings.page_size,
+        )
+        max_message = settings.max_entry_bytes * settings.max_batch_entries + (1 << 20)
+        server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", max_message),
+                ("grpc.max_send_message_length", max_message),
+            ]
+        )
+        affidavit_pb2_grpc.add_LogServicer_to_server(service, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        log_service = affidavit_pb2.DESCRIPTOR.services_by_name["Log"].full_name
+        reflection.enable_server_reflection(
+            (log_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        credentials = _tls(settings)
+        try:
+            if credentials is None:
+                port = server.add_insecure_port(settings.listen)
+            else:
+                port = server.add_secure_port(settings.listen, credentials)
+        except RuntimeError:
+            raise OSError(f"cannot listen on {settings.listen}: is the port in use?") from None
+        await server.start()
+        for name in ("", log_service):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        checkpoint = opened.sequencer.checkpoint
+        log.info(
+            "affidavit serving %s at %s:%d, tree size %d, log key %s (%s entries%s)",
+            checkpoint.origin,
+            settings.listen.rsplit(":", 1)[0],
+            port,
+            checkpoint.size,
+            opened.verifier_key,
+            opened.storage.entry_format(),
+            ", TLS" if credentials else "",
+        )
+
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+        log.info("stopping: finishing requests in flight")
+        await health_servicer.enter_graceful_shutdown()
+        await server.stop(SHUTDOWN_GRACE_S)
+    log.info("stopped at tree size %d", opened.sequencer.checkpoint.size)

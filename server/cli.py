@@ -1,0 +1,258 @@
+"""The server's commands: init, serve, auditor-token (joined into `affidavit` lazily)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+from pathlib import Path
+from typing import NoReturn
+
+import click
+
+from merkle import note
+from merkle.cosignature import CosignatureV1Verifier
+from merkle.errors import MalformedKeyError
+from server import app, config
+from server.access import new_token
+from server.config import ServeSettings
+from server.storage import StorageError
+
+DEFAULT_DATA_DIR = Path("data")
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=DEFAULT_DATA_DIR,
+    show_default=True,
+    envvar="AFFIDAVIT_DATA_DIR",
+    show_envvar=True,
+    help="The log's directory: its keys and LevelDB database.",
+)
+origin_option = click.option(
+    "--origin",
+    default=config.default_origin,
+    show_default="<hostname>/affidavit",
+    envvar="AFFIDAVIT_ORIGIN",
+    show_envvar=True,
+    help="The log's name: the first line of its checkpoints and its key's name, a schema-less "
+    "URL such as example.com/affidavit/prod. Only used when creating a log.",
+)
+format_option = click.option(
+    "--entry-format",
+    type=click.Choice(config.ENTRY_FORMATS),
+    default="statements",
+    show_default=True,
+    envvar="AFFIDAVIT_ENTRY_FORMAT",
+    show_envvar=True,
+    help="What the log holds: signed agent-audit statements, checked at ingest, or opaque bytes. "
+    "Fixed when the log is created.",
+)
+admin_option = click.option(
+    "--admin-id",
+    default="admin",
+    show_default=True,
+    envvar="AFFIDAVIT_ADMIN_ID",
+    show_envvar=True,
+    help="Identity id of the first admin, registered by the log's genesis entry.",
+)
+
+
+def _fail(message: str) -> NoReturn:
+    raise click.ClickException(message)
+
+
+def _create(
+    data_dir: Path, origin: str, entry_format: str, admin_id: str
+) -> tuple[str, Path | None]:
+    try:
+        return asyncio.run(app.create_log(data_dir, origin, entry_format, admin_id))
+    except (StorageError, MalformedKeyError) as e:
+        _fail(f"cannot create a log in {data_dir}: {e}")
+
+
+@click.command()
+@data_dir_option
+@origin_option
+@format_option
+@admin_option
+def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
+    """Create a new log: its Ed25519 signing key, database, and genesis admin.
+
+    \b
+    Writes:
+      DATA_DIR/log.key    the log's private signer key (mode 0600): keep it on the server
+      DATA_DIR/log.pub    its verifier key: give it to clients, auditors and witnesses
+      DATA_DIR/admin.key  the first admin's key (mode 0600): move it to its owner
+      DATA_DIR/db/        the LevelDB database
+    """
+    verifier, admin_key = _create(data_dir, origin, entry_format, admin_id)
+    click.echo(f"created log {origin} in {data_dir}")
+    click.echo(f"log verifier key (share it): {verifier}")
+    if admin_key is not None:
+        click.echo(
+            f"admin {admin_id!r} registered; its key is in {admin_key} (move it off the server)"
+        )
+
+
+@click.command()
+@data_dir_option
+@origin_option
+@format_option
+@admin_option
+@click.option(
+    "--listen",
+    default="127.0.0.1:7420",
+    show_default=True,
+    envvar="AFFIDAVIT_LISTEN",
+    show_envvar=True,
+    help="host:port to serve gRPC on (port 0 picks a free one).",
+)
+@click.option(
+    "--max-entry-bytes",
+    type=click.IntRange(1, 16 << 20),
+    default=64 * 1024,
+    show_default=True,
+    envvar="AFFIDAVIT_MAX_ENTRY_BYTES",
+    show_envvar=True,
+    help="Largest entry accepted.",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(min=1),
+    default=1000,
+    show_default=True,
+    envvar="AFFIDAVIT_BATCH_SIZE",
+    show_envvar=True,
+    help="Most entries integrated (and synced) in one write.",
+)
+@click.option(
+    "--batch-wait-ms",
+    type=click.FloatRange(min=0),
+    default=0.0,
+    show_default=True,
+    envvar="AFFIDAVIT_BATCH_WAIT_MS",
+    show_envvar=True,
+    help="How long a batch waits for more entries once it has one. 0 is usually best: "
+    "entries that arrive while a batch is being written form the next one.",
+)
+@click.option(
+    "--queue-size",
+    type=click.IntRange(min=1),
+    default=4096,
+    show_default=True,
+    envvar="AFFIDAVIT_QUEUE_SIZE",
+    show_envvar=True,
+    help="Entries waiting at most; beyond it appends get RESOURCE_EXHAUSTED and should retry.",
+)
+@click.option(
+    "--auditor-token-hash",
+    "auditor_token_hashes",
+    multiple=True,
+    envvar="AFFIDAVIT_AUDITOR_TOKEN_HASHES",
+    show_envvar=True,
+    help="SHA-256 (hex) of a token that may read entries and search; repeat for several "
+    "(the env var takes them space-separated). Make one with `affidavit auditor-token`.",
+)
+@click.option(
+    "--witness-key",
+    "witness_keys",
+    multiple=True,
+    envvar="AFFIDAVIT_WITNESS_KEYS",
+    show_envvar=True,
+    help="Verifier key of a witness whose cosignatures this log accepts and serves "
+    "(C2SP cosignature/v1 key text); repeat for several (env var: space-separated).",
+)
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_TLS_CERT",
+    show_envvar=True,
+    help="Serve TLS with this PEM certificate.",
+)
+@click.option(
+    "--tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_TLS_KEY",
+    show_envvar=True,
+    help="The certificate's PEM private key.",
+)
+@click.option(
+    "--tls-client-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_TLS_CLIENT_CA",
+    show_envvar=True,
+    help="Require client certificates signed by this CA (mTLS).",
+)
+def serve(
+    data_dir: Path,
+    origin: str,
+    entry_format: str,
+    admin_id: str,
+    listen: str,
+    max_entry_bytes: int,
+    batch_size: int,
+    batch_wait_ms: float,
+    queue_size: int,
+    auditor_token_hashes: tuple[str, ...],
+    witness_keys: tuple[str, ...],
+    tls_cert: Path | None,
+    tls_key: Path | None,
+    tls_client_ca: Path | None,
+) -> None:
+    """Serve a log over gRPC (creating it in DATA_DIR on first run).
+
+    Appends are answered once durable on disk. Stop with Ctrl-C or SIGTERM: the batch in
+    flight is finished first.
+    """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if (tls_cert is None) != (tls_key is None):
+        _fail("--tls-cert and --tls-key go together")
+    if tls_client_ca is not None and tls_cert is None:
+        _fail("--tls-client-ca needs --tls-cert and --tls-key")
+    for h in auditor_token_hashes:
+        if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
+            _fail(
+                "--auditor-token-hash takes the 64-hex SHA-256 of a token "
+                "(see `affidavit auditor-token`)"
+            )
+    for key in witness_keys:
+        try:
+            verifier = note.parse_verifier(key)
+        except MalformedKeyError as e:
+            _fail(f"--witness-key {key!r} is not a verifier key: {e}")
+        if not isinstance(verifier, CosignatureV1Verifier):
+            _fail(f"--witness-key {verifier.name!r} is not a witness (cosignature/v1) key")
+    if not config.is_initialised(data_dir):
+        _, admin_key = _create(data_dir, origin, entry_format, admin_id)
+        logging.info(
+            "created log %s in %s%s",
+            origin,
+            data_dir,
+            f"; admin {admin_id!r} key in {admin_key}" if admin_key else "",
+        )
+    settings = ServeSettings(
+        data_dir=data_dir,
+        listen=listen,
+        max_entry_bytes=max_entry_bytes,
+        max_batch=batch_size,
+        max_wait_ms=batch_wait_ms,
+        queue_size=queue_size,
+        auditor_token_hashes=auditor_token_hashes,
+        witness_keys=witness_keys,
+        tls_cert=tls_cert,
+        tls_key=tls_key,
+        tls_client_ca=tls_client_ca,
+    )
+    try:
+        asyncio.run(app.serve(settings))
+    except (StorageError, OSError) as e:
+        _fail(str(e))
+
+
+@click.command("auditor-token")
+def auditor_token() -> None:
+    """Make an auditor token: give the token to the auditor, the hash to `serve`."""
+    token, digest = new_token()
+    click.echo(f"token (give to the auditor, shown once): {token}")
+    click.echo(f"hash (for serve --auditor-token-hash):   {digest}")

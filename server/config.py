@@ -1,0 +1,121 @@
+"""A log's data directory and the settings a server runs with.
+
+    <data dir>/log.key   the log's signer key (C2SP signer key text), mode 0600
+    <data dir>/log.pub   its verifier key text, to hand to clients and witnesses
+    <data dir>/admin.key the first admin identity's signing key, mode 0600, written by init
+                         for a statements log: move it off the server
+    <data dir>/db/       the LevelDB (see server.storage)
+
+The origin (the checkpoint's first line) is the key's name, as C2SP logs do.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from merkle import hashing, keys, note
+from merkle.checkpoint import Checkpoint
+from merkle.errors import MalformedKeyError
+from server.storage import Batch, Storage, StorageError
+
+KEY_FILE = "log.key"
+PUB_FILE = "log.pub"
+ADMIN_KEY_FILE = "admin.key"
+DB_DIR = "db"
+ENTRY_FORMATS = ("statements", "opaque")
+
+
+def default_origin() -> str:
+    return f"{socket.gethostname() or 'localhost'}/affidavit"
+
+
+@dataclass(frozen=True)
+class ServeSettings:
+    """How a server runs; every field is also a flag and an environment variable of `serve`."""
+
+    data_dir: Path
+    listen: str = "127.0.0.1:7420"
+    max_entry_bytes: int = 64 * 1024
+    max_batch: int = 1000
+    max_wait_ms: float = 0.0
+    queue_size: int = 4096
+    max_batch_entries: int = 1000
+    page_size: int = 1000
+    auditor_token_hashes: tuple[str, ...] = ()
+    witness_keys: tuple[str, ...] = ()
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    tls_client_ca: Path | None = None
+
+
+def is_initialised(data_dir: Path) -> bool:
+    return (data_dir / KEY_FILE).exists()
+
+
+def write_private(path: Path, text: str) -> None:
+    """Create path with mode 0600 (never more open, whatever the umask) and sync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_public(path: Path, text: str) -> None:
+    with open(path, "x") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> str:
+    """Create a log in data_dir: a new key pair and a database holding the signed empty tree.
+
+    Returns the verifier key text. Refuses a directory that already has a log. A statements log
+    still needs its genesis entry (see server.app.create_log).
+    """
+    keys.check_name(origin)
+    if entry_format not in ENTRY_FORMATS:
+        raise ValueError(f"entry format must be one of {ENTRY_FORMATS}")
+    if is_initialised(data_dir) or (data_dir / DB_DIR).exists():
+        raise StorageError(f"{data_dir} already holds a log; pick another --data-dir")
+    data_dir.mkdir(parents=True, exist_ok=True)
+    signer_text, verifier_text = note.generate_key(origin)
+    storage = Storage(data_dir / DB_DIR, create=True)
+    try:
+        storage.set_entry_format(entry_format)
+        # The empty tree's checkpoint, so a log always has one to serve and extend.
+        empty = note.sign(Checkpoint(origin, 0, hashing.EMPTY_ROOT).format(), signer_text)
+        storage.commit(Batch(0, (), (), {}, empty))
+    finally:
+        storage.close()
+    _write_public(data_dir / PUB_FILE, verifier_text + "\n")
+    # The private key last: its presence marks a complete log directory.
+    write_private(data_dir / KEY_FILE, signer_text + "\n")
+    _sync_dir(data_dir)
+    return verifier_text
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_key(data_dir: Path) -> tuple[keys.Signer, str]:
+    """The log's signer and its verifier key text, from the key file; errors never show the key."""
+    path = data_dir / KEY_FILE
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        raise StorageError(f"{path} is readable by others (mode {mode:o}); run: chmod 600 {path}")
+    text = path.read_text().strip()
+    try:
+        return note.parse_signer(text), keys.parse_signer_key(text).verifier_key().text()
+    except MalformedKeyError as e:
+        raise StorageError(f"{path} does not hold a valid signer key: {e}") from None

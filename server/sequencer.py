@@ -1,0 +1,304 @@
+"""The sequencer: the one integrator that turns queued appends into durable, signed log growth.
+
+Appends wait in a bounded queue. The integrator takes what is queued (up to max_batch entries,
+waiting at most max_wait for more), and in a worker thread: hashes the batch with the hashing
+core, drops entries already in the log or earlier in the batch (they get the first index),
+grows the tiles, computes the root from those tiles, signs the checkpoint, and commits
+entries, hash index, tiles and checkpoint in one synced WriteBatch. Only then are the callers
+answered, each with its index, the checkpoint and an inclusion proof to it. While one batch is
+being written the next one queues, so under load batches grow by themselves.
+
+Invariant: the checkpoint held in memory is the one on disk, and its root is the root of the
+tiles on disk; an acknowledged entry is on disk under that checkpoint.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Protocol
+
+from merkle import checkpoint as checkpoints
+from merkle import hashing, note, proofs
+from merkle.checkpoint import Checkpoint
+from merkle.compact import CompactRange
+from merkle.errors import MerkleError
+from merkle.tiles import Tile, TileHashReader, grow_tiles
+from server.storage import Batch, Storage, StorageError
+from statements.errors import Rejection
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """What an appender gets back once its entry is durable."""
+
+    index: int
+    leaf_hash: bytes
+    checkpoint: str
+    proof: list[bytes]
+    duplicate: bool
+    verdict: int = 0
+    verdict_reason: str = ""
+
+
+class QueueFullError(Exception):
+    """The append queue is full: the caller should back off and retry."""
+
+
+class ShuttingDownError(Exception):
+    """The sequencer is stopping and takes no more appends."""
+
+
+class Gate(Protocol):
+    """What an entry must pass to be appended, judged in log order by the integrator.
+
+    begin() opens a batch; admit() checks one entry against the log so far plus the batch's
+    admitted entries, raising Rejection or returning its (verdict, reason); writes() gives the
+    key/values the batch adds, committed with it; known() gives an entry's stored verdict.
+    """
+
+    def begin(self) -> None: ...
+
+    def admit(
+        self, entry: bytes, prepared: object, leaf_hash: bytes, index: int
+    ) -> tuple[int, str]: ...
+
+    def writes(self) -> Mapping[bytes, bytes]: ...
+
+    def known(self, index: int) -> tuple[int, str]: ...
+
+
+@dataclass
+class _Pending:
+    entry: bytes
+    prepared: object
+    future: asyncio.Future[Receipt]
+
+
+def recover(storage: Storage, verifier_key: str) -> tuple[Checkpoint, str]:
+    """The latest checkpoint and its note, once the stored log is shown to match it.
+
+    The note must carry the log's own valid signature, the entries stored must be exactly the
+    ones it covers, and the root recomputed from the stored tiles must be its root. Anything
+    else is a StorageError: a server must not serve (or extend) a log it cannot vouch for.
+    """
+    text = storage.checkpoint()
+    if text is None:
+        raise StorageError(
+            f"{storage.path} holds no checkpoint; it was not made by `affidavit init`"
+        )
+    try:
+        cp = checkpoints.parse(note.open(text, [verifier_key]))
+    except MerkleError as e:
+        raise StorageError(
+            f"the stored checkpoint does not verify with the log's key: {e}"
+        ) from None
+    last = storage.last_entry_index()
+    stored = 0 if last is None else last + 1
+    if stored != cp.size:
+        raise StorageError(
+            f"the signed checkpoint covers {cp.size} entries but {stored} are stored; "
+            "the database was altered or damaged"
+        )
+    root = CompactRange.from_reader(cp.size, TileHashReader(cp.size, storage.read_tiles)).root()
+    if root != cp.root_hash:
+        raise StorageError(
+            f"the stored tiles give root {root.hex()} but the signed checkpoint of size {cp.size} "
+            f"says {cp.root_hash.hex()}; the database was altered or damaged, refusing to serve"
+        )
+    return cp, text
+
+
+class Sequencer:
+    """Owns the log's growth. Create it with recover(); run() integrates until stop()."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        origin: str,
+        sign: Callable[[str], str],
+        checkpoint: Checkpoint,
+        note: str,
+        *,
+        gate: Gate | None = None,
+        max_batch: int = 1000,
+        max_wait: float = 0.0,
+        queue_size: int = 4096,
+    ) -> None:
+        self._storage = storage
+        self._gate = gate
+        self._origin = origin
+        self._sign = sign
+        self._checkpoint = checkpoint
+        self._note = note
+        self._max_batch = max_batch
+        self._max_wait = max_wait
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        # One thread: integrations are strictly sequential.
+        self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrator")
+        self._stopping = False
+        self._task: asyncio.Task[None] | None = None
+        self._grown = asyncio.Condition()
+
+    @property
+    def checkpoint(self) -> Checkpoint:
+        """The latest committed checkpoint."""
+        return self._checkpoint
+
+    @property
+    def note(self) -> str:
+        """The latest committed checkpoint's signed note."""
+        return self._note
+
+    def start(self) -> None:
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="integrator")
+
+    async def stop(self) -> None:
+        """Refuse new appends, integrate everything already queued, then stop."""
+        self._stopping = True
+        if self._task is not None:
+            await self._queue.join()
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        self._worker.shutdown(wait=True)
+
+    async def wait_beyond(self, size: int) -> None:
+        """Return once the log's committed size exceeds size."""
+        async with self._grown:
+            await self._grown.wait_for(lambda: self._checkpoint.size > size)
+
+    async def append(self, entry: bytes, prepared: object = None) -> Receipt:
+        """Queue one entry (with what the gate prepared from it) and wait until it is durable.
+
+        Raises QueueFullError at capacity, or the gate's Rejection.
+        """
+        if self._stopping:
+            raise ShuttingDownError("the log is shutting down")
+        pending = _Pending(entry, prepared, asyncio.get_running_loop().create_future())
+        try:
+            self._queue.put_nowait(pending)
+        except asyncio.QueueFull:
+            raise QueueFullError(
+                f"the append queue is full ({self._queue.maxsize} entries)"
+            ) from None
+        return await pending.future
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = [await self._queue.get()]
+            deadline = time.monotonic() + self._max_wait
+            while len(batch) < self._max_batch:
+                try:
+                    batch.append(self._queue.get_nowait())
+                except asyncio.QueueEmpty:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        break
+                    try:
+                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
+                    except TimeoutError:
+                        break
+            try:
+                receipts = await loop.run_in_executor(self._worker, self._integrate, batch)
+            except Exception as e:  # every waiter must hear of the failure
+                for p in batch:
+                    if not p.future.done():
+                        p.future.set_exception(e)
+            else:
+                for p, receipt in zip(batch, receipts, strict=True):
+                    if p.future.done():  # the caller went away
+                        continue
+                    if isinstance(receipt, Rejection):
+                        p.future.set_exception(receipt)
+                    else:
+                        p.future.set_result(receipt)
+            for _ in batch:
+                self._queue.task_done()
+            async with self._grown:
+                self._grown.notify_all()
+
+    def _integrate(self, batch: Sequence[_Pending]) -> list[Receipt | Rejection]:
+        """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
+        size = self._checkpoint.size
+        leaf_hashes = hashing.leaf_hashes([p.entry for p in batch])
+        gate = self._gate
+        if gate is not None:
+            gate.begin()
+        first_seen: dict[bytes, tuple[int, tuple[int, str]]] = {}
+        outcomes: list[tuple[int, bool, tuple[int, str]] | Rejection] = []
+        new_entries: list[bytes] = []
+        new_hashes: list[bytes] = []
+        for pending, leaf_hash in zip(batch, leaf_hashes, strict=True):
+            seen = first_seen.get(leaf_hash)
+            if seen is None:
+                stored = self._storage.index_of(leaf_hash)
+                if stored is not None:
+                    seen = stored, gate.known(stored) if gate is not None else (0, "")
+            if seen is not None:
+                outcomes.append((seen[0], True, seen[1]))
+                continue
+            index = size + len(new_entries)
+            try:
+                judged = (
+                    (0, "")
+                    if gate is None
+                    else gate.admit(pending.entry, pending.prepared, leaf_hash, index)
+                )
+            except Rejection as e:
+                outcomes.append(e)
+                continue
+            first_seen[leaf_hash] = index, judged
+            new_entries.append(pending.entry)
+            new_hashes.append(leaf_hash)
+            outcomes.append((index, False, judged))
+
+        if new_entries:
+            tiles = grow_tiles(size, new_hashes, self._storage.read_tiles)
+            new_size = size + len(new_entries)
+            reader = TileHashReader(new_size, _Overlay(tiles, self._storage.read_tiles))
+            # The root comes from the very tiles being written: a checkpoint is never signed
+            # over anything but what is stored.
+            root = CompactRange.from_reader(new_size, reader).root()
+            checkpoint = Checkpoint(self._origin, new_size, root)
+            note = self._sign(checkpoint.format())
+            extra = gate.writes() if gate is not None else {}
+            self._storage.commit(Batch(size, new_entries, new_hashes, tiles, note, extra))
+            self._checkpoint, self._note = checkpoint, note
+        else:
+            reader = TileHashReader(size, self._storage.read_tiles)
+
+        accepted = [o for o in outcomes if not isinstance(o, Rejection)]
+        proofs_ = iter(
+            proofs.prove_inclusions([o[0] for o in accepted], self._checkpoint.size, reader)
+        )
+        receipts: list[Receipt | Rejection] = []
+        for outcome, leaf_hash in zip(outcomes, leaf_hashes, strict=True):
+            if isinstance(outcome, Rejection):
+                receipts.append(outcome)
+                continue
+            index, duplicate, (verdict, reason) = outcome
+            receipts.append(
+                Receipt(index, leaf_hash, self._note, next(proofs_), duplicate, verdict, reason)
+            )
+        return receipts
+
+
+class _Overlay:
+    """Tiles being written this batch, in front of the stored ones."""
+
+    def __init__(
+        self, fresh: Mapping[Tile, bytes], read_stored: Callable[[Sequence[Tile]], list[bytes]]
+    ):
+        self._fresh = {(t.level, t.index): data for t, data in fresh.items()}
+        self._read_stored = read_stored
+
+    def __call__(self, tiles: Sequence[Tile]) -> list[bytes]:
+        missing = [t for t in tiles if (t.level, t.index) not in self._fresh]
+        stored = dict(zip(missing, self._read_stored(missing), strict=True))
+        return [self._fresh.get((t.level, t.index)) or stored[t] for t in tiles]

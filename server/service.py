@@ -1,0 +1,318 @@
+"""The gRPC service affidavit.v1.Log over a Storage and its Sequencer.
+
+Every refusal is a gRPC status with a message a person can act on, and a refused request
+changes nothing. Proofs are served from stored tiles: O(log n) tile reads each.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, NoReturn
+
+import grpc
+
+from merkle import checkpoint as checkpoints
+from merkle import note, proofs
+from merkle.compact import Node
+from merkle.errors import MerkleError, UnverifiedNoteError
+from merkle.keys import Verifier
+from merkle.tiles import TileHashReader
+from proto import affidavit_pb2 as pb
+from proto import affidavit_pb2_grpc as pb_grpc
+from server import search
+from server.access import Auditors
+from server.admission import StatementGate
+from server.errors import RequestError
+from server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
+from server.storage import Storage
+from statements.errors import Rejection
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+RETRY_AFTER_MS = 100
+"""The back-off suggested to appenders when the queue is full (also sent as retry-after-ms)."""
+
+STREAM_WINDOW = 1024
+"""Entries of one AppendStream in flight at once; reading the stream pauses beyond it."""
+
+
+def _invalid(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def _out_of_range(message: str) -> RequestError:
+    return RequestError(grpc.StatusCode.OUT_OF_RANGE, message)
+
+
+class LogService(pb_grpc.LogServicer):
+    def __init__(
+        self,
+        storage: Storage,
+        sequencer: Sequencer,
+        *,
+        gate: StatementGate | None,
+        auditors: Auditors,
+        witnesses: list[Verifier],
+        max_entry_bytes: int,
+        max_batch_entries: int,
+        page_size: int,
+    ) -> None:
+        self._storage = storage
+        self._sequencer = sequencer
+        self._gate = gate
+        self._auditors = auditors
+        self._witnesses = witnesses
+        # Signature checks release the GIL: two threads verify in parallel, off the event loop.
+        self._verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        self._max_entry = max_entry_bytes
+        self._max_batch = max_batch_entries
+        self._page = page_size
+
+    # Appends.
+
+    async def _append(self, entry: bytes) -> Receipt:
+        if not entry:
+            raise _invalid("entry is empty; an entry is 1 byte or more")
+        if len(entry) > self._max_entry:
+            raise _invalid(
+                f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
+                "(the server's --max-entry-bytes)"
+            )
+        try:
+            prepared = None
+            if self._gate is not None:
+                loop = asyncio.get_running_loop()
+                prepared = await loop.run_in_executor(self._verifiers, self._gate.prepare, entry)
+            return await self._sequencer.append(entry, prepared)
+        except Rejection as e:
+            raise RequestError(grpc.StatusCode[e.code], e.message) from None
+        except QueueFullError as e:
+            raise RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; retry in {RETRY_AFTER_MS} ms"
+            ) from None
+        except ShuttingDownError as e:
+            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry once it is back") from None
+
+    async def _result(self, entry: bytes) -> pb.AppendResult:
+        try:
+            return pb.AppendResult(ok=_receipt(await self._append(entry)))
+        except RequestError as e:
+            return pb.AppendResult(error=pb.Error(code=e.code.value[0], message=e.message))
+
+    async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
+        try:
+            return _receipt(await self._append(request.entry))
+        except RequestError as e:
+            await _abort(context, e)
+
+    async def AppendBatch(
+        self, request: pb.AppendBatchRequest, context: Context
+    ) -> pb.AppendBatchResponse:
+        if len(request.entries) > self._max_batch:
+            await _abort(
+                context,
+                _invalid(
+                    f"batch has {len(request.entries)} entries; "
+                    f"send at most {self._max_batch} per call"
+                ),
+            )
+        results = await asyncio.gather(*(self._result(e) for e in request.entries))
+        return pb.AppendBatchResponse(results=results)
+
+    async def AppendStream(
+        self, request_iterator: AsyncIterator[pb.AppendRequest], context: Context
+    ) -> AsyncIterator[pb.AppendResult]:
+        # A reader task submits entries as they arrive so they share integration batches; the
+        # results go back in the order the entries came, through a bounded window.
+        window: asyncio.Queue[asyncio.Task[pb.AppendResult] | None] = asyncio.Queue(STREAM_WINDOW)
+
+        async def read() -> None:
+            try:
+                async for request in request_iterator:
+                    await window.put(asyncio.ensure_future(self._result(request.entry)))
+            finally:
+                await window.put(None)
+
+        reader = asyncio.ensure_future(read())
+        try:
+            while (task := await window.get()) is not None:
+                yield await task
+            await reader  # surfaces a broken request stream
+        finally:
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reader
+
+    # Reads.
+
+    def _checkpoint(self) -> pb.Checkpoint:
+        cp = self._sequencer.checkpoint
+        message = pb.Checkpoint(note=self._sequencer.note, size=cp.size, root_hash=cp.root_hash)
+        cosigned = self._storage.cosigned()
+        if cosigned is not None:
+            message.cosigned_size, message.cosigned_note = cosigned
+        return message
+
+    async def GetCheckpoint(
+        self, request: pb.GetCheckpointRequest, context: Context
+    ) -> pb.Checkpoint:
+        return self._checkpoint()
+
+    async def WatchCheckpoints(
+        self, request: pb.WatchCheckpointsRequest, context: Context
+    ) -> AsyncIterator[pb.Checkpoint]:
+        size = -1
+        while True:
+            await self._sequencer.wait_beyond(size)
+            message = self._checkpoint()
+            size = message.size
+            yield message
+
+    async def AddCosignature(
+        self, request: pb.AddCosignatureRequest, context: Context
+    ) -> pb.AddCosignatureResponse:
+        try:
+            return pb.AddCosignatureResponse(cosigned_note=self._add_cosignature(request.note))
+        except RequestError as e:
+            await _abort(context, e)
+
+    def _add_cosignature(self, cosigned: str) -> str:
+        if not self._witnesses:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                "this log trusts no witnesses; its operator adds them with serve --witness-key",
+            )
+        try:
+            text, _ = note.parse_note(cosigned)
+            cp = checkpoints.parse(text)
+        except MerkleError as e:
+            raise _invalid(f"not a cosigned checkpoint note: {e}") from None
+        issued = self._storage.checkpoint_at(cp.size)
+        if issued is None or note.parse_note(issued)[0] != text:
+            raise RequestError(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"this log never signed that checkpoint of size {cp.size}; cosign one it served",
+            )
+        try:
+            opened = note.open_note(cosigned, self._witnesses)
+        except UnverifiedNoteError:
+            raise RequestError(
+                grpc.StatusCode.PERMISSION_DENIED,
+                "the note has no cosignature from a witness this log trusts",
+            ) from None
+        except MerkleError as e:
+            raise _invalid(f"a cosignature does not verify: {e}") from None
+        lines = "".join(sig.line() for sig in opened.signatures)
+        merged = note.merge([self._storage.cosigned_at(cp.size) or issued, f"{text}\n{lines}"])
+        self._storage.put_cosigned(cp.size, merged)
+        return merged
+
+    def _tree_size(self, asked: int) -> int:
+        size = self._sequencer.checkpoint.size
+        if asked > size:
+            raise _out_of_range(f"tree size {asked} is beyond the log's current size {size}")
+        return asked or size
+
+    async def GetInclusionProof(
+        self, request: pb.GetInclusionProofRequest, context: Context
+    ) -> pb.InclusionProof:
+        try:
+            size = self._tree_size(request.tree_size)
+            if request.HasField("leaf_hash"):
+                if len(request.leaf_hash) != 32:
+                    raise _invalid(
+                        f"leaf_hash is {len(request.leaf_hash)} bytes; a leaf hash is 32"
+                    )
+                index = self._storage.index_of(request.leaf_hash)
+                if index is None:
+                    raise RequestError(
+                        grpc.StatusCode.NOT_FOUND, "no entry with that leaf hash in this log"
+                    )
+            elif request.HasField("index"):
+                index = request.index
+            else:
+                raise _invalid("give the entry's index or its leaf_hash")
+            if index >= size:
+                raise _out_of_range(f"entry {index} is not in the tree of size {size}")
+            reader = TileHashReader(size, self._storage.read_tiles)
+            leaf = reader.read_hashes([Node(0, index)])[0]
+            hashes = proofs.prove_inclusion(index, size, reader)
+        except RequestError as e:
+            await _abort(context, e)
+        return pb.InclusionProof(index=index, tree_size=size, leaf_hash=leaf, hashes=hashes)
+
+    async def GetConsistencyProof(
+        self, request: pb.GetConsistencyProofRequest, context: Context
+    ) -> pb.ConsistencyProof:
+        try:
+            second = self._tree_size(request.second)
+            if request.first == 0:
+                raise _invalid(
+                    "first is 0: every tree extends the empty tree, so there is nothing to prove"
+                )
+            if request.first > second:
+                raise _invalid(f"first ({request.first}) is larger than second ({second})")
+            hashes = proofs.prove_consistency(
+                request.first, second, TileHashReader(second, self._storage.read_tiles)
+            )
+        except RequestError as e:
+            await _abort(context, e)
+        return pb.ConsistencyProof(first=request.first, second=second, hashes=hashes)
+
+    async def GetEntries(
+        self, request: pb.GetEntriesRequest, context: Context
+    ) -> AsyncIterator[pb.Entry]:
+        try:
+            self._auditors.check(context)
+            end = self._tree_size(request.end)
+            if request.start >= end:
+                raise _out_of_range(f"start {request.start} is not before end {end}")
+        except RequestError as e:
+            await _abort(context, e)
+        end = min(end, request.start + self._page)
+        reader = TileHashReader(end, self._storage.read_tiles)
+        batch = list(self._storage.entries(request.start, end))
+        hashes = reader.read_hashes([Node(0, i) for i, _ in batch])
+        for (index, data), leaf_hash in zip(batch, hashes, strict=True):
+            entry = pb.Entry(index=index, data=data, leaf_hash=leaf_hash)
+            verdict = self._gate.committed.verdict(index) if self._gate is not None else None
+            if verdict is not None:
+                entry.verdict = pb.Verdict.ValueType(verdict.verdict)
+                entry.verdict_reason = verdict.reason
+            yield entry
+
+    async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
+        try:
+            self._auditors.check(context)
+            if self._gate is None:
+                raise RequestError(
+                    grpc.StatusCode.FAILED_PRECONDITION,
+                    "this log holds opaque entries; there is nothing to search",
+                )
+            return search.search(self._storage, request)
+        except search.SearchError as e:
+            await _abort(context, _invalid(str(e)))
+        except RequestError as e:
+            await _abort(context, e)
+
+
+def _receipt(r: Receipt) -> pb.AppendResponse:
+    return pb.AppendResponse(
+        index=r.index,
+        leaf_hash=r.leaf_hash,
+        checkpoint=r.checkpoint,
+        inclusion_proof=r.proof,
+        duplicate=r.duplicate,
+        verdict=r.verdict,  # type: ignore[arg-type]
+        verdict_reason=r.verdict_reason,
+    )
+
+
+async def _abort(context: Context, e: RequestError) -> NoReturn:
+    if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
+        context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
+    await context.abort(e.code, e.message)
+    raise AssertionError("context.abort returns only by raising")

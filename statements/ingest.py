@@ -1,0 +1,220 @@
+"""Admission: the rules a signed statement passes to enter the log, in one fixed order.
+
+prepare() needs no history (decode, schema, sizes, secret guard, and the signature when the
+key is already known) so it can run in parallel, off the log's sequencing path; admit() checks
+what depends on the log so far — the key valid at this point, the session chain, the body's
+rules — and computes an action's scope verdict. The server runs both at ingest, the client
+runs prepare() before sending, the auditor runs both on replay: one implementation of each rule.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from proto import affidavit_pb2 as pb
+from statements import schema, scope, signing
+from statements.errors import Rejection
+from statements.state import KeyRecord, LogState, VerdictRecord
+
+MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
+"""How far a statement's client time may be from the server's clock at ingest. Grant windows
+are judged by client time (so replay gives the same verdicts); this bound keeps it honest."""
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A decoded, well-formed statement; verified_with is the public key its signature was
+    checked against, or None when its key was not known yet."""
+
+    signed: pb.SignedStatement
+    statement: pb.Statement
+    verified_with: bytes | None
+
+
+def prepare(leaf: bytes, known_key: Callable[[str], KeyRecord | None]) -> Prepared:
+    """The checks that need no history. Raises Rejection."""
+    signed, statement = schema.decode(leaf)
+    schema.check(signed, statement)
+    record = known_key(signed.key_id)
+    if record is None:
+        return Prepared(signed, statement, None)
+    _verify(signed, record.public_key)
+    return Prepared(signed, statement, record.public_key)
+
+
+def _verify(signed: pb.SignedStatement, public_key: bytes) -> None:
+    if not signing.verify(signed.statement, signed.signature, public_key):
+        raise Rejection.unauthenticated(
+            f"the signature does not verify with key {signed.key_id}: the statement was altered "
+            "after signing or signed with another key"
+        )
+
+
+def _is_genesis(prepared: Prepared, state: LogState) -> bool:
+    """The log's first admin registers itself: a self-signed REGISTER of an ADMIN, accepted
+    only while the log has no admin."""
+    st = prepared.statement
+    e = st.identity
+    return (
+        not state.has_admin()
+        and st.WhichOneof("body") == "identity"
+        and e.op == pb.IdentityEvent.REGISTER
+        and e.kind == pb.ADMIN
+        and e.identity_id == st.header.issuer
+        and signing.key_id(e.public_key) == prepared.signed.key_id
+    )
+
+
+def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> VerdictRecord | None:
+    """The checks that depend on the log so far; the verdict for an action, None otherwise.
+
+    now_ms is the server's clock, to bound client time at ingest; replay passes None.
+    Raises Rejection; nothing is changed either way (the caller applies admitted statements).
+    """
+    signed, st = prepared.signed, prepared.statement
+    h = st.header
+    key = state.key(signed.key_id)
+    genesis = key is None and _is_genesis(prepared, state)
+    if key is None and not genesis:
+        raise Rejection.unauthenticated(
+            f"key {signed.key_id} is not registered in this log; an admin must register "
+            f"identity {h.issuer!r} with it first"
+        )
+    public_key = key.public_key if key is not None else st.identity.public_key
+    if prepared.verified_with != public_key:
+        _verify(signed, public_key)
+    if key is not None:
+        _check_signer(key, h.issuer, state)
+    if state.statement_index(h.statement_id) is not None:
+        raise Rejection.exists(f"statement_id {h.statement_id} is already in the log")
+    _check_session(h, state)
+    if now_ms is not None and abs(h.client_time_ms - now_ms) > MAX_CLOCK_SKEW_MS:
+        raise Rejection.precondition(
+            f"header.client_time_ms is {(h.client_time_ms - now_ms) / 1000:+.0f} s from the log's "
+            f"clock; at most {MAX_CLOCK_SKEW_MS // 1000} s is accepted: fix the producer's clock"
+        )
+    body = st.WhichOneof("body")
+    if body == "identity":
+        if not genesis:
+            _check_identity_event(st, state)
+        return None
+    if body == "grant":
+        _check_grant(st, state)
+        return None
+    if body == "approval":
+        _require_kind(state, h.issuer, pb.HUMAN, "approve actions")
+        return None
+    return _check_action(st, state)
+
+
+def _check_signer(key: KeyRecord, issuer: str, state: LogState) -> None:
+    if key.identity_id != issuer:
+        raise Rejection.denied(
+            f"key {key.key_id} belongs to {key.identity_id!r}, not to the issuer {issuer!r}"
+        )
+    if key.retired_at is not None:
+        raise Rejection.denied(
+            f"key {key.key_id} of {issuer!r} was retired at index {key.retired_at} (rotated or "
+            "revoked); sign with the identity's current key"
+        )
+    identity = state.identity(issuer)
+    if identity is None or identity.revoked_at is not None:
+        raise Rejection.denied(f"identity {issuer!r} is revoked")
+
+
+def _check_session(h: pb.Header, state: LogState) -> None:
+    head = state.session(h.issuer, h.session_id)
+    expected, previous = (0, b"") if head is None else (head.next_sequence, head.last_leaf_hash)
+    if h.sequence != expected or h.previous_hash != previous:
+        want = f"sequence {expected}" + (
+            f" with previous_hash {previous.hex()}" if previous else ""
+        )
+        raise Rejection.precondition(
+            f"session {h.session_id!r} of {h.issuer!r} expects {want}; got sequence {h.sequence} "
+            "(a gap, a replay or a fork of the session chain)"
+        )
+
+
+def _require_kind(
+    state: LogState, identity_id: str, kind: pb.IdentityKind.ValueType, what: str
+) -> None:
+    identity = state.identity(identity_id)
+    if identity is None or identity.kind != kind:
+        name = pb.IdentityKind.Name(kind).lower()
+        raise Rejection.denied(f"only a registered {name} may {what}; {identity_id!r} is not one")
+
+
+def _check_identity_event(st: pb.Statement, state: LogState) -> None:
+    _require_kind(state, st.header.issuer, pb.ADMIN, "register, rotate or revoke identities")
+    e = st.identity
+    current = state.identity(e.identity_id)
+    if e.op == pb.IdentityEvent.REGISTER:
+        if current is not None:
+            raise Rejection.exists(f"identity {e.identity_id!r} is already registered")
+    elif current is None:
+        raise Rejection.precondition(f"identity {e.identity_id!r} is not registered")
+    elif current.revoked_at is not None:
+        raise Rejection.precondition(
+            f"identity {e.identity_id!r} was revoked at index {current.revoked_at}"
+        )
+    if e.op != pb.IdentityEvent.REVOKE and state.key(signing.key_id(e.public_key)) is not None:
+        raise Rejection.exists(
+            "that public key is already registered; every identity needs its own key"
+        )
+
+
+def _check_grant(st: pb.Statement, state: LogState) -> None:
+    g, issuer = st.grant, st.header.issuer
+    grantee = state.identity(g.grantee)
+    if grantee is None or grantee.revoked_at is not None:
+        raise Rejection.precondition(
+            f"grantee {g.grantee!r} is not a registered, unrevoked identity"
+        )
+    if not g.parent_grant_id:
+        _require_kind(
+            state,
+            issuer,
+            pb.HUMAN,
+            "grant on their own authority (an agent must name the parent grant it attenuates)",
+        )
+        return
+    parent = state.grant(g.parent_grant_id)
+    if parent is None:
+        raise Rejection.precondition(f"parent grant {g.parent_grant_id} is not in the log")
+    if parent.decoded().grantee != issuer:
+        raise Rejection.denied(f"{issuer!r} does not hold parent grant {g.parent_grant_id}")
+    problem = scope.attenuation_problem(parent.decoded(), g)
+    if problem:
+        raise Rejection.precondition(f"grant widens its parent: {problem}")
+
+
+def _check_action(st: pb.Statement, state: LogState) -> VerdictRecord:
+    a, issuer = st.action, st.header.issuer
+    _require_kind(state, issuer, pb.AGENT, "record agent actions")
+    if a.actor.agent_id != issuer:
+        raise Rejection.denied(f"actor.agent_id {a.actor.agent_id!r} is not the issuer {issuer!r}")
+    intent = state.intent(a.action_id)
+    if a.phase == pb.AgentAction.INTENT:
+        if intent is not None:
+            raise Rejection.exists(
+                f"action {a.action_id} already has an INTENT (index {intent.index})"
+            )
+        return scope.intent_verdict(state, a, st.header.client_time_ms)
+    if intent is None:
+        raise Rejection.precondition(
+            f"action {a.action_id} has no INTENT in the log; record it first"
+        )
+    if intent.leaf_hash != a.intent_leaf_hash:
+        raise Rejection.precondition(
+            f"intent_leaf_hash is not the leaf hash of action {a.action_id}'s INTENT"
+        )
+    if intent.issuer != issuer:
+        raise Rejection.denied(
+            f"action {a.action_id} was intended by {intent.issuer!r}, not {issuer!r}"
+        )
+    if intent.outcome_index is not None:
+        raise Rejection.exists(
+            f"action {a.action_id} already has an OUTCOME (index {intent.outcome_index})"
+        )
+    return scope.outcome_verdict(state, a)

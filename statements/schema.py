@@ -1,0 +1,270 @@
+"""Decoding and schema rules: what a well-formed signed statement is.
+
+A statement decodes strictly (no unknown fields anywhere: nothing may hide in a leaf that a
+reader of this schema cannot see), has its required fields, and stays within size bounds. The
+walk that checks sizes also hands every string to the secret guard, so no string field escapes
+either check. Each violation names the field path (e.g. action.operation.resource).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterator
+
+from google.protobuf import unknown_fields
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import DecodeError, Message
+
+from proto import affidavit_pb2 as pb
+from statements import secrets
+from statements.canonical import canonical_json, digest, is_digest
+from statements.errors import Rejection
+from statements.ids import is_identity_id, is_uuid7
+
+SCHEMA_VERSION = 1
+MAX_STRING = 1024
+LONG_STRINGS = {"parameters_json": 32 * 1024, "justification": 4096, "comment": 4096}
+MAX_REPEATED = 64
+MAX_ATTRIBUTES = 32
+
+_HEX = re.compile(r"[0-9a-f]+")
+
+
+def decode(leaf: bytes) -> tuple[pb.SignedStatement, pb.Statement]:
+    """The envelope and the statement inside it, strictly decoded; Rejection otherwise."""
+    try:
+        signed = pb.SignedStatement.FromString(leaf)
+    except DecodeError:
+        raise Rejection.invalid(
+            "entry is not a SignedStatement (protobuf does not decode)"
+        ) from None
+    _no_unknown_fields(signed, "signed_statement")
+    try:
+        statement = pb.Statement.FromString(signed.statement)
+    except DecodeError:
+        raise Rejection.invalid(
+            "statement bytes are not a Statement (protobuf does not decode)"
+        ) from None
+    return signed, statement
+
+
+def _no_unknown_fields(message: Message, path: str) -> None:
+    if len(unknown_fields.UnknownFieldSet(message)):
+        raise Rejection.invalid(
+            f"{path} has fields this log's schema does not define; upgrade or remove them"
+        )
+
+
+def strings(message: Message, path: str = "") -> Iterator[tuple[str, str]]:
+    """Every string in a message, with its field path; checks unknown fields and sizes too."""
+    for item_path, text, _ in _strings(message, path):
+        yield item_path, text
+
+
+def _check_length(path: str, text: str, limit: int = MAX_STRING) -> None:
+    if len(text) > limit:
+        raise Rejection.invalid(f"{path} is {len(text)} characters; at most {limit}")
+
+
+def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str, str | None]]:
+    """strings(), each with the map key it is stored under (the secret guard's name), if any.
+
+    Also refuses enum values the schema does not define: proto3 keeps them, and the rules would
+    read them as some defined value (an unknown IdentityEvent.op as REVOKE, for one).
+    """
+    _no_unknown_fields(message, path or "statement")
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if len(value) > MAX_ATTRIBUTES:
+                raise Rejection.invalid(
+                    f"{name} has {len(value)} entries; at most {MAX_ATTRIBUTES}"
+                )
+            for k, v in value.items():
+                _check_length(f"{name}.key", k)
+                yield f"{name}.key", k, None
+                _check_length(f"{name}[{k!r}]", v)
+                yield f"{name}[{k!r}]", v, k
+            continue
+        repeated = field.is_repeated
+        items = value if repeated else [value]
+        if repeated and len(items) > MAX_REPEATED:
+            raise Rejection.invalid(f"{name} has {len(items)} items; at most {MAX_REPEATED}")
+        for i, item in enumerate(items):
+            item_path = f"{name}[{i}]" if repeated else name
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                yield from _strings(item, item_path)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                _check_length(item_path, item, LONG_STRINGS.get(field.name, MAX_STRING))
+                yield item_path, item, None
+            elif field.type == FieldDescriptor.TYPE_BYTES and len(item) > MAX_STRING:
+                raise Rejection.invalid(f"{item_path} is {len(item)} bytes; at most {MAX_STRING}")
+            elif (
+                field.type == FieldDescriptor.TYPE_ENUM
+                and item not in field.enum_type.values_by_number
+            ):
+                raise Rejection.invalid(
+                    f"{item_path} is {item}, which {field.enum_type.name} does not define"
+                )
+
+
+def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
+    """Schema, sizes and the secret guard; Rejection names the first field that fails."""
+    for path, text, key in _strings(statement):
+        findings = secrets.scan(text, key)
+        if findings:
+            raise Rejection.invalid(
+                f"{path} holds what looks like a secret (rule {findings[0].rule}); redact it "
+                "before signing (the client library does) — the value is not shown here"
+            )
+    if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
+        raise Rejection.invalid("key_id must be 32 lowercase hex characters")
+    _check_header(statement)
+    body = statement.WhichOneof("body")
+    if body is None:
+        raise Rejection.invalid("statement has no body: set identity, grant, approval or action")
+    {
+        "identity": _check_identity,
+        "grant": _check_grant,
+        "approval": _check_approval,
+        "action": _check_action,
+    }[body](statement)
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise Rejection.invalid(message)
+
+
+def _check_header(statement: pb.Statement) -> None:
+    _require(statement.HasField("header"), "header is missing")
+    h = statement.header
+    _require(is_uuid7(h.statement_id), "header.statement_id must be a lowercase UUIDv7")
+    _require(
+        is_identity_id(h.issuer), "header.issuer must be an identity id ([A-Za-z0-9._:@/-], 1-128)"
+    )
+    _require(0 < len(h.session_id) <= 128, "header.session_id must be 1-128 characters")
+    if h.sequence == 0:
+        _require(not h.previous_hash, "header.previous_hash must be empty at sequence 0")
+    else:
+        _require(
+            len(h.previous_hash) == 32,
+            "header.previous_hash must be the 32-byte leaf hash "
+            "of the issuer's previous statement in this session",
+        )
+    _require(h.client_time_ms > 0, "header.client_time_ms must be set (Unix milliseconds)")
+    _require(h.schema_version == SCHEMA_VERSION, f"header.schema_version must be {SCHEMA_VERSION}")
+    _require(bool(h.producer.adapter), "header.producer.adapter must name the producing adapter")
+    _require(
+        h.producer.assurance != pb.ASSURANCE_UNSPECIFIED, "header.producer.assurance must be set"
+    )
+
+
+def _check_identity(statement: pb.Statement) -> None:
+    e = statement.identity
+    _require(
+        e.op != pb.IdentityEvent.OP_UNSPECIFIED,
+        "identity.op must be REGISTER, ROTATE_KEY or REVOKE",
+    )
+    _require(is_identity_id(e.identity_id), "identity.identity_id must be an identity id")
+    if e.op == pb.IdentityEvent.REGISTER:
+        _require(e.kind != pb.IDENTITY_KIND_UNSPECIFIED, "identity.kind must be set to register")
+    if e.op in (pb.IdentityEvent.REGISTER, pb.IdentityEvent.ROTATE_KEY):
+        _require(len(e.public_key) == 32, "identity.public_key must be a 32-byte Ed25519 key")
+    else:
+        _require(not e.public_key, "identity.public_key must be empty to revoke")
+    if e.owner:
+        _require(is_identity_id(e.owner), "identity.owner must be an identity id")
+
+
+def _check_grant(statement: pb.Statement) -> None:
+    g = statement.grant
+    _require(is_identity_id(g.grantee), "grant.grantee must be an identity id")
+    _require(len(g.tools) > 0, "grant.tools must list at least one tool pattern")
+    _require(len(g.resources) > 0, "grant.resources must list at least one resource pattern")
+    _require(len(g.access) > 0, "grant.access must list at least one access kind")
+    _require(all(g.access), "grant.access holds ACCESS_KIND_UNSPECIFIED")
+    _require(
+        all(g.tools) and all(g.resources) and all(g.operations), "grant patterns must not be empty"
+    )
+    if g.not_before_ms and g.not_after_ms:
+        _require(
+            g.not_before_ms < g.not_after_ms, "grant.not_before_ms must be before not_after_ms"
+        )
+    if g.parent_grant_id:
+        _require(
+            is_uuid7(g.parent_grant_id), "grant.parent_grant_id must be a statement id (UUIDv7)"
+        )
+
+
+def _check_approval(statement: pb.Statement) -> None:
+    a = statement.approval
+    _require(bool(a.action_id), "approval.action_id must name the action decided on")
+    _require(is_digest(a.parameters_digest), "approval.parameters_digest must be 64 lowercase hex")
+    _require(a.decision != pb.Approval.DECISION_UNSPECIFIED, "approval.decision must be set")
+
+
+def _check_action(statement: pb.Statement) -> None:
+    a = statement.action
+    _require(a.phase != pb.AgentAction.PHASE_UNSPECIFIED, "action.phase must be INTENT or OUTCOME")
+    _require(bool(a.action_id), "action.action_id must be set")
+    _require(is_identity_id(a.actor.agent_id), "action.actor.agent_id must be an identity id")
+    op = a.operation
+    _require(bool(op.tool_name), "action.operation.tool_name must be set")
+    _require(bool(op.resource), "action.operation.resource must be set")
+    _require(op.access != pb.ACCESS_KIND_UNSPECIFIED, "action.operation.access must be set")
+    _require(
+        is_digest(op.parameters_digest),
+        "action.operation.parameters_digest must be 64 lowercase hex",
+    )
+    if op.parameters_json:
+        try:
+            canonical = canonical_json(json.loads(op.parameters_json))
+        except ValueError:
+            raise Rejection.invalid("action.operation.parameters_json is not JSON") from None
+        _require(
+            canonical == op.parameters_json,
+            "action.operation.parameters_json must be canonical JSON (sorted keys, no spaces)",
+        )
+        # With nothing redacted, the JSON shown is the JSON the digest (and so any approval) is
+        # over; they must agree, or an auditor would read parameters nobody approved.
+        _require(
+            bool(op.redactions) or digest(op.parameters_json) == op.parameters_digest,
+            "action.operation.parameters_digest is not the SHA-256 of parameters_json, which "
+            "has no redactions; list the redactions, or digest the parameters as executed",
+        )
+    for i, r in enumerate(op.redactions):
+        _require(
+            bool(r.rule) and bool(r.path), f"action.operation.redactions[{i}] needs path and rule"
+        )
+    if a.phase == pb.AgentAction.INTENT:
+        _require(
+            a.authorization.decision != pb.POLICY_DECISION_UNSPECIFIED,
+            "action.authorization.decision must be set on an INTENT",
+        )
+        _require(not a.intent_leaf_hash, "action.intent_leaf_hash is for OUTCOMEs only")
+    else:
+        _require(
+            len(a.intent_leaf_hash) == 32,
+            "action.intent_leaf_hash must be the INTENT's 32-byte leaf hash",
+        )
+        _require(
+            a.outcome.status != pb.OUTCOME_STATUS_UNSPECIFIED, "action.outcome.status must be set"
+        )
+    c = a.correlation
+    if c.trace_id:
+        _require(
+            len(c.trace_id) == 32 and bool(_HEX.fullmatch(c.trace_id)),
+            "correlation.trace_id must be 32 hex",
+        )
+    if c.span_id:
+        _require(
+            len(c.span_id) == 16 and bool(_HEX.fullmatch(c.span_id)),
+            "correlation.span_id must be 16 hex",
+        )
+    if a.credential.fingerprint:
+        _require(
+            len(a.credential.fingerprint) == 8 and bool(_HEX.fullmatch(a.credential.fingerprint)),
+            "action.credential.fingerprint must be 8 hex (an HMAC fingerprint, never the secret)",
+        )
