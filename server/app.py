@@ -21,7 +21,7 @@ from server.access import Auditors
 from server.admission import StatementGate
 from server.config import ServeSettings
 from server.sequencer import Sequencer, recover
-from server.service import LogService
+from server.service import LogService, StrictRequests
 from server.storage import Storage, StorageError
 from statements import build
 from statements.signing import IdentityKey
@@ -29,7 +29,8 @@ from statements.signing import IdentityKey
 log = logging.getLogger("affidavit.server")
 
 SHUTDOWN_GRACE_S = 10.0
-"""How long in-flight requests get to finish after a stop signal."""
+"""How long requests in flight get to finish after a stop signal; new appends are refused
+(UNAVAILABLE, retryable) from the signal on."""
 
 
 @dataclass
@@ -131,10 +132,11 @@ async def serve(settings: ServeSettings) -> None:
         )
         max_message = settings.max_entry_bytes * settings.max_batch_entries + (1 << 20)
         server = grpc.aio.server(
+            interceptors=[StrictRequests()],
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
-            ]
+            ],
         )
         affidavit_pb2_grpc.add_LogServicer_to_server(service, server)
         health_servicer = health.aio.HealthServicer()
@@ -172,6 +174,7 @@ async def serve(settings: ServeSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping: finishing requests in flight")
+        await opened.sequencer.begin_shutdown()  # ends checkpoint watches
         await health_servicer.enter_graceful_shutdown()
         await server.stop(SHUTDOWN_GRACE_S)
     log.info("stopped at tree size %d", opened.sequencer.checkpoint.size)

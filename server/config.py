@@ -66,10 +66,14 @@ def write_private(path: Path, text: str) -> None:
 
 
 def _write_public(path: Path, text: str) -> None:
-    with open(path, "x") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
+    """Create path world-readable (0644, whatever the umask) and sync it."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    try:
+        os.fchmod(fd, 0o644)
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> str:

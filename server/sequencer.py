@@ -159,7 +159,7 @@ class Sequencer:
 
     async def stop(self) -> None:
         """Refuse new appends, integrate everything already queued, then stop."""
-        self._stopping = True
+        await self.begin_shutdown()
         if self._task is not None:
             await self._queue.join()
             self._task.cancel()
@@ -167,10 +167,17 @@ class Sequencer:
                 await self._task
         self._worker.shutdown(wait=True)
 
-    async def wait_beyond(self, size: int) -> None:
-        """Return once the log's committed size exceeds size."""
+    async def wait_beyond(self, size: int) -> bool:
+        """Wait until the log's committed size exceeds size (True) or the log stops (False)."""
         async with self._grown:
-            await self._grown.wait_for(lambda: self._checkpoint.size > size)
+            await self._grown.wait_for(lambda: self._checkpoint.size > size or self._stopping)
+        return self._checkpoint.size > size
+
+    async def begin_shutdown(self) -> None:
+        """Refuse new appends and release everyone waiting for growth."""
+        self._stopping = True
+        async with self._grown:
+            self._grown.notify_all()
 
     async def append(self, entry: bytes, prepared: object = None) -> Receipt:
         """Queue one entry (with what the gate prepared from it) and wait until it is durable.

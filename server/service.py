@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
+from google.protobuf.message import DecodeError
 
 from merkle import checkpoint as checkpoints
-from merkle import note, proofs
+from merkle import hashing, note, proofs
 from merkle.compact import Node
 from merkle.errors import MerkleError, UnverifiedNoteError
 from merkle.keys import Verifier
@@ -165,8 +166,7 @@ class LogService(pb_grpc.LogServicer):
         self, request: pb.WatchCheckpointsRequest, context: Context
     ) -> AsyncIterator[pb.Checkpoint]:
         size = -1
-        while True:
-            await self._sequencer.wait_beyond(size)
+        while await self._sequencer.wait_beyond(size):
             message = self._checkpoint()
             size = message.size
             yield message
@@ -175,7 +175,12 @@ class LogService(pb_grpc.LogServicer):
         self, request: pb.AddCosignatureRequest, context: Context
     ) -> pb.AddCosignatureResponse:
         try:
-            return pb.AddCosignatureResponse(cosigned_note=self._add_cosignature(request.note))
+            # Signature checks and a synced write: off the event loop.
+            loop = asyncio.get_running_loop()
+            merged = await loop.run_in_executor(
+                self._verifiers, self._add_cosignature, request.note
+            )
+            return pb.AddCosignatureResponse(cosigned_note=merged)
         except RequestError as e:
             await _abort(context, e)
 
@@ -273,9 +278,11 @@ class LogService(pb_grpc.LogServicer):
         except RequestError as e:
             await _abort(context, e)
         end = min(end, request.start + self._page)
-        reader = TileHashReader(end, self._storage.read_tiles)
         batch = list(self._storage.entries(request.start, end))
-        hashes = reader.read_hashes([Node(0, i) for i, _ in batch])
+        try:
+            hashes = self._checked_leaf_hashes(request.start, end, batch)
+        except RequestError as e:
+            await _abort(context, e)
         for (index, data), leaf_hash in zip(batch, hashes, strict=True):
             entry = pb.Entry(index=index, data=data, leaf_hash=leaf_hash)
             verdict = self._gate.committed.verdict(index) if self._gate is not None else None
@@ -283,6 +290,24 @@ class LogService(pb_grpc.LogServicer):
                 entry.verdict = pb.Verdict.ValueType(verdict.verdict)
                 entry.verdict_reason = verdict.reason
             yield entry
+
+    def _checked_leaf_hashes(
+        self, start: int, end: int, batch: list[tuple[int, bytes]]
+    ) -> list[bytes]:
+        """The tree's leaf hashes of entries [start, end), after checking the stored entries are
+        exactly those leaves: a damaged database is reported, never served as genuine."""
+        tree = TileHashReader(end, self._storage.read_tiles).read_hashes(
+            [Node(0, i) for i in range(start, end)]
+        )
+        stored = hashing.leaf_hashes([data for _, data in batch])
+        for offset, index in enumerate(range(start, end)):
+            if offset >= len(batch) or batch[offset][0] != index or stored[offset] != tree[offset]:
+                raise RequestError(
+                    grpc.StatusCode.DATA_LOSS,
+                    f"entry {index} on disk does not match the log's tree; "
+                    "the database was altered or damaged",
+                )
+        return tree
 
     async def Search(self, request: pb.SearchRequest, context: Context) -> pb.SearchResponse:
         try:
@@ -316,3 +341,58 @@ async def _abort(context: Context, e: RequestError) -> NoReturn:
         context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
     await context.abort(e.code, e.message)
     raise AssertionError("context.abort returns only by raising")
+
+
+class StrictRequests(grpc.aio.ServerInterceptor):
+    """Requests to the Log service that are not valid protobuf get INVALID_ARGUMENT with a
+    message saying so, instead of gRPC's generic failure (the handlers decode, not gRPC)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[
+            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
+        ],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(details)
+        method = details.method
+        decode = getattr(handler, "request_deserializer", None)
+        if handler is None or decode is None or not method.startswith("/affidavit.v1.Log/"):
+            return handler
+
+        async def parse(raw: bytes, context: Context) -> Any:
+            try:
+                return decode(raw)
+            except DecodeError:
+                await _abort(
+                    context, _invalid(f"the request to {method} is not a valid protobuf message")
+                )
+
+        async def requests(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
+            async for raw in raws:
+                yield await parse(raw, context)
+
+        h: Any = handler
+        if h.unary_unary is not None:
+
+            async def unary_unary(raw: bytes, context: Context) -> Any:
+                return await h.unary_unary(await parse(raw, context), context)
+
+            return h._replace(request_deserializer=None, unary_unary=unary_unary)  # type: ignore[no-any-return]
+        if h.unary_stream is not None:
+
+            async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
+                async for item in h.unary_stream(await parse(raw, context), context):
+                    yield item
+
+            return h._replace(request_deserializer=None, unary_stream=unary_stream)  # type: ignore[no-any-return]
+        if h.stream_stream is not None:
+
+            async def stream_stream(
+                raws: AsyncIterator[bytes], context: Context
+            ) -> AsyncIterator[Any]:
+                async for item in h.stream_stream(requests(raws, context), context):
+                    yield item
+
+            return h._replace(request_deserializer=None, stream_stream=stream_stream)  # type: ignore[no-any-return]
+        return handler
