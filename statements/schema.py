@@ -100,13 +100,12 @@ def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str, str |
                 yield item_path, item, None
             elif field.type == FieldDescriptor.TYPE_BYTES and len(item) > MAX_STRING:
                 raise Rejection.invalid(f"{item_path} is {len(item)} bytes; at most {MAX_STRING}")
-            elif (
-                field.type == FieldDescriptor.TYPE_ENUM
-                and item not in field.enum_type.values_by_number
-            ):
-                raise Rejection.invalid(
-                    f"{item_path} is {item}, which {field.enum_type.name} does not define"
-                )
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                enum = field.enum_type
+                if enum is not None and item not in enum.values_by_number:
+                    raise Rejection.invalid(
+                        f"{item_path} is {item}, which {enum.name} does not define"
+                    )
 
 
 def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:

@@ -16,14 +16,16 @@ see that two records carry the same secret without either record revealing it.
 Invariants:
   * Findings never overlap; where two rules claim overlapping text the earlier rule in RULES
     wins, so a specific rule (``github-token``) beats a generic one (``secret-assignment``).
-  * Redaction markers are opaque: text is scanned in the segments between markers, so
-    ``scan(redact(t, k)[0]) == []`` and ``redact`` of redacted text changes nothing.
+  * Redaction markers are opaque, and findings are made so that ``scan(redact(t, k)[0]) == []``
+    and redacting redacted text changes nothing (see ``scan``).
+  * Findings do not depend on hash seeds or on the order of a rule's keywords: every process
+    that scans a text reports the same findings.
   * No finding's value is a low-entropy mask (``ghp_xxxx…``, ``****``): every value must carry
     at least MIN_ENTROPY_ANY bits per character.
 
 Rules favour fixed prefixes and structures (high signal, near-zero false positives). The generic
-``secret-assignment`` rule — a credential-named key, ``=``/``:``/``--flag``, a value — accepts a
-value only if all hold (thresholds tuned on tests/vectors/secrets-corpus.json):
+``secret-assignment`` rule — a credential-named key, then ``=``, ``:``, or a space after a
+``--flag`` or .netrc's ``password``, then a value — accepts the value only if all hold:
   * the key's last word names a credential (``password``, ``DB_PASS``, ``client_secret``,
     ``api_key``, ``X-Api-Key``, ``access_token``), not a property of one (``token_type``,
     ``password_file``, ``max_tokens``), nor a pagination/idempotency token (``next_page_token``);
@@ -41,7 +43,7 @@ Measured on tests/vectors/secrets-corpus.json (76 fake secrets, 135 benign look-
 recall 1.00 (every secret found with the expected rule and exact span), false-positive rate
 0.00. Speed (CPython 3.11, x86-64): about 3 µs per KiB of typical benign text (JSON parameters,
 shell commands, paths, hashes, log lines), since a text runs a rule's regular expression only
-if it contains one of the rule's literal keywords.
+if it contains one of the rule's keywords.
 
 The guard catches accidents, not adversaries: anyone can encode a secret past any list of
 patterns. It is one layer; keeping secrets away from agents is the other.
@@ -56,9 +58,9 @@ import hmac
 import json
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, TypeAlias
 
 FINGERPRINT_HEX: Final = 8
 """Hex characters of HMAC-SHA256 kept in a fingerprint (32 bits: for correlation, not identity)."""
@@ -71,8 +73,10 @@ MIN_ENTROPY_ANY: Final = 2.5
 """Bits per character below which no rule reports a value (masks like ``ghp_xxxx…``)."""
 
 ASSIGNMENT_MIN_LENGTH: Final = 8
+"""Shortest value ``secret-assignment`` reports."""
+
 ASSIGNMENT_MIN_ENTROPY: Final = 3.0
-"""Gates of the ``secret-assignment`` rule (see the module docstring)."""
+"""Fewest bits per character of a value ``secret-assignment`` reports."""
 
 
 @dataclass(frozen=True)
@@ -97,19 +101,28 @@ class Redaction:
     end: int
 
 
+Check: TypeAlias = Callable[[str, re.Match[str]], bool]
+"""Accepts or rejects a match: called with the scanned text and the match (same offsets)."""
+
+
 @dataclass(frozen=True)
 class Rule:
-    """A detector. ``pattern``'s group ``secret`` (or the whole match) is the secret value.
+    """A detector: ``pattern``'s group ``secret`` spans a candidate, ``check`` must accept it.
 
-    ``keywords`` are lowercase substrings of which a match always contains at least one: a text
-    whose lowercase form contains none is never run through ``pattern``. ``check``, if set,
-    must also accept the match.
+    ``pattern`` is tried only where one of ``keywords`` (lowercase) occurs in the lowercased
+    text, and must match from there: every match begins with a keyword. A scan of text holding
+    no keyword therefore costs one substring search per keyword and runs no regex at all.
+    ``lowercase``: ``pattern`` is written in lowercase and matched against the lowercased text
+    (same offsets), for context words in any case. ``token``: the value starts at the keyword
+    and must not touch ``[A-Za-z0-9_-]`` on either side — a whole token, not a piece of one.
     """
 
     id: str
     keywords: tuple[str, ...]
     pattern: re.Pattern[str]
-    check: Callable[[re.Match[str]], bool] | None = None
+    check: Check | None = None
+    lowercase: bool = False
+    token: bool = False
 
 
 def fingerprint(value: str | bytes, key: bytes) -> str:
@@ -123,7 +136,15 @@ def fingerprint(value: str | bytes, key: bytes) -> str:
 def _entropy(s: str) -> float:
     """Shannon entropy of the characters of ``s``, in bits per character."""
     n = len(s)
-    return -sum(c / n * math.log2(c / n) for c in (s.count(ch) for ch in set(s)))
+    return math.log2(n) - sum(c * math.log2(c) for c in map(s.count, set(s))) / n
+
+
+def _secret(text: str, m: re.Match[str]) -> str:
+    return text[m.start("secret") : m.end("secret")]
+
+
+def _starts_word(m: re.Match[str]) -> bool:
+    return m.start() == 0 or not m.string[m.start() - 1].isalnum()
 
 
 _PLACEHOLDER_SHAPES: Final = re.compile(
@@ -172,7 +193,9 @@ _HARMLESS_TOKEN_QUALIFIERS: Final = frozenset({"page", "continuation", "resume",
                                                "idempotency", "cancellation", "cursor"})
 # fmt: on
 _SPACED: Final = frozenset({"password", "passwd"})
-# self.token, process.env.API_KEY; words, each maybe numbered, unlike a token's random segments
+_MAX_NAME: Final = 64  # longer runs of name characters are data, not a variable name
+_NAME_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-")
+# self.token, process.env.API_KEY: words, each maybe numbered, unlike a token's random segments
 _CODE_REFERENCE: Final = re.compile(r"[A-Za-z_$]+\d*(?:\.[A-Za-z_$]+\d*)+")
 
 
@@ -200,15 +223,21 @@ def _plausible_value(value: str) -> bool:
     )
 
 
-def _check_assignment(m: re.Match[str]) -> bool:
-    value = m.group("secret")
-    if m.group("op") is None and not (m.group("flag") or m.group("name").lower() in _SPACED):
+def _check_assignment(text: str, m: re.Match[str]) -> bool:
+    """The pattern matched from the credential word on; the name runs back to its start."""
+    start, limit = m.start(), max(0, m.start() - _MAX_NAME)
+    while start > limit and text[start - 1] in _NAME_CHARS:
+        start -= 1
+    if start > 0 and text[start - 1] == ":":
+        return False  # an ARN's or URN's segment (arn:aws:secretsmanager:…:secret:name)
+    name, value = text[start : m.end("word")], _secret(text, m)
+    if m.group("op") is None and not (name.startswith("--") or name.lower() in _SPACED):
         return False  # a space separates a value only after --flag and in .netrc's "password"
     if m.group("q") is None and (
-        m.string[m.end() : m.end() + 1] in ("(", "[") or _CODE_REFERENCE.fullmatch(value)
+        text[m.end() : m.end() + 1] in ("(", "[") or _CODE_REFERENCE.fullmatch(value)
     ):
         return False  # unquoted code: a call, a subscript or an attribute, not a literal
-    return _names_credential(m.group("name")) and _plausible_value(value)
+    return _names_credential(name) and _plausible_value(value)
 
 
 # --- structural checks -----------------------------------------------------------------------
@@ -222,9 +251,9 @@ def _b64decode(text: str) -> bytes | None:
         return None
 
 
-def _check_jwt(m: re.Match[str]) -> bool:
+def _check_jwt(text: str, m: re.Match[str]) -> bool:
     """A JWT's first segment is base64url of a JSON object with an "alg" member (RFC 7515)."""
-    header = _b64decode(m.group("secret").split(".", 1)[0])
+    header = _b64decode(_secret(text, m).split(".", 1)[0])
     if header is None:
         return False
     try:
@@ -234,47 +263,46 @@ def _check_jwt(m: re.Match[str]) -> bool:
     return isinstance(parsed, dict) and "alg" in parsed
 
 
-def _check_basic_header(m: re.Match[str]) -> bool:
+def _check_basic_header(text: str, m: re.Match[str]) -> bool:
     """HTTP Basic credentials are base64 of printable ``user:password``."""
-    raw = _b64decode(m.group("secret").rstrip("="))
-    return raw is not None and b":" in raw and all(32 <= b < 127 for b in raw)
+    raw = _b64decode(_secret(text, m).rstrip("="))
+    return _starts_word(m) and raw is not None and b":" in raw and all(32 <= b < 127 for b in raw)
 
 
-def _check_private_key(m: re.Match[str]) -> bool:
+def _check_bearer(text: str, m: re.Match[str]) -> bool:
+    return _starts_word(m) and _random_looking(_secret(text, m))
+
+
+def _check_private_key(text: str, m: re.Match[str]) -> bool:
     """A header alone (a mention in prose or docs) is not a key: require a body."""
-    body: str = m.group("body")
-    return sum(c.isalnum() for c in body) >= 64
+    return sum(c.isalnum() for c in text[m.start("body") : m.end("body")]) >= 64
 
 
-def _check_url_password(m: re.Match[str]) -> bool:
-    return not _is_placeholder(m.group("secret"))
+def _check_not_placeholder(text: str, m: re.Match[str]) -> bool:
+    return not _is_placeholder(_secret(text, m))
 
 
-def _check_random(m: re.Match[str]) -> bool:
-    return _random_looking(m.group("secret"))
+def _check_random(text: str, m: re.Match[str]) -> bool:
+    return _random_looking(_secret(text, m))
 
 
-def _check_mixed(m: re.Match[str]) -> bool:
+def _check_mixed(text: str, m: re.Match[str]) -> bool:
     """Upper case, lower case and digits, as in generated keys; unlike kebab-case names."""
-    v = m.group("secret")
-    return (
-        any(c.isupper() for c in v) and any(c.islower() for c in v) and any(c.isdigit() for c in v)
-    )
+    v = _secret(text, m)
+    return v != v.lower() and v != v.upper() and any(c.isdigit() for c in v)
 
 
 def _rule(
     rule_id: str,
     keywords: tuple[str, ...],
     pattern: str,
-    check: Callable[[re.Match[str]], bool] | None = None,
-    flags: int = 0,
+    check: Check | None = None,
+    *,
+    lowercase: bool = False,
+    token: bool = False,
 ) -> Rule:
-    return Rule(rule_id, keywords, re.compile(pattern, flags | re.X), check)
+    return Rule(rule_id, keywords, re.compile(pattern, re.X), check, lowercase, token)
 
-
-# Token boundaries: the character before/after a token may not continue it.
-_B: Final = r"(?<![A-Za-z0-9_-])"
-_E: Final = r"(?![A-Za-z0-9_-])"
 
 RULES: Final[tuple[Rule, ...]] = (
     _rule(
@@ -293,45 +321,35 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(
         "jwt",
         ("eyj",),
-        _B + r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*)" + _E,
+        r"(?P<secret>eyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{2,}\.[A-Za-z0-9_-]*)",
         _check_jwt,
+        token=True,
     ),
-    _rule(
+    _rule(  # long-term (AKIA) and temporary (ASIA) access key ids
         "aws-access-key-id",
-        ("akia", "asia", "abia", "acca"),
-        r"(?<![A-Za-z0-9])(?P<secret>(?:AKIA|ASIA|ABIA|ACCA)[A-Z2-7]{16})(?![A-Za-z0-9])",
+        ("akia", "asia"),
+        r"(?P<secret>A(?:KIA|SIA)[A-Z2-7]{16})",
+        token=True,
     ),
     _rule(
         "aws-secret-access-key",
         ("secret",),
-        r"""(?i:aws[_-]?secret[_-]?(?:access[_-]?)?key|secret[_-]?access[_-]?key)
-            \\?["']?\s*[:=]\s*\\?["']?
-            (?P<secret>[A-Za-z0-9/+]{40})(?![A-Za-z0-9/+=])""",
+        r"""secret[_-]?access[_-]?key\\?["']?[\ \t]*[:=][\ \t]*\\?["']?
+            (?P<secret>[a-z0-9/+]{40})(?![a-z0-9/+=])""",
+        lowercase=True,
     ),
     _rule(
         "github-token",
-        ("ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_"),
-        _B + r"(?P<secret>gh[pousr]_[A-Za-z0-9]{36,251}|github_pat_[A-Za-z0-9_]{36,244})" + _E,
+        ("gh", "github_pat_"),
+        r"(?P<secret>g(?:h[pousr]_[A-Za-z0-9]{36,251}|ithub_pat_[A-Za-z0-9_]{36,244}))",
+        token=True,
     ),
     _rule(
         "gitlab-token",
-        (
-            "glpat-",
-            "gldt-",
-            "glrt-",
-            "glptt-",
-            "glcbt-",
-            "glft-",
-            "glimt-",
-            "glagent-",
-            "gloas-",
-            "glsoat-",
-            "glffct-",
-        ),
-        _B
-        + r"""(?P<secret>gl(?:pat|dt|rt|ptt|cbt|ft|imt|agent|oas|soat|ffct)-
-                [A-Za-z0-9_.-]{20,})"""
-        + _E,
+        ("gl",),
+        r"""(?P<secret>gl(?:pat|dt|rt|ptt|cbt|ft|imt|agent|oas|soat|ffct)-
+            [A-Za-z0-9_-]{20,}(?:\.[A-Za-z0-9_-]+)*)""",
+        token=True,
     ),
     _rule(
         "slack-webhook",
@@ -342,57 +360,65 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(
         "slack-token",
         ("xox", "xapp-"),
-        _B + r"(?P<secret>(?:xox[abposr]|xoxe(?:\.xox[bp])?|xapp)-\d+-[0-9A-Za-z-]{8,})" + _E,
+        r"(?P<secret>x(?:ox[abposr]|oxe(?:\.xox[bp])?|app)-\d+-[0-9A-Za-z-]{8,})",
+        token=True,
     ),
     _rule(  # publishable keys (pk_) are public by design and are not reported
         "stripe-key",
-        ("_live_", "_test_", "whsec_"),
-        _B
-        + r"(?P<secret>(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[A-Za-z0-9+/]{32,})"
-        + _E,
+        ("sk_live_", "rk_live_", "sk_test_", "rk_test_", "whsec_"),
+        r"(?P<secret>[sr]k_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[A-Za-z0-9+/]{32,})",
+        token=True,
     ),
     _rule(
         "google-api-key",
         ("aiza",),
-        _B + r"(?P<secret>AIza[0-9A-Za-z_-]{35})" + _E,
+        r"(?P<secret>AIza[0-9A-Za-z_-]{35})",
+        token=True,
     ),
     _rule(  # OAuth 2.0 access tokens issued by Google
         "google-oauth-token",
         ("ya29.",),
-        _B + r"(?P<secret>ya29\.[0-9A-Za-z_-]{20,})" + _E,
+        r"(?P<secret>ya29\.(?=[\w.-]{20})[0-9A-Za-z_-]+(?:\.[0-9A-Za-z_-]+)*)",
         _check_random,
+        token=True,
     ),
     _rule(  # before openai-key, whose sk- prefix it shares
         "anthropic-key",
-        ("sk-ant-",),
-        _B + r"(?P<secret>sk-ant-[a-z]+\d{2}-[A-Za-z0-9_-]{32,})" + _E,
+        ("sk-",),
+        r"(?P<secret>sk-ant-[a-z]+\d{2}-[A-Za-z0-9_-]{32,})",
+        token=True,
     ),
     _rule(
         "openai-key",
         ("sk-",),
-        _B + r"(?P<secret>sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{32,})" + _E,
+        r"(?P<secret>sk-(?:(?:proj|svcacct|admin)-)?[A-Za-z0-9_-]{32,})",
         _check_mixed,
+        token=True,
     ),
     _rule(
         "huggingface-token",
         ("hf_",),
-        _B + r"(?P<secret>hf_[A-Za-z]{34})" + _E,
+        r"(?P<secret>hf_[A-Za-z]{34})",
         _check_random,
+        token=True,
     ),
     _rule(
         "npm-token",
         ("npm_",),
-        _B + r"(?P<secret>npm_[A-Za-z0-9]{36})" + _E,
+        r"(?P<secret>npm_[A-Za-z0-9]{36})",
+        token=True,
     ),
     _rule(  # a macaroon whose location is pypi.org or test.pypi.org
         "pypi-token",
         ("pypi-age",),
-        _B + r"(?P<secret>pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,})" + _E,
+        r"(?P<secret>pypi-AgE(?:IcHlwaS5vcmc|NdGVzdC5weXBpLm9yZw)[A-Za-z0-9_-]{50,})",
+        token=True,
     ),
     _rule(
         "sendgrid-key",
         ("sg.",),
-        _B + r"(?P<secret>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})" + _E,
+        r"(?P<secret>SG\.[A-Za-z0-9_-]{22}\.[A-Za-z0-9_-]{43})",
+        token=True,
     ),
     _rule(
         "azure-storage-key",
@@ -402,43 +428,49 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(  # the signature of a shared-access-signature URL is a bearer credential
         "azure-sas-signature",
         ("sig=",),
-        r"(?<=[?&])sig=(?P<secret>(?:[A-Za-z0-9+/]|%2[BbFf]){40,}(?:=|%3[Dd]){0,2})",
+        r"sig=(?<=[?&]sig=)(?P<secret>(?:[A-Za-z0-9+/]|%2[BbFf]){40,}(?:=|%3[Dd]){0,2})",
     ),
     _rule(
         "basic-auth-url",
         ("://",),
         r"://[^\s:/?#@\"'<>]*:(?P<secret>[^\s/?#@\"'<>]+)@",
-        _check_url_password,
+        _check_not_placeholder,
     ),
     _rule(
         "basic-auth-header",
         ("basic",),
-        r"\b(?i:basic)\s+(?P<secret>[A-Za-z0-9+/]{8,}={0,2})(?![A-Za-z0-9+/=])",
+        r"basic[\ \t]+(?P<secret>[a-z0-9+/]{8,}={0,2})(?![a-z0-9+/=])",
         _check_basic_header,
+        lowercase=True,
     ),
     _rule(
         "bearer-token",
         ("bearer", "authorization"),
-        r"""\b(?i:bearer|authorization:[ \t]*token)\s+
-            (?P<secret>[A-Za-z0-9._~+/-]{16,}=*)(?![A-Za-z0-9._~+/=-])""",
-        _check_random,
+        r"""(?:bearer|authorization:[\ \t]*token)[\ \t]+
+            (?P<secret>[a-z0-9._~+/-]{16,}=*)(?![a-z0-9._~+/=-])""",
+        _check_bearer,
+        lowercase=True,
     ),
     _rule(
         "secret-assignment",
         ("pass", "pwd", "secret", "token", "key", "credential"),
-        r"""(?<![A-Za-z0-9_.:-])(?P<flag>--)?          # not inside a name, nor an ARN's :secret:
-            (?P<name>[A-Za-z0-9_.-]*?(?i:pass(?:word|wd|phrase)?|pwd|secret|token|key|credentials?))
-            \\?["']?                                  # the closing quote of a JSON or dict key
-            (?:[ \t]*(?P<op>:=|=>|[=:])[ \t]*|[ \t]+)  # an operator or a space, on one line
+        r"""(?P<word>pass(?:word|wd|phrase)?|pwd|secret|token|key|credentials?)
+            (?![a-z0-9_.-])                             # the word ends the name
+            \\?["']?                                    # the closing quote of a JSON or dict key
+            (?:[\ \t]*(?P<op>:=|=>|[=:])[\ \t]*|[\ \t]+)  # an operator or a space, on one line
             \\?(?P<q>["'])?
-            (?P<secret>(?(q)(?:(?!\\?(?P=q)).)+        # quoted: up to the closing quote
-                           |[^\s"'`,;&<>(){}\[\]\\]+))  # bare: up to a separator
+            (?P<secret>(?(q)(?:(?!\\?(?P=q)).)+          # quoted: up to the closing quote
+                           |[^\s"'`,;&<>(){}\[\]\\]+))    # bare: up to a separator
         """,
         _check_assignment,
+        lowercase=True,
     ),
 )
 """The rules in priority order: on overlap, the earlier rule's finding is kept."""
 
+_KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
+_TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
+_ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 _MARKER: Final = re.compile(r"«redacted:[a-z0-9-]+:[0-9a-f]{8}»")
 
 
@@ -450,43 +482,81 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     the whole text is judged as that credential's value by the ``secret-assignment`` gates, so
     ``{"password": "hunter2xyz!"}`` is caught even when key and value are scanned apart.
     """
-    found: list[tuple[int, int, str]] = []  # sorted by start; never overlapping
     lowered = text.lower()
-    rules = [r for r in RULES if any(k in lowered for k in r.keywords)]
-    if rules:
-        for start, end in _segments(text):
-            for rule in rules:
-                for m in rule.pattern.finditer(text, start, end):
-                    _take(found, rule, m)
+    if len(lowered) != len(text):  # a few letters lowercase to two characters (İ → i̇)
+        lowered = text.translate(_ASCII_LOWER)
+    present = {k for k in _KEYWORDS if k in lowered}  # on clean text, the whole cost of a scan
+    rules = [(r, [k for k in r.keywords if k in present]) for r in RULES]
+    markers = [m.span() for m in _MARKER.finditer(text)] if "«redacted:" in text else []
+    found: list[tuple[int, int, str]] = []  # sorted, disjoint
+    # Each rule scans the gaps between markers and the findings so far, each gap as a whole
+    # text, as it will once those findings are markers. A finding can split a candidate that
+    # was rejected whole (a value that ran into a token), so passes repeat until one adds
+    # nothing: that last pass saw exactly the gaps of the redacted text, which is thus clean.
+    added = any(keywords for _, keywords in rules)
+    while added:
+        count = len(found)
+        for rule, keywords in rules:
+            if keywords:
+                for start, end in _gaps(len(text), sorted(markers + [f[:2] for f in found])):
+                    segment, segment_lowered = text[start:end], lowered[start:end]
+                    for m in _matches(rule, keywords, segment, segment_lowered):
+                        _take(found, rule, segment, m, start)
+        added = len(found) > count
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and _names_credential(name) and _plausible_value(text):
         found.append((0, len(text), "secret-assignment"))
     return [Finding(rule, start, end) for start, end, rule in found]
 
 
-def _segments(text: str) -> list[tuple[int, int]]:
-    """The spans between redaction markers: markers are opaque and never scanned into."""
-    if "«redacted:" not in text:
-        return [(0, len(text))]
-    spans, start = [], 0
-    for m in _MARKER.finditer(text):
-        spans.append((start, m.start()))
-        start = m.end()
-    spans.append((start, len(text)))
-    return spans
+def _gaps(length: int, spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
+    """The non-empty stretches of ``range(length)`` outside ``spans`` (sorted, disjoint)."""
+    start = 0
+    for span_start, span_end in spans:
+        if span_start > start:
+            yield start, span_start
+        start = span_end
+    if length > start:
+        yield start, length
 
 
-def _take(found: list[tuple[int, int, str]], rule: Rule, m: re.Match[str]) -> None:
-    """Record ``m`` if it passes its rule and overlaps nothing already found."""
-    start, end = m.span("secret") if "secret" in rule.pattern.groupindex else m.span()
-    i = bisect.bisect_left(found, (start,))
-    if (i > 0 and found[i - 1][1] > start) or (i < len(found) and found[i][0] < end):
+def _matches(rule: Rule, keywords: list[str], text: str, lowered: str) -> Iterator[re.Match[str]]:
+    """``rule``'s matches in ``text``, tried at its keywords' occurrences from left to right.
+
+    As with ``finditer``, the search resumes after each match, so the results do not depend on
+    the order of the keywords, and the work stays linear in the length of the text even when a
+    keyword repeats (``password=password=…``).
+    """
+    subject = lowered if rule.lowercase else text
+    occurrences: set[int] = set()
+    for keyword in keywords:
+        at = lowered.find(keyword)
+        while at >= 0:
+            occurrences.add(at)
+            at = lowered.find(keyword, at + 1)
+    resume = 0
+    for at in sorted(occurrences):
+        if at < resume or (rule.token and text[at - 1 : at] in _TOKEN_CHARS):
+            continue
+        m = rule.pattern.match(subject, at)
+        if m is not None:
+            yield m
+            resume = m.end()
+
+
+def _take(
+    found: list[tuple[int, int, str]], rule: Rule, text: str, m: re.Match[str], offset: int
+) -> None:
+    """Record ``m``, a match in ``text`` found at ``offset`` of the scanned text, if it passes
+    its rule."""
+    start, end = m.span("secret")
+    if rule.token and text[end : end + 1] in _TOKEN_CHARS:
         return
-    if _entropy(m.string[start:end]) < MIN_ENTROPY_ANY:
+    if rule.check is not None and not rule.check(text, m):
         return
-    if rule.check is not None and not rule.check(m):
+    if _entropy(text[start:end]) < MIN_ENTROPY_ANY:
         return
-    found.insert(i, (start, end, rule.id))
+    bisect.insort(found, (start + offset, end + offset, rule.id))
 
 
 def redact(text: str, key: bytes, name: str | None = None) -> tuple[str, list[Redaction]]:

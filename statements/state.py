@@ -257,7 +257,9 @@ class LogState:
             # An action in scope uses up one use of the grant it was in, and of every grant up
             # its chain: authority delegated from a grant is that grant's authority, so a child
             # grant cannot multiply its parent's uses. Parents precede children: this ends.
-            grant_id = verdict.grant_id
+            # An intent its policy denied will not run, so it uses nothing.
+            denied = a.authorization.decision == pb.DENY
+            grant_id = "" if denied else verdict.grant_id
             while grant_id:
                 uses = self.grant_uses(grant_id) + 1
                 self.kv.put(_key(b"u", grant_id), str(uses).encode())
