@@ -121,7 +121,7 @@ class Client:
                     time.sleep(delay)
                     delay *= 2
                     continue
-                if code in RETRYABLE or code == grpc.StatusCode.UNAVAILABLE:
+                if code in RETRYABLE:
                     raise UnavailableError(f"{self.address}: {code.name}: {e.details()}") from None
                 raise RefusedError(code.name, e.details() or "") from None
         raise AssertionError("unreachable")

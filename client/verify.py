@@ -61,9 +61,7 @@ def open_checkpoint(text: str, policy: TrustPolicy, *, require_quorum: bool = Tr
     try:
         opened = note.open_note(text, [log, *witnesses])
     except MerkleError as e:
-        raise VerificationError(
-            f"checkpoint note does not verify with the log's key: {e}"
-        ) from None
+        raise VerificationError(f"checkpoint note does not verify: {e}") from None
     if opened.verified_by(log.name, log.key_hash) is None:
         raise VerificationError(f"checkpoint note is not signed by the log {log.name!r}")
     try:
