@@ -35,6 +35,7 @@ from merkle.errors import MerkleError
 from proto import affidavit_pb2 as pb
 from statements.build import statement_of
 from statements.errors import Rejection
+from statements.ids import uuid7
 from statements.signing import IdentityKey
 
 EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
@@ -126,12 +127,15 @@ def _errors(f: F) -> F:
 
 @dataclass
 class Out:
-    """Human-readable lines, or one JSON document with --json."""
+    """Human-readable lines, one JSON document with --json, or just the new id with --quiet."""
 
     as_json: bool
+    quiet: bool = False
 
-    def emit(self, human: str, data: Any) -> None:
-        if self.as_json:
+    def emit(self, human: str, data: Any, new_id: str | None = None) -> None:
+        if self.quiet and new_id is not None:
+            click.echo(new_id)
+        elif self.as_json:
             click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
         else:
             click.echo(human)
@@ -176,8 +180,9 @@ class Conn:
         )
 
     def client(self) -> Client:
+        token = _key_text(self.token) if self.token else None
         return Client(
-            self.server, self.policy(), trust_dir=self.trust_dir, token=self.token, tls=self.tls
+            self.server, self.policy(), trust_dir=self.trust_dir, token=token, tls=self.tls
         )
 
 
@@ -204,7 +209,7 @@ def connection(f: F) -> F:
         "--token",
         envvar="AFFIDAVIT_TOKEN",
         show_envvar=True,
-        help="Auditor token, for reading entries and searching.",
+        help="Auditor token (or @FILE holding it), for reading entries and searching.",
     )
     @click.option(
         "--trust-dir",
@@ -254,6 +259,9 @@ def connection(f: F) -> F:
         help="Client certificate's key (mTLS).",
     )
     @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+    @click.option(
+        "-q", "--quiet", is_flag=True, help="Print only the id of what was recorded (for scripts)."
+    )
     @functools.wraps(f)
     def wrapper(
         server: str,
@@ -266,10 +274,13 @@ def connection(f: F) -> F:
         tls_cert: Path | None,
         tls_key: Path | None,
         as_json: bool,
+        quiet: bool,
         **kwargs: Any,
     ) -> Any:
         tls = Tls(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert) else None
-        conn = Conn(server, log_key, token, trust_dir, witness_keys, quorum, tls, Out(as_json))
+        conn = Conn(
+            server, log_key, token, trust_dir, witness_keys, quorum, tls, Out(as_json, quiet)
+        )
         return f(conn=conn, **kwargs)
 
     return wrapper  # type: ignore[return-value]
@@ -318,51 +329,57 @@ def _receipt_line(what: str, statement_id: str, r: Receipt) -> str:
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Where to write the private key (default: IDENTITY_ID.key, mode 0600).",
+    help="Private key file (default: IDENTITY_ID.key, mode 0600); the public key goes beside "
+    "it, with .pub.",
 )
 @click.option("--witness", is_flag=True, help="Make a witness key (C2SP cosignature/v1) instead.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
 @_errors
 def keygen(identity_id: str, out: Path | None, witness: bool, as_json: bool) -> None:
-    """Make a signing key for IDENTITY_ID and print its public parts.
+    """Make a signing key for IDENTITY_ID: a private key file and its public .pub beside it.
 
-    The private key goes to a file only you can read; hand the public key to an admin to
-    register the identity (`affidavit identity add`). With --witness, a witness key: give its
-    verifier key to log operators (serve --witness-key) and to clients (--witness-key).
+    Keep the .key file to yourself; give the .pub to an admin to register the identity
+    (`affidavit identity add ... --public-key @ID.pub`). With --witness, a witness key: its .pub
+    is the verifier key for log operators (serve --witness-key) and clients (--witness-key).
     """
     path = out or Path(f"{identity_id.replace('/', '_')}.key")
-    if path.exists():
-        raise ValueError(f"{path} exists; choose another --out")
+    pub = path.with_suffix(".pub")
+    for p in (path, pub):
+        if p.exists():
+            raise ValueError(f"{p} exists; choose another --out")
     if witness:
-        signer, verifier = keys.generate_key(identity_id, keys.ALG_COSIGNATURE_V1)
-        write_atomic(path, (signer + "\n").encode())
-        Out(as_json).emit(
-            f"witness key written to {path}\nverifier key: {verifier}",
-            {"key_file": str(path), "verifier_key": verifier},
-        )
-        return
-    key = IdentityKey.generate(identity_id)
-    write_atomic(path, (key.text() + "\n").encode())
-    public = base64.b64encode(key.public_key).decode()
+        signer, public = keys.generate_key(identity_id, keys.ALG_COSIGNATURE_V1)
+        key_id = keys.parse_verifier_key(public).key_hash.hex()
+    else:
+        key = IdentityKey.generate(identity_id)
+        signer, public, key_id = key.text(), base64.b64encode(key.public_key).decode(), key.key_id
+    write_atomic(path, (signer + "\n").encode())
+    pub.write_text(public + "\n")
     Out(as_json).emit(
-        f"key written to {path}\npublic key: {public}\nkey id:     {key.key_id}",
+        f"private key: {path} (keep it secret)\n"
+        f"public key:  {pub}: {public}\nkey id:      {key_id}",
         {
             "key_file": str(path),
+            "public_file": str(pub),
             "identity_id": identity_id,
             "public_key": public,
-            "key_id": key.key_id,
+            "key_id": key_id,
         },
     )
 
 
 def _public_key(value: str) -> bytes:
-    """A public key given as base64, or @FILE of an identity key (its public half is used)."""
-    if value.startswith("@"):
-        return IdentityKey.load(Path(value[1:])).public_key
-    raw = base64.b64decode(value, validate=True)
+    """An Ed25519 public key: base64, or @FILE holding it (an ID.pub from keygen)."""
+    raw = base64.b64decode(_key_text(value), validate=True)
     if len(raw) != 32:
-        raise ValueError("a public key is 32 bytes (base64 from `affidavit keygen`)")
+        raise ValueError("a public key is 32 bytes of base64 (the .pub from `affidavit keygen`)")
     return raw
+
+
+@main.command("id")
+def new_id() -> None:
+    """Print a fresh UUIDv7, e.g. to name an action before asking for its approval."""
+    click.echo(uuid7())
 
 
 KINDS = {
@@ -424,6 +441,7 @@ def identity_add(
     conn.out.emit(
         _receipt_line(f"identity {identity_id} registered:", rec.statement_id, rec.receipt),
         {"statement_id": rec.statement_id, **_receipt_data(rec.receipt)},
+        rec.statement_id,
     )
 
 
@@ -442,6 +460,7 @@ def identity_rotate(conn: Conn, identity_id: str, public_key: str, key_file: Pat
     conn.out.emit(
         _receipt_line(f"key of {identity_id} rotated:", rec.statement_id, rec.receipt),
         {"statement_id": rec.statement_id, **_receipt_data(rec.receipt)},
+        rec.statement_id,
     )
 
 
@@ -457,6 +476,7 @@ def identity_revoke(conn: Conn, identity_id: str, key_file: Path) -> None:
     conn.out.emit(
         _receipt_line(f"{identity_id} revoked:", rec.statement_id, rec.receipt),
         {"statement_id": rec.statement_id, **_receipt_data(rec.receipt)},
+        rec.statement_id,
     )
 
 
@@ -553,6 +573,7 @@ def grant(
     conn.out.emit(
         _receipt_line("grant", rec.statement_id, rec.receipt),
         {"grant_id": rec.statement_id, **_receipt_data(rec.receipt)},
+        rec.statement_id,
     )
 
 
@@ -600,6 +621,7 @@ def approve(
     conn.out.emit(
         _receipt_line("approval", rec.statement_id, rec.receipt),
         {"approval_id": rec.statement_id, **_receipt_data(rec.receipt)},
+        rec.statement_id,
     )
 
 
@@ -701,6 +723,7 @@ def append(
                     "statement_id": rec.statement_id,
                     **_receipt_data(rec.receipt),
                 },
+                rec.statement_id,
             )
             return
         if not (tool and resource and access):
@@ -735,6 +758,7 @@ def append(
             "statement_id": rec.statement_id,
             **_receipt_data(rec.receipt),
         },
+        act.action_id,
     )
 
 
@@ -900,3 +924,208 @@ def completion(shell: str) -> None:
     cls = get_completion_class(shell)
     assert cls is not None
     click.echo(cls(main, {}, "affidavit", "_AFFIDAVIT_COMPLETE").source())
+
+
+# Witnessing.
+
+
+@main.command()
+@click.option(
+    "--witness-key-file",
+    "key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    envvar="AFFIDAVIT_WITNESS_KEY_FILE",
+    show_envvar=True,
+    help="This witness's signer key (from `affidavit keygen --witness`).",
+)
+@click.option(
+    "--log",
+    "logs",
+    multiple=True,
+    metavar="ADDRESS=LOGKEY",
+    help="A log to witness: its address and verifier key (text or @FILE); repeatable. "
+    "Default: --server with --log-key.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".affidavit-witness"),
+    show_default=True,
+    envvar="AFFIDAVIT_WITNESS_STATE",
+    show_envvar=True,
+    help="Where the last cosigned checkpoint of each log is kept.",
+)
+@click.option(
+    "--evidence-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where fork evidence is written (default: STATE_DIR/evidence).",
+)
+@click.option("--once", is_flag=True, help="Check each log's current checkpoint once, then exit.")
+@click.option(
+    "--keep-going", is_flag=True, help="After a fork, keep witnessing the other logs (loudly)."
+)
+@click.option(
+    "--poll",
+    "poll_interval",
+    type=click.FloatRange(min=0.1),
+    help="Poll every SECONDS instead of watching the log's checkpoint stream.",
+)
+@connection
+@_errors
+def witness(
+    conn: Conn,
+    key_file: Path,
+    logs: tuple[str, ...],
+    state_dir: Path,
+    evidence_dir: Path | None,
+    once: bool,
+    keep_going: bool,
+    poll_interval: float | None,
+) -> None:
+    """Witness logs: check every new checkpoint is consistent with the last one cosigned, then
+    cosign it. On a fork or rollback: refuse, write evidence, exit 1 (or keep going)."""
+    import logging
+    import signal
+    import threading
+
+    from client import witness as witnessing
+
+    if logs:
+        targets = [entry.split("=", 1) for entry in logs]
+        if any(len(t) != 2 for t in targets):
+            raise click.UsageError("--log takes ADDRESS=LOGKEY")
+    else:
+        targets = [[conn.server, conn.log_key or ""]]
+        if not conn.log_key:
+            raise click.UsageError("give --log ADDRESS=LOGKEY, or --server and --log-key")
+    config = witnessing.WitnessConfig(
+        logs=tuple(
+            witnessing.LogConfig.from_key(address, _key_text(key), conn.tls)
+            for address, key in targets
+        ),
+        key_file=key_file,
+        state_dir=state_dir,
+        evidence_dir=evidence_dir,
+        poll_interval=poll_interval,
+    )
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+
+    def report(event: witnessing.WitnessEvent) -> None:
+        if conn.out.as_json:
+            click.echo(
+                json.dumps({k: str(v) if v is not None else None for k, v in vars(event).items()})
+            )
+
+    sys.exit(witnessing.run(config, once=once, keep_going=keep_going, stop=stop, on_event=report))
+
+
+# Evidence.
+
+
+def _report_data(report: Any) -> dict[str, Any]:
+    return {
+        "action_id": report.action_id,
+        "agent": report.agent,
+        "owner": report.owner,
+        "in_scope": report.in_scope,
+        "verdict": report.verdict,
+        "verdict_reason": report.verdict_reason,
+        "findings": list(report.findings),
+        "authority": [
+            {
+                "grant_id": g.grant_id,
+                "index": g.index,
+                "grantor": g.grantor,
+                "grantor_kind": g.grantor_kind,
+                "ticket": g.grant.ticket,
+            }
+            for g in report.authority
+        ],
+        "approvals": [
+            {
+                "approval_id": a.approval_id,
+                "index": a.index,
+                "approver": a.approver,
+                "ticket": a.approval.ticket,
+                "decision": pb.Approval.Decision.Name(a.approval.decision),
+                "problem": a.problem,
+            }
+            for a in report.approvals
+        ],
+        "intent": _message_dict(report.intent),
+        "outcome": _message_dict(report.outcome) if report.outcome is not None else None,
+        "checkpoint_size": report.checkpoint.size,
+        "witnesses": [name for name, _ in report.witnesses],
+        "summary": report.summary(),
+    }
+
+
+def _action_target(action_id: str | None, index: int | None) -> dict[str, Any]:
+    if (action_id is None) == (index is None):
+        raise click.UsageError("give an ACTION_ID or --index")
+    return {"action_id": action_id} if action_id is not None else {"index": index}
+
+
+@main.command()
+@click.argument("action_id", required=False)
+@click.option("--index", type=int, help="The action's INTENT or OUTCOME index instead of its id.")
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="The bundle file to write.",
+)
+@connection
+@_errors
+def export(conn: Conn, action_id: str | None, index: int | None, out: Path) -> None:
+    """Write an evidence bundle: the action, its grants up to the human, its approval and the
+    identities that signed them, each with an inclusion proof to one (witnessed) checkpoint.
+    Needs --token; with --quorum, the checkpoint carries that many witness cosignatures."""
+    from client import bundle
+
+    with conn.client() as client:
+        b = bundle.export(client, **_action_target(action_id, index))
+    text = b.to_json()
+    out.write_text(text)
+    report = bundle.verify(text, conn.policy())
+    conn.out.emit(
+        f"wrote {out}: {len(b.entries)} entries proven in tree of size {report.checkpoint.size}\n\n"
+        + report.summary(),
+        {"file": str(out), **_report_data(report)},
+    )
+
+
+@main.command("verify-bundle")
+@click.argument("file", type=click.Path(dir_okay=False, exists=True, path_type=Path))
+@connection
+@_errors
+def verify_bundle(conn: Conn, file: Path) -> None:
+    """Verify an evidence bundle offline, with public keys only (--log-key, --witness-key,
+    --quorum), and say in plain words who did what, on whose authority, approved by whom.
+    Exits 1 if anything fails to verify or the action was not properly authorised."""
+    from client import bundle
+
+    report = bundle.verify(file.read_bytes(), conn.policy())
+    conn.out.emit(report.summary(), _report_data(report))
+    if not report.in_scope:
+        sys.exit(EXIT_VERIFY)
+
+
+@main.command("who-authorised")
+@click.argument("action_id", required=False)
+@click.option("--index", type=int, help="The action's INTENT or OUTCOME index instead of its id.")
+@connection
+@_errors
+def who_authorised(conn: Conn, action_id: str | None, index: int | None) -> None:
+    """Who authorised an action: the grant chain up to the human, the approval and its ticket,
+    each verified against the log (needs --token)."""
+    from client import bundle
+
+    with conn.client() as client:
+        b = bundle.export(client, **_action_target(action_id, index))
+    report = bundle.verify(b.to_json(), conn.policy())
+    conn.out.emit(report.summary(), _report_data(report))

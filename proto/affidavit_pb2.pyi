@@ -1297,8 +1297,8 @@ class SearchRequest(_message.Message):
     start_index: _builtins.int
     """Start at this log index (the next_index of the previous page)."""
     statement_id: _builtins.str
-    """A statement by its id, an action's INTENT and OUTCOME by action id, identity events about
-    an identity.
+    """A statement by its id; every statement about an action by action id (its INTENT, OUTCOME
+    and approvals); identity events about an identity.
     """
     action_id: _builtins.str
     subject: _builtins.str

@@ -161,7 +161,7 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     envvar="AFFIDAVIT_WITNESS_KEYS",
     show_envvar=True,
     help="Verifier key of a witness whose cosignatures this log accepts and serves "
-    "(C2SP cosignature/v1 key text); repeat for several (env var: space-separated).",
+    "(C2SP cosignature/v1 key text, or @FILE); repeat for several (env var: space-separated).",
 )
 @click.option(
     "--tls-cert",
@@ -216,6 +216,9 @@ def serve(
                 "--auditor-token-hash takes the 64-hex SHA-256 of a token "
                 "(see `affidavit auditor-token`)"
             )
+    witness_keys = tuple(
+        Path(k[1:]).read_text().strip() if k.startswith("@") else k for k in witness_keys
+    )
     for key in witness_keys:
         try:
             verifier = note.parse_verifier(key)
@@ -251,8 +254,26 @@ def serve(
 
 
 @click.command("auditor-token")
-def auditor_token() -> None:
-    """Make an auditor token: give the token to the auditor, the hash to `serve`."""
+@click.option(
+    "--out",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the token to this file (mode 0600) and print only its hash.",
+)
+def auditor_token(out: Path | None) -> None:
+    """Make an auditor token: give the token to the auditor, its hash to `serve
+    --auditor-token-hash`. The server keeps only the hash.
+
+    \b
+      HASH=$(affidavit auditor-token --out auditor.token)
+      affidavit serve --auditor-token-hash "$HASH"
+      affidavit search --token @auditor.token ...
+    """
     token, digest = new_token()
+    if out is not None:
+        if out.exists():
+            _fail(f"{out} exists; choose another --out")
+        config.write_private(out, token + "\n")
+        click.echo(digest)
+        return
     click.echo(f"token (give to the auditor, shown once): {token}")
     click.echo(f"hash (for serve --auditor-token-hash):   {digest}")
