@@ -10,7 +10,7 @@ function, so both reach the same state from the same entries.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, TypeVar
 
 from proto import affidavit_pb2 as pb
@@ -118,20 +118,31 @@ class VerdictRecord:
 R = TypeVar("R")
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_BYTES_FIELDS: dict[type, tuple[str, ...]] = {}
+
+
+def _bytes_fields(cls: type) -> tuple[str, ...]:
+    """The fields of a record class that hold bytes (stored as hex), computed once per class."""
+    names = _BYTES_FIELDS.get(cls)
+    if names is None:
+        names = _BYTES_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.type == "bytes")
+    return names
+
+
 def _encode(record: Any) -> bytes:
-    return json.dumps(
-        {k: v.hex() if isinstance(v, bytes) else v for k, v in asdict(record).items()},
-        separators=(",", ":"),
-    ).encode()
+    data = dict(vars(record))  # records are flat: no asdict() deep copy needed
+    for name in _bytes_fields(type(record)):
+        data[name] = data[name].hex()
+    return _ENCODER.encode(data).encode()
 
 
 def _decode(cls: type[R], raw: bytes | None) -> R | None:
     if raw is None:
         return None
     data = json.loads(raw)
-    for f in fields(cls):  # type: ignore[arg-type]
-        if f.type == "bytes":
-            data[f.name] = bytes.fromhex(data[f.name])
+    for name in _bytes_fields(cls):
+        data[name] = bytes.fromhex(data[name])
     return cls(**data)
 
 
