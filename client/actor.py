@@ -25,6 +25,7 @@ from typing import Any
 
 import merkle
 from client.client import Client, Receipt
+from client.errors import RefusedError, UnavailableError
 from proto import affidavit_pb2 as pb
 from statements import build
 from statements.canonical import canonical_json, digest, parameters_digest
@@ -73,6 +74,7 @@ class Actor:
         # Fingerprints of redacted secrets: keyed by the identity, so its owner can tell which
         # secret a fingerprint stands for and no one else can.
         self.redaction_key = hmac.new(key.seed, b"affidavit/v1/redaction", hashlib.sha256).digest()
+        self._unsettled: bytes | None = None  # a leaf sent whose answer was lost
 
     @property
     def identity_id(self) -> str:
@@ -80,11 +82,32 @@ class Actor:
 
     def submit(self, body: build.Body, *, statement_id: str | None = None) -> Recorded:
         """Sign the next statement of the session, append it, verify the receipt, advance."""
+        self._settle()
         statement_id = statement_id or uuid7()
         leaf = self.signer.sign(body, statement_id=statement_id)
-        receipt = self.client.append(leaf)
+        try:
+            receipt = self.client.append(leaf)
+        except UnavailableError:
+            self._unsettled = leaf  # the log may have it: it must be settled before the next
+            raise
         self.signer.advance(leaf)
         return Recorded(statement_id, leaf, receipt)
+
+    def _settle(self) -> None:
+        """A statement whose answer never came may be in the log, and the log then expects the
+        next one to follow it: send the same bytes again (a statement already in the log is
+        answered with its index), so the session chain carries on either way."""
+        leaf, self._unsettled = self._unsettled, None
+        if leaf is None:
+            return
+        try:
+            self.client.append(leaf)
+        except RefusedError:
+            return  # not in the log, and never will be: the chain did not move
+        except UnavailableError:
+            self._unsettled = leaf
+            raise
+        self.signer.advance(leaf)
 
     # Identities (admins).
 

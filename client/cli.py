@@ -11,9 +11,11 @@ Exit codes: 0 done; 1 something did not verify (or an audit found something); 2 
 from __future__ import annotations
 
 import base64
+import binascii
 import functools
 import json
 import sys
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -370,7 +372,10 @@ def keygen(identity_id: str, out: Path | None, witness: bool, as_json: bool) -> 
 
 def _public_key(value: str) -> bytes:
     """An Ed25519 public key: base64, or @FILE holding it (an ID.pub from keygen)."""
-    raw = base64.b64decode(_key_text(value), validate=True)
+    try:
+        raw = base64.b64decode(_key_text(value), validate=True)
+    except binascii.Error:
+        raw = b""
     if len(raw) != 32:
         raise ValueError("a public key is 32 bytes of base64 (the .pub from `affidavit keygen`)")
     return raw
@@ -800,7 +805,13 @@ def get(conn: Conn, index: int | None, statement_id: str | None, action_id: str 
         shown = []
         for i in indexes:
             entry = next(client.entries(i, i + 1))
-            client.prove(index=i)  # raises unless the entry is provably in a trusted checkpoint
+            # Raises unless entry i is provably in a trusted checkpoint; and it must be this entry.
+            proof, _ = client.prove(index=i)
+            if proof.leaf_hash != entry.leaf_hash:
+                raise VerificationError(
+                    f"entry {i} as served has leaf hash {entry.leaf_hash.hex()}, but the log "
+                    f"proves leaf {proof.leaf_hash.hex()} at that index"
+                )
             shown.append(_entry_data(entry))
     human = "\n\n".join(json.dumps(d, indent=2, ensure_ascii=False) for d in shown)
     conn.out.emit(human, shown if len(shown) > 1 else shown[0])
@@ -1016,9 +1027,11 @@ def witness(
 
     def report(event: witnessing.WitnessEvent) -> None:
         if conn.out.as_json:
-            click.echo(
-                json.dumps({k: str(v) if v is not None else None for k, v in vars(event).items()})
-            )
+            # One JSON object per event: the outcome by its value ("cosigned"), sizes as numbers.
+            data = dict(vars(event), outcome=event.outcome.value)
+            if event.evidence is not None:
+                data["evidence"] = str(event.evidence)
+            click.echo(json.dumps(data))
 
     sys.exit(witnessing.run(config, once=once, keep_going=keep_going, stop=stop, on_event=report))
 
@@ -1129,3 +1142,48 @@ def who_authorised(conn: Conn, action_id: str | None, index: int | None) -> None
         b = bundle.export(client, **_action_target(action_id, index))
     report = bundle.verify(b.to_json(), conn.policy())
     conn.out.emit(report.summary(), _report_data(report))
+
+
+# Auditing.
+
+
+@main.command()
+@click.option(
+    "--resume",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Save the audit's position here as it goes, and continue from it if it exists.",
+)
+@click.option(
+    "--workers", type=click.IntRange(min=0), help="Processes verifying signatures (default: CPUs)."
+)
+@connection
+@_errors
+def audit(conn: Conn, resume: Path | None, workers: int | None) -> None:
+    """Replay the whole log (needs --token): recompute its root against a verified checkpoint
+    (and witness quorum), re-check every statement with the log's own rules and every action's
+    verdict. Prints a report; exits 1 on any error or violation found."""
+    from client import audit as auditing
+
+    interactive = sys.stderr.isatty()
+    last = [0.0, -1.0]  # when the last line was shown, and at which count
+
+    def show(p: auditing.Progress) -> None:
+        now = time.monotonic()
+        final = p.done == p.total
+        if p.done == last[1] or (now - last[0] < (0.2 if interactive else 5.0) and not final):
+            return
+        last[0], last[1] = now, p.done
+        eta = f", {p.eta:.0f} s left" if p.eta is not None else ""
+        line = f"audited {p.done}/{p.total} entries ({p.rate:,.0f}/s{eta})"
+        click.echo(f"\r{line}" if interactive else line, err=True, nl=not interactive)
+
+    try:
+        with conn.client() as client:
+            report = auditing.audit(client, resume=resume, progress=show, workers=workers)
+    except auditing.PositionError as e:  # an unusable --resume file: one line, not a traceback
+        raise ValueError(str(e)) from None
+    if interactive:
+        click.echo("", err=True)
+    conn.out.emit(report.text(), report.to_json())
+    if not report.ok:
+        sys.exit(EXIT_VERIFY)

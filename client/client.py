@@ -235,6 +235,13 @@ class Client:
             raise VerificationError(
                 f"asked for a proof to size {cp.checkpoint.size}, got one to {proof.tree_size}"
             )
+        # A valid proof of some other entry proves nothing about the one asked for.
+        if index is not None and proof.index != index:
+            raise VerificationError(f"asked for a proof of entry {index}, got one of {proof.index}")
+        if leaf_hash is not None and proof.leaf_hash != leaf_hash:
+            raise VerificationError(
+                f"asked for a proof of leaf {leaf_hash.hex()}, got one of {proof.leaf_hash.hex()}"
+            )
         check_inclusion(proof.leaf_hash, proof.index, proof.hashes, cp.checkpoint)
         return proof, cp
 
@@ -249,6 +256,7 @@ class Client:
                 timeout=self._timeout,
                 metadata=self._metadata,
             )
+            first = start
             try:
                 for entry in page:
                     if entry.index != start or merkle.leaf_hash(entry.data) != entry.leaf_hash:
@@ -256,7 +264,13 @@ class Client:
                     start += 1
                     yield entry
             except grpc.RpcError as e:
+                if e.code() in RETRYABLE:
+                    raise UnavailableError(
+                        f"{self.address}: {e.code().name}: {e.details()}"
+                    ) from None
                 raise RefusedError(e.code().name, e.details() or "") from None
+            if start == first:  # an empty page would have us ask again forever
+                raise VerificationError(f"the log sent no entries for [{start}, {end})")
 
     def search(self, **criteria: object) -> Iterator[pb.SearchHit]:
         """Every hit of a search (see SearchRequest for the criteria), page after page."""

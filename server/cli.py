@@ -59,7 +59,9 @@ admin_option = click.option(
 
 
 def _fail(message: str) -> NoReturn:
-    raise click.ClickException(message)
+    """One line, exit 2 (usage error), as every affidavit command reports its errors."""
+    click.echo(f"affidavit: error: {message}", err=True)
+    sys.exit(2)
 
 
 def _create(

@@ -63,5 +63,5 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     assert '"format": "affidavit-bundle/1"' in bundle or '"format":"affidavit-bundle/1"' in bundle
     # No private key material was ever printed.
     for key_file in tmp_path.glob("*.key"):
-        secret = key_file.read_text().strip().rsplit("+", 1)[-1]
+        secret = key_file.read_text().strip().split("+", 4)[4]  # PRIVATE+KEY+name+hash+seed
         assert secret not in out and secret not in log

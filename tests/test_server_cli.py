@@ -61,7 +61,7 @@ def secret_parts(data_dir: Path) -> list[str]:
         if (data_dir / name).exists():
             text = (data_dir / name).read_text().strip()
             assert text.startswith("PRIVATE+KEY+")
-            out += [text, text.rsplit("+", 1)[1]]
+            out += [text, text.split("+", 4)[4]]  # PRIVATE+KEY+<name>+<hash>+<base64 seed>
     assert out
     return out
 
@@ -267,7 +267,8 @@ def test_serve_refuses_a_malformed_key_without_showing_it(server_factory: Server
     assert s.stop() == 0
     key_file = s.data_dir / "log.key"
     text = key_file.read_text().strip()
-    prefix, material = text.rsplit("+", 1)
+    *head, material = text.split("+", 4)  # PRIVATE+KEY+<name>+<hash>+<base64 seed>
+    prefix = "+".join(head)
     # The same material under a wrong key hash: malformed, and the message must not echo it.
     bad = prefix[: -len("00000000")] + "00000000+" + material
     key_file.write_text(bad + "\n")
@@ -290,7 +291,7 @@ def test_serve_reports_a_busy_port(tmp_path: Path, server_factory: ServerFactory
         assert s.wait_exit() != 0
     stderr = s.stderr
     assert "Traceback" not in stderr, stderr
-    errors = [line for line in stderr.splitlines() if line.startswith("Error:")]
+    errors = [line for line in stderr.splitlines() if line.startswith("affidavit: error:")]
     assert len(errors) == 1, stderr
     assert f"127.0.0.1:{port}" in errors[0]
 
