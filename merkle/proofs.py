@@ -1,101 +1,243 @@
 """Inclusion and consistency proofs, exactly as RFC 9162 §2.1.3 and §2.1.4.
 
 A proof is a list of 32-byte hashes ordered from the leaf up (the order Go's tlog and
-transparency-dev/merkle use). Each proof hash is the Merkle tree hash of one range of leaves;
-making a proof first works out those ranges (arithmetic only), then asks a HashReader for the
-perfect subtrees that cover them, in one call, and folds each range's subtrees into its hash.
-
-Every proof range [lo, hi) starts at a multiple of a power of two at least hi - lo, so its
-decomposition has strictly decreasing sizes and compact.fold gives its MTH.
+transparency-dev/merkle use). Each proof hash is the Merkle tree hash of a range of leaves
+that is a perfect subtree (a Node), except at most one: the range from where the proven
+node's path leaves the tree's right edge to the end of the tree, whose hash folds the edge
+nodes below that point. Making a proof works out those nodes (arithmetic only, as Go's
+proof.Inclusion and proof.Consistency do), asks a HashReader for them in one call, and
+folds that one run.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from merkle import hashing
-from merkle.compact import HashReader, Node, decompose, fold
+from merkle.compact import CompactRange, HashReader, Node, fold
 from merkle.errors import ProofError
 
+Plan = tuple[list[Node], int, int]
+"""The nodes of a proof and the run [a, b) of them that folds into one hash: the proof is
+hashes of nodes[:a], then fold(nodes[a:b]) when a < b, then hashes of nodes[b:]."""
 
-def _split_point(n: int) -> int:
-    """The largest power of two strictly less than n (n > 1): RFC 9162's k."""
-    return 1 << ((n - 1).bit_length() - 1)
+
+def path_plan(level: int, n: int, size: int) -> Plan:
+    """The plan of the inclusion proof of node (level, n) in the tree of size leaves.
+
+    The node's path leaves the path to leaf size (just past the tree) at the fork level
+    top = level + bit_length(n ^ (size >> level)) - 1. The proof is the node's siblings below
+    top; then the hash of the leaves right of the fork, [(size >> top) << top, size): the
+    tree's edge nodes below top, folded (none when that range is empty); then the left
+    siblings of the fork's ancestors, which are the edge nodes above top.
+    """
+    if level < 0 or not 0 <= n < size >> level:
+        raise ValueError(f"node {level}/{n} is not in a tree of size {size}")
+    top = level + (n ^ (size >> level)).bit_length() - 1
+    nodes = [(up, (n >> (up - level)) ^ 1) for up in range(level, top)]
+    a = len(nodes)
+    nodes += [(up, (size >> up) - 1) for up in range(top - 1, -1, -1) if size >> up & 1]
+    b = len(nodes)
+    nodes += [(up, (size >> up) - 1) for up in range(top + 1, size.bit_length()) if size >> up & 1]
+    return nodes, a, b
 
 
-def inclusion_ranges(index: int, size: int) -> list[tuple[int, int]]:
-    """The leaf ranges whose hashes form the inclusion proof of index in a tree of size."""
+def inclusion_plan(index: int, size: int) -> Plan:
+    """The plan of the inclusion proof of leaf index in a tree of size."""
     if not 0 <= index < size:
         raise ValueError(f"index {index} is not in a tree of size {size}")
-    ranges = []
-    lo, hi = 0, size
-    # PATH(m, D[lo:hi]) unrolled top-down; the proof lists the sibling ranges bottom-up.
-    while hi - lo > 1:
-        mid = lo + _split_point(hi - lo)
-        if index < mid:
-            ranges.append((mid, hi))
-            hi = mid
-        else:
-            ranges.append((lo, mid))
-            lo = mid
-    ranges.reverse()
-    return ranges
+    return path_plan(0, index, size)
 
 
-def consistency_ranges(old_size: int, new_size: int) -> list[tuple[int, int]]:
-    """The leaf ranges whose hashes form the consistency proof from old_size to new_size.
+def consistency_plan(old_size: int, new_size: int) -> Plan:
+    """The plan of the consistency proof from old_size to new_size.
 
-    Sizes must satisfy 0 < old_size <= new_size; old_size == new_size gives no ranges.
+    Sizes must satisfy 0 < old_size <= new_size; old_size == new_size gives no nodes.
     A proof from the empty tree is refused, as Go's tlog and transparency-dev/merkle do:
-    every tree is consistent with it, so it proves nothing.
+    every tree is consistent with it, so it proves nothing. Otherwise the proof is the
+    inclusion proof of the largest perfect subtree ending at old_size (level = its trailing
+    zero bits) in the new tree, after that subtree's own hash unless it is the whole old
+    tree (old_size a power of two: the verifier has the old root).
     """
     if not 0 < old_size <= new_size:
         raise ValueError(f"no consistency proof from size {old_size} to size {new_size}")
-    ranges = []
-    lo, hi, whole = 0, new_size, True
-    # SUBPROOF(m, D[lo:hi], b) unrolled top-down, with m = old_size - lo.
-    while old_size != hi:
-        mid = lo + _split_point(hi - lo)
-        if old_size <= mid:
-            ranges.append((mid, hi))
-            hi = mid
-        else:
-            ranges.append((lo, mid))
-            lo, whole = mid, False
-    if not whole:
-        ranges.append((lo, hi))
-    ranges.reverse()
-    return ranges
+    if old_size == new_size:
+        return [], 0, 0
+    level = (old_size & -old_size).bit_length() - 1
+    n = (old_size - 1) >> level
+    nodes, a, b = path_plan(level, n, new_size)
+    if n == 0:
+        return nodes, a, b
+    return [(level, n), *nodes], a + 1, b + 1
 
 
-def hash_ranges(ranges: Sequence[tuple[int, int]], reader: HashReader) -> list[bytes]:
-    """The MTH of each proof range, with one read of the distinct subtree hashes they need."""
-    parts = [decompose(lo, hi) for lo, hi in ranges]
-    wanted = list(dict.fromkeys(node for nodes in parts for node in nodes))
-    known = dict(zip(wanted, reader.read_hashes(wanted), strict=True))
-    return [fold([known[node] for node in nodes]) for nodes in parts]
+def _assemble(hashes: list[bytes], a: int, b: int) -> list[bytes]:
+    """The proof from its plan's node hashes: the run [a, b) folded into one hash."""
+    if a == b:
+        return hashes
+    return [*hashes[:a], fold(hashes[a:b]), *hashes[b:]]
+
+
+def _prove(plan: Plan, reader: HashReader) -> list[bytes]:
+    nodes, a, b = plan
+    return _assemble(reader.read_hashes(nodes), a, b)
 
 
 def prove_inclusion(index: int, size: int, reader: HashReader) -> list[bytes]:
     """The inclusion proof of leaf index in the tree of the given size, from stored hashes."""
-    return hash_ranges(inclusion_ranges(index, size), reader)
+    return _prove(inclusion_plan(index, size), reader)
 
 
 def prove_consistency(old_size: int, new_size: int, reader: HashReader) -> list[bytes]:
     """The consistency proof between two sizes of one tree, from stored hashes."""
-    return hash_ranges(consistency_ranges(old_size, new_size), reader)
+    return _prove(consistency_plan(old_size, new_size), reader)
 
 
 def prove_inclusions(indexes: Sequence[int], size: int, reader: HashReader) -> list[list[bytes]]:
-    """The inclusion proofs of many leaves in one tree, reading each shared subtree once."""
-    per_leaf = [inclusion_ranges(index, size) for index in indexes]
-    hashes = hash_ranges([r for ranges in per_leaf for r in ranges], reader)
-    out = []
-    at = 0
-    for ranges in per_leaf:
-        out.append(hashes[at : at + len(ranges)])
-        at += len(ranges)
-    return out
+    """The inclusion proofs of many leaves in one tree, reading each shared node once."""
+    plans = [inclusion_plan(index, size) for index in indexes]
+    wanted = list(dict.fromkeys(node for nodes, _, _ in plans for node in nodes))
+    known = dict(zip(wanted, reader.read_hashes(wanted), strict=True))
+    return [_assemble([known[node] for node in nodes], a, b) for nodes, a, b in plans]
+
+
+class Levels:
+    """Node hashes of one tree, level by level, from a boundary to the tree's right edge.
+
+    For the tree of size leaves, rows[L] holds the hashes of the level-L nodes
+    [starts[L], size >> L) — every complete level-L node from starts[L] on — for each level
+    L < size.bit_length(). The constructor checks two invariants:
+
+      * every starts[L] is even: each node in a row has its left sibling in the row too;
+      * starts[L] ≤ starts[0] >> L: each ancestor of a leaf in [starts[0], size) is in a row.
+
+    Together they put in the rows every hash of the inclusion proof of each leaf in
+    [starts[0], size), and every hash of the tree's right edge, so root() and
+    inclusion_proofs() read hashes only (plus one node hash per level of the edge).
+    """
+
+    __slots__ = ("_root", "_tails", "rows", "size", "starts")
+
+    def __init__(self, size: int, starts: Sequence[int], rows: Sequence[Sequence[bytes]]) -> None:
+        if size < 0 or len(starts) != size.bit_length() or len(rows) != len(starts):
+            raise ValueError(f"a tree of size {size} has {size.bit_length()} levels")
+        for level, (start, row) in enumerate(zip(starts, rows, strict=True)):
+            if start < 0 or start % 2 or start > starts[0] >> level:
+                raise ValueError(f"level {level} starts at node {start}: the levels lack hashes")
+            if start + len(row) != size >> level:
+                raise ValueError(f"level {level} does not end at the tree's right edge")
+        self.size = size
+        self.starts = tuple(starts)
+        self.rows = tuple(rows)
+        self._root: bytes | None = None
+        self._tails: list[list[bytes]] = []
+
+    @classmethod
+    def grow(
+        cls,
+        old_size: int,
+        leaf_hashes: Sequence[bytes],
+        heads: Mapping[int, Sequence[bytes]],
+    ) -> Levels:
+        """The levels of the tree of old_size leaves grown by leaf_hashes.
+
+        Level 0's row is heads[0] then leaf_hashes; level L's is heads[L] then the parents of
+        level L-1's row. So heads[L] are old level-L hashes directly left of what the level
+        below yields (ending at node old_size at level 0, at starts[L-1] / 2 above). They must
+        make every row start at an even node, which two kinds of heads do: the old tree's
+        edge (edge_heads), or the old tree's partial tiles (merkle.tiles.grow). Hashing: one
+        core call per level, over that level's row; nothing else.
+        """
+        new_size = old_size + len(leaf_hashes)
+        if old_size < 0 or any(not 0 <= level < new_size.bit_length() for level in heads):
+            raise ValueError(f"heads at levels a tree of size {new_size} does not have")
+        starts: list[int] = []
+        rows: list[list[bytes]] = []
+        for level in range(new_size.bit_length()):
+            head = heads.get(level, ())
+            if level == 0:
+                starts.append(old_size - len(head))
+                rows.append([*head, *leaf_hashes])
+            else:
+                below = rows[-1]
+                starts.append(starts[-1] // 2 - len(head))
+                rows.append([*head, *hashing.subtree_roots(below[: len(below) & ~1], 1)])
+        return cls(new_size, starts, rows)
+
+    def node(self, level: int, n: int) -> bytes:
+        """The hash of node (level, n); ValueError if the rows do not hold it."""
+        if not 0 <= level < len(self.rows) or not self.starts[level] <= n < self.size >> level:
+            raise ValueError(f"node {level}/{n} is not in these levels")
+        return self.rows[level][n - self.starts[level]]
+
+    def root(self) -> bytes:
+        """MTH of the tree's leaves: its right edge, folded."""
+        if self._root is None:
+            self._fold_edge()
+        assert self._root is not None
+        return self._root
+
+    def inclusion_proofs(self, indexes: Iterable[int]) -> list[list[bytes]]:
+        """The inclusion proof of each leaf index (in [starts[0], size)) in this tree.
+
+        A leaf's path leaves the path to leaf size (the first one not in the tree) at the
+        fork level k = bit_length(index ^ size) - 1. Its proof is its sibling at each level
+        below k (in the rows, by the invariants), then a tail that depends on k alone (see
+        _fold_edge), shared by every leaf with that fork level.
+        """
+        if not self._tails:
+            self._fold_edge()
+        size, first, tails = self.size, self.starts[0], self._tails
+        levels = list(enumerate(zip(self.rows, self.starts, strict=True)))
+        out = []
+        for index in indexes:
+            if not first <= index < size:
+                raise ValueError(f"leaf {index} is not in these levels")
+            fork = (index ^ size).bit_length() - 1
+            proof = [row[(index >> level ^ 1) - start] for level, (row, start) in levels[:fork]]
+            proof += tails[fork]
+            out.append(proof)
+        return out
+
+    def _fold_edge(self) -> None:
+        """Root and proof tails from the right edge: node (L, (size >> L) - 1) for each one bit
+        L of size, whose MTHs cover the tree left to right, largest first.
+
+        For fork level k, the tail is the MTH of the leaves right of the fork node (the edge
+        nodes below k, folded), when there are any, then the edge nodes above k, bottom-up:
+        the left siblings of the fork's ancestors.
+        """
+        size = self.size
+        edge = [
+            row[(size >> level) - 1 - start] if size >> level & 1 else None
+            for level, (row, start) in enumerate(zip(self.rows, self.starts, strict=True))
+        ]
+        right: bytes | None = None  # MTH of the leaves [(size >> k) << k, size)
+        tails = []
+        for k, h in enumerate(edge):
+            above = [e for e in edge[k + 1 :] if e is not None]
+            tails.append(above if right is None else [right, *above])
+            if h is not None:
+                right = h if right is None else hashing.node_hash(h, right)
+        self._tails = tails
+        self._root = hashing.EMPTY_ROOT if right is None else right
+
+
+def edge_heads(old: CompactRange) -> dict[int, list[bytes]]:
+    """Heads for Levels.grow from the old tree's compact range: its edge hash at each one bit
+    of its size. A row then starts at node start - 1 (the edge) when its start is odd."""
+    levels = [level for level in reversed(range(old.size.bit_length())) if old.size >> level & 1]
+    return {level: [h] for level, h in zip(levels, old.hashes, strict=True)}
+
+
+def batch_inclusion_proofs(
+    old: CompactRange, leaf_hashes: Sequence[bytes]
+) -> tuple[bytes, list[list[bytes]]]:
+    """The root of the tree old grows into with leaf_hashes appended, and the inclusion proof
+    of each appended leaf in it: one core call per level over just the appended span, the
+    old tree's edge as the left siblings, then about log2(size) list lookups per proof."""
+    levels = Levels.grow(old.size, leaf_hashes, edge_heads(old))
+    return levels.root(), levels.inclusion_proofs(range(old.size, levels.size))
 
 
 class LeafHashReader:
@@ -106,10 +248,10 @@ class LeafHashReader:
 
     def read_hashes(self, nodes: Sequence[Node], /) -> list[bytes]:
         out = []
-        for node in nodes:
-            lo, hi = node.index << node.level, (node.index + 1) << node.level
+        for level, n in nodes:
+            lo, hi = n << level, (n + 1) << level
             if hi > len(self._leaves):
-                raise ValueError(f"subtree {node} is beyond {len(self._leaves)} leaves")
+                raise ValueError(f"subtree {level}/{n} is beyond {len(self._leaves)} leaves")
             out.append(hashing.root_hash(self._leaves[lo:hi]))
         return out
 

@@ -8,6 +8,7 @@ that lands in the batch's one WriteBatch, so state and indexes never drift from 
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 
 from server import search
@@ -19,28 +20,63 @@ from statements.state import LogState
 
 
 class _CommittedKV:
-    """Reads of committed records only: safe from any thread while a batch is in flight."""
+    """Reads of committed records, through a cache: safe from any thread while a batch is in
+    flight.
+
+    Derived records change only through the batches this gate admits (the sequencer commits
+    writes() with each batch, and nothing else writes the derived namespaces), so once a
+    batch is durable, committed() updates every cached record the batch wrote, and a cached
+    value is the committed one. A value read from storage is cached only if no batch was
+    committed while it was read (that read may have raced the commit). At most MAX_RECORDS
+    are kept (absent ones too: most reads of new ids find nothing), the oldest dropped first.
+    """
+
+    MAX_RECORDS = 20_000
+    """A few MB: the records the last few thousand statements read."""
 
     def __init__(self, storage: Storage) -> None:
         self._storage = storage
+        self._cache: dict[bytes, bytes | None] = {}
+        self._commits = 0
+        self._lock = threading.Lock()
 
     def get(self, key: bytes, /) -> bytes | None:
-        return self._storage.get(key)
+        try:
+            return self._cache[key]
+        except KeyError:
+            pass
+        commits = self._commits
+        value = self._storage.get(key)
+        with self._lock:
+            if self._commits == commits:
+                self._cache[key] = value
+                if len(self._cache) > self.MAX_RECORDS:
+                    del self._cache[next(iter(self._cache))]
+        return value
 
     def put(self, key: bytes, value: bytes, /) -> None:
         raise RuntimeError("committed state changes only through a batch")
+
+    def committed(self, writes: Mapping[bytes, bytes]) -> None:
+        """A batch with these writes is durable: cached records it wrote take their values."""
+        with self._lock:
+            self._commits += 1
+            cache = self._cache
+            for key, value in writes.items():
+                if key in cache:
+                    cache[key] = value
 
 
 class _BatchKV:
     """A batch's writes in front of the committed records."""
 
-    def __init__(self, storage: Storage) -> None:
-        self._storage = storage
+    def __init__(self, committed: _CommittedKV) -> None:
+        self._committed = committed
         self.writes: dict[bytes, bytes] = {}
 
     def get(self, key: bytes, /) -> bytes | None:
         value = self.writes.get(key)
-        return value if value is not None else self._storage.get(key)
+        return value if value is not None else self._committed.get(key)
 
     def put(self, key: bytes, value: bytes, /) -> None:
         self.writes[key] = value
@@ -50,10 +86,10 @@ class StatementGate:
     """Implements server.sequencer.Gate for signed statements."""
 
     def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms) -> None:
-        self._storage = storage
         self._clock = clock
-        self.committed = LogState(_CommittedKV(storage))
-        self._batch = _BatchKV(storage)
+        self._committed = _CommittedKV(storage)
+        self.committed = LogState(self._committed)
+        self._batch = _BatchKV(self._committed)
         self._state = LogState(self._batch)
 
     def prepare(self, entry: bytes) -> Prepared:
@@ -61,7 +97,7 @@ class StatementGate:
         return ingest.prepare(entry, self.committed.key)
 
     def begin(self) -> None:
-        self._batch = _BatchKV(self._storage)
+        self._batch = _BatchKV(self._committed)
         self._state = LogState(self._batch)
 
     def admit(
@@ -76,6 +112,10 @@ class StatementGate:
 
     def writes(self) -> Mapping[bytes, bytes]:
         return self._batch.writes
+
+    def durable(self) -> None:
+        """The batch's writes are committed, durably (the sequencer says so)."""
+        self._committed.committed(self._batch.writes)
 
     def known(self, index: int) -> tuple[int, str]:
         verdict = self.committed.verdict(index)

@@ -1,12 +1,15 @@
 """The sequencer: the one integrator that turns queued appends into durable, signed log growth.
 
-Appends wait in a bounded queue. The integrator takes what is queued (up to max_batch entries,
-waiting at most max_wait for more), and in a worker thread: hashes the batch with the hashing
-core, drops entries already in the log or earlier in the batch (they get the first index),
-grows the tiles, computes the root from those tiles, signs the checkpoint, and commits
-entries, hash index, tiles and checkpoint in one synced WriteBatch. Only then are the callers
-answered, each with its index, the checkpoint and an inclusion proof to it. While one batch is
-being written the next one queues, so under load batches grow by themselves.
+Appends wait in a queue bounded in entries; each queue item is one caller's run of entries
+(one Append, one AppendBatch, one chunk of a stream), kept in order. The integrator takes
+what is queued (whole items, up to max_batch entries, waiting at most max_wait for more), and
+in a worker thread: hashes the batch with the hashing core, drops entries already in the log
+or earlier in the batch (they get the first index), grows the tiles and, from the same
+hashes, the root and the new entries' inclusion proofs (merkle.tiles.grow), signs the
+checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch.
+Only then are the callers answered, each entry with its index, the checkpoint and an
+inclusion proof to it. While one batch is being written the next one queues, so under load
+batches grow by themselves.
 
 Invariant: the checkpoint held in memory is the one on disk, and its root is the root of the
 tiles on disk; an acknowledged entry is on disk under that checkpoint.
@@ -20,23 +23,25 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 from merkle import checkpoint as checkpoints
 from merkle import hashing, note, proofs
 from merkle.checkpoint import Checkpoint
 from merkle.compact import CompactRange
 from merkle.errors import MerkleError
-from merkle.tiles import Tile, TileHashReader, grow_tiles
+from merkle.tiles import Growth, Tile, TileHashReader, grow
 from server.storage import Batch, Storage, StorageError
 from statements.errors import Rejection
 
 
-@dataclass(frozen=True)
-class Receipt:
-    """What an appender gets back once its entry is durable."""
+class Receipt(NamedTuple):
+    """What an appender gets back once its entry is durable: where it is in the log
+    (leaf_index; the index of its first copy when duplicate), a checkpoint note covering it and
+    the inclusion proof to that checkpoint, and an agent action's verdict. A NamedTuple: the
+    integrator makes one per entry."""
 
-    index: int
+    leaf_index: int
     leaf_hash: bytes
     checkpoint: str
     proof: list[bytes]
@@ -58,7 +63,8 @@ class Gate(Protocol):
 
     begin() opens a batch; admit() checks one entry against the log so far plus the batch's
     admitted entries, raising Rejection or returning its (verdict, reason); writes() gives the
-    key/values the batch adds, committed with it; known() gives an entry's stored verdict.
+    key/values the batch adds, committed with it; durable() says that commit is done (not
+    called when a batch commits nothing); known() gives an entry's stored verdict.
     """
 
     def begin(self) -> None: ...
@@ -69,14 +75,22 @@ class Gate(Protocol):
 
     def writes(self) -> Mapping[bytes, bytes]: ...
 
+    def durable(self) -> None: ...
+
     def known(self, index: int) -> tuple[int, str]: ...
+
+
+Outcome = Receipt | Rejection
+"""What one queued entry comes to: its receipt, or the gate's refusal."""
 
 
 @dataclass
 class _Pending:
-    entry: bytes
-    prepared: object
-    future: asyncio.Future[Receipt]
+    """One caller's entries (and what the gate prepared from each), answered together."""
+
+    entries: Sequence[bytes]
+    prepared: Sequence[object]
+    future: asyncio.Future[list[Outcome]]
 
 
 def recover(storage: Storage, verifier_key: str) -> tuple[Checkpoint, str]:
@@ -137,12 +151,20 @@ class Sequencer:
         self._note = note
         self._max_batch = max_batch
         self._max_wait = max_wait
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue(maxsize=queue_size)
+        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
+        self._queue_size = queue_size
+        self._queued = 0  # entries waiting in the queue (a carried item included)
+        self._carry: _Pending | None = None  # taken from the queue, left for the next batch
         # One thread: integrations are strictly sequential.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrator")
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._grown = asyncio.Condition()
+
+    @property
+    def queue_size(self) -> int:
+        """How many entries may wait in the queue (besides the batch being integrated)."""
+        return self._queue_size
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -182,58 +204,91 @@ class Sequencer:
     async def append(self, entry: bytes, prepared: object = None) -> Receipt:
         """Queue one entry (with what the gate prepared from it) and wait until it is durable.
 
-        Raises QueueFullError at capacity, or the gate's Rejection.
+        Raises QueueFullError at capacity, ShuttingDownError, or the gate's Rejection.
         """
+        future, _ = self.enqueue([entry], [prepared])
+        (outcome,) = await future
+        if isinstance(outcome, Rejection):
+            raise outcome
+        return outcome
+
+    def enqueue(
+        self, entries: Sequence[bytes], prepared: Sequence[object]
+    ) -> tuple[asyncio.Future[list[Outcome]], int]:
+        """Queue the longest prefix of entries the queue has room for, as one item, in order;
+        returns a future giving one Outcome per queued entry once they are durable (or the
+        integration's exception), and how many entries were queued.
+
+        Raises QueueFullError if not even one entry fits, and ShuttingDownError once
+        stopping. Items are integrated in the order they were queued.
+        """
+        if len(prepared) != len(entries):
+            raise ValueError("one prepared value per entry")
         if self._stopping:
             raise ShuttingDownError("the log is shutting down")
-        pending = _Pending(entry, prepared, asyncio.get_running_loop().create_future())
-        try:
-            self._queue.put_nowait(pending)
-        except asyncio.QueueFull:
-            raise QueueFullError(
-                f"the append queue is full ({self._queue.maxsize} entries)"
-            ) from None
-        return await pending.future
+        room = min(len(entries), self._queue_size - self._queued)
+        if room <= 0:
+            raise QueueFullError(f"the append queue is full ({self._queue_size} entries)")
+        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait(_Pending(entries[:room], prepared[:room], future))
+        self._queued += room
+        return future, room
+
+    async def _next_batch(self) -> list[_Pending]:
+        """Whole items, in queue order, up to max_batch entries (an item larger than that goes
+        alone), waiting at most max_wait after the first for more."""
+        first = self._carry if self._carry is not None else await self._queue.get()
+        self._carry = None
+        batch, count = [first], len(first.entries)
+        deadline = time.monotonic() + self._max_wait
+        while count < self._max_batch:
+            try:
+                item = self._queue.get_nowait()
+            except asyncio.QueueEmpty:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    break
+                try:
+                    item = await asyncio.wait_for(self._queue.get(), remaining)
+                except TimeoutError:
+                    break
+            if count + len(item.entries) > self._max_batch:
+                self._carry = item
+                break
+            batch.append(item)
+            count += len(item.entries)
+        self._queued -= count
+        return batch
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
-            batch = [await self._queue.get()]
-            deadline = time.monotonic() + self._max_wait
-            while len(batch) < self._max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except asyncio.QueueEmpty:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    try:
-                        batch.append(await asyncio.wait_for(self._queue.get(), remaining))
-                    except TimeoutError:
-                        break
+            batch = await self._next_batch()
+            entries = [e for p in batch for e in p.entries]
+            prepared = [x for p in batch for x in p.prepared]
             try:
-                receipts = await loop.run_in_executor(self._worker, self._integrate, batch)
+                outcomes = await loop.run_in_executor(
+                    self._worker, self._integrate, entries, prepared
+                )
             except Exception as e:  # every waiter must hear of the failure
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(e)
             else:
-                for p, receipt in zip(batch, receipts, strict=True):
-                    if p.future.done():  # the caller went away
-                        continue
-                    if isinstance(receipt, Rejection):
-                        p.future.set_exception(receipt)
-                    else:
-                        p.future.set_result(receipt)
+                at = 0
+                for p in batch:
+                    if not p.future.done():  # else the caller went away
+                        p.future.set_result(outcomes[at : at + len(p.entries)])
+                    at += len(p.entries)
             for _ in batch:
                 self._queue.task_done()
             async with self._grown:
                 self._grown.notify_all()
 
-    def _integrate(self, batch: Sequence[_Pending]) -> list[Receipt | Rejection]:
+    def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> list[Outcome]:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
         size = self._checkpoint.size
-        leaf_hashes = hashing.leaf_hashes([p.entry for p in batch])
+        leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
         if gate is not None:
             gate.begin()
@@ -241,7 +296,7 @@ class Sequencer:
         outcomes: list[tuple[int, bool, tuple[int, str]] | Rejection] = []
         new_entries: list[bytes] = []
         new_hashes: list[bytes] = []
-        for pending, leaf_hash in zip(batch, leaf_hashes, strict=True):
+        for entry, prep, leaf_hash in zip(entries, prepared, leaf_hashes, strict=True):
             seen = first_seen.get(leaf_hash)
             if seen is None:
                 stored = self._storage.index_of(leaf_hash)
@@ -252,48 +307,66 @@ class Sequencer:
                 continue
             index = size + len(new_entries)
             try:
-                judged = (
-                    (0, "")
-                    if gate is None
-                    else gate.admit(pending.entry, pending.prepared, leaf_hash, index)
-                )
+                judged = (0, "") if gate is None else gate.admit(entry, prep, leaf_hash, index)
             except Rejection as e:
                 outcomes.append(e)
                 continue
             first_seen[leaf_hash] = index, judged
-            new_entries.append(pending.entry)
+            new_entries.append(entry)
             new_hashes.append(leaf_hash)
             outcomes.append((index, False, judged))
 
+        growth = None
         if new_entries:
-            tiles = grow_tiles(size, new_hashes, self._storage.read_tiles)
-            new_size = size + len(new_entries)
-            reader = TileHashReader(new_size, _Overlay(tiles, self._storage.read_tiles))
-            # The root comes from the very tiles being written: a checkpoint is never signed
-            # over anything but what is stored.
-            root = CompactRange.from_reader(new_size, reader).root()
-            checkpoint = Checkpoint(self._origin, new_size, root)
+            growth = grow(size, new_hashes, self._storage.read_tiles)
+            # The root is read from the same level rows the grown tiles are cut from (see
+            # merkle.tiles.grow), so it is the root of the tiles written with it: a checkpoint
+            # is never signed over anything but what is stored.
+            checkpoint = Checkpoint(self._origin, growth.size, growth.root())
             note = self._sign(checkpoint.format())
             extra = gate.writes() if gate is not None else {}
-            self._storage.commit(Batch(size, new_entries, new_hashes, tiles, note, extra))
+            self._storage.commit(Batch(size, new_entries, new_hashes, growth.tiles, note, extra))
             self._checkpoint, self._note = checkpoint, note
-        else:
-            reader = TileHashReader(size, self._storage.read_tiles)
+            if gate is not None:
+                gate.durable()
 
-        accepted = [o for o in outcomes if not isinstance(o, Rejection)]
-        proofs_ = iter(
-            proofs.prove_inclusions([o[0] for o in accepted], self._checkpoint.size, reader)
+        proof_of = self._proofs(
+            [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth
         )
-        receipts: list[Receipt | Rejection] = []
+        receipts: list[Outcome] = []
         for outcome, leaf_hash in zip(outcomes, leaf_hashes, strict=True):
             if isinstance(outcome, Rejection):
                 receipts.append(outcome)
                 continue
             index, duplicate, (verdict, reason) = outcome
             receipts.append(
-                Receipt(index, leaf_hash, self._note, next(proofs_), duplicate, verdict, reason)
+                Receipt(index, leaf_hash, self._note, proof_of(index), duplicate, verdict, reason)
             )
         return receipts
+
+    def _proofs(
+        self, indexes: Sequence[int], old_size: int, growth: Growth | None
+    ) -> Callable[[int], list[bytes]]:
+        """Inclusion proofs in the current tree of the accepted entries' indexes: those this
+        batch appended, from the grown levels; older ones (duplicates) from the tiles."""
+        size = self._checkpoint.size
+        fresh = growth.levels.inclusion_proofs(range(old_size, size)) if growth else []
+        older = sorted({i for i in indexes if i < old_size})
+        if older:
+            read = (
+                self._storage.read_tiles
+                if growth is None
+                else _Overlay(growth.tiles, self._storage.read_tiles)
+            )
+            proven = proofs.prove_inclusions(older, size, TileHashReader(size, read))
+            by_index = dict(zip(older, proven, strict=True))
+        else:
+            by_index = {}
+
+        def proof_of(index: int) -> list[bytes]:
+            return fresh[index - old_size] if index >= old_size else by_index[index]
+
+        return proof_of
 
 
 class _Overlay:

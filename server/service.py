@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
@@ -17,16 +17,16 @@ from google.protobuf.message import DecodeError
 
 from merkle import checkpoint as checkpoints
 from merkle import hashing, note, proofs
-from merkle.compact import Node
 from merkle.errors import MerkleError, UnverifiedNoteError
 from merkle.keys import Verifier
-from merkle.tiles import TileHashReader
+from merkle.tiles import TileCache, TileHashReader
 from proto import affidavit_pb2 as pb
 from proto import affidavit_pb2_grpc as pb_grpc
 from server import search
 from server.access import Auditors
 from server.admission import StatementGate
 from server.errors import RequestError
+from server.sequencer import Outcome as SequencerOutcome
 from server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from server.storage import Storage
 from statements.errors import Rejection
@@ -37,7 +37,17 @@ RETRY_AFTER_MS = 100
 """The back-off suggested to appenders when the queue is full (also sent as retry-after-ms)."""
 
 STREAM_WINDOW = 1024
-"""Entries of one AppendStream in flight at once; reading the stream pauses beyond it."""
+"""Entries of one AppendStream read but not yet submitted; reading pauses beyond it."""
+
+STREAM_CHUNKS = 2
+"""Chunks of one AppendStream submitted and waiting for their results; beyond it, arriving
+entries gather into the next chunk."""
+
+VERIFIER_THREADS = 2
+"""Threads checking entries (signatures release the GIL, so two verify in parallel)."""
+
+Outcome = Receipt | RequestError
+"""What one appended entry comes to: its receipt, or why it was refused."""
 
 
 def _invalid(message: str) -> RequestError:
@@ -66,48 +76,110 @@ class LogService(pb_grpc.LogServicer):
         self._gate = gate
         self._auditors = auditors
         self._witnesses = witnesses
-        # Signature checks release the GIL: two threads verify in parallel, off the event loop.
-        self._verifiers = ThreadPoolExecutor(max_workers=2, thread_name_prefix="verify")
+        # Signature checks release the GIL: the threads verify in parallel, off the event loop.
+        self._verifiers = ThreadPoolExecutor(
+            max_workers=VERIFIER_THREADS, thread_name_prefix="verify"
+        )
+        # Proofs and leaf hashes are read through one tile cache (bounded; see TileCache).
+        self._tiles = TileCache(storage.read_tiles)
         self._max_entry = max_entry_bytes
         self._max_batch = max_batch_entries
         self._page = page_size
 
     # Appends.
 
-    async def _append(self, entry: bytes) -> Receipt:
-        if not entry:
-            raise _invalid("entry is empty; an entry is 1 byte or more")
-        if len(entry) > self._max_entry:
-            raise _invalid(
-                f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
-                "(the server's --max-entry-bytes)"
+    async def _submit(self, entries: Sequence[bytes]) -> asyncio.Task[list[Outcome]]:
+        """Check entries (sizes, then the gate's history-free checks in the verifier threads)
+        and queue those that pass as one sequencer item, in order. Returns, once they are
+        queued, a task giving one Outcome per entry, in order, when every queued entry is
+        durable. An entry refused here, by the gate, or for want of queue room fails alone."""
+        entries = list(entries)  # each entry copied out of the request message once
+        outcomes: list[Outcome | None] = [None] * len(entries)
+        positions = []
+        for i, entry in enumerate(entries):
+            if not entry:
+                outcomes[i] = _invalid("entry is empty; an entry is 1 byte or more")
+            elif len(entry) > self._max_entry:
+                outcomes[i] = _invalid(
+                    f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
+                    "(the server's --max-entry-bytes)"
+                )
+            else:
+                positions.append(i)
+        accepted = [entries[i] for i in positions]
+        prepared: list[object] = [None] * len(accepted)
+        if self._gate is not None and accepted:
+            prepared = await self._prepare(accepted)
+            passed = [k for k, p in enumerate(prepared) if not isinstance(p, Rejection)]
+            for k, p in enumerate(prepared):
+                if isinstance(p, Rejection):
+                    outcomes[positions[k]] = _refused(p)
+            positions = [positions[k] for k in passed]
+            accepted = [accepted[k] for k in passed]
+            prepared = [prepared[k] for k in passed]
+        queued: asyncio.Future[list[SequencerOutcome]] | None = None
+        room = 0
+        if accepted:
+            try:
+                queued, room = self._sequencer.enqueue(accepted, prepared)
+            except QueueFullError:
+                pass
+            except ShuttingDownError as e:
+                for i in positions:
+                    outcomes[i] = RequestError(
+                        grpc.StatusCode.UNAVAILABLE, f"{e}; retry once it is back"
+                    )
+                positions = []
+        # What the queue had no room for is asked to come back later (its order kept).
+        for i in positions[room:]:
+            outcomes[i] = RequestError(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"the append queue is full ({self._sequencer.queue_size} entries); "
+                f"retry in {RETRY_AFTER_MS} ms",
             )
-        try:
-            prepared = None
-            if self._gate is not None:
-                loop = asyncio.get_running_loop()
-                prepared = await loop.run_in_executor(self._verifiers, self._gate.prepare, entry)
-            return await self._sequencer.append(entry, prepared)
-        except Rejection as e:
-            raise RequestError(grpc.StatusCode[e.code], e.message) from None
-        except QueueFullError as e:
-            raise RequestError(
-                grpc.StatusCode.RESOURCE_EXHAUSTED, f"{e}; retry in {RETRY_AFTER_MS} ms"
-            ) from None
-        except ShuttingDownError as e:
-            raise RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry once it is back") from None
+        positions = positions[:room]
 
-    async def _result(self, entry: bytes) -> pb.AppendResult:
-        try:
-            return pb.AppendResult(ok=_receipt(await self._append(entry)))
-        except RequestError as e:
-            return pb.AppendResult(error=pb.Error(code=e.code.value[0], message=e.message))
+        async def settle() -> list[Outcome]:
+            if queued is not None:
+                for i, result in zip(positions, await queued, strict=True):
+                    outcomes[i] = _refused(result) if isinstance(result, Rejection) else result
+            settled = []
+            for outcome in outcomes:
+                assert outcome is not None, "every entry is refused, or queued and answered"
+                settled.append(outcome)
+            return settled
+
+        return asyncio.ensure_future(settle())
+
+    async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
+        """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
+        verifier threads: the entries split in one contiguous run per thread."""
+        assert self._gate is not None
+        loop = asyncio.get_running_loop()
+        step = -(-len(entries) // VERIFIER_THREADS)
+        runs = [entries[at : at + step] for at in range(0, len(entries), step)]
+        done = await asyncio.gather(
+            *(loop.run_in_executor(self._verifiers, self._prepare_run, run) for run in runs)
+        )
+        return [p for run in done for p in run]
+
+    def _prepare_run(self, entries: Sequence[bytes]) -> list[object]:
+        assert self._gate is not None
+        out: list[object] = []
+        for entry in entries:
+            try:
+                out.append(self._gate.prepare(entry))
+            except Rejection as e:
+                out.append(e)
+        return out
 
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
-        try:
-            return _receipt(await self._append(request.entry))
-        except RequestError as e:
-            await _abort(context, e)
+        (outcome,) = await (await self._submit([request.entry]))
+        if isinstance(outcome, RequestError):
+            await _abort(context, outcome)
+        response = pb.AppendResponse()
+        _put_receipt(response, outcome)
+        return response
 
     async def AppendBatch(
         self, request: pb.AppendBatchRequest, context: Context
@@ -120,32 +192,63 @@ class LogService(pb_grpc.LogServicer):
                     f"send at most {self._max_batch} per call"
                 ),
             )
-        results = await asyncio.gather(*(self._result(e) for e in request.entries))
-        return pb.AppendBatchResponse(results=results)
+        outcomes = await (await self._submit(request.entries))
+        response = pb.AppendBatchResponse()
+        add = response.results.add
+        for outcome in outcomes:
+            _put_result(add(), outcome)
+        return response
 
     async def AppendStream(
         self, request_iterator: AsyncIterator[pb.AppendRequest], context: Context
     ) -> AsyncIterator[pb.AppendResult]:
-        # A reader task submits entries as they arrive so they share integration batches; the
-        # results go back in the order the entries came, through a bounded window.
-        window: asyncio.Queue[asyncio.Task[pb.AppendResult] | None] = asyncio.Queue(STREAM_WINDOW)
+        # A reader takes entries as they arrive; a submitter sends everything read so far as
+        # one chunk (one sequencer item: prepared together, appended in order) whenever fewer
+        # than STREAM_CHUNKS chunks await their results, so under load chunks grow by
+        # themselves. Results go back in the order the entries came.
+        arrived: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_WINDOW)
+        chunks: asyncio.Queue[asyncio.Task[list[Outcome]] | None] = asyncio.Queue(STREAM_CHUNKS)
 
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await window.put(asyncio.ensure_future(self._result(request.entry)))
+                    await arrived.put(request.entry)
             finally:
-                await window.put(None)
+                await arrived.put(None)
+
+        async def submit() -> None:
+            ended = False
+            while not ended:
+                chunk: list[bytes] = []
+                entry = await arrived.get()
+                while entry is not None:
+                    chunk.append(entry)
+                    if len(chunk) == self._max_batch or arrived.empty():
+                        break
+                    entry = arrived.get_nowait()
+                ended = entry is None
+                if chunk:
+                    await chunks.put(await self._submit(chunk))
+            await chunks.put(None)
 
         reader = asyncio.ensure_future(read())
+        submitter = asyncio.ensure_future(submit())
         try:
-            while (task := await window.get()) is not None:
-                yield await task
+            while (task := await chunks.get()) is not None:
+                for outcome in await task:
+                    result = pb.AppendResult()
+                    _put_result(result, outcome)
+                    yield result
             await reader  # surfaces a broken request stream
+            await submitter
         finally:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await reader
+            for helper in (reader, submitter):
+                helper.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await helper
+            while not chunks.empty():
+                if (left := chunks.get_nowait()) is not None:
+                    left.cancel()
 
     # Reads.
 
@@ -242,8 +345,8 @@ class LogService(pb_grpc.LogServicer):
                 raise _invalid("give the entry's index or its leaf_hash")
             if index >= size:
                 raise _out_of_range(f"entry {index} is not in the tree of size {size}")
-            reader = TileHashReader(size, self._storage.read_tiles)
-            leaf = reader.read_hashes([Node(0, index)])[0]
+            reader = TileHashReader(size, self._tiles)
+            leaf = reader.read_hashes([(0, index)])[0]
             hashes = proofs.prove_inclusion(index, size, reader)
         except RequestError as e:
             await _abort(context, e)
@@ -261,7 +364,7 @@ class LogService(pb_grpc.LogServicer):
             if request.first > second:
                 raise _invalid(f"first ({request.first}) is larger than second ({second})")
             hashes = proofs.prove_consistency(
-                request.first, second, TileHashReader(second, self._storage.read_tiles)
+                request.first, second, TileHashReader(second, self._tiles)
             )
         except RequestError as e:
             await _abort(context, e)
@@ -296,9 +399,7 @@ class LogService(pb_grpc.LogServicer):
     ) -> list[bytes]:
         """The tree's leaf hashes of entries [start, end), after checking the stored entries are
         exactly those leaves: a damaged database is reported, never served as genuine."""
-        tree = TileHashReader(end, self._storage.read_tiles).read_hashes(
-            [Node(0, i) for i in range(start, end)]
-        )
+        tree = TileHashReader(end, self._tiles).read_hashes([(0, i) for i in range(start, end)])
         stored = hashing.leaf_hashes([data for _, data in batch])
         for offset, index in enumerate(range(start, end)):
             if offset >= len(batch) or batch[offset][0] != index or stored[offset] != tree[offset]:
@@ -324,16 +425,30 @@ class LogService(pb_grpc.LogServicer):
             await _abort(context, e)
 
 
-def _receipt(r: Receipt) -> pb.AppendResponse:
-    return pb.AppendResponse(
-        index=r.index,
-        leaf_hash=r.leaf_hash,
-        checkpoint=r.checkpoint,
-        inclusion_proof=r.proof,
-        duplicate=r.duplicate,
-        verdict=r.verdict,  # type: ignore[arg-type]
-        verdict_reason=r.verdict_reason,
-    )
+def _refused(rejection: Rejection) -> RequestError:
+    return RequestError(grpc.StatusCode[rejection.code], rejection.message)
+
+
+def _put_result(result: pb.AppendResult, outcome: Outcome) -> None:
+    """Write an entry's outcome into a new, empty AppendResult (in place: no message copies)."""
+    if isinstance(outcome, RequestError):
+        result.error.code = outcome.code.value[0]
+        result.error.message = outcome.message
+    else:
+        _put_receipt(result.ok, outcome)
+
+
+def _put_receipt(response: pb.AppendResponse, r: Receipt) -> None:
+    """Write a receipt into a new, empty AppendResponse (fields at their defaults stay unset)."""
+    response.index = r.leaf_index
+    response.leaf_hash = r.leaf_hash
+    response.checkpoint = r.checkpoint
+    response.inclusion_proof.extend(r.proof)
+    if r.duplicate:
+        response.duplicate = True
+    if r.verdict:
+        response.verdict = r.verdict  # type: ignore[assignment]
+        response.verdict_reason = r.verdict_reason
 
 
 async def _abort(context: Context, e: RequestError) -> NoReturn:

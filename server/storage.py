@@ -80,7 +80,9 @@ class Storage:
         if not create and not (path / "CURRENT").exists():
             raise StorageError(f"no log database at {path} (run `affidavit init` first)")
         try:
-            self._db = plyvel.DB(str(path), create_if_missing=create)
+            # Bloom filters (10 bits a key, about 1% false positives): most point reads miss,
+            # the leaf-hash lookup of every append and the state reads of new ids.
+            self._db = plyvel.DB(str(path), create_if_missing=create, bloom_filter_bits=10)
         except plyvel.IOError as e:
             if "lock" in str(e):
                 raise StorageError(

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import merkle
 from merkle import hashing
-from merkle.compact import CompactRange, Node, decompose
+from merkle.compact import CompactRange, decompose
 from merkle.proofs import LeafHashReader
 
 pytestmark = pytest.mark.usefixtures("backend")
@@ -25,19 +25,19 @@ def test_decompose_covers_range_with_maximal_aligned_subtrees(a: int, b: int) ->
     begin, end = min(a, b), max(a, b)
     nodes = decompose(begin, end)
     at = begin
-    for node in nodes:
-        assert node.index << node.level == at  # contiguous, aligned
-        at += 1 << node.level
+    for level, n in nodes:
+        assert n << level == at  # contiguous, aligned
+        at += 1 << level
     assert at == end
     # Maximal: no two neighbours are siblings that could merge.
-    for left, right in itertools.pairwise(nodes):
-        assert not (left.level == right.level and left.index % 2 == 0)
+    for (level, n), (right_level, _) in itertools.pairwise(nodes):
+        assert not (level == right_level and n % 2 == 0)
     assert len(nodes) <= 2 * max(end - begin, 1).bit_length()
 
 
 def test_decompose_known() -> None:
-    assert decompose(0, 7) == [Node(2, 0), Node(1, 2), Node(0, 6)]
-    assert decompose(3, 13) == [Node(0, 3), Node(2, 1), Node(2, 2), Node(0, 12)]
+    assert decompose(0, 7) == [(2, 0), (1, 2), (0, 6)]
+    assert decompose(3, 13) == [(0, 3), (2, 1), (2, 2), (0, 12)]
     assert decompose(5, 5) == []
     with pytest.raises(ValueError):
         decompose(6, 5)

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 
 import merkle
 from merkle import hashing, proofs
+from merkle.compact import CompactRange
 from tests.conftest import load_vector
 
 RFC = load_vector("rfc6962-reference.json")
@@ -212,10 +213,22 @@ def test_equal_sizes() -> None:
         merkle.verify_consistency(5, 5, [], root, merkle.root_hash(leaves(4)))
 
 
-def test_proof_ranges_are_the_rfc_subtrees() -> None:
-    assert proofs.inclusion_ranges(5, 8) == [(4, 5), (6, 8), (0, 4)]
-    assert proofs.consistency_ranges(3, 7) == [(2, 3), (3, 4), (0, 2), (4, 7)]
-    assert proofs.consistency_ranges(4, 8) == [(4, 8)]
+def test_proof_plans_are_the_rfc_subtrees() -> None:
+    # Leaf 5 of 8: leaves [4, 5), [6, 8), [0, 4).
+    assert proofs.inclusion_plan(5, 8) == ([(0, 4), (1, 3), (2, 0)], 3, 3)
+    # 3 to 7: leaves [2, 3), [3, 4), [0, 2), then [4, 7) folded from [4, 6) and [6, 7).
+    assert proofs.consistency_plan(3, 7) == (
+        [(0, 2), (0, 3), (1, 0), (1, 2), (0, 6)],
+        3,
+        5,
+    )
+    assert proofs.consistency_plan(4, 8) == ([(2, 1)], 1, 1)
+    assert proofs.consistency_plan(6, 6) == ([], 0, 0)
+    # Node 2/1 (leaves 4..7) of 13: [0, 4), then [8, 13) folded from [8, 12) and [12, 13).
+    assert proofs.path_plan(2, 1, 13) == ([(2, 0), (2, 2), (0, 12)], 1, 3)
+    for level, n, size in [(0, 8, 8), (2, 2, 11), (-1, 0, 4), (0, -1, 4)]:
+        with pytest.raises(ValueError):
+            proofs.path_plan(level, n, size)
 
 
 def test_batch_inclusion_proofs_equal_single_ones() -> None:
@@ -226,3 +239,59 @@ def test_batch_inclusion_proofs_equal_single_ones() -> None:
         merkle.inclusion_proof(ls, i, 1000) for i in indexes
     ]
     assert proofs.prove_inclusions([], 1000, reader) == []
+
+
+@HYPO
+@given(old=st.integers(0, 3000), added=st.integers(1, 600), data=st.data())
+def test_batch_inclusion_proofs_equal_single_ones_and_root(
+    old: int, added: int, data: st.DataObject
+) -> None:
+    ls = leaves(old + added)
+    edge = CompactRange()
+    edge.extend(ls[:old])
+    root, batch = proofs.batch_inclusion_proofs(edge, ls[old:])
+    assert root == merkle.root_hash(ls)
+    assert len(batch) == added
+    for index in data.draw(st.lists(st.integers(old, old + added - 1), max_size=8)):
+        assert batch[index - old] == merkle.inclusion_proof(ls, index, old + added)
+    assert batch[0] == merkle.inclusion_proof(ls, old, old + added)
+    assert batch[-1] == merkle.inclusion_proof(ls, old + added - 1, old + added)
+
+
+def test_batch_inclusion_proofs_exhaustively_for_small_trees() -> None:
+    ls = leaves(40)
+    for old in range(40):
+        edge = CompactRange()
+        edge.extend(ls[:old])
+        for new in range(old + 1, 41):
+            root, batch = proofs.batch_inclusion_proofs(edge, ls[old:new])
+            assert root == merkle.root_hash(ls[:new])
+            assert batch == [merkle.inclusion_proof(ls, i, new) for i in range(old, new)]
+
+
+def test_levels_hold_what_they_claim() -> None:
+    ls = leaves(300)
+    edge = CompactRange()
+    edge.extend(ls[:100])
+    levels = proofs.Levels.grow(100, ls[100:], proofs.edge_heads(edge))
+    assert levels.size == 300
+    assert levels.starts[:3] == (100, 50, 24)  # node 24 at level 2 is the old edge
+    assert levels.node(2, 24) == merkle.root_hash(ls[96:100])
+    assert levels.node(0, 299) == ls[299]
+    for level, n in [(0, 99), (0, 300), (2, 22), (9, 0)]:
+        with pytest.raises(ValueError):
+            levels.node(level, n)
+    with pytest.raises(ValueError, match="not in these levels"):
+        levels.inclusion_proofs([99])
+    assert proofs.Levels.grow(0, [], {}).root() == merkle.EMPTY_ROOT
+
+
+def test_levels_refuse_heads_that_leave_siblings_out() -> None:
+    ls = leaves(8)
+    # Without the old edge, level 0 would start at the odd node 5: its sibling is missing.
+    with pytest.raises(ValueError, match="level 0 starts at node 5"):
+        proofs.Levels.grow(5, ls[5:], {})
+    with pytest.raises(ValueError, match="levels a tree of size 8 does not have"):
+        proofs.Levels.grow(4, ls[4:], {5: [ls[0]]})
+    with pytest.raises(ValueError, match="does not end"):
+        proofs.Levels(8, [0, 0, 0, 0], [ls, [], [], []])

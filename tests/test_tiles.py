@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 import merkle
 from merkle import hashing, proofs, tiles
-from merkle.compact import CompactRange, Node
+from merkle.compact import CompactRange
 from merkle.errors import TileError
 from merkle.tiles import ENTRIES, Tile
 
@@ -75,12 +75,12 @@ def test_coordinates() -> None:
     assert tiles.tiles_for_size(size, 2) == [Tile(2, 0, 2)]
     assert tiles.tiles_for_size(size, 3) == []
     # Node at level 9 index 1 = two level-8 hashes 2..3 of level-1 tile 0.
-    assert tiles.node_tile(Node(9, 1), size) == (Tile(1, 0, 256), 2, 4)
-    assert tiles.node_tile(Node(0, size - 1), size) == (Tile(0, 515, 17), 16, 17)
+    assert tiles.node_tile((9, 1), size) == (Tile(1, 0, 256), 2, 4)
+    assert tiles.node_tile((0, size - 1), size) == (Tile(0, 515, 17), 16, 17)
     with pytest.raises(TileError):
-        tiles.node_tile(Node(0, size), size)
+        tiles.node_tile((0, size), size)
     with pytest.raises(TileError):
-        tiles.node_tile(Node(3, (size >> 3)), size)  # a subtree not yet complete
+        tiles.node_tile((3, (size >> 3)), size)  # a subtree not yet complete
 
 
 def test_new_tiles() -> None:
@@ -101,10 +101,12 @@ class Store:
         self.reads.extend(wanted)
         return [self.data[(t.level, t.index)][: t.width * 32] for t in wanted]
 
-    def grow(self, size: int, new: list[bytes]) -> None:
-        for tile, data in tiles.grow_tiles(size, new, self.read).items():
+    def grow(self, size: int, new: list[bytes]) -> tiles.Growth:
+        growth = tiles.grow(size, new, self.read)
+        for tile, data in growth.tiles.items():
             assert len(data) == tile.width * 32
             self.data[(tile.level, tile.index)] = data
+        return growth
 
 
 @pytest.mark.usefixtures("backend")
@@ -116,10 +118,18 @@ def test_grown_tiles_serve_the_same_proofs(batches: list[int], rnd: random.Rando
     store, all_leaves, size = Store(), [], 0
     for n in batches:
         new = leaves(n, salt=size.to_bytes(4, "big"))
-        changed = tiles.grow_tiles(size, new, store.read)
-        assert sorted(changed) == sorted(tiles.new_tiles(size, size + n))
-        store.grow(size, new)
+        store.reads.clear()
+        growth = store.grow(size, new)
+        # Only the old tree's partial tiles are read, at most one per tile level.
+        assert store.reads == [t for t in tiles.new_tiles(0, size) if t.width < 256]
+        assert sorted(growth.tiles) == sorted(tiles.new_tiles(size, size + n))
         all_leaves += new
+        # The root and the new leaves' proofs come with the growth, equal to the reference.
+        assert growth.size == size + n
+        assert growth.root() == merkle.root_hash(all_leaves)
+        new_proofs = growth.levels.inclusion_proofs(range(size, size + n))
+        for index in rnd.sample(range(size, size + n), min(n, 5)):
+            assert new_proofs[index - size] == merkle.inclusion_proof(all_leaves, index, size + n)
         size += n
         reader = tiles.TileHashReader(size, store.read)
         assert CompactRange.from_reader(size, reader).root() == merkle.root_hash(all_leaves)
@@ -159,6 +169,75 @@ def test_proof_reads_are_logarithmic() -> None:
 def test_short_tile_data_is_an_error() -> None:
     reader = tiles.TileHashReader(10, lambda ts: [b"\x00" * 32 * 3 for _ in ts])
     with pytest.raises(TileError, match="holds 3 hashes"):
-        reader.read_hashes([Node(0, 5)])
+        reader.read_hashes([(0, 5)])
     with pytest.raises(TileError, match="not a run"):
         tiles.tile_hashes(b"\x00" * 33)
+
+
+def _grown_store(*batches: int) -> tuple[Store, list[bytes]]:
+    store, all_leaves = Store(), list[bytes]()
+    for n in batches:
+        new = leaves(n, salt=len(all_leaves).to_bytes(4, "big"))
+        store.grow(len(all_leaves), new)
+        all_leaves += new
+    return store, all_leaves
+
+
+@pytest.mark.usefixtures("backend")
+def test_cached_tiles_serve_proofs_without_reading_again() -> None:
+    store, ls = _grown_store(70000, 3, 1000)
+    size = len(ls)
+    cache = tiles.TileCache(store.read)
+    for index in (0, 255, 256, 65535, 65536, size - 1):
+        assert proofs.prove_inclusion(
+            index, size, tiles.TileHashReader(size, cache)
+        ) == merkle.inclusion_proof(ls, index, size)
+    store.reads.clear()
+    # Every hash of these proofs is now a slice of a cached tile level: no reads, same bytes.
+    for index in (0, 255, 256, 65535, 65536, size - 1):
+        assert proofs.prove_inclusion(
+            index, size, tiles.TileHashReader(size, cache)
+        ) == merkle.inclusion_proof(ls, index, size)
+    assert store.reads == []
+    # An older tree size reads its own (narrower) partial tiles; its proofs are its own.
+    old = size - 500
+    assert proofs.prove_consistency(
+        old, size, tiles.TileHashReader(size, cache)
+    ) == merkle.consistency_proof(ls, old, size)
+    assert proofs.prove_inclusion(
+        old - 1, old, tiles.TileHashReader(old, cache)
+    ) == merkle.inclusion_proof(ls, old - 1, old)
+
+
+@pytest.mark.usefixtures("backend")
+def test_tile_cache_is_bounded() -> None:
+    store, ls = _grown_store(256 * 40)
+    full = 511 * 32  # a full tile with all eight levels
+    cache = tiles.TileCache(store.read, max_bytes=10 * full)
+    reader = tiles.TileHashReader(len(ls), cache)
+    for index in range(0, len(ls), 256):  # every level-0 tile, each to its top level
+        proofs.prove_inclusion(index, len(ls), reader)
+        assert cache.held_bytes <= 10 * full
+    assert cache.held_bytes > 8 * full
+    # The least recently used went first: the last tiles are still there.
+    store.reads.clear()
+    proofs.prove_inclusion(len(ls) - 1, len(ls), reader)
+    assert store.reads == []
+    proofs.prove_inclusion(0, len(ls), reader)
+    assert store.reads == [Tile(0, 0)]
+
+
+@pytest.mark.usefixtures("backend")
+def test_tile_cache_refuses_nodes_the_tree_lacks() -> None:
+    store, ls = _grown_store(300)
+    cache = tiles.TileCache(store.read)
+    with pytest.raises(TileError, match="not complete"):
+        cache.read_hashes(300, [(0, 300)])
+    with pytest.raises(TileError, match="not complete"):
+        cache.read_hashes(300, [(3, 37)])  # leaves 296..303
+    with pytest.raises(TileError, match="not complete"):
+        cache.read_hashes(300, [(0, -1)])
+    assert cache.read_hashes(300, [(2, 73), (8, 0)]) == [
+        merkle.root_hash(ls[292:296]),
+        merkle.root_hash(ls[:256]),
+    ]
