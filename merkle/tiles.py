@@ -139,11 +139,8 @@ TileReader = Callable[[list[Tile]], Sequence[bytes]]
 """Reads tiles: returns, for each tile asked, at least its first width hashes' bytes."""
 
 DEFAULT_CACHE_BYTES = 64 << 20
-"""TileCache's default bound: the hashes of 4,104 full tiles with all their levels, which for
-a log of 1,000,000 entries is every tile it has."""
-
-_FULL_TILE_BYTES = (2 * WIDTH - 1) * hashing.HASH_SIZE
-"""A full tile's row and every level above it, up to its root's children: 511 hashes."""
+"""TileCache's default bound: 4,112 full tiles with all their levels, which for a log of
+1,000,000 entries (3,924 tiles) is every tile it has."""
 
 
 class TileCache:
@@ -159,8 +156,9 @@ class TileCache:
     invalidated; a growing partial tile gets one entry per width asked for, and old widths age
     out. Memory is bounded: the entries' hash bytes stay within max_bytes, least recently used
     evicted first, once each call is served (during a call, the tiles that call reads may
-    exceed it transiently). A full tile with all eight levels is 16,352 bytes. Not thread-safe:
-    one cache per thread.
+    exceed it transiently). A full tile with all eight levels is 510 hashes, 16,320 bytes, plus
+    about 0.5 KB of Python objects (at the default bound: 64 MiB of hashes, about 66 MiB in
+    all). Not thread-safe: one cache per thread.
     """
 
     def __init__(self, read_tiles: TileReader, max_bytes: int = DEFAULT_CACHE_BYTES) -> None:

@@ -18,6 +18,9 @@ from statements.build import now_ms
 from statements.ingest import Prepared
 from statements.state import LogState
 
+_UNREAD = object()
+"""What the committed-record cache holds for a key it has not read (None is an absent record)."""
+
 
 class _CommittedKV:
     """Reads of committed records, through a cache: safe from any thread while a batch is in
@@ -41,10 +44,9 @@ class _CommittedKV:
         self._lock = threading.Lock()
 
     def get(self, key: bytes, /) -> bytes | None:
-        try:
-            return self._cache[key]
-        except KeyError:
-            pass
+        cached = self._cache.get(key, _UNREAD)
+        if cached is not _UNREAD:
+            return cached  # type: ignore[return-value]
         commits = self._commits
         value = self._storage.get(key)
         with self._lock:

@@ -212,7 +212,7 @@ def test_cached_tiles_serve_proofs_without_reading_again() -> None:
 @pytest.mark.usefixtures("backend")
 def test_tile_cache_is_bounded() -> None:
     store, ls = _grown_store(256 * 40)
-    full = 511 * 32  # a full tile with all eight levels
+    full = 510 * 32  # a full tile with all eight levels
     cache = tiles.TileCache(store.read, max_bytes=10 * full)
     reader = tiles.TileHashReader(len(ls), cache)
     for index in range(0, len(ls), 256):  # every level-0 tile, each to its top level
