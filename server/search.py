@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from proto import affidavit_pb2 as pb
 from server.storage import Storage
@@ -137,7 +137,7 @@ def index_statement(
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch."""
     f = facets_of(state, index, leaf_hash, prepared, verdict)
-    kv.put(_HIT + _u64(index), json.dumps(asdict(f), separators=(",", ":")).encode())
+    kv.put(_HIT + _u64(index), json.dumps(vars(f), separators=(",", ":")).encode())
     values = {name: getattr(f, name) for name in _LISTS}
     values["session"] = [f.session]
     values["statement"] = [f.statement_id]
