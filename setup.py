@@ -1,4 +1,4 @@
-"""Build the C hashing core, merkle._hashcore (see merkle/_hashcore.c).
+"""Build the C hashing core, affidavit.merkle._hashcore (see merkle/_hashcore.c).
 
 Everything else about the distribution lives in pyproject.toml; setuptools needs this file
 only to declare the extension.
@@ -9,7 +9,7 @@ from setuptools import Extension, setup
 setup(
     ext_modules=[
         Extension(
-            "merkle._hashcore",
+            "affidavit.merkle._hashcore",
             sources=["merkle/_hashcore.c"],
             extra_compile_args=["-O3", "-std=c11"],
         )

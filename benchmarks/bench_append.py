@@ -63,7 +63,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from proto import affidavit_pb2 as pb  # noqa: E402
+from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 
 ENTRY_SIZE = 1024
 BATCH = 100
@@ -464,10 +464,10 @@ def _build_statements(job: dict[str, Any]) -> dict[str, Any]:
     caller, `batch` sessions of one agent, and request j holding statement j of each session —
     an AgentAction INTENT under the job's grant, signed, chained to the session's previous
     statement. The log has never seen them, so every ingest check runs on each."""
-    from statements import build
-    from statements.canonical import canonical_json, parameters_digest
-    from statements.ids import uuid7
-    from statements.signing import IdentityKey
+    from affidavit.statements import build
+    from affidavit.statements.canonical import canonical_json, parameters_digest
+    from affidavit.statements.ids import uuid7
+    from affidavit.statements.signing import IdentityKey
 
     t0 = time.perf_counter()
     key = IdentityKey.from_text(job["agent_key"])
@@ -1018,8 +1018,8 @@ def leveldb_ceilings(args: argparse.Namespace) -> dict[str, float]:
 def in_process_proofs(args: argparse.Namespace, db_path: Path) -> dict[str, float]:
     """Proofs from the stopped server's LevelDB, as the service makes them: a reader per call
     over the log's one TileCache when this tree has it (else straight over storage)."""
-    from merkle import compact, proofs, tiles
-    from server.storage import Storage
+    from affidavit.merkle import compact, proofs, tiles
+    from affidavit.server.storage import Storage
 
     # A leaf's node: (0, index); trees before nodes were plain tuples made them with Node.
     node_type: Any = compact.Node
@@ -1086,7 +1086,7 @@ def _sample_statement() -> tuple[bytes, bytes, bytes]:
     """(statement bytes, signature, public key) of one agent action like the load's."""
     job = {"agent_key": "", "grant_id": "01900000-0000-7000-8000-000000000000", "callers": 1,
            "batch": 1, "requests": 1, "build_id": "sample"}  # fmt: skip
-    from statements.signing import IdentityKey
+    from affidavit.statements.signing import IdentityKey
 
     key = IdentityKey.generate("sample-agent@bench.example")
     job["agent_key"] = key.text()
@@ -1099,7 +1099,7 @@ def _sample_statement() -> tuple[bytes, bytes, bytes]:
 def ed25519_ceiling(args: argparse.Namespace) -> dict[str, float]:
     """Signature checks/s of statements.signing.verify (PyNaCl, libsodium: the server's one
     verification path) on statements like the load's, on one thread and on two at once."""
-    from statements.signing import verify
+    from affidavit.statements.signing import verify
 
     statement, signature, public_key = _sample_statement()
     assert verify(statement, signature, public_key)
@@ -1146,9 +1146,9 @@ def setup_agents(target: str, data_dir: Path, agents: int) -> tuple[list[str], l
     """With the genesis admin's key (data_dir/admin.key): register a human and agents, and a
     grant from the human to each agent covering the load's actions. The agents' signer key
     texts and their grant ids."""
-    from statements import build
-    from statements.ids import uuid7
-    from statements.signing import IdentityKey
+    from affidavit.statements import build
+    from affidavit.statements.ids import uuid7
+    from affidavit.statements.signing import IdentityKey
 
     with grpc.insecure_channel(target) as channel:
         append = channel.unary_unary(
@@ -1346,7 +1346,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.log_entries is None:
         args.log_entries = 20_000 if args.quick else 1_000_000
 
-    from merkle import hashing
+    from affidavit.merkle import hashing
 
     t_begin = time.monotonic()
     emit(

@@ -46,19 +46,19 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from client import audit as auditor  # noqa: E402
-from client.client import Client  # noqa: E402
-from client.verify import TrustPolicy, Verified, open_checkpoint  # noqa: E402
-from merkle import hashing, note  # noqa: E402
-from merkle.checkpoint import Checkpoint  # noqa: E402
-from merkle.compact import CompactRange  # noqa: E402
-from proto import affidavit_pb2 as pb  # noqa: E402
-from proto import affidavit_pb2_grpc as pb_grpc  # noqa: E402
-from statements import build, ingest, schema, signing  # noqa: E402
-from statements.canonical import canonical_json, digest, parameters_digest  # noqa: E402
-from statements.ids import uuid7  # noqa: E402
-from statements.signing import IdentityKey  # noqa: E402
-from statements.state import DictKV, LogState  # noqa: E402
+from affidavit.client import audit as auditor  # noqa: E402
+from affidavit.client.client import Client  # noqa: E402
+from affidavit.client.verify import TrustPolicy, Verified, open_checkpoint  # noqa: E402
+from affidavit.merkle import hashing, note  # noqa: E402
+from affidavit.merkle.checkpoint import Checkpoint  # noqa: E402
+from affidavit.merkle.compact import CompactRange  # noqa: E402
+from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc  # noqa: E402
+from affidavit.statements import build, ingest, schema, signing  # noqa: E402
+from affidavit.statements.canonical import canonical_json, digest, parameters_digest  # noqa: E402
+from affidavit.statements.ids import uuid7  # noqa: E402
+from affidavit.statements.signing import IdentityKey  # noqa: E402
+from affidavit.statements.state import DictKV, LogState  # noqa: E402
 
 TARGET = 50_000
 """Entries/s verified, for a 1M-entry log on this 2-core machine (the project's target)."""

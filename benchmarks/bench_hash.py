@@ -30,8 +30,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from merkle import _hashcore
-from merkle.hashing import PythonCore
+from affidavit.merkle import _hashcore
+from affidavit.merkle.hashing import PythonCore
 
 ENTRY_SIZE = 1024
 CACHED_CHUNK = 1 << 20

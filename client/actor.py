@@ -23,15 +23,16 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-import merkle
-from client.client import Client, Receipt
-from client.errors import RefusedError, UnavailableError
-from proto import affidavit_pb2 as pb
-from statements import build
-from statements.canonical import canonical_json, digest, parameters_digest
-from statements.ids import uuid7
-from statements.redact import redact_parameters
-from statements.signing import IdentityKey
+from affidavit.client.client import Client, Receipt
+from affidavit.client.errors import RefusedError, UnavailableError
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build
+from affidavit.statements.canonical import canonical_json, digest, parameters_digest
+from affidavit.statements.ids import uuid7
+from affidavit.statements.redact import redact_parameters
+from affidavit.statements.signing import IdentityKey
+
+from affidavit import merkle
 
 
 @dataclass(frozen=True)

@@ -70,15 +70,15 @@ from multiprocessing.queues import Queue
 from pathlib import Path
 from typing import Any, Final, Literal, Protocol
 
-from client.client import Client
-from client.trust import write_atomic
-from client.verify import Verified, open_checkpoint
-from merkle import hashing
-from merkle.compact import CompactRange
-from proto import affidavit_pb2 as pb
-from statements import ingest, schema, signing
-from statements.errors import Rejection
-from statements.state import DictKV, KeyRecord, LogState, VerdictRecord
+from affidavit.client.client import Client
+from affidavit.client.trust import write_atomic
+from affidavit.client.verify import Verified, open_checkpoint
+from affidavit.merkle import hashing
+from affidavit.merkle.compact import CompactRange
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import ingest, schema, signing
+from affidavit.statements.errors import Rejection
+from affidavit.statements.state import DictKV, KeyRecord, LogState, VerdictRecord
 
 Severity = Literal["error", "violation", "info"]
 

@@ -83,18 +83,19 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import merkle
-from client.client import Client
-from client.errors import ClientError, VerificationError
-from client.verify import TrustPolicy, Verified, check_inclusion, open_checkpoint
-from merkle import note
-from merkle.checkpoint import Checkpoint
-from merkle.errors import MerkleError
-from proto import affidavit_pb2 as pb
-from statements import build, ingest
-from statements.errors import Rejection
-from statements.scope import MAX_CHAIN
-from statements.state import DictKV, KeyRecord, LogState, SessionHead, VerdictRecord
+from affidavit.client.client import Client
+from affidavit.client.errors import ClientError, VerificationError
+from affidavit.client.verify import TrustPolicy, Verified, check_inclusion, open_checkpoint
+from affidavit.merkle import note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.errors import MerkleError
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build, ingest
+from affidavit.statements.errors import Rejection
+from affidavit.statements.scope import MAX_CHAIN
+from affidavit.statements.state import DictKV, KeyRecord, LogState, SessionHead, VerdictRecord
+
+from affidavit import merkle
 
 FORMAT = "affidavit-bundle/1"
 MAX_ENTRIES = 10_000

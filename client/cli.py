@@ -25,28 +25,27 @@ from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
+from affidavit.client.actor import Actor, outcome_body
+from affidavit.client.client import Client, Receipt, Tls
+from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
+from affidavit.client.trust import write_atomic
+from affidavit.client.verify import TrustPolicy
+from affidavit.merkle import keys
+from affidavit.merkle.errors import MerkleError
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.build import statement_of
+from affidavit.statements.errors import Rejection
+from affidavit.statements.ids import uuid7
+from affidavit.statements.signing import IdentityKey
 from google.protobuf import json_format
-
-from client.actor import Actor, outcome_body
-from client.client import Client, Receipt, Tls
-from client.errors import ClientError, RefusedError, UnavailableError, VerificationError
-from client.trust import write_atomic
-from client.verify import TrustPolicy
-from merkle import keys
-from merkle.errors import MerkleError
-from proto import affidavit_pb2 as pb
-from statements.build import statement_of
-from statements.errors import Rejection
-from statements.ids import uuid7
-from statements.signing import IdentityKey
 
 EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 
 # Commands that live beside what they drive: name -> "module:attribute".
 _SERVER_COMMANDS = {
-    "auditor-token": "server.cli:auditor_token",
-    "init": "server.cli:init",
-    "serve": "server.cli:serve",
+    "auditor-token": "affidavit.server.cli:auditor_token",
+    "init": "affidavit.server.cli:init",
+    "serve": "affidavit.server.cli:serve",
 }
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -1000,7 +999,7 @@ def witness(
     import signal
     import threading
 
-    from client import witness as witnessing
+    from affidavit.client import witness as witnessing
 
     if logs:
         targets = [entry.split("=", 1) for entry in logs]
@@ -1098,7 +1097,7 @@ def export(conn: Conn, action_id: str | None, index: int | None, out: Path) -> N
     """Write an evidence bundle: the action, its grants up to the human, its approval and the
     identities that signed them, each with an inclusion proof to one (witnessed) checkpoint.
     Needs --token; with --quorum, the checkpoint carries that many witness cosignatures."""
-    from client import bundle
+    from affidavit.client import bundle
 
     with conn.client() as client:
         b = bundle.export(client, **_action_target(action_id, index))
@@ -1120,7 +1119,7 @@ def verify_bundle(conn: Conn, file: Path) -> None:
     """Verify an evidence bundle offline, with public keys only (--log-key, --witness-key,
     --quorum), and say in plain words who did what, on whose authority, approved by whom.
     Exits 1 if anything fails to verify or the action was not properly authorised."""
-    from client import bundle
+    from affidavit.client import bundle
 
     report = bundle.verify(file.read_bytes(), conn.policy())
     conn.out.emit(report.summary(), _report_data(report))
@@ -1136,7 +1135,7 @@ def verify_bundle(conn: Conn, file: Path) -> None:
 def who_authorised(conn: Conn, action_id: str | None, index: int | None) -> None:
     """Who authorised an action: the grant chain up to the human, the approval and its ticket,
     each verified against the log (needs --token)."""
-    from client import bundle
+    from affidavit.client import bundle
 
     with conn.client() as client:
         b = bundle.export(client, **_action_target(action_id, index))
@@ -1162,7 +1161,7 @@ def audit(conn: Conn, resume: Path | None, workers: int | None) -> None:
     """Replay the whole log (needs --token): recompute its root against a verified checkpoint
     (and witness quorum), re-check every statement with the log's own rules and every action's
     verdict. Prints a report; exits 1 on any error or violation found."""
-    from client import audit as auditing
+    from affidavit.client import audit as auditing
 
     interactive = sys.stderr.isatty()
     last = [0.0, -1.0]  # when the last line was shown, and at which count

@@ -15,15 +15,21 @@ from pathlib import Path
 from typing import TypeVar
 
 import grpc
+from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
+from affidavit.client.trust import TrustStore
+from affidavit.client.verify import (
+    TrustPolicy,
+    Verified,
+    check_consistency,
+    check_inclusion,
+    open_checkpoint,
+)
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
+from affidavit.statements import ingest
+from affidavit.statements.errors import Rejection
 
-import merkle
-from client.errors import RefusedError, UnavailableError, VerificationError
-from client.trust import TrustStore
-from client.verify import TrustPolicy, Verified, check_consistency, check_inclusion, open_checkpoint
-from proto import affidavit_pb2 as pb
-from proto import affidavit_pb2_grpc as pb_grpc
-from statements import ingest
-from statements.errors import Rejection
+from affidavit import merkle
 
 T = TypeVar("T")
 

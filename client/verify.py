@@ -10,14 +10,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import merkle
-from client.errors import VerificationError
-from merkle import checkpoint as checkpoints
-from merkle import note
-from merkle.checkpoint import Checkpoint
-from merkle.cosignature import CosignatureV1Verifier
-from merkle.errors import MerkleError
-from merkle.keys import Verifier
+from affidavit.client.errors import VerificationError
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.cosignature import CosignatureV1Verifier
+from affidavit.merkle.errors import MerkleError
+from affidavit.merkle.keys import Verifier
+
+from affidavit import merkle
 
 
 @dataclass(frozen=True)

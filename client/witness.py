@@ -51,17 +51,16 @@ from pathlib import Path
 from typing import Any, Final
 
 import grpc
-
-from client.client import Client, Tls
-from client.errors import ClientError, RefusedError, UnavailableError, VerificationError
-from client.trust import write_atomic
-from client.verify import TrustPolicy, check_consistency, open_checkpoint
-from merkle import note
-from merkle.checkpoint import Checkpoint
-from merkle.cosignature import CosignatureV1Signer, CosignatureV1Verifier
-from merkle.errors import MerkleError
-from merkle.keys import ALG_ED25519, parse_verifier_key
-from proto import affidavit_pb2 as pb
+from affidavit.client.client import Client, Tls
+from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
+from affidavit.client.trust import write_atomic
+from affidavit.client.verify import TrustPolicy, check_consistency, open_checkpoint
+from affidavit.merkle import note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.cosignature import CosignatureV1Signer, CosignatureV1Verifier
+from affidavit.merkle.errors import MerkleError
+from affidavit.merkle.keys import ALG_ED25519, parse_verifier_key
+from affidavit.proto import affidavit_pb2 as pb
 
 log = logging.getLogger("affidavit.witness")
 

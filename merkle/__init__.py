@@ -14,9 +14,14 @@ checkpoints in merkle.checkpoint, witness cosignatures in merkle.cosignature, ti
 merkle.tiles, compact ranges in merkle.compact.
 """
 
-from merkle.errors import MerkleError, ProofError
-from merkle.hashing import EMPTY_ROOT, HASH_SIZE, backend, leaf_hash, node_hash, root_hash
-from merkle.proofs import consistency_proof, inclusion_proof, verify_consistency, verify_inclusion
+from affidavit.merkle.errors import MerkleError, ProofError
+from affidavit.merkle.hashing import EMPTY_ROOT, HASH_SIZE, backend, leaf_hash, node_hash, root_hash
+from affidavit.merkle.proofs import (
+    consistency_proof,
+    inclusion_proof,
+    verify_consistency,
+    verify_inclusion,
+)
 
 __all__ = [
     "EMPTY_ROOT",

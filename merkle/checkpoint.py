@@ -19,7 +19,7 @@ import re
 from dataclasses import dataclass
 from typing import Final
 
-from merkle import errors
+from affidavit.merkle import errors
 
 HASH_SIZE: Final = 32
 MAX_TREE_SIZE: Final = 2**64 - 1

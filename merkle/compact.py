@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from merkle import hashing
+from affidavit.merkle import hashing
 
 Node = tuple[int, int]
 """(level, n): the perfect subtree at height level whose leaves are [n·2^level, (n+1)·2^level);

@@ -20,20 +20,19 @@ import time
 from collections.abc import Callable
 from typing import Final
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives.asymmetric.ed25519 import (
-    Ed25519PrivateKey,
-    Ed25519PublicKey,
-)
-
-from merkle import checkpoint, errors
-from merkle.keys import (
+from affidavit.merkle import checkpoint, errors
+from affidavit.merkle.keys import (
     ALG_COSIGNATURE_V1,
     ED25519_SIGNATURE_SIZE,
     SignerKey,
     VerifierKey,
     parse_signer_key,
     parse_verifier_key,
+)
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+    Ed25519PrivateKey,
+    Ed25519PublicKey,
 )
 
 HEADER: Final = b"cosignature/v1\n"

@@ -4,8 +4,8 @@
     node hash  = SHA-256(0x01 ‖ left ‖ right)
     empty root = SHA-256("")
 
-Two cores compute the same bytes: the C extension merkle._hashcore (whole batches per call,
-SHA extensions when the CPU has them) and a pure-Python one over hashlib. The C core is used
+Two cores compute the same bytes: the C extension affidavit.merkle._hashcore (whole batches per
+call, SHA extensions when the CPU has them) and a pure-Python one over hashlib. The C core is used
 when it is importable, unless AFFIDAVIT_PURE_PYTHON=1 is set when this module is imported.
 """
 
@@ -104,7 +104,7 @@ def _check_run(hashes: bytes, height: int) -> None:
 
 def _load_c_core() -> Core | None:
     try:
-        from merkle import _hashcore
+        from affidavit.merkle import _hashcore
     except ImportError:
         return None
     return _hashcore

@@ -26,14 +26,13 @@ import re
 from dataclasses import dataclass, field
 from typing import Final, Protocol, runtime_checkable
 
+from affidavit.merkle import errors
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import (
     Ed25519PrivateKey,
     Ed25519PublicKey,
 )
-
-from merkle import errors
 
 ALG_ED25519: Final = 0x01
 """Signature type of an Ed25519 signature over the note text (c2sp.org/signed-note)."""

@@ -27,9 +27,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Final, TypeAlias
 
-from merkle import errors
-from merkle.cosignature import CosignatureV1Signer, CosignatureV1Verifier
-from merkle.keys import (
+from affidavit.merkle import errors
+from affidavit.merkle.cosignature import CosignatureV1Signer, CosignatureV1Verifier
+from affidavit.merkle.keys import (
     ALG_COSIGNATURE_V1,
     ALG_ED25519,
     KEY_HASH_SIZE,
@@ -43,7 +43,7 @@ from merkle.keys import (
     parse_signer_key,
     parse_verifier_key,
 )
-from merkle.keys import generate_key as _generate_key
+from affidavit.merkle.keys import generate_key as _generate_key
 
 MAX_NOTE_SIZE: Final = 1 << 20
 """Largest note, in UTF-8 bytes, that is parsed or produced (1 MiB)."""

@@ -13,9 +13,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 
-from merkle import hashing
-from merkle.compact import CompactRange, HashReader, Node, fold
-from merkle.errors import ProofError
+from affidavit.merkle import hashing
+from affidavit.merkle.compact import CompactRange, HashReader, Node, fold
+from affidavit.merkle.errors import ProofError
 
 Plan = tuple[list[Node], int, int]
 """The nodes of a proof and the run [a, b) of them that folds into one hash: the proof is

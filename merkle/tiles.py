@@ -17,9 +17,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from merkle import hashing, proofs
-from merkle.compact import Node
-from merkle.errors import TileError
+from affidavit.merkle import hashing, proofs
+from affidavit.merkle.compact import Node
+from affidavit.merkle.errors import TileError
 
 HEIGHT = 8
 WIDTH = 1 << HEIGHT

@@ -3,7 +3,7 @@
 import grpc
 import warnings
 
-from proto import affidavit_pb2 as proto_dot_affidavit__pb2
+from affidavit.proto import affidavit_pb2 as affidavit_dot_proto_dot_affidavit__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -18,7 +18,7 @@ except ImportError:
 if _version_not_supported:
     raise RuntimeError(
         f'The grpc package installed is at version {GRPC_VERSION},'
-        + ' but the generated code in proto/affidavit_pb2_grpc.py depends on'
+        + ' but the generated code in affidavit/proto/affidavit_pb2_grpc.py depends on'
         + f' grpcio>={GRPC_GENERATED_VERSION}.'
         + f' Please upgrade your grpc module to grpcio>={GRPC_GENERATED_VERSION}'
         + f' or downgrade your generated code using grpcio-tools<={GRPC_VERSION}.'
@@ -36,53 +36,53 @@ class LogStub:
         """
         self.Append = channel.unary_unary(
                 '/affidavit.v1.Log/Append',
-                request_serializer=proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.AppendResponse.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendResponse.FromString,
                 _registered_method=True)
         self.AppendBatch = channel.unary_unary(
                 '/affidavit.v1.Log/AppendBatch',
-                request_serializer=proto_dot_affidavit__pb2.AppendBatchRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.AppendBatchResponse.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendBatchRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendBatchResponse.FromString,
                 _registered_method=True)
         self.AppendStream = channel.stream_stream(
                 '/affidavit.v1.Log/AppendStream',
-                request_serializer=proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.AppendResult.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendResult.FromString,
                 _registered_method=True)
         self.GetCheckpoint = channel.unary_unary(
                 '/affidavit.v1.Log/GetCheckpoint',
-                request_serializer=proto_dot_affidavit__pb2.GetCheckpointRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.Checkpoint.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.GetCheckpointRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.FromString,
                 _registered_method=True)
         self.WatchCheckpoints = channel.unary_stream(
                 '/affidavit.v1.Log/WatchCheckpoints',
-                request_serializer=proto_dot_affidavit__pb2.WatchCheckpointsRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.Checkpoint.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.WatchCheckpointsRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.FromString,
                 _registered_method=True)
         self.AddCosignature = channel.unary_unary(
                 '/affidavit.v1.Log/AddCosignature',
-                request_serializer=proto_dot_affidavit__pb2.AddCosignatureRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.AddCosignatureResponse.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureResponse.FromString,
                 _registered_method=True)
         self.GetInclusionProof = channel.unary_unary(
                 '/affidavit.v1.Log/GetInclusionProof',
-                request_serializer=proto_dot_affidavit__pb2.GetInclusionProofRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.InclusionProof.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.GetInclusionProofRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.InclusionProof.FromString,
                 _registered_method=True)
         self.GetConsistencyProof = channel.unary_unary(
                 '/affidavit.v1.Log/GetConsistencyProof',
-                request_serializer=proto_dot_affidavit__pb2.GetConsistencyProofRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.ConsistencyProof.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
         self.GetEntries = channel.unary_stream(
                 '/affidavit.v1.Log/GetEntries',
-                request_serializer=proto_dot_affidavit__pb2.GetEntriesRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.Entry.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.GetEntriesRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.Entry.FromString,
                 _registered_method=True)
         self.Search = channel.unary_unary(
                 '/affidavit.v1.Log/Search',
-                request_serializer=proto_dot_affidavit__pb2.SearchRequest.SerializeToString,
-                response_deserializer=proto_dot_affidavit__pb2.SearchResponse.FromString,
+                request_serializer=affidavit_dot_proto_dot_affidavit__pb2.SearchRequest.SerializeToString,
+                response_deserializer=affidavit_dot_proto_dot_affidavit__pb2.SearchResponse.FromString,
                 _registered_method=True)
 
 
@@ -169,53 +169,53 @@ def add_LogServicer_to_server(servicer, server):
     rpc_method_handlers = {
             'Append': grpc.unary_unary_rpc_method_handler(
                     servicer.Append,
-                    request_deserializer=proto_dot_affidavit__pb2.AppendRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.AppendResponse.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendResponse.SerializeToString,
             ),
             'AppendBatch': grpc.unary_unary_rpc_method_handler(
                     servicer.AppendBatch,
-                    request_deserializer=proto_dot_affidavit__pb2.AppendBatchRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.AppendBatchResponse.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendBatchRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendBatchResponse.SerializeToString,
             ),
             'AppendStream': grpc.stream_stream_rpc_method_handler(
                     servicer.AppendStream,
-                    request_deserializer=proto_dot_affidavit__pb2.AppendRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.AppendResult.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.AppendResult.SerializeToString,
             ),
             'GetCheckpoint': grpc.unary_unary_rpc_method_handler(
                     servicer.GetCheckpoint,
-                    request_deserializer=proto_dot_affidavit__pb2.GetCheckpointRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.Checkpoint.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.GetCheckpointRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.SerializeToString,
             ),
             'WatchCheckpoints': grpc.unary_stream_rpc_method_handler(
                     servicer.WatchCheckpoints,
-                    request_deserializer=proto_dot_affidavit__pb2.WatchCheckpointsRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.Checkpoint.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.WatchCheckpointsRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.SerializeToString,
             ),
             'AddCosignature': grpc.unary_unary_rpc_method_handler(
                     servicer.AddCosignature,
-                    request_deserializer=proto_dot_affidavit__pb2.AddCosignatureRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.AddCosignatureResponse.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureResponse.SerializeToString,
             ),
             'GetInclusionProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetInclusionProof,
-                    request_deserializer=proto_dot_affidavit__pb2.GetInclusionProofRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.InclusionProof.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.GetInclusionProofRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.InclusionProof.SerializeToString,
             ),
             'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
                     servicer.GetConsistencyProof,
-                    request_deserializer=proto_dot_affidavit__pb2.GetConsistencyProofRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.ConsistencyProof.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.ConsistencyProof.SerializeToString,
             ),
             'GetEntries': grpc.unary_stream_rpc_method_handler(
                     servicer.GetEntries,
-                    request_deserializer=proto_dot_affidavit__pb2.GetEntriesRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.Entry.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.GetEntriesRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.Entry.SerializeToString,
             ),
             'Search': grpc.unary_unary_rpc_method_handler(
                     servicer.Search,
-                    request_deserializer=proto_dot_affidavit__pb2.SearchRequest.FromString,
-                    response_serializer=proto_dot_affidavit__pb2.SearchResponse.SerializeToString,
+                    request_deserializer=affidavit_dot_proto_dot_affidavit__pb2.SearchRequest.FromString,
+                    response_serializer=affidavit_dot_proto_dot_affidavit__pb2.SearchResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -243,8 +243,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/Append',
-            proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
-            proto_dot_affidavit__pb2.AppendResponse.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -270,8 +270,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/AppendBatch',
-            proto_dot_affidavit__pb2.AppendBatchRequest.SerializeToString,
-            proto_dot_affidavit__pb2.AppendBatchResponse.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendBatchRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -297,8 +297,8 @@ class Log:
             request_iterator,
             target,
             '/affidavit.v1.Log/AppendStream',
-            proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
-            proto_dot_affidavit__pb2.AppendResult.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.AppendResult.FromString,
             options,
             channel_credentials,
             insecure,
@@ -324,8 +324,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/GetCheckpoint',
-            proto_dot_affidavit__pb2.GetCheckpointRequest.SerializeToString,
-            proto_dot_affidavit__pb2.Checkpoint.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.GetCheckpointRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.FromString,
             options,
             channel_credentials,
             insecure,
@@ -351,8 +351,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/WatchCheckpoints',
-            proto_dot_affidavit__pb2.WatchCheckpointsRequest.SerializeToString,
-            proto_dot_affidavit__pb2.Checkpoint.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.WatchCheckpointsRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.Checkpoint.FromString,
             options,
             channel_credentials,
             insecure,
@@ -378,8 +378,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/AddCosignature',
-            proto_dot_affidavit__pb2.AddCosignatureRequest.SerializeToString,
-            proto_dot_affidavit__pb2.AddCosignatureResponse.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.AddCosignatureResponse.FromString,
             options,
             channel_credentials,
             insecure,
@@ -405,8 +405,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/GetInclusionProof',
-            proto_dot_affidavit__pb2.GetInclusionProofRequest.SerializeToString,
-            proto_dot_affidavit__pb2.InclusionProof.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.GetInclusionProofRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.InclusionProof.FromString,
             options,
             channel_credentials,
             insecure,
@@ -432,8 +432,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/GetConsistencyProof',
-            proto_dot_affidavit__pb2.GetConsistencyProofRequest.SerializeToString,
-            proto_dot_affidavit__pb2.ConsistencyProof.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.GetConsistencyProofRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,
@@ -459,8 +459,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/GetEntries',
-            proto_dot_affidavit__pb2.GetEntriesRequest.SerializeToString,
-            proto_dot_affidavit__pb2.Entry.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.GetEntriesRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.Entry.FromString,
             options,
             channel_credentials,
             insecure,
@@ -486,8 +486,8 @@ class Log:
             request,
             target,
             '/affidavit.v1.Log/Search',
-            proto_dot_affidavit__pb2.SearchRequest.SerializeToString,
-            proto_dot_affidavit__pb2.SearchResponse.FromString,
+            affidavit_dot_proto_dot_affidavit__pb2.SearchRequest.SerializeToString,
+            affidavit_dot_proto_dot_affidavit__pb2.SearchResponse.FromString,
             options,
             channel_credentials,
             insecure,

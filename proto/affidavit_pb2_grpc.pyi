@@ -8,9 +8,9 @@ signature and any witness cosignatures). Hashes are raw 32-byte SHA-256 values; 
 lists of hashes ordered from the leaf up (RFC 9162 §2.1.3, §2.1.4). Leaf indices are 0-based.
 """
 
+from affidavit.proto import affidavit_pb2 as _affidavit_pb2
 from collections import abc as _abc
 from grpc import aio as _aio
-from proto import affidavit_pb2 as _affidavit_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys

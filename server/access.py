@@ -14,8 +14,7 @@ import secrets
 from typing import Any
 
 import grpc
-
-from server.errors import RequestError
+from affidavit.server.errors import RequestError
 
 TOKEN_PREFIX = "afv_"
 

@@ -11,12 +11,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Mapping
 
-from server import search
-from server.storage import Storage
-from statements import ingest
-from statements.build import now_ms
-from statements.ingest import Prepared
-from statements.state import LogState
+from affidavit.server import search
+from affidavit.server.storage import Storage
+from affidavit.statements import ingest
+from affidavit.statements.build import now_ms
+from affidavit.statements.ingest import Prepared
+from affidavit.statements.state import LogState
 
 _UNREAD = object()
 """What the committed-record cache holds for a key it has not read (None is an absent record)."""

@@ -11,20 +11,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+from affidavit.merkle import note
+from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
+from affidavit.server import config
+from affidavit.server.access import Auditors
+from affidavit.server.admission import StatementGate
+from affidavit.server.config import ServeSettings
+from affidavit.server.sequencer import Sequencer, recover
+from affidavit.server.service import LogService, StrictRequests
+from affidavit.server.storage import Storage, StorageError
+from affidavit.statements import build
+from affidavit.statements.signing import IdentityKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
-
-from merkle import note
-from proto import affidavit_pb2, affidavit_pb2_grpc
-from server import config
-from server.access import Auditors
-from server.admission import StatementGate
-from server.config import ServeSettings
-from server.sequencer import Sequencer, recover
-from server.service import LogService, StrictRequests
-from server.storage import Storage, StorageError
-from statements import build
-from statements.signing import IdentityKey
 
 log = logging.getLogger("affidavit.server")
 

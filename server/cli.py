@@ -9,14 +9,13 @@ from pathlib import Path
 from typing import NoReturn
 
 import click
-
-from merkle import note
-from merkle.cosignature import CosignatureV1Verifier
-from merkle.errors import MalformedKeyError
-from server import app, config
-from server.access import new_token
-from server.config import ServeSettings
-from server.storage import StorageError
+from affidavit.merkle import note
+from affidavit.merkle.cosignature import CosignatureV1Verifier
+from affidavit.merkle.errors import MalformedKeyError
+from affidavit.server import app, config
+from affidavit.server.access import new_token
+from affidavit.server.config import ServeSettings
+from affidavit.server.storage import StorageError
 
 DEFAULT_DATA_DIR = Path("data")
 

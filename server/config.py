@@ -16,10 +16,10 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-from merkle import hashing, keys, note
-from merkle.checkpoint import Checkpoint
-from merkle.errors import MalformedKeyError
-from server.storage import Batch, Storage, StorageError
+from affidavit.merkle import hashing, keys, note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.errors import MalformedKeyError
+from affidavit.server.storage import Batch, Storage, StorageError
 
 KEY_FILE = "log.key"
 PUB_FILE = "log.pub"

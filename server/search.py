@@ -18,11 +18,11 @@ import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from proto import affidavit_pb2 as pb
-from server.storage import Storage
-from statements.ingest import Prepared
-from statements.scope import MAX_CHAIN
-from statements.state import KV, LogState, VerdictRecord
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.server.storage import Storage
+from affidavit.statements.ingest import Prepared
+from affidavit.statements.scope import MAX_CHAIN
+from affidavit.statements.state import KV, LogState, VerdictRecord
 
 MAX_PAGE = 1000
 MAX_RANGE_SCAN = 200_000

@@ -25,14 +25,14 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from merkle import checkpoint as checkpoints
-from merkle import hashing, note, proofs
-from merkle.checkpoint import Checkpoint
-from merkle.compact import CompactRange
-from merkle.errors import MerkleError
-from merkle.tiles import Growth, Tile, TileHashReader, grow
-from server.storage import Batch, Storage, StorageError
-from statements.errors import Rejection
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note, proofs
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.compact import CompactRange
+from affidavit.merkle.errors import MerkleError
+from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
+from affidavit.server.storage import Batch, Storage, StorageError
+from affidavit.statements.errors import Rejection
 
 
 class Receipt(NamedTuple):

@@ -13,23 +13,22 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
 
 import grpc
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note, proofs
+from affidavit.merkle.errors import MerkleError, UnverifiedNoteError
+from affidavit.merkle.keys import Verifier
+from affidavit.merkle.tiles import TileCache, TileHashReader
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
+from affidavit.server import search
+from affidavit.server.access import Auditors
+from affidavit.server.admission import StatementGate
+from affidavit.server.errors import RequestError
+from affidavit.server.sequencer import Outcome as SequencerOutcome
+from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
+from affidavit.server.storage import Storage
+from affidavit.statements.errors import Rejection
 from google.protobuf.message import DecodeError
-
-from merkle import checkpoint as checkpoints
-from merkle import hashing, note, proofs
-from merkle.errors import MerkleError, UnverifiedNoteError
-from merkle.keys import Verifier
-from merkle.tiles import TileCache, TileHashReader
-from proto import affidavit_pb2 as pb
-from proto import affidavit_pb2_grpc as pb_grpc
-from server import search
-from server.access import Auditors
-from server.admission import StatementGate
-from server.errors import RequestError
-from server.sequencer import Outcome as SequencerOutcome
-from server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
-from server.storage import Storage
-from statements.errors import Rejection
 
 Context = grpc.aio.ServicerContext[Any, Any]
 

@@ -29,8 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import plyvel
-
-from merkle.tiles import Tile
+from affidavit.merkle.tiles import Tile
 
 LAYOUT_VERSION = b"1"
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from merkle import hashing
-from proto import affidavit_pb2 as pb
-from statements.ids import uuid7
-from statements.schema import SCHEMA_VERSION
-from statements.signing import IdentityKey
+from affidavit.merkle import hashing
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.ids import uuid7
+from affidavit.statements.schema import SCHEMA_VERSION
+from affidavit.statements.signing import IdentityKey
 
 ADAPTER = "affidavit-python/1"
 

@@ -12,10 +12,10 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from proto import affidavit_pb2 as pb
-from statements import schema, scope, signing
-from statements.errors import Rejection
-from statements.state import KeyRecord, LogState, VerdictRecord
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import schema, scope, signing
+from affidavit.statements.errors import Rejection
+from affidavit.statements.state import KeyRecord, LogState, VerdictRecord
 
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
 """How far a statement's client time may be from the server's clock at ingest. Grant windows

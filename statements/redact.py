@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from proto import affidavit_pb2 as pb
-from statements import secrets
-from statements.canonical import canonical_json, parameters_digest
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import secrets
+from affidavit.statements.canonical import canonical_json, parameters_digest
 
 
 def _pointer_part(key: str | int) -> str:

@@ -12,15 +12,14 @@ import json
 import re
 from collections.abc import Iterator
 
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import secrets
+from affidavit.statements.canonical import canonical_json, digest, is_digest
+from affidavit.statements.errors import Rejection
+from affidavit.statements.ids import is_identity_id, is_uuid7
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
-
-from proto import affidavit_pb2 as pb
-from statements import secrets
-from statements.canonical import canonical_json, digest, is_digest
-from statements.errors import Rejection
-from statements.ids import is_identity_id, is_uuid7
 
 SCHEMA_VERSION = 1
 MAX_STRING = 1024

@@ -13,8 +13,8 @@ from __future__ import annotations
 import re
 from functools import lru_cache
 
-from proto import affidavit_pb2 as pb
-from statements.state import LogState, VerdictRecord
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.state import LogState, VerdictRecord
 
 MAX_CHAIN = 16
 """Longest delegation chain followed (human → agent → sub-agent → ...)."""

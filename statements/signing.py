@@ -17,10 +17,9 @@ from pathlib import Path
 
 import nacl.bindings
 import nacl.exceptions
-
-from merkle import keys
-from merkle.errors import MalformedKeyError
-from proto import affidavit_pb2 as pb
+from affidavit.merkle import keys
+from affidavit.merkle.errors import MalformedKeyError
+from affidavit.proto import affidavit_pb2 as pb
 
 DOMAIN = b"affidavit/v1/statement\n"
 PUBLIC_KEY_SIZE = 32

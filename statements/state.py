@@ -13,8 +13,8 @@ import json
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, TypeVar
 
-from proto import affidavit_pb2 as pb
-from statements.signing import key_id
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.signing import key_id
 
 _K = b"s/"  # every state key starts with this
 

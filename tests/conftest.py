@@ -8,8 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
-from merkle import hashing
+from affidavit.merkle import hashing
 
 VECTORS = Path(__file__).parent / "vectors"
 

@@ -35,10 +35,9 @@ from typing import IO, Any
 
 import grpc
 import pytest
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from grpc_health.v1 import health_pb2
-
-from proto import affidavit_pb2 as pb
-from proto import affidavit_pb2_grpc as pb_grpc
 
 AFFIDAVIT = Path(sys.executable).parent / "affidavit"
 """The installed console script (the CLI has no `python -m` entry point)."""

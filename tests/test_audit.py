@@ -18,18 +18,18 @@ from typing import Any
 
 import plyvel
 import pytest
+from affidavit.client import audit as auditor
+from affidavit.client.actor import Actor, Recorded
+from affidavit.client.audit import Progress, RecordedEntry, Report, audit, audit_entries
+from affidavit.client.client import Client
+from affidavit.client.verify import TrustPolicy, Verified, open_checkpoint
+from affidavit.merkle import hashing, note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import ingest
+from affidavit.statements.ids import uuid7
+from affidavit.statements.signing import IdentityKey
 
-from client import audit as auditor
-from client.actor import Actor, Recorded
-from client.audit import Progress, RecordedEntry, Report, audit, audit_entries
-from client.client import Client
-from client.verify import TrustPolicy, Verified, open_checkpoint
-from merkle import hashing, note
-from merkle.checkpoint import Checkpoint
-from proto import affidavit_pb2 as pb
-from statements import ingest
-from statements.ids import uuid7
-from statements.signing import IdentityKey
 from tests.serverproc import ServerProcess
 
 FAR_FUTURE_MS = 4_102_444_800_000  # 2100-01-01

@@ -17,19 +17,19 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from affidavit.client.actor import Actor
+from affidavit.client.bundle import FORMAT, Bundle, BundleEntry, ExportError, Report, export, verify
+from affidavit.client.client import Client
+from affidavit.client.errors import VerificationError
+from affidavit.client.verify import TrustPolicy
+from affidavit.merkle import keys, note
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build
+from affidavit.statements.ids import uuid7
+from affidavit.statements.signing import IdentityKey
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from client.actor import Actor
-from client.bundle import FORMAT, Bundle, BundleEntry, ExportError, Report, export, verify
-from client.client import Client
-from client.errors import VerificationError
-from client.verify import TrustPolicy
-from merkle import keys, note
-from proto import affidavit_pb2 as pb
-from statements import build
-from statements.ids import uuid7
-from statements.signing import IdentityKey
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
 
 COMMIT = "commit:3f2a9c1d5e7b8a6f4c2d0e1f3a5b7c9d1e3f5a7b"

@@ -6,11 +6,10 @@ import base64
 import hashlib
 
 import pytest
+from affidavit.merkle import errors
+from affidavit.merkle.checkpoint import MAX_TREE_SIZE, Checkpoint, parse
 from hypothesis import given
 from hypothesis import strategies as st
-
-from merkle import errors
-from merkle.checkpoint import MAX_TREE_SIZE, Checkpoint, parse
 
 # c2sp.org/tlog-checkpoint example body (CC-BY-4.0, C2SP).
 SPEC_BODY = "example.com/behind-the-sofa\n20852163\nCsUYapGGPo4dkMgIAUqom/Xajj7h2fB2MPA3j2jxq2I=\n"

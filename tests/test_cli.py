@@ -30,18 +30,18 @@ from typing import Any
 import click
 import plyvel
 import pytest
+from affidavit.client import cli as cli_module
+from affidavit.client.actor import Actor
+from affidavit.client.cli import main
+from affidavit.client.client import Client
+from affidavit.client.verify import TrustPolicy
+from affidavit.merkle import keys, note
+from affidavit.merkle.cosignature import CosignatureV1Verifier
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.signing import IdentityKey
 from click.testing import CliRunner
 
-import merkle
-from client import cli as cli_module
-from client.actor import Actor
-from client.cli import main
-from client.client import Client
-from client.verify import TrustPolicy
-from merkle import keys, note
-from merkle.cosignature import CosignatureV1Verifier
-from proto import affidavit_pb2 as pb
-from statements.signing import IdentityKey
+from affidavit import merkle
 from tests import serverproc
 from tests.serverproc import AFFIDAVIT, RPC_TIMEOUT, ServerFactory, ServerProcess
 

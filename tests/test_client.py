@@ -25,25 +25,25 @@ from typing import Any
 
 import grpc
 import pytest
+from affidavit.client import client as client_module
+from affidavit.client.actor import Actor
+from affidavit.client.client import Client, Receipt, Tls
+from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
+from affidavit.client.trust import TrustStore
+from affidavit.client.verify import TrustPolicy, open_checkpoint
+from affidavit.merkle import keys, note
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build
+from affidavit.statements.canonical import canonical_json, digest, parameters_digest
+from affidavit.statements.ids import uuid7
+from affidavit.statements.signing import IdentityKey
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2
 
-import merkle
-from client import client as client_module
-from client.actor import Actor
-from client.client import Client, Receipt, Tls
-from client.errors import RefusedError, UnavailableError, VerificationError
-from client.trust import TrustStore
-from client.verify import TrustPolicy, open_checkpoint
-from merkle import keys, note
-from proto import affidavit_pb2 as pb
-from statements import build
-from statements.canonical import canonical_json, digest, parameters_digest
-from statements.ids import uuid7
-from statements.signing import IdentityKey
+from affidavit import merkle
 from tests import serverproc
 from tests.serverproc import ORIGIN, RPC_TIMEOUT, ServerFactory, ServerProcess
 
@@ -305,7 +305,7 @@ def test_failed_write_leaves_the_old_file_and_no_litter(
 CRASH = r"""
 import os, sys
 from pathlib import Path
-from client.trust import TrustStore
+from affidavit.client.trust import TrustStore
 
 directory, origin, text, where = sys.argv[1:]
 write, replace = os.write, os.replace

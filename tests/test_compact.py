@@ -5,13 +5,13 @@ from __future__ import annotations
 import itertools
 
 import pytest
+from affidavit.merkle import hashing
+from affidavit.merkle.compact import CompactRange, decompose
+from affidavit.merkle.proofs import LeafHashReader
 from hypothesis import given
 from hypothesis import strategies as st
 
-import merkle
-from merkle import hashing
-from merkle.compact import CompactRange, decompose
-from merkle.proofs import LeafHashReader
+from affidavit import merkle
 
 pytestmark = pytest.mark.usefixtures("backend")
 

@@ -7,11 +7,10 @@ import hashlib
 from collections.abc import Callable
 
 import pytest
+from affidavit.merkle import checkpoint, cosignature, errors, keys, note
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from merkle import checkpoint, cosignature, errors, keys, note
 
 # The example checkpoint of c2sp.org/tlog-checkpoint and c2sp.org/tlog-cosignature, with its
 # log signature and one witness cosignature (CC-BY-4.0, C2SP). The spec publishes no keys for

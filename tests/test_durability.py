@@ -21,14 +21,14 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.compact import CompactRange
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 
-import merkle
-from merkle import checkpoint as checkpoints
-from merkle import note
-from merkle.checkpoint import Checkpoint
-from merkle.compact import CompactRange
-from proto import affidavit_pb2 as pb
-from proto import affidavit_pb2_grpc as pb_grpc
+from affidavit import merkle
 from tests import serverproc
 from tests.serverproc import (
     RPC_TIMEOUT,

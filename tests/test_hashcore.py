@@ -1,5 +1,5 @@
-"""The C hashing core, merkle._hashcore: byte for byte equal to hashlib, to PythonCore, to the
-RFC 6962 reference tree, and to itself with the SHA extensions switched off."""
+"""The C hashing core, affidavit.merkle._hashcore: byte for byte equal to hashlib, to
+PythonCore, to the RFC 6962 reference tree, and to itself with the SHA extensions switched off."""
 
 from __future__ import annotations
 
@@ -17,20 +17,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from affidavit.merkle.hashing import EMPTY_ROOT, PythonCore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import merkle
-from merkle.hashing import EMPTY_ROOT, PythonCore
-
 try:
-    from merkle import _hashcore as c
+    from affidavit.merkle import _hashcore as c
 except ImportError as e:
     if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
         pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected", allow_module_level=True)
     raise ImportError(
-        "merkle._hashcore is not built (python setup.py build_ext --inplace); the project always "
-        "builds it, so its absence is a failure unless AFFIDAVIT_PURE_PYTHON=1"
+        "affidavit.merkle._hashcore is not built (pip install -e .); the project always builds "
+        "it, so its absence is a failure unless AFFIDAVIT_PURE_PYTHON=1"
     ) from e
 
 py = PythonCore()
@@ -311,11 +309,10 @@ def run_digest(portable: bool) -> tuple[bool, str]:
     env = {k: v for k, v in os.environ.items() if k != "AFFIDAVIT_HASHCORE_PORTABLE"}
     if portable:
         env["AFFIDAVIT_HASHCORE_PORTABLE"] = "1"
-    env["PYTHONPATH"] = str(Path(merkle.__file__).resolve().parent.parent)
     script = (
         "from typing import Any\n"
         + inspect.getsource(outputs_digest)
-        + "from merkle import _hashcore\n"
+        + "from affidavit.merkle import _hashcore\n"
         + "print(_hashcore.has_sha_extensions(), outputs_digest(_hashcore))\n"
     )
     out = subprocess.run(

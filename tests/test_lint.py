@@ -6,6 +6,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests import typecheck
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 
@@ -24,4 +26,5 @@ def test_ruff_format() -> None:
 
 
 def test_mypy_strict() -> None:
-    _run(str(BIN / "mypy"))
+    done = typecheck.run([])
+    assert done.returncode == 0, f"mypy failed:\n{done.stdout}{done.stderr}"

@@ -9,10 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from affidavit.merkle import checkpoint, errors, keys, note
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from merkle import checkpoint, errors, keys, note
 
 VECTORS = Path(__file__).parent / "vectors"
 

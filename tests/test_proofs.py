@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from affidavit.merkle import hashing, proofs
+from affidavit.merkle.compact import CompactRange
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import merkle
-from merkle import hashing, proofs
-from merkle.compact import CompactRange
+from affidavit import merkle
 from tests.conftest import load_vector
 
 RFC = load_vector("rfc6962-reference.json")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from proto.generate import ROOT, generate
+from affidavit.proto.generate import ROOT, generate
 
 
 def test_generated_modules_are_current(tmp_path: Path) -> None:

@@ -23,18 +23,17 @@ from typing import Any
 
 import grpc
 import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note, verify_inclusion
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
+from affidavit.server.access import new_token
+from affidavit.statements import build, ingest, secrets, signing
+from affidavit.statements.canonical import canonical_json, parameters_digest
+from affidavit.statements.ids import uuid7
+from affidavit.statements.signing import IdentityKey
+from affidavit.statements.state import DictKV, LogState
 from google.protobuf.message import Message
-
-from merkle import checkpoint as checkpoints
-from merkle import hashing, note, verify_inclusion
-from proto import affidavit_pb2 as pb
-from proto import affidavit_pb2_grpc as pb_grpc
-from server.access import new_token
-from statements import build, ingest, secrets, signing
-from statements.canonical import canonical_json, parameters_digest
-from statements.ids import uuid7
-from statements.signing import IdentityKey
-from statements.state import DictKV, LogState
 
 HOUR = 3_600_000
 INVALID = grpc.StatusCode.INVALID_ARGUMENT

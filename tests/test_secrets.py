@@ -19,11 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from affidavit.statements import secrets
+from affidavit.statements.secrets import RULES, Finding, Redaction, fingerprint, redact, scan
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from statements import secrets
-from statements.secrets import RULES, Finding, Redaction, fingerprint, redact, scan
 
 ROOT = Path(__file__).resolve().parent.parent
 CORPUS = ROOT / "tests" / "vectors" / "secrets-corpus.json"

@@ -10,15 +10,15 @@ from pathlib import Path
 import grpc
 import plyvel
 import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.proto import affidavit_pb2 as pb
 from google.protobuf import descriptor_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
-import merkle
-from merkle import checkpoint as checkpoints
-from merkle import note
-from merkle.checkpoint import Checkpoint
-from proto import affidavit_pb2 as pb
+from affidavit import merkle
 from tests import serverproc
 from tests.serverproc import (
     ORIGIN,

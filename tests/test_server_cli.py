@@ -12,10 +12,10 @@ from pathlib import Path
 
 import grpc
 import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import keys, note
+from affidavit.proto import affidavit_pb2 as pb
 
-from merkle import checkpoint as checkpoints
-from merkle import keys, note
-from proto import affidavit_pb2 as pb
 from tests import serverproc
 from tests.serverproc import (
     ORIGIN,

@@ -14,16 +14,15 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pytest
+from affidavit.merkle.hashing import leaf_hash
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build, ingest, schema, scope
+from affidavit.statements.canonical import canonical_json, parameters_digest
+from affidavit.statements.errors import Rejection
+from affidavit.statements.signing import IdentityKey
+from affidavit.statements.state import DictKV, LogState, VerdictRecord
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from merkle.hashing import leaf_hash
-from proto import affidavit_pb2 as pb
-from statements import build, ingest, schema, scope
-from statements.canonical import canonical_json, parameters_digest
-from statements.errors import Rejection
-from statements.signing import IdentityKey
-from statements.state import DictKV, LogState, VerdictRecord
 
 T0 = 1_760_000_000_000
 """The client time of every statement unless a test says otherwise (Unix ms)."""

@@ -5,14 +5,14 @@ from __future__ import annotations
 import random
 
 import pytest
+from affidavit.merkle import hashing, proofs, tiles
+from affidavit.merkle.compact import CompactRange
+from affidavit.merkle.errors import TileError
+from affidavit.merkle.tiles import ENTRIES, Tile
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-import merkle
-from merkle import hashing, proofs, tiles
-from merkle.compact import CompactRange
-from merkle.errors import TileError
-from merkle.tiles import ENTRIES, Tile
+from affidavit import merkle
 
 
 def leaves(n: int, salt: bytes = b"") -> list[bytes]:

@@ -19,12 +19,10 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-
-import merkle
-from client import witness
-from client.client import Client
-from client.errors import RefusedError
-from client.witness import (
+from affidavit.client import witness
+from affidavit.client.client import Client
+from affidavit.client.errors import RefusedError
+from affidavit.client.witness import (
     EXIT_ERROR,
     EXIT_OK,
     EXIT_REFUSED,
@@ -34,9 +32,11 @@ from client.witness import (
     WitnessConfig,
     WitnessEvent,
 )
-from merkle import checkpoint as checkpoints
-from merkle import keys, note
-from proto import affidavit_pb2 as pb
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import keys, note
+from affidavit.proto import affidavit_pb2 as pb
+
+from affidavit import merkle
 from tests import serverproc
 from tests.serverproc import ORIGIN, RPC_TIMEOUT, ServerFactory, ServerProcess
 

@@ -1,0 +1,79 @@
+"""affidavit installs under one namespace and never shadows an application's own packages."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_wheel_holds_only_the_affidavit_namespace(tmp_path: Path) -> None:
+    # Built as `pip install affidavit` would build it; every file must sit under affidavit/
+    # (or the wheel's own metadata), never a top-level client/, server/, proto/ ...
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "wheel",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-w",
+            str(tmp_path),
+            str(ROOT),
+        ],
+        check=True,
+        capture_output=True,
+        timeout=600,
+    )
+    (wheel,) = tmp_path.glob("affidavit-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {name.split("/", 1)[0] for name in names}
+    assert {t for t in tops if not t.endswith(".dist-info")} == {"affidavit"}
+    for part in ("merkle", "proto", "statements", "server", "client"):
+        assert f"affidavit/{part}/__init__.py" in names
+    assert any(n.startswith("affidavit/merkle/_hashcore") and n.endswith(".so") for n in names)
+    assert "affidavit/proto/affidavit_pb2.pyi" in names
+    assert "affidavit/py.typed" in names
+
+
+def test_an_application_with_its_own_client_package_keeps_it(tmp_path: Path) -> None:
+    for name in ("client", "server", "proto", "merkle", "statements"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "__init__.py").write_text(f"WHOSE = 'application {name}'\n")
+    program = (
+        "import client, server, proto, merkle, statements\n"
+        "import affidavit\n"
+        "from affidavit import Actor, Client, IdentityKey, TrustPolicy, Verdict\n"
+        "from affidavit.client.client import Client as C\n"
+        "assert Client is C and Verdict.Name(Verdict.IN_SCOPE) == 'IN_SCOPE'\n"
+        "for m in (client, server, proto, merkle, statements):\n"
+        "    assert m.WHOSE.startswith('application'), m.__file__\n"
+        "import affidavit.merkle\n"
+        "assert affidavit.merkle.__file__ != merkle.__file__\n"
+        "print('ok')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "ok"
+
+
+def test_importing_a_part_does_not_load_the_client() -> None:
+    # `import affidavit` is what every part's import runs first; the server and the pure
+    # libraries must not pull the client (and gRPC) in through it.
+    program = (
+        "import sys\n"
+        "import affidavit.merkle, affidavit.statements.canonical\n"
+        "loaded = [m for m in sys.modules if m.startswith('affidavit.client')]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
