@@ -30,9 +30,9 @@ from typing import Any
 import click
 import plyvel
 import pytest
-from affidavit.client import cli as cli_module
 from affidavit.client.actor import Actor
 from affidavit.client.cli import main
+from affidavit.client.cli import options as cli_options
 from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle import keys, note
@@ -654,7 +654,7 @@ def test_get_refuses_an_entry_the_proof_does_not_cover(
                 e.data, e.leaf_hash = forged, merkle.leaf_hash(forged)
                 yield e
 
-    monkeypatch.setattr(cli_module, "Client", Lying)
+    monkeypatch.setattr(cli_options, "Client", Lying)
     args = [
         "get",
         str(story.intent_index),

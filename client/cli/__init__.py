@@ -1,0 +1,111 @@
+"""The `affidavit` command: one click group composed from the commands of each part.
+
+The client's commands live in this package, one module per command group (identities,
+authority, actions, reading, witnessing, evidence, auditing); the server's (server/cli.py:
+init, serve, auditor-token) are imported only when one of them runs, the one place client-side
+code touches the server. Every client command takes the connection options (also as
+AFFIDAVIT_* environment variables) and --json.
+
+Exit codes: 0 done; 1 something did not verify (or an audit found something); 2 usage error;
+3 the log refused the request; 4 the log could not be reached.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from importlib.metadata import PackageNotFoundError, version
+
+import click
+from affidavit.client.cli import (
+    actions,
+    auditing,
+    authority,
+    evidence,
+    identities,
+    reading,
+    witnessing,
+)
+
+# Commands that live beside what they drive: name -> "module:attribute".
+_SERVER_COMMANDS = {
+    "auditor-token": "affidavit.server.cli:auditor_token",
+    "init": "affidavit.server.cli:init",
+    "serve": "affidavit.server.cli:serve",
+}
+
+
+def _version() -> str:
+    try:
+        return version("affidavit")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+class _Affidavit(click.Group):
+    """The top-level group; server commands are imported only when used (client code never
+    imports the server otherwise)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *_SERVER_COMMANDS])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        target = _SERVER_COMMANDS.get(cmd_name)
+        if target is None:
+            return super().get_command(ctx, cmd_name)
+        module, attribute = target.split(":")
+        command: click.Command = getattr(import_module(module), attribute)
+        return command
+
+
+@click.group(
+    cls=_Affidavit,
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog="Exit codes: 0 done, 1 verification failed or findings, 2 usage error, "
+    "3 refused by the log, 4 log unreachable. Shell completion: "
+    'eval "$(affidavit completion bash)" (or zsh, fish).',
+)
+@click.version_option(_version(), prog_name="affidavit")
+def main() -> None:
+    """affidavit: a verifiable, witnessed audit log for AI agents.
+
+    \b
+    Run a log here (keys and data under ./data, listening on 127.0.0.1:7420):
+      affidavit serve
+    Then, with AFFIDAVIT_LOG_KEY=@data/log.pub and an identity key (AFFIDAVIT_KEY):
+      affidavit keygen code-agent            make an identity key
+      affidavit identity add code-agent ...  register it (as an admin)
+      affidavit grant code-agent ...         delegate a scope (as a human)
+      affidavit append ...                   record an agent action
+      affidavit who-authorised ACTION_ID     answer the auditor's question
+    """
+
+
+@main.command()
+@click.argument("shell", type=click.Choice(["bash", "zsh", "fish"]))
+def completion(shell: str) -> None:
+    """Print the shell completion script: eval "$(affidavit completion bash)"."""
+    from click.shell_completion import get_completion_class
+
+    cls = get_completion_class(shell)
+    assert cls is not None
+    click.echo(cls(main, {}, "affidavit", "_AFFIDAVIT_COMPLETE").source())
+
+
+for _command in (
+    identities.keygen,
+    identities.new_id,
+    identities.identity,
+    authority.grant,
+    authority.approve,
+    actions.append,
+    reading.get,
+    reading.search,
+    reading.prove,
+    reading.verify,
+    witnessing.witness,
+    evidence.export,
+    evidence.verify_bundle,
+    evidence.who_authorised,
+    auditing.audit,
+):
+    main.add_command(_command)

@@ -1,0 +1,157 @@
+"""Actions: an agent records an INTENT (checked against its grants) and then its OUTCOME."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+from affidavit.client.actor import Actor, outcome_body
+from affidavit.client.cli.options import (
+    ACCESS,
+    Conn,
+    connection,
+    handle_errors,
+    json_arg,
+    receipt_data,
+    receipt_line,
+    signing_key,
+)
+from affidavit.client.trust import write_atomic
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.signing import IdentityKey
+
+# Actions.
+
+POLICY = {"allow": pb.ALLOW, "deny": pb.DENY, "allow-if-approved": pb.ALLOW_IF_APPROVED}
+STATUS = {"ok": pb.OK, "error": pb.ERROR, "denied": pb.DENIED, "timeout": pb.TIMEOUT}
+
+
+def _pending_path(conn: Conn, action_id: str) -> Path:
+    return conn.trust_dir / "intents" / f"{action_id}.leaf"
+
+
+@click.command()
+@click.option("--tool", help="Tool name (gen_ai.tool.name) of an INTENT.")
+@click.option("--resource", help="Target resource URI of an INTENT.")
+@click.option("--access", type=click.Choice(sorted(ACCESS)), help="Access kind of an INTENT.")
+@click.option(
+    "--params",
+    default="{}",
+    show_default=True,
+    help="Parameters: JSON, @FILE or -. Secrets in "
+    "them are redacted before signing; the digest binds the originals.",
+)
+@click.option("--grant", "grant_ids", multiple=True, help="Grant id acted under; repeatable.")
+@click.option(
+    "--operation", default="execute_tool", show_default=True, help="gen_ai.operation.name."
+)
+@click.option(
+    "--decision",
+    type=click.Choice(sorted(POLICY)),
+    default="allow",
+    show_default=True,
+    help="The policy decision for this INTENT.",
+)
+@click.option("--approval", "approval_id", default="", help="Approval id (with allow-if-approved).")
+@click.option("--action-id", default=None, help="The action's id (default: a new UUIDv7).")
+@click.option("--credential-kind", default="", help="e.g. oauth-token, service-account-key.")
+@click.option("--credential-key-id", default="", help="Key id or token jti of the credential used.")
+@click.option("--trace-id", default="", help="W3C trace id (32 hex).")
+@click.option(
+    "--outcome", "outcome_of", metavar="ACTION_ID", help="Record the OUTCOME of ACTION_ID instead."
+)
+@click.option(
+    "--status",
+    type=click.Choice(sorted(STATUS)),
+    default="ok",
+    show_default=True,
+    help="OUTCOME status.",
+)
+@click.option("--effect-ref", default="", help="OUTCOME effect, e.g. commit:<sha>.")
+@click.option("--error-code", default="", help="OUTCOME error code.")
+@signing_key
+@connection
+@handle_errors
+def append(
+    conn: Conn,
+    tool: str | None,
+    resource: str | None,
+    access: str | None,
+    params: str,
+    grant_ids: tuple[str, ...],
+    operation: str,
+    decision: str,
+    approval_id: str,
+    action_id: str | None,
+    credential_kind: str,
+    credential_key_id: str,
+    trace_id: str,
+    outcome_of: str | None,
+    status: str,
+    effect_ref: str,
+    error_code: str,
+    key_file: Path,
+) -> None:
+    """Record an agent action: its INTENT (before acting), or with --outcome its OUTCOME.
+
+    The INTENT is kept under --trust-dir until its OUTCOME is recorded, so the two can be
+    recorded by separate invocations.
+    """
+    key = IdentityKey.load(key_file)
+    with conn.client() as client:
+        actor = Actor(client, key)
+        if outcome_of is not None:
+            path = _pending_path(conn, outcome_of)
+            if not path.exists():
+                raise ValueError(
+                    f"no INTENT of action {outcome_of} recorded from here ({path} is missing)"
+                )
+            outcome = pb.Outcome(
+                status=STATUS[status], effect_ref=effect_ref, error_code=error_code
+            )
+            rec = actor.submit(outcome_body(path.read_bytes(), outcome))
+            path.unlink()
+            conn.out.emit(
+                receipt_line(f"OUTCOME of {outcome_of}:", rec.statement_id, rec.receipt),
+                {
+                    "action_id": outcome_of,
+                    "statement_id": rec.statement_id,
+                    **receipt_data(rec.receipt),
+                },
+                rec.statement_id,
+            )
+            return
+        if not (tool and resource and access):
+            raise click.UsageError(
+                "an INTENT needs --tool, --resource and --access (or use --outcome)"
+            )
+        credential = (
+            pb.CredentialRef(kind=credential_kind, key_id=credential_key_id)
+            if credential_kind
+            else None
+        )
+        act = actor.action(
+            tool,
+            resource,
+            ACCESS[access],
+            json_arg(params),
+            grant_ids=grant_ids,
+            operation=operation,
+            action_id=action_id,
+            approval_id=approval_id,
+            decision=POLICY[decision],
+            credential=credential,
+            trace_id=trace_id,
+        )
+        rec = actor.submit(act.intent)
+        write_atomic(_pending_path(conn, act.action_id), rec.leaf)
+    conn.out.emit(
+        receipt_line(f"INTENT of action {act.action_id}:", rec.statement_id, rec.receipt)
+        + f"\nrecord its outcome with: affidavit append --outcome {act.action_id} --status ok",
+        {
+            "action_id": act.action_id,
+            "statement_id": rec.statement_id,
+            **receipt_data(rec.receipt),
+        },
+        act.action_id,
+    )

@@ -1,0 +1,288 @@
+"""Shared by every client command: output (--json, -q), the connection options, the signing
+key option, error handling with documented exit codes, and parsing of values given on the line."""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+from affidavit.client.client import Client, Receipt, Tls
+from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
+from affidavit.client.verify import TrustPolicy
+from affidavit.merkle.errors import MerkleError
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.errors import Rejection
+from google.protobuf import json_format
+
+EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# Output and errors.
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"affidavit: {message}", err=True)
+    sys.exit(code)
+
+
+def handle_errors(f: F) -> F:
+    """One clear line and a documented exit code for every expected failure; no traceback."""
+
+    @functools.wraps(f)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return f(*args, **kwargs)
+        except VerificationError as e:
+            fail(f"VERIFICATION FAILED: {e}", EXIT_VERIFY)
+        except RefusedError as e:
+            fail(f"refused ({e.code}): {e.message}", EXIT_REFUSED)
+        except Rejection as e:
+            fail(f"refused ({e.code}): {e.message}", EXIT_REFUSED)
+        except UnavailableError as e:
+            fail(f"cannot reach the log: {e}", EXIT_UNREACHABLE)
+        except (ClientError, MerkleError, OSError, ValueError) as e:
+            fail(f"error: {e}", EXIT_USAGE)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@dataclass
+class Out:
+    """Human-readable lines, one JSON document with --json, or just the new id with --quiet."""
+
+    as_json: bool
+    quiet: bool = False
+
+    def emit(self, human: str, data: Any, new_id: str | None = None) -> None:
+        if self.quiet and new_id is not None:
+            click.echo(new_id)
+        elif self.as_json:
+            click.echo(json.dumps(data, indent=2, sort_keys=True, default=str))
+        else:
+            click.echo(human)
+
+
+def message_dict(message: Any) -> dict[str, Any]:
+    out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
+    return out
+
+
+# Connection options, shared by every client command.
+
+
+def key_text(value: str) -> str:
+    """A key given inline or as @file."""
+    return Path(value[1:]).read_text().strip() if value.startswith("@") else value.strip()
+
+
+def default_log_key() -> str | None:
+    path = Path("data/log.pub")
+    return f"@{path}" if path.exists() else None
+
+
+@dataclass
+class Conn:
+    server: str
+    log_key: str | None
+    token: str | None
+    trust_dir: Path
+    witness_keys: tuple[str, ...]
+    quorum: int
+    tls: Tls | None
+    out: Out
+
+    def policy(self) -> TrustPolicy:
+        if self.log_key is None:
+            raise click.UsageError(
+                "give the log's verifier key: --log-key KEY or @FILE (AFFIDAVIT_LOG_KEY)"
+            )
+        return TrustPolicy(
+            key_text(self.log_key), tuple(key_text(k) for k in self.witness_keys), self.quorum
+        )
+
+    def client(self) -> Client:
+        token = key_text(self.token) if self.token else None
+        return Client(
+            self.server, self.policy(), trust_dir=self.trust_dir, token=token, tls=self.tls
+        )
+
+
+def connection(f: F) -> F:
+    """Add the connection options and --json; the command receives conn: Conn."""
+
+    @click.option(
+        "--server",
+        default="127.0.0.1:7420",
+        show_default=True,
+        envvar="AFFIDAVIT_SERVER",
+        show_envvar=True,
+        help="The log's gRPC address host:port.",
+    )
+    @click.option(
+        "--log-key",
+        default=default_log_key,
+        envvar="AFFIDAVIT_LOG_KEY",
+        show_envvar=True,
+        show_default="@data/log.pub if present",
+        help="The log's verifier key text, or @FILE holding it.",
+    )
+    @click.option(
+        "--token",
+        envvar="AFFIDAVIT_TOKEN",
+        show_envvar=True,
+        help="Auditor token (or @FILE holding it), for reading entries and searching.",
+    )
+    @click.option(
+        "--trust-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(".affidavit"),
+        show_default=True,
+        envvar="AFFIDAVIT_TRUST_DIR",
+        show_envvar=True,
+        help="Where this client keeps the last checkpoint it trusted (and pending intents).",
+    )
+    @click.option(
+        "--witness-key",
+        "witness_keys",
+        multiple=True,
+        envvar="AFFIDAVIT_WITNESS_KEYS",
+        show_envvar=True,
+        help="A witness's verifier key (or @FILE); repeat for several.",
+    )
+    @click.option(
+        "--quorum",
+        type=click.IntRange(min=0),
+        default=0,
+        show_default=True,
+        envvar="AFFIDAVIT_QUORUM",
+        show_envvar=True,
+        help="Cosignatures from known witnesses a checkpoint needs to be trusted.",
+    )
+    @click.option(
+        "--tls-ca",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="AFFIDAVIT_TLS_CA",
+        show_envvar=True,
+        help="Use TLS, trusting this CA (PEM) for the log's certificate.",
+    )
+    @click.option(
+        "--tls-cert",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="AFFIDAVIT_TLS_CERT",
+        show_envvar=True,
+        help="Client certificate (mTLS).",
+    )
+    @click.option(
+        "--tls-key",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        envvar="AFFIDAVIT_TLS_KEY",
+        show_envvar=True,
+        help="Client certificate's key (mTLS).",
+    )
+    @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of text.")
+    @click.option(
+        "-q", "--quiet", is_flag=True, help="Print only the id of what was recorded (for scripts)."
+    )
+    @functools.wraps(f)
+    def wrapper(
+        server: str,
+        log_key: str | None,
+        token: str | None,
+        trust_dir: Path,
+        witness_keys: tuple[str, ...],
+        quorum: int,
+        tls_ca: Path | None,
+        tls_cert: Path | None,
+        tls_key: Path | None,
+        as_json: bool,
+        quiet: bool,
+        **kwargs: Any,
+    ) -> Any:
+        tls = Tls(tls_ca, tls_cert, tls_key) if (tls_ca or tls_cert) else None
+        conn = Conn(
+            server, log_key, token, trust_dir, witness_keys, quorum, tls, Out(as_json, quiet)
+        )
+        return f(conn=conn, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def signing_key(f: F) -> F:
+    """Add --key: the identity key the command signs with."""
+    return click.option(
+        "--key",
+        "key_file",
+        type=click.Path(dir_okay=False, exists=True, path_type=Path),
+        required=True,
+        envvar="AFFIDAVIT_KEY",
+        show_envvar=True,
+        help="Your identity's key file (from `affidavit keygen`).",
+    )(f)
+
+
+def receipt_data(r: Receipt) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "index": r.index,
+        "leaf_hash": r.leaf_hash.hex(),
+        "tree_size": r.checkpoint.checkpoint.size,
+        "duplicate": r.duplicate,
+        "verified": ["checkpoint signature", "inclusion proof", "consistency"],
+    }
+    if r.verdict != "VERDICT_UNSPECIFIED":
+        data["verdict"], data["verdict_reason"] = r.verdict, r.verdict_reason
+    return data
+
+
+def receipt_line(what: str, statement_id: str, r: Receipt) -> str:
+    verdict = "" if r.verdict == "VERDICT_UNSPECIFIED" else f", {r.verdict}"
+    reason = f" ({r.verdict_reason})" if r.verdict_reason else ""
+    return (
+        f"{what} {statement_id} recorded at index {r.index}{verdict}{reason} "
+        f"(verified in tree of size {r.checkpoint.checkpoint.size})"
+    )
+
+
+# Values given on the command line.
+
+
+ACCESS = {
+    "read": pb.READ,
+    "create": pb.CREATE,
+    "update": pb.UPDATE,
+    "delete": pb.DELETE,
+    "execute": pb.EXECUTE,
+}
+
+
+def utc_text(ms: int) -> str:
+    return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
+
+
+def time_ms(value: str | None) -> int:
+    """ISO 8601 (UTC if no zone) or Unix milliseconds; None/empty is 0 (unbounded)."""
+    if not value:
+        return 0
+    if value.isdigit():
+        return int(value)
+    moment = datetime.fromisoformat(value)
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
+
+
+def json_arg(value: str) -> Any:
+    """JSON given inline, as @FILE, or - for standard input."""
+    if value == "-":
+        return json.load(sys.stdin)
+    if value.startswith("@"):
+        return json.loads(Path(value[1:]).read_text())
+    return json.loads(value)

@@ -1,0 +1,178 @@
+"""Reading and proving: get, search, prove, verify."""
+
+from __future__ import annotations
+
+import base64
+import json
+from typing import Any
+
+import click
+from affidavit.client.cli.options import (
+    Conn,
+    connection,
+    handle_errors,
+    message_dict,
+    time_ms,
+    utc_text,
+)
+from affidavit.client.errors import VerificationError
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.build import statement_of
+
+# Reading and proving.
+
+
+def _entry_data(entry: pb.Entry) -> dict[str, Any]:
+    data: dict[str, Any] = {"index": entry.index, "leaf_hash": entry.leaf_hash.hex()}
+    try:
+        signed = pb.SignedStatement.FromString(entry.data)
+        data["key_id"] = signed.key_id
+        data["statement"] = message_dict(statement_of(entry.data))
+    except Exception:  # an opaque log's entry, or a leaf that is not a statement
+        data["data_base64"] = base64.b64encode(entry.data).decode()
+    if entry.verdict:
+        data["verdict"] = pb.Verdict.Name(entry.verdict)
+        data["verdict_reason"] = entry.verdict_reason
+    return data
+
+
+@click.command()
+@click.argument("index", type=int, required=False)
+@click.option("--statement-id", help="Find the entry by statement id.")
+@click.option("--action-id", help="Every entry of an action (intent, outcome, approval).")
+@connection
+@handle_errors
+def get(conn: Conn, index: int | None, statement_id: str | None, action_id: str | None) -> None:
+    """Show entries, decoded, each with its inclusion verified (needs --token)."""
+    with conn.client() as client:
+        if index is not None:
+            indexes = [index]
+        elif statement_id or action_id:
+            hits = client.search(statement_id=statement_id or "", action_id=action_id or "")
+            indexes = [h.index for h in hits]
+            if not indexes:
+                raise ValueError("no such statement in the log")
+        else:
+            raise click.UsageError("give an INDEX, --statement-id or --action-id")
+        shown = []
+        for i in indexes:
+            entry = next(client.entries(i, i + 1))
+            # Raises unless entry i is provably in a trusted checkpoint; and it must be this entry.
+            proof, _ = client.prove(index=i)
+            if proof.leaf_hash != entry.leaf_hash:
+                raise VerificationError(
+                    f"entry {i} as served has leaf hash {entry.leaf_hash.hex()}, but the log "
+                    f"proves leaf {proof.leaf_hash.hex()} at that index"
+                )
+            shown.append(_entry_data(entry))
+    human = "\n\n".join(json.dumps(d, indent=2, ensure_ascii=False) for d in shown)
+    conn.out.emit(human, shown if len(shown) > 1 else shown[0])
+
+
+@click.command()
+@click.option("--actor", default="", help="Who issued the statement.")
+@click.option("--grantor", default="", help="Anyone in an action's delegation chain.")
+@click.option("--approver", default="", help="Who approved an action.")
+@click.option(
+    "--key-id", default="", help="Signing key id, or an action's credential key id / jti."
+)
+@click.option("--resource-prefix", default="", help="Target resource URI prefix.")
+@click.option("--tool", default="")
+@click.option("--verdict", type=click.Choice(["in-scope", "out-of-scope", "no-grant"]))
+@click.option("--session", "session_id", default="")
+@click.option("--trace-id", default="")
+@click.option("--action-id", default="")
+@click.option("--statement-id", default="")
+@click.option("--subject", default="", help="Identity events about this identity.")
+@click.option("--from", "time_from", help="Client time from (ISO 8601 or Unix ms).")
+@click.option("--to", "time_to", help="Client time before (ISO 8601 or Unix ms).")
+@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
+@connection
+@handle_errors
+def search(
+    conn: Conn,
+    limit: int,
+    verdict: str | None,
+    time_from: str | None,
+    time_to: str | None,
+    **criteria: str,
+) -> None:
+    """Find statements by who and what they concern (needs --token)."""
+    request: dict[str, Any] = {k: v for k, v in criteria.items() if v}
+    if verdict:
+        request["verdict"] = {
+            "in-scope": pb.IN_SCOPE,
+            "out-of-scope": pb.OUT_OF_SCOPE,
+            "no-grant": pb.NO_GRANT,
+        }[verdict]
+    request["time_from_ms"], request["time_to_ms"] = time_ms(time_from), time_ms(time_to)
+    hits = []
+    with conn.client() as client:
+        for hit in client.search(**request):
+            hits.append(hit)
+            if len(hits) == limit:
+                break
+    lines = [
+        f"{h.index:>8}  {h.kind:<8}  {utc_text(h.client_time_ms)}  {h.issuer}  "
+        f"{pb.Verdict.Name(h.verdict) if h.verdict else ''} {h.verdict_reason}".rstrip()
+        for h in hits
+    ]
+    conn.out.emit("\n".join(lines) or "no matches", [message_dict(h) for h in hits])
+
+
+@click.command()
+@click.argument("index", type=int, required=False)
+@click.option("--leaf-hash", help="The entry's leaf hash (hex) instead of its index.")
+@connection
+@handle_errors
+def prove(conn: Conn, index: int | None, leaf_hash: str | None) -> None:
+    """Prove an entry is in the log: a verified inclusion proof to a trusted checkpoint."""
+    if (index is None) == (leaf_hash is None):
+        raise click.UsageError("give an INDEX or --leaf-hash")
+    with conn.client() as client:
+        proof, cp = client.prove(
+            index=index, leaf_hash=bytes.fromhex(leaf_hash) if leaf_hash else None
+        )
+    data = {
+        "index": proof.index,
+        "leaf_hash": proof.leaf_hash.hex(),
+        "tree_size": proof.tree_size,
+        "root_hash": cp.checkpoint.root_hash.hex(),
+        "proof": [h.hex() for h in proof.hashes],
+        "checkpoint": cp.note,
+        "witnesses": list(cp.witnesses),
+    }
+    conn.out.emit(
+        f"entry {proof.index} (leaf {proof.leaf_hash.hex()}) is in {cp.checkpoint.origin} at size "
+        f"{proof.tree_size}: inclusion proof of {len(proof.hashes)} hashes verified",
+        data,
+    )
+
+
+@click.command()
+@connection
+@handle_errors
+def verify(conn: Conn) -> None:
+    """Check the log now: its checkpoint's signature (and witness quorum), and that it extends
+    the checkpoint this client trusted before (catches rollbacks and forks)."""
+    with conn.client() as client:
+        before = client.trusted.checkpoint.size if client.trusted else None
+        cp = client.checkpoint()
+    checks = [f"signed by {cp.checkpoint.origin}"]
+    if cp.witnesses:
+        checks.append(f"cosigned by {', '.join(cp.witnesses)}")
+    checks.append(
+        "first checkpoint trusted" if before is None else f"consistent with trusted size {before}"
+    )
+    conn.out.emit(
+        f"log {cp.checkpoint.origin} at size {cp.checkpoint.size}, "
+        f"root {cp.checkpoint.root_hash.hex()}: " + "; ".join(checks),
+        {
+            "origin": cp.checkpoint.origin,
+            "size": cp.checkpoint.size,
+            "root_hash": cp.checkpoint.root_hash.hex(),
+            "witnesses": list(cp.witnesses),
+            "previously_trusted_size": before,
+            "note": cp.note,
+        },
+    )
