@@ -465,8 +465,9 @@ def _build_statements(job: dict[str, Any]) -> dict[str, Any]:
     an AgentAction INTENT under the job's grant, signed, chained to the session's previous
     statement. The log has never seen them, so every ingest check runs on each."""
     from affidavit.statements import build
-    from affidavit.statements.canonical import canonical_json, parameters_digest
+    from affidavit.statements.canonical import canonical_json
     from affidavit.statements.ids import uuid7
+    from affidavit.statements.redact import parameters_digest
     from affidavit.statements.signing import IdentityKey
 
     t0 = time.perf_counter()

@@ -55,8 +55,9 @@ from affidavit.merkle.compact import CompactRange  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc  # noqa: E402
 from affidavit.statements import build, ingest, schema, signing  # noqa: E402
-from affidavit.statements.canonical import canonical_json, digest, parameters_digest  # noqa: E402
+from affidavit.statements.canonical import canonical_json, digest, shown_digest  # noqa: E402
 from affidavit.statements.ids import uuid7  # noqa: E402
+from affidavit.statements.redact import parameters_digest  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
 from affidavit.statements.state import DictKV, LogState  # noqa: E402
 
@@ -212,7 +213,7 @@ def actions(job: tuple[Cast, int, int, int, int]) -> Log:
                 resource=resource,
                 access=pb.CREATE,
                 parameters_json=text,
-                parameters_digest=digest(text),
+                parameters_digest=shown_digest(text),
             ),
             correlation=pb.Correlation(trace_id=f"{n:032x}", span_id=f"{n:016x}"),
         )

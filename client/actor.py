@@ -27,9 +27,14 @@ from affidavit.client.client import Client, Receipt
 from affidavit.client.errors import RefusedError, UnavailableError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
-from affidavit.statements.canonical import canonical_json, digest, parameters_digest
+from affidavit.statements.canonical import (
+    RESULT_COMMITMENT,
+    canonical_json,
+    commitment,
+    commitment_key,
+)
 from affidavit.statements.ids import uuid7
-from affidavit.statements.redact import redact_parameters
+from affidavit.statements.redact import parameters_digest, redact_parameters
 from affidavit.statements.signing import IdentityKey
 
 from affidavit import merkle
@@ -72,8 +77,9 @@ class Actor:
         self.signer = build.SessionSigner(
             key, session_id=session_id or uuid7(), assurance=assurance
         )
-        # Fingerprints of redacted secrets: keyed by the identity, so its owner can tell which
-        # secret a fingerprint stands for and no one else can.
+        # Fingerprints of redacted secrets and commitments to results: keyed by the identity, so
+        # its owner can tell which secret a fingerprint stands for, or open one result's
+        # commitment (result_opening), and no one else can confirm a guess of either.
         self.redaction_key = hmac.new(key.seed, b"affidavit/v1/redaction", hashlib.sha256).digest()
         self._unsettled: bytes | None = None  # a leaf sent whose answer was lost
 
@@ -181,7 +187,8 @@ class Actor:
         ticket: str = "",
         comment: str = "",
     ) -> Recorded:
-        """Approve (or reject) one intended action, bound to the digest of its exact parameters."""
+        """Approve (or reject) one intended action, bound to the digest of its exact parameters
+        (as shown once their secrets are redacted: the digest the agent's INTENT carries)."""
         return self.submit(
             pb.Approval(
                 action_id=action_id,
@@ -193,6 +200,11 @@ class Actor:
         )
 
     # Actions (agents).
+
+    def result_opening(self, action_id: str) -> bytes:
+        """The key that opens one action's result commitment (Outcome.result_digest): give it
+        with the result to whoever must check that result; it opens no other."""
+        return commitment_key(self.redaction_key, RESULT_COMMITMENT, action_id)
 
     def action(
         self,
@@ -255,7 +267,7 @@ class Actor:
 
 @dataclass
 class Action:
-    """One tool call's INTENT and OUTCOME. Set result (hashed into result_digest) and
+    """One tool call's INTENT and OUTCOME. Set result (committed to in result_digest) and
     effect_ref (e.g. "commit:<sha>") inside the with-block; status follows how it exits."""
 
     actor: Actor
@@ -290,5 +302,6 @@ class Action:
             raw = (
                 self.result if isinstance(self.result, bytes | str) else canonical_json(self.result)
             )
-            outcome.result_digest = digest(raw)
+            opening = self.actor.result_opening(self.action_id)
+            outcome.result_digest = commitment(opening, raw)
         self.outcome_recorded = self.actor.submit(outcome_body(self.intent_recorded.leaf, outcome))

@@ -892,7 +892,9 @@ class Approval(_message.Message):
     action_id: _builtins.str
     """The intended action (AgentAction.action_id) this decides on."""
     parameters_digest: _builtins.str
-    """SHA-256 of the canonical JSON parameters approved (hex, 64 chars)."""
+    """Digest of the parameters approved, as an INTENT shows them: SHA-256 hex of their RFC 8785
+    text with secrets redacted and marker fingerprints cut (statements/README.md).
+    """
     decision: Global___Approval.Decision.ValueType
     ticket: _builtins.str
     comment: _builtins.str
@@ -1085,11 +1087,15 @@ class Operation(_message.Message):
     """target resource URI (OCSF resources[].uid)"""
     access: Global___AccessKind.ValueType
     parameters_json: _builtins.str
-    """Canonical JSON (sorted keys, no spaces) of the parameters, secrets redacted."""
+    """RFC 8785 canonical JSON of the parameters, each secret replaced by a redaction marker."""
     parameters_digest: _builtins.str
-    """SHA-256 hex of the canonical JSON of the parameters as executed (before redaction)."""
+    """SHA-256 hex of parameters_json with marker fingerprints cut; checked on every action. It
+    holds nothing the shown text does not, so it confirms no guess of a redacted value.
+    """
     @_builtins.property
-    def redactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Redaction]: ...
+    def redactions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Redaction]:
+        """One per marker in parameters_json, in document order."""
+
     def __init__(
         self,
         *,
@@ -1123,7 +1129,9 @@ class Outcome(_message.Message):
     error_code: _builtins.str
     """error.type"""
     result_digest: _builtins.str
-    """SHA-256 hex of the result."""
+    """Commitment to the result: HMAC-SHA256 hex under a per-action key only the producer can
+    derive and reveal (statements/README.md); never an unkeyed hash a guess could confirm.
+    """
     effect_ref: _builtins.str
     """What the effect left behind: a commit hash, an object version, a change id."""
     def __init__(

@@ -1,32 +1,112 @@
-"""Canonical JSON for action parameters, and the digests that bind approvals to them.
+"""Canonical JSON (RFC 8785, JCS), bounded JSON parsing, and the digests statements store.
 
-Canonical form: keys sorted by code point, no insignificant white space, UTF-8, no NaN or
-infinities, integers as integers. Two producers that mean the same parameters produce the same
-bytes, so a human's approval (bound to a digest) matches the agent's action exactly or not at all.
+Canonical form is RFC 8785's (through the PyPI ``rfc8785`` package): keys sorted by UTF-16 code
+units, no insignificant white space, UTF-8, numbers as ECMAScript prints them (``1.0`` is
+``1``), integers within ±(2**53 - 1). A producer in any language with a JCS library writes the
+same bytes for the same value, so a digest made by one matches the other's exactly or not at all.
+
+Digests come in two kinds, and the difference is the point (statements/README.md):
+  * ``shown_digest`` is over text the log shows in full (parameters with their secrets already
+    replaced by markers). It reveals nothing the entry does not, so anyone can recompute it.
+  * ``commitment`` is a keyed HMAC whose key never reaches the log. It binds a value the log
+    must not show (a tool's result) without letting anyone who guesses the value confirm it.
+No statement stores an unkeyed digest of a value it does not show.
 """
 
 from __future__ import annotations
 
 import hashlib
+import hmac
 import json
+import re
 from typing import Any
+
+import rfc8785
+
+MAX_DEPTH = 32
+"""Deepest nesting of arrays and objects accepted in parameters (the top level is depth 1)."""
+
+RESULT_COMMITMENT = "affidavit/v1/result"
+"""Purpose of an OUTCOME's result commitment; its subject is the action id."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.S)
+_BRACKETS = re.compile(r"[\[\]{}]")
+_MARKER_FINGERPRINT = re.compile(r"(«redacted:[a-z0-9-]+):[0-9a-f]{8}»")
+
+
+class JSONLimitError(ValueError):
+    """JSON beyond this log's bounds (nesting, number domain) or not JSON at all."""
 
 
 def canonical_json(value: Any) -> str:
-    """The canonical JSON text of a JSON-compatible value; ValueError for anything else."""
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    )
+    """The RFC 8785 text of a JSON-compatible value; JSONLimitError for anything else."""
+    _check_value_depth(value)
+    try:
+        return rfc8785.dumps(value).decode()
+    except (ValueError, TypeError) as e:  # out-of-domain numbers, lone surrogates, non-JSON types
+        raise JSONLimitError(f"is not canonicalizable JSON: {e}") from None
+
+
+def loads(text: str) -> Any:
+    """Parse JSON text, refusing nesting beyond MAX_DEPTH before the parser recurses into it,
+    NaN and infinities; JSONLimitError with a message fit to follow a field name."""
+    depth = 0
+    for bracket in _BRACKETS.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        if depth > MAX_DEPTH:
+            raise JSONLimitError(f"nests deeper than {MAX_DEPTH} levels of arrays and objects")
+    try:
+        return json.loads(text, parse_constant=_no_constant)
+    except (ValueError, RecursionError) as e:
+        raise JSONLimitError(f"is not JSON ({e})") from None
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _check_value_depth(value: Any) -> None:
+    """Depth of a Python value, iteratively (a cycle or a deep value must not recurse)."""
+    stack = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict | list | tuple):
+            if depth > MAX_DEPTH:
+                raise JSONLimitError(f"nests deeper than {MAX_DEPTH} levels of arrays and objects")
+            children = item.values() if isinstance(item, dict) else item
+            stack.extend((child, depth + 1) for child in children)
 
 
 def digest(data: str | bytes) -> str:
-    """SHA-256 hex of text (UTF-8) or bytes: the digest form every statement uses."""
+    """SHA-256 hex of text (UTF-8) or bytes."""
     return hashlib.sha256(data.encode() if isinstance(data, str) else data).hexdigest()
 
 
-def parameters_digest(parameters: Any) -> str:
-    """The digest of parameters as executed: SHA-256 hex of their canonical JSON."""
-    return digest(canonical_json(parameters))
+def shown_digest(parameters_json: str) -> str:
+    """The parameters digest: SHA-256 hex of the canonical text as shown, each redaction marker
+    ``«redacted:<rule>:<fingerprint>»`` cut to ``«redacted:<rule>»``.
+
+    Fingerprints are keyed per producer, so the approving human's client and the agent's client
+    write different ones for the same secret; without them both compute the same digest from
+    the same real parameters, and the digest holds nothing the shown text does not.
+    """
+    return digest(_MARKER_FINGERPRINT.sub(r"\1»", parameters_json))
+
+
+def commitment_key(producer_key: bytes, purpose: str, subject: str) -> bytes:
+    """The per-subject key of a commitment: HMAC-SHA256(producer_key, purpose ‖ 0x0A ‖ subject).
+
+    Revealing it opens one commitment (say, one action's result) and no other: the producer's
+    key stays with the producer.
+    """
+    return hmac.new(producer_key, f"{purpose}\n{subject}".encode(), hashlib.sha256).digest()
+
+
+def commitment(key: bytes, data: str | bytes) -> str:
+    """HMAC-SHA256 hex of data under a commitment key: binds data, confirms no guess of it
+    without the key."""
+    raw = data.encode() if isinstance(data, str) else data
+    return hmac.new(key, raw, hashlib.sha256).hexdigest()
 
 
 def is_digest(text: str) -> bool:

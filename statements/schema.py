@@ -8,13 +8,12 @@ either check. Each violation names the field path (e.g. action.operation.resourc
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Iterator
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import secrets
-from affidavit.statements.canonical import canonical_json, digest, is_digest
+from affidavit.statements import redact, secrets
+from affidavit.statements.canonical import JSONLimitError, is_digest, loads
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
 from google.protobuf import unknown_fields
@@ -216,26 +215,20 @@ def _check_action(statement: pb.Statement) -> None:
         is_digest(op.parameters_digest),
         "action.operation.parameters_digest must be 64 lowercase hex",
     )
-    if op.parameters_json:
-        try:
-            canonical = canonical_json(json.loads(op.parameters_json))
-        except ValueError:
-            raise Rejection.invalid("action.operation.parameters_json is not JSON") from None
-        _require(
-            canonical == op.parameters_json,
-            "action.operation.parameters_json must be canonical JSON (sorted keys, no spaces)",
+    # The digest is checked on every action, whatever its redactions say: it is what an
+    # approval binds to, so parameters not shown here can never appear approved (redact.py).
+    _require(bool(op.parameters_json), "action.operation.parameters_json must be set ({} for none)")
+    try:
+        parsed = loads(op.parameters_json)
+    except JSONLimitError as e:
+        raise Rejection.invalid(f"action.operation.parameters_json {e}") from None
+    try:
+        problem = redact.check_shown(
+            op.parameters_json, parsed, op.parameters_digest, op.redactions
         )
-        # With nothing redacted, the JSON shown is the JSON the digest (and so any approval) is
-        # over; they must agree, or an auditor would read parameters nobody approved.
-        _require(
-            bool(op.redactions) or digest(op.parameters_json) == op.parameters_digest,
-            "action.operation.parameters_digest is not the SHA-256 of parameters_json, which "
-            "has no redactions; list the redactions, or digest the parameters as executed",
-        )
-    for i, r in enumerate(op.redactions):
-        _require(
-            bool(r.rule) and bool(r.path), f"action.operation.redactions[{i}] needs path and rule"
-        )
+    except JSONLimitError as e:
+        problem = f"parameters_json {e}"
+    _require(problem is None, f"action.operation.{problem}")
     if a.phase == pb.AgentAction.INTENT:
         _require(
             a.authorization.decision != pb.POLICY_DECISION_UNSPECIFIED,

@@ -475,7 +475,8 @@ RULES: Final[tuple[Rule, ...]] = (
 _KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
-_MARKER: Final = re.compile(r"«redacted:[a-z0-9-]+:[0-9a-f]{8}»")
+MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})»")
+"""A redaction marker; ``rule`` and ``fp`` (the fingerprint) are its fields."""
 
 
 def scan(text: str, name: str | None = None) -> list[Finding]:
@@ -507,7 +508,7 @@ def _findings(text: str, lowered: str, present: set[str]) -> list[tuple[int, int
     therefore clean. Clean text takes one pass, text with secrets usually two.
     """
     rules = [(r, ks) for r in RULES if (ks := [k for k in r.keywords if k in present])]
-    markers = [m.span() for m in _MARKER.finditer(text)] if "«redacted:" in text else []
+    markers = [m.span() for m in MARKER.finditer(text)] if "«redacted:" in text else []
     found: list[tuple[int, int, str]] = []
     added = True
     while added:

@@ -10,6 +10,7 @@ data directory; two servers on copies of one directory, fed different entries. S
 from __future__ import annotations
 
 import base64
+import hashlib
 import ipaddress
 import os
 import shutil
@@ -34,8 +35,9 @@ from affidavit.client.verify import TrustPolicy, open_checkpoint
 from affidavit.merkle import keys, note
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
-from affidavit.statements.canonical import canonical_json, digest, parameters_digest
+from affidavit.statements.canonical import canonical_json, commitment
 from affidavit.statements.ids import uuid7
+from affidavit.statements.redact import parameters_digest
 from affidavit.statements.signing import IdentityKey
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -909,7 +911,13 @@ def test_action_records_intent_then_outcome(world: World) -> None:
     assert o.action.intent_leaf_hash == merkle.leaf_hash(intent.leaf)
     assert o.action.outcome.status == pb.OK
     assert o.action.outcome.effect_ref == "commit:3f2a9c1e"
-    assert o.action.outcome.result_digest == digest(canonical_json(act.result))
+    # A keyed commitment: the agent's opening key confirms the result; a guess without it cannot.
+    opening = world.bot.result_opening(act.action_id)
+    assert o.action.outcome.result_digest == commitment(opening, canonical_json(act.result))
+    assert (
+        o.action.outcome.result_digest
+        != hashlib.sha256(canonical_json(act.result).encode()).hexdigest()
+    )
     assert o.action.outcome.error_code == ""
     # One session: the OUTCOME follows the INTENT in the bot's chain.
     assert o.header.session_id == i.header.session_id

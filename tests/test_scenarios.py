@@ -29,8 +29,9 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from affidavit.server.access import new_token
 from affidavit.statements import build, ingest, secrets, signing
-from affidavit.statements.canonical import canonical_json, parameters_digest
+from affidavit.statements.canonical import canonical_json
 from affidavit.statements.ids import uuid7
+from affidavit.statements.redact import parameters_digest
 from affidavit.statements.signing import IdentityKey
 from affidavit.statements.state import DictKV, LogState
 from google.protobuf.message import Message

@@ -17,8 +17,9 @@ import pytest
 from affidavit.merkle.hashing import leaf_hash
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build, ingest, schema, scope
-from affidavit.statements.canonical import canonical_json, parameters_digest
+from affidavit.statements.canonical import canonical_json
 from affidavit.statements.errors import Rejection
+from affidavit.statements.redact import parameters_digest, redact_parameters
 from affidavit.statements.signing import IdentityKey
 from affidavit.statements.state import DictKV, LogState, VerdictRecord
 from hypothesis import given, settings
@@ -511,8 +512,11 @@ def base(kind: str) -> pb.Statement:
     if kind == "intent":
         body = intent_body("code-agent", [uuid7_at(3)], uuid7_at(2))
         body.principal_chain[:] = ["alice@example.com", "code-agent"]
-        body.operation.redactions.add(path="/token", rule="github-token", fingerprint="0a1b2c3d")
-        body.operation.parameters_json = canonical_json({**PARAMS, "token": "«redacted»"})
+        shown, shown_digest, redactions = redact_parameters(
+            {**PARAMS, "token": GITHUB_TOKEN}, bytes(range(32))
+        )
+        body.operation.parameters_json, body.operation.parameters_digest = shown, shown_digest
+        body.operation.redactions.extend(redactions)
         body.credential.CopyFrom(pb.CredentialRef(kind="oauth-token", issuer="github.com"))
         body.correlation.CopyFrom(pb.Correlation(trace_id="ab" * 16, span_id="cd" * 8))
         return pb.Statement(header=_header(), action=body)
@@ -781,9 +785,8 @@ def test_non_canonical_parameters_json_is_refused(text: str) -> None:
     assert e.code == INVALID and "action.operation.parameters_json" in e.message
 
 
-def test_parameters_json_without_redactions_must_match_its_digest() -> None:
-    """The digest (what an approval binds) and the parameters an auditor reads must agree: with
-    nothing redacted, parameters_json is the canonical JSON the digest is computed over."""
+def test_parameters_json_must_match_its_digest() -> None:
+    """The digest (what an approval binds) and the parameters an auditor reads must agree."""
     st_ = base("intent")
     st_.action.operation.ClearField("redactions")
     st_.action.operation.parameters_json = canonical_json({**PARAMS, "branch": "main"})
@@ -792,8 +795,76 @@ def test_parameters_json_without_redactions_must_match_its_digest() -> None:
     assert e.code == INVALID and "action.operation.parameters_digest" in e.message
     st_.action.operation.parameters_json = canonical_json(PARAMS)
     check_schema(st_)
-    # With redactions the digest is over values the log never sees: it cannot be checked.
     check_schema(base("intent"))
+    st_.action.operation.ClearField("parameters_json")
+    e = schema_rejection(st_)
+    assert "action.operation.parameters_json must be set" in e.message
+
+
+def test_a_fake_redaction_does_not_skip_the_digest_check() -> None:
+    """Issue 9 item 2: listing a Redaction once let any digest stand beside any parameters, so
+    unapproved parameters appeared approved. The digest is checked whatever redactions say."""
+    st_ = base("intent")
+    op = st_.action.operation
+    approved = op.parameters_digest
+    op.parameters_json = canonical_json({**PARAMS, "branch": "main", "token": "«redacted»"})
+    assert op.parameters_digest == approved and len(op.redactions) == 1
+    e = schema_rejection(st_)
+    assert e.code == INVALID and "action.operation.parameters_digest" in e.message
+
+
+@pytest.mark.parametrize(
+    ("name", "mutate"),
+    [
+        ("unlisted marker", lambda op: op.ClearField("redactions")),
+        ("listed twice", lambda op: op.redactions.append(op.redactions[0])),
+        ("wrong path", lambda op: setattr(op.redactions[0], "path", "/branch")),
+        ("wrong rule", lambda op: setattr(op.redactions[0], "rule", "jwt")),
+        ("wrong fingerprint", lambda op: setattr(op.redactions[0], "fingerprint", "00000000")),
+    ],
+)
+def test_redactions_list_exactly_the_markers_shown(
+    name: str, mutate: Callable[[pb.Operation], None]
+) -> None:
+    st_ = base("intent")
+    mutate(st_.action.operation)
+    e = schema_rejection(st_)
+    assert e.code == INVALID and "action.operation.redactions" in e.message, name
+
+
+def test_the_digest_is_the_same_for_every_producer_and_confirms_no_guess() -> None:
+    """The approving human and the agent redact the same real parameters under different
+    fingerprint keys, and get one digest; it is the digest of the text shown, so no guess of
+    the redacted value changes it."""
+    real = {**PARAMS, "token": GITHUB_TOKEN}
+    human = redact_parameters(real, b"h" * 32)
+    agent = redact_parameters(real, b"a" * 32)
+    assert human[0] != agent[0] and human[1] == agent[1] == parameters_digest(real)
+    other = redact_parameters({**PARAMS, "token": "ghp_" + GITHUB_TOKEN[:3:-1]}, b"a" * 32)
+    assert other[1] == agent[1]  # the secret's value is not in the digest at all
+    assert parameters_digest({**PARAMS, "title": "Other"}) != agent[1]  # everything shown is
+    for guess in (real, canonical_json(real), GITHUB_TOKEN):
+        raw = canonical_json(guess).encode() if isinstance(guess, dict) else guess.encode()
+        assert hashlib.sha256(raw).hexdigest() != agent[1]
+
+
+@pytest.mark.parametrize(
+    ("text", "says"),
+    [
+        ("[" * 3000 + "]" * 3000, "nests deeper than 32"),
+        ('{"a":' * 40 + "1" + "}" * 40, "nests deeper than 32"),
+        ('{"n":9007199254740993}', "not canonicalizable"),
+        ('{"n":NaN}', "not JSON"),
+        ('{"s":"\\ud800"}', "not canonicalizable"),
+    ],
+)
+def test_parameters_json_beyond_bounds_is_refused_naming_the_field(text: str, says: str) -> None:
+    st_ = base("intent")
+    st_.action.operation.ClearField("redactions")
+    st_.action.operation.parameters_json = text
+    e = schema_rejection(st_)
+    assert e.code == INVALID and "action.operation.parameters_json" in e.message
+    assert says in e.message, e.message
 
 
 SECRET_PLACES: list[tuple[str, str, Mutation]] = [

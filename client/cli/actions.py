@@ -38,8 +38,8 @@ def _pending_path(conn: Conn, action_id: str) -> Path:
     "--params",
     default="{}",
     show_default=True,
-    help="Parameters: JSON, @FILE or -. Secrets in "
-    "them are redacted before signing; the digest binds the originals.",
+    help="Parameters: JSON, @FILE or -. Secrets in them are redacted before signing; the "
+    "digest (what an approval binds to) is over the redacted form, so it confirms no guess.",
 )
 @click.option("--grant", "grant_ids", multiple=True, help="Grant id acted under; repeatable.")
 @click.option(

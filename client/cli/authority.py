@@ -98,7 +98,12 @@ DECISIONS = {"approve": pb.Approval.APPROVE, "edit": pb.Approval.EDIT, "reject":
 
 @click.command()
 @click.argument("action_id")
-@click.option("--params", required=True, help="The exact parameters approved: JSON, @FILE or -.")
+@click.option(
+    "--params",
+    required=True,
+    help="The exact parameters approved: JSON, @FILE or -. Secrets in them are redacted and "
+    "the approval binds the redacted form's digest, as the agent's INTENT does.",
+)
 @click.option(
     "--decision", type=click.Choice(sorted(DECISIONS)), default="approve", show_default=True
 )
