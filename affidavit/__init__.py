@@ -21,6 +21,8 @@ The names an integrator needs, importable from `affidavit` itself::
     ClientError     base of every error below
     VerificationError   something the log sent does not verify (never carry on past it)
     RefusedError    the log refused the request (gRPC status name and the log's reason)
+    NotAuthorisedError  recorded, but the log judged the action OUT_OF_SCOPE or NO_GRANT, so
+                    Actor.action (enforcing by default) did not run it
     UnavailableError    the log could not be reached after retries
 
 The parts live in subpackages: `affidavit.merkle` (proofs, notes, tiles; no I/O),
@@ -38,6 +40,7 @@ if TYPE_CHECKING:
     from affidavit.client.client import Client, Receipt, Tls
     from affidavit.client.errors import (
         ClientError,
+        NotAuthorisedError,
         RefusedError,
         UnavailableError,
         VerificationError,
@@ -54,6 +57,7 @@ _EXPORTS = {
     "Receipt": "affidavit.client.client",
     "Tls": "affidavit.client.client",
     "ClientError": "affidavit.client.errors",
+    "NotAuthorisedError": "affidavit.client.errors",
     "RefusedError": "affidavit.client.errors",
     "UnavailableError": "affidavit.client.errors",
     "VerificationError": "affidavit.client.errors",
@@ -67,6 +71,7 @@ __all__ = [
     "Client",
     "ClientError",
     "IdentityKey",
+    "NotAuthorisedError",
     "Receipt",
     "RefusedError",
     "Tls",

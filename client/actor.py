@@ -9,6 +9,8 @@
         act.result = open_pr(...)      # recorded as OUTCOME OK with the result digest
         act.effect_ref = "commit:3f2a…"
     # an exception inside records OUTCOME ERROR with the exception's type, then propagates
+    # enforce (the default): an INTENT the log judges OUT_OF_SCOPE or NO_GRANT raises
+    # NotAuthorisedError before the body runs, after recording the OUTCOME as DENIED
 
 Each statement goes through the client (signed, redacted, verified); the session chain
 advances only once the log has accepted a statement.
@@ -24,7 +26,7 @@ from types import TracebackType
 from typing import Any
 
 from affidavit.client.client import Client, Receipt
-from affidavit.client.errors import RefusedError, UnavailableError
+from affidavit.client.errors import NotAuthorisedError, RefusedError, UnavailableError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
 from affidavit.statements.canonical import (
@@ -59,6 +61,21 @@ def outcome_body(intent_leaf: bytes, outcome: pb.Outcome) -> pb.AgentAction:
     body.authorization.Clear()
     body.outcome.CopyFrom(outcome)
     return body
+
+
+NOT_AUTHORISED = frozenset({"OUT_OF_SCOPE", "NO_GRANT"})
+"""Verdicts under which an enforced action does not run."""
+
+
+def denied_outcome(verdict: str) -> pb.Outcome:
+    """The OUTCOME of an action not executed because of the log's verdict."""
+    return pb.Outcome(status=pb.DENIED, error_code=verdict)
+
+
+def check_verdict(action_id: str, receipt: Receipt) -> None:
+    """Raise NotAuthorisedError when the INTENT's receipt says the action is not authorised."""
+    if receipt.verdict in NOT_AUTHORISED:
+        raise NotAuthorisedError(action_id, receipt.verdict, receipt.verdict_reason)
 
 
 class Actor:
@@ -227,8 +244,13 @@ class Actor:
         trace_id: str = "",
         span_id: str = "",
         parent_action_id: str = "",
+        enforce: bool = True,
     ) -> Action:
-        """A tool call to record: INTENT on entering the with-block, OUTCOME on leaving it."""
+        """A tool call to record: INTENT on entering the with-block, OUTCOME on leaving it.
+
+        With enforce (the default) an INTENT judged OUT_OF_SCOPE or NO_GRANT is answered by a
+        DENIED OUTCOME and NotAuthorisedError, raised before the body runs; enforce=False
+        records the verdict and runs the body anyway (observe-only)."""
         json_text, params_digest, redactions = redact_parameters(parameters, self.redaction_key)
         auth = pb.Authorization()
         if authorization is not None:
@@ -262,7 +284,7 @@ class Actor:
                 trace_id=trace_id, span_id=span_id, parent_action_id=parent_action_id
             ),
         )
-        return Action(self, body)
+        return Action(self, body, enforce=enforce)
 
 
 @dataclass
@@ -277,6 +299,7 @@ class Action:
     intent_recorded: Recorded | None = None
     outcome_recorded: Recorded | None = None
     status: pb.OutcomeStatus.ValueType = field(default=pb.OK)
+    enforce: bool = True
 
     @property
     def action_id(self) -> str:
@@ -284,6 +307,14 @@ class Action:
 
     def __enter__(self) -> Action:
         self.intent_recorded = self.actor.submit(self.intent)
+        if self.enforce:
+            try:
+                check_verdict(self.action_id, self.intent_recorded.receipt)
+            except NotAuthorisedError as e:
+                self.outcome_recorded = self.actor.submit(
+                    outcome_body(self.intent_recorded.leaf, denied_outcome(e.verdict))
+                )
+                raise
         return self
 
     def __exit__(

@@ -23,3 +23,18 @@ class RefusedError(ClientError):
 
 class UnavailableError(ClientError):
     """The log could not be reached (after retries)."""
+
+
+class NotAuthorisedError(ClientError):
+    """The log recorded an action's INTENT but judged it not authorised (verdict OUT_OF_SCOPE
+    or NO_GRANT), so under enforcement the action was not executed; its OUTCOME is recorded
+    as DENIED. verdict is the Verdict name, reason the log's explanation."""
+
+    def __init__(self, action_id: str, verdict: str, reason: str) -> None:
+        super().__init__(
+            f"action {action_id} not executed: the log judged it {verdict}"
+            + (f" ({reason})" if reason else "")
+        )
+        self.action_id = action_id
+        self.verdict = verdict
+        self.reason = reason

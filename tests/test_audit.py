@@ -348,10 +348,17 @@ def test_violations_then_tampered_verdict(tmp_path: Path) -> None:
             grant_id = c.grant.statement_id
             pull_request(c.bot, grant_id, 1)
             with c.bot.action(
-                "github.delete_repository", "repo:other/x", pb.DELETE, {}, grant_ids=[grant_id]
+                "github.delete_repository",
+                "repo:other/x",
+                pb.DELETE,
+                {},
+                grant_ids=[grant_id],
+                enforce=False,  # observe-only: the violation runs and is recorded
             ) as outside:
                 pass
-            with c.bot.action("shell.exec", "host:db", pb.EXECUTE, {"cmd": "ls"}) as no_grant:
+            with c.bot.action(
+                "shell.exec", "host:db", pb.EXECUTE, {"cmd": "ls"}, enforce=False
+            ) as no_grant:
                 pass
             with c.bot.action(
                 "github.merge",
@@ -363,7 +370,9 @@ def test_violations_then_tampered_verdict(tmp_path: Path) -> None:
             ) as denied:
                 pass  # the policy said no, and it ran anyway: the OUTCOME is the violation
             # An INTENT (under no grant) whose OUTCOME never comes.
-            pending = c.bot.action("github.comment", "repo:acme/web", pb.UPDATE, {"n": 1})
+            pending = c.bot.action(
+                "github.comment", "repo:acme/web", pb.UPDATE, {"n": 1}, enforce=False
+            )
             pending.__enter__()
             report = audit(client)
         assert outside.intent_recorded and no_grant.intent_recorded and denied.outcome_recorded

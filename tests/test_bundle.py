@@ -126,7 +126,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
         ) as sub_act:
             sub_act.effect_ref = "issue:77"
         with bot.action(
-            "shell.exec", "host:db", pb.EXECUTE, {"cmd": "ls"}, grant_ids=[grant.statement_id]
+            "shell.exec",
+            "host:db",
+            pb.EXECUTE,
+            {"cmd": "ls"},
+            grant_ids=[grant.statement_id],
+            enforce=False,
         ) as stray:
             pass
         assert stray.intent_recorded and stray.intent_recorded.receipt.verdict == "OUT_OF_SCOPE"
@@ -294,7 +299,7 @@ def test_export_errors(world: World) -> None:
     with pytest.raises(ExportError, match="no INTENT"):
         export(world.client, action_id=uuid7())
     # An action the witnesses have not cosigned yet cannot be bundled under a quorum policy.
-    with world.bot.action("github.get_repo", "repo:acme/web", pb.READ, {}) as late:
+    with world.bot.action("github.get_repo", "repo:acme/web", pb.READ, {}, enforce=False) as late:
         pass
     assert late.intent_recorded is not None
     with pytest.raises(ExportError, match="beyond the newest cosigned checkpoint"):

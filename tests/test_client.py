@@ -29,7 +29,12 @@ import pytest
 from affidavit.client import client as client_module
 from affidavit.client.actor import Actor
 from affidavit.client.client import Client, Receipt, Tls
-from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
+from affidavit.client.errors import (
+    NotAuthorisedError,
+    RefusedError,
+    UnavailableError,
+    VerificationError,
+)
 from affidavit.client.trust import TrustStore
 from affidavit.client.verify import TrustPolicy, open_checkpoint
 from affidavit.merkle import keys, note
@@ -979,7 +984,7 @@ def test_secrets_in_parameters_are_redacted_and_the_approval_still_binds(world: 
     # An approval of other parameters does not cover this action.
     other_id = uuid7()
     other = world.alice.approve(other_id, {**params, "title": "something else"})
-    with world.bot.action(
+    unapproved = world.bot.action(
         "github.create_pull_request",
         "repo:acme/web",
         pb.CREATE,
@@ -988,10 +993,42 @@ def test_secrets_in_parameters_are_redacted_and_the_approval_still_binds(world: 
         action_id=other_id,
         approval_id=other.statement_id,
         decision=pb.ALLOW_IF_APPROVED,
-    ) as unapproved:
-        pass
+    )
+    with pytest.raises(NotAuthorisedError, match="OUT_OF_SCOPE"), unapproved:
+        raise AssertionError("an unapproved action must not run")
     assert unapproved.intent_recorded is not None
     assert unapproved.intent_recorded.receipt.verdict == "OUT_OF_SCOPE"
+
+
+def test_enforcement_stops_what_the_log_does_not_authorise(world: World) -> None:
+    ran: list[str] = []
+    act = world.bot.action("shell.exec", "host:db", pb.EXECUTE, {"cmd": "ls"})  # no grant
+    with pytest.raises(NotAuthorisedError) as raised, act:
+        ran.append("shell.exec")
+    assert ran == []
+    assert (raised.value.verdict, raised.value.action_id) == ("NO_GRANT", act.action_id)
+    assert raised.value.reason and raised.value.reason in str(raised.value)
+    # Recorded as attempted: the INTENT, then an OUTCOME saying it was denied.
+    assert act.intent_recorded is not None and act.outcome_recorded is not None
+    o = world.statement(act.outcome_recorded.receipt).action
+    assert o.phase == pb.AgentAction.OUTCOME and o.action_id == act.action_id
+    assert (o.outcome.status, o.outcome.error_code) == (pb.DENIED, "NO_GRANT")
+    assert o.intent_leaf_hash == merkle.leaf_hash(act.intent_recorded.leaf)
+
+    # Observe-only (enforce=False): recorded with its verdict, and it runs.
+    with world.bot.action(
+        "github.delete_repository",
+        "repo:other/x",
+        pb.DELETE,
+        {},
+        grant_ids=[world.grant_id],
+        enforce=False,
+    ) as observed:
+        ran.append("github.delete_repository")
+    assert ran == ["github.delete_repository"]
+    assert observed.intent_recorded is not None and observed.outcome_recorded is not None
+    assert observed.intent_recorded.receipt.verdict == "OUT_OF_SCOPE"
+    assert world.statement(observed.outcome_recorded.receipt).action.outcome.status == pb.OK
 
 
 def test_a_secret_outside_the_parameters_never_leaves(world: World) -> None:
