@@ -21,7 +21,9 @@ Invariants:
   * Findings do not depend on hash seeds or on the order of a rule's keywords: every process
     that scans a text reports the same findings.
   * No finding's value is a low-entropy mask (``ghp_xxxx…``, ``****``): every value must carry
-    at least MIN_ENTROPY bits per character.
+    at least MIN_ENTROPY bits per character — except under a credential carrier's name
+    (``Authorization``, ``Cookie``, ``Set-Cookie``, ``Proxy-Authorization``), whose whole value
+    is redacted as ``credential-carrier`` whatever it looks like: the field says what it holds.
 
 Rules favour fixed prefixes and structures (high signal, near-zero false positives), and each
 runs its regex only where one of its keywords occurs. The generic ``secret-assignment`` rule —
@@ -214,6 +216,16 @@ def _names_credential(name: str) -> bool:
     if last in ("pass", "pwd"):  # only qualified: a bare PWD is the shell's working directory
         return before != ""
     return last.endswith(_CREDENTIAL_SUFFIXES) and before not in _HARMLESS_TOKEN_QUALIFIERS
+
+
+# Fields whose whole value is a credential, whatever it looks like (an HTTP Authorization
+# header, a cookie): compared as their words joined, so "Set-Cookie" and "set_cookie" match.
+_CARRIERS: Final = frozenset({"authorization", "proxyauthorization", "cookie", "setcookie"})
+
+
+def _carries_credential(name: str) -> bool:
+    """Whether a field named so carries a credential in its whole value (``Authorization``)."""
+    return "".join(w.lower() for w in _WORDS.findall(name)) in _CARRIERS
 
 
 def _plausible_value(value: str) -> bool:
@@ -495,6 +507,9 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and _names_credential(name) and _plausible_value(text):
         found.append((0, len(text), "secret-assignment"))
+    elif not found and name is not None and text and _carries_credential(name):
+        if not _MARKER.search(text):  # already redacted: leave it (redaction is idempotent)
+            found.append((0, len(text), "credential-carrier"))
     return [Finding(rule, start, end) for start, end, rule in found]
 
 

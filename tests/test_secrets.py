@@ -456,3 +456,21 @@ def test_repetitive_input_is_scanned_in_linear_time(text: str):
     """Each of these took minutes when a repeated keyword re-scanned the rest of the text."""
     findings = scan(text)
     assert all(f.end <= len(text) for f in findings)
+
+
+@pytest.mark.parametrize("name", ["Authorization", "cookie", "Set-Cookie", "proxy_authorization"])
+@pytest.mark.parametrize("value", ["session=abc; theme=dark", "sid=1", "x"])
+def test_credential_carriers_are_redacted_whole(name: str, value: str):
+    text, found = redact(value, KEY, name)
+    assert [f.rule for f in scan(value, name)] == ["credential-carrier"]
+    assert value not in text and text.startswith("«redacted:credential-carrier:")
+    assert [r.rule for r in found] == ["credential-carrier"]
+    assert redact(text, KEY, name) == (text, [])  # idempotent
+    assert scan(value, "authorized_by") == []  # only the carriers' own names
+
+
+def test_a_carrier_holding_a_known_token_is_redacted_by_its_rule():
+    bearer = f"Bearer ghp_{filler(36)}"
+    text, found = redact(bearer, KEY, "Authorization")
+    assert [r.rule for r in found] == ["github-token"] and text.startswith("Bearer «")
+    assert redact(text, KEY, "Authorization") == (text, [])
