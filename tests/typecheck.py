@@ -28,7 +28,8 @@ def package_dirs() -> dict[str, Path]:
 
 
 def lay_out(tree: Path) -> None:
-    """Lay out under tree, as links, every package as it installs, and the tests and benchmarks."""
+    """Lay out under tree, as links, every package as it installs, and the tests, benchmarks
+    and examples."""
     shutil.rmtree(tree, ignore_errors=True)
     top = tree / "affidavit"
     top.mkdir(parents=True)
@@ -38,7 +39,7 @@ def lay_out(tree: Path) -> None:
                 (top / item.name).symlink_to(item)
         else:
             (top / name.split(".", 1)[1]).symlink_to(folder, target_is_directory=True)
-    for other in ("tests", "benchmarks"):
+    for other in ("tests", "benchmarks", "examples"):
         (tree / other).symlink_to(ROOT / other, target_is_directory=True)
 
 
@@ -56,6 +57,7 @@ def run(extra: list[str]) -> subprocess.CompletedProcess[str]:
             "affidavit",
             "tests",
             "benchmarks",
+            "examples",
             *extra,
         ],
         cwd=TREE,
