@@ -34,7 +34,7 @@ def test_wheel_holds_only_the_affidavit_namespace(tmp_path: Path) -> None:
     names = zipfile.ZipFile(wheel).namelist()
     tops = {name.split("/", 1)[0] for name in names}
     assert {t for t in tops if not t.endswith(".dist-info")} == {"affidavit"}
-    for part in ("merkle", "proto", "statements", "server", "client"):
+    for part in ("merkle", "proto", "statements", "server", "client", "adapters"):
         assert f"affidavit/{part}/__init__.py" in names
     assert any(n.startswith("affidavit/merkle/_hashcore") and n.endswith(".so") for n in names)
     assert "affidavit/proto/affidavit_pb2.pyi" in names
@@ -71,6 +71,29 @@ def test_importing_a_part_does_not_load_the_client() -> None:
         "import sys\n"
         "import affidavit.merkle, affidavit.statements.canonical\n"
         "loaded = [m for m in sys.modules if m.startswith('affidavit.client')]\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
+def test_the_base_install_never_imports_an_agent_framework() -> None:
+    # The adapters' frameworks are optional extras: the library, the CLI group and its help
+    # must not import them (nor the adapters) unless an adapter command runs.
+    program = (
+        "import sys\n"
+        "import affidavit\n"
+        "from affidavit import Actor, Client, NotAuthorisedError\n"
+        "from affidavit.client.cli import main\n"
+        "import click\n"
+        "ctx = click.Context(main)\n"
+        "main.list_commands(ctx)\n"
+        "frameworks = ('affidavit.adapters', 'langchain', 'langgraph', 'agents', 'mcp',\n"
+        "              'opentelemetry', 'aiohttp')\n"
+        "loaded = [m for m in sys.modules if m.split('.')[0] in frameworks\n"
+        "          or m.startswith('affidavit.adapters')]\n"
         "assert not loaded, loaded\n"
     )
     done = subprocess.run(
