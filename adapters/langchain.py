@@ -32,8 +32,8 @@ from affidavit.adapters.spool import Spool
 from affidavit.client.actor import Actor
 from affidavit.client.errors import NotAuthorisedError, UnavailableError
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements.canonical import parameters_digest
 from affidavit.statements.ids import uuid7
+from affidavit.statements.redact import parameters_digest
 from langchain.agents.middleware import AgentMiddleware
 from langchain.agents.middleware.types import ToolCallRequest
 from langchain_core.callbacks import BaseCallbackHandler

@@ -39,7 +39,7 @@ from affidavit.client.actor import (
 from affidavit.client.client import Receipt
 from affidavit.client.errors import NotAuthorisedError, UnavailableError
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements.canonical import canonical_json, digest
+from affidavit.statements.canonical import canonical_json, commitment
 
 OBSERVE_ONLY = "observe-only"
 """Authorization.enforcement_point of a record made where the call could not be stopped."""
@@ -89,15 +89,15 @@ class Pending:
         return self.receipt.verdict if self.receipt is not None else "SPOOLED"
 
 
-def result_digest(result: Any) -> str:
-    """SHA-256 hex of a result: text and bytes as they are, anything else as canonical JSON
-    (falling back to its str() for objects JSON cannot express)."""
+def result_bytes(result: Any) -> str | bytes:
+    """What a result's commitment covers: text and bytes as they are, anything else as
+    canonical JSON (its str() for objects JSON cannot express)."""
     if isinstance(result, bytes | str):
-        return digest(result)
+        return result
     try:
-        return digest(canonical_json(result))
+        return canonical_json(result)
     except (TypeError, ValueError):
-        return digest(str(result))
+        return str(result)
 
 
 class Recorder:
@@ -185,8 +185,9 @@ class Recorder:
             outcome.error_code = error if isinstance(error, str) else type(error).__name__
         else:
             outcome.status = pb.OK
-            if result is not None:
-                outcome.result_digest = result_digest(result)
+            if result is not None:  # a keyed commitment: it confirms no guess of the result
+                opening = self.actor.result_opening(pending.action_id)
+                outcome.result_digest = commitment(opening, result_bytes(result))
         if status is not None:
             outcome.status = status
         self._finish(pending, outcome)

@@ -507,9 +507,9 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and _names_credential(name) and _plausible_value(text):
         found.append((0, len(text), "secret-assignment"))
-    elif not found and name is not None and text and _carries_credential(name):
-        if not _MARKER.search(text):  # already redacted: leave it (redaction is idempotent)
-            found.append((0, len(text), "credential-carrier"))
+    # A carrier already holding a marker was redacted before: leave it (idempotence).
+    elif not found and name and text and _carries_credential(name) and "«redacted:" not in text:
+        found.append((0, len(text), "credential-carrier"))
     return [Finding(rule, start, end) for start, end, rule in found]
 
 

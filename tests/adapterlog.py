@@ -24,7 +24,7 @@ from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
-from affidavit.statements.canonical import parameters_digest
+from affidavit.statements.redact import parameters_digest
 from affidavit.statements.signing import IdentityKey
 
 from tests.serverproc import ROOT, RPC_TIMEOUT, ServerFactory, ServerProcess

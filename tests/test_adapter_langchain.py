@@ -15,6 +15,7 @@ from affidavit.adapters.langchain import AuditCallbackHandler
 from affidavit.adapters.spool import Spool
 from affidavit.client.client import Client
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.canonical import commitment
 from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from langchain_core.messages import AIMessage, HumanMessage, ToolMessage
 from langgraph.types import Command
@@ -111,7 +112,10 @@ def test_tool_calls_are_recorded_before_and_after_with_secrets_redacted(log: Ada
         [entry] = log.auditor.entries(r.hit.index, r.hit.index + 1)
         assert GITHUB_TOKEN.encode() not in entry.data
     assert outcome.action.outcome.status == pb.OK
-    assert outcome.action.outcome.result_digest  # the digest of what the tool returned
+    # A keyed commitment to what the tool returned, opened by the agent's key for this action.
+    opening = actor.result_opening(intent.action.action_id)
+    returned = "opened issue 'Flaky login test' in acme/web"
+    assert outcome.action.outcome.result_digest == commitment(opening, returned)
 
 
 def test_an_out_of_scope_call_is_blocked_and_recorded_as_attempted(log: AdapterLog) -> None:
