@@ -26,9 +26,11 @@ from affidavit.client.cli import (
     witnessing,
 )
 
-# Commands that live beside what they drive: name -> "module:attribute".
+# Commands that live beside what they drive, imported only when run (the client never imports
+# the server, or the parts built on the client, otherwise): name -> "module:attribute".
 _SERVER_COMMANDS = {
     "auditor-token": "affidavit.server.cli:auditor_token",
+    "console": "affidavit.console.cli:console",
     "init": "affidavit.server.cli:init",
     "serve": "affidavit.server.cli:serve",
 }
