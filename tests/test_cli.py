@@ -1010,6 +1010,12 @@ def test_usage_errors(tmp_path: Path) -> None:
     assert "--limit" in usage_error("search", "--limit", "0")
 
 
+def test_console_refuses_a_bad_listen_address(tmp_path: Path) -> None:
+    # The console's pages are tested on real processes in tests/test_console*.py.
+    line = Cli(tmp_path).fails(EXIT_USAGE, "console", "--listen", "127.0.0.1:99999")
+    assert "is not HOST:PORT" in line
+
+
 # Last: every command was run, and every --json parsed.
 
 
