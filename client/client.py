@@ -279,11 +279,33 @@ class Client:
                 raise VerificationError(f"the log sent no entries for [{start}, {end})")
 
     def search(self, **criteria: object) -> Iterator[pb.SearchHit]:
-        """Every hit of a search (see SearchRequest for the criteria), page after page."""
-        request = pb.SearchRequest(**criteria)  # type: ignore[arg-type]
+        """Every hit of a search (see SearchRequest for the criteria), page after page.
+
+        A criterion takes one value or a list of values (any of which may match):
+        search(actor="bot"), search(verdict=[pb.OUT_OF_SCOPE, pb.NO_GRANT]); empty values are
+        left out."""
+        request = search_request(**criteria)
         while True:
             response = self.call(self.stub.Search, request)
             yield from response.hits
             if not response.next_index:
                 return
             request.start_index = response.next_index
+
+
+def search_request(**criteria: object) -> pb.SearchRequest:
+    """A SearchRequest from criteria given as one value or a list of values each.
+
+    The criteria are repeated fields, and protobuf would take a string given for one as the
+    list of its characters: a lone value is wrapped here, and empty values are dropped."""
+    request = pb.SearchRequest()
+    fields = pb.SearchRequest.DESCRIPTOR.fields_by_name
+    for name, value in criteria.items():
+        if name not in fields:
+            raise ValueError(f"unknown search criterion {name!r}")
+        if fields[name].is_repeated:
+            values = [value] if isinstance(value, str | int) else list(value)  # type: ignore[call-overload]
+            getattr(request, name).extend(v for v in values if v)
+        elif value:
+            setattr(request, name, value)
+    return request

@@ -1265,7 +1265,9 @@ Global___AgentAction: _TypeAlias = AgentAction  # noqa: Y015
 
 @_typing.final
 class SearchRequest(_message.Message):
-    """Every criterion given must hold (AND); at least one is needed."""
+    """Every criterion given must hold (AND); a criterion given several values holds when any of
+    them does (OR), e.g. verdict [OUT_OF_SCOPE, NO_GRANT]. At least one criterion is needed.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1284,57 +1286,93 @@ class SearchRequest(_message.Message):
     STATEMENT_ID_FIELD_NUMBER: _builtins.int
     ACTION_ID_FIELD_NUMBER: _builtins.int
     SUBJECT_FIELD_NUMBER: _builtins.int
+    TICKET_FIELD_NUMBER: _builtins.int
+    EFFECT_REF_FIELD_NUMBER: _builtins.int
+    RESULT_DIGEST_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
-    actor: _builtins.str
-    """Issuer of the statement (an agent for actions, a human for grants and approvals)."""
-    grantor: _builtins.str
-    """Any grantor in the delegation chain of an action's grant, or the issuer of a grant."""
-    approver: _builtins.str
-    """The human who approved an action (or issued an approval)."""
-    key_id: _builtins.str
-    """The signing key id, or an action's credential key id / token jti."""
-    resource_prefix: _builtins.str
-    """Target resource URI prefix."""
-    tool: _builtins.str
-    verdict: Global___Verdict.ValueType
-    session_id: _builtins.str
-    trace_id: _builtins.str
     time_from_ms: _builtins.int
     """Client time window, Unix milliseconds, [from, to); 0 leaves that side open."""
     time_to_ms: _builtins.int
     start_index: _builtins.int
     """Start at this log index (the next_index of the previous page)."""
-    statement_id: _builtins.str
-    """A statement by its id; every statement about an action by action id (its INTENT, OUTCOME
-    and approvals); identity events about an identity.
-    """
-    action_id: _builtins.str
-    subject: _builtins.str
     page_size: _builtins.int
     """At most this many hits (default and maximum 1000)."""
+    @_builtins.property
+    def actor(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Issuer of the statement (an agent for actions, a human for grants and approvals)."""
+
+    @_builtins.property
+    def grantor(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Any grantor in the delegation chain of an action's grant, or the issuer of a grant."""
+
+    @_builtins.property
+    def approver(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The human who approved an action (or issued an approval)."""
+
+    @_builtins.property
+    def key_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The signing key id, or an action's credential key id / token jti."""
+
+    @_builtins.property
+    def resource_prefix(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Target resource URI prefix."""
+
+    @_builtins.property
+    def tool(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def verdict(self) -> _containers.RepeatedScalarFieldContainer[Global___Verdict.ValueType]: ...
+    @_builtins.property
+    def session_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def trace_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def statement_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A statement by its id; every statement about an action by action id (its INTENT, OUTCOME
+        and approvals); identity events about an identity.
+        """
+
+    @_builtins.property
+    def action_id(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def subject(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def ticket(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """A change or access ticket: grants and approvals naming it, and actions under a grant (or
+        any grant up its chain) or an approval naming it.
+        """
+
+    @_builtins.property
+    def effect_ref(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """An OUTCOME's effect reference (e.g. commit:3f2a9c1e) or result digest (SHA-256 hex)."""
+
+    @_builtins.property
+    def result_digest(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
-        actor: _builtins.str = ...,
-        grantor: _builtins.str = ...,
-        approver: _builtins.str = ...,
-        key_id: _builtins.str = ...,
-        resource_prefix: _builtins.str = ...,
-        tool: _builtins.str = ...,
-        verdict: Global___Verdict.ValueType = ...,
-        session_id: _builtins.str = ...,
-        trace_id: _builtins.str = ...,
+        actor: _abc.Iterable[_builtins.str] | None = ...,
+        grantor: _abc.Iterable[_builtins.str] | None = ...,
+        approver: _abc.Iterable[_builtins.str] | None = ...,
+        key_id: _abc.Iterable[_builtins.str] | None = ...,
+        resource_prefix: _abc.Iterable[_builtins.str] | None = ...,
+        tool: _abc.Iterable[_builtins.str] | None = ...,
+        verdict: _abc.Iterable[Global___Verdict.ValueType] | None = ...,
+        session_id: _abc.Iterable[_builtins.str] | None = ...,
+        trace_id: _abc.Iterable[_builtins.str] | None = ...,
         time_from_ms: _builtins.int = ...,
         time_to_ms: _builtins.int = ...,
         start_index: _builtins.int = ...,
-        statement_id: _builtins.str = ...,
-        action_id: _builtins.str = ...,
-        subject: _builtins.str = ...,
+        statement_id: _abc.Iterable[_builtins.str] | None = ...,
+        action_id: _abc.Iterable[_builtins.str] | None = ...,
+        subject: _abc.Iterable[_builtins.str] | None = ...,
+        ticket: _abc.Iterable[_builtins.str] | None = ...,
+        effect_ref: _abc.Iterable[_builtins.str] | None = ...,
+        result_digest: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "resource_prefix", b"resource_prefix", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "effect_ref", b"effect_ref", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "resource_prefix", b"resource_prefix", "result_digest", b"result_digest", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "ticket", b"ticket", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1352,6 +1390,12 @@ class SearchHit(_message.Message):
     CLIENT_TIME_MS_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     VERDICT_REASON_FIELD_NUMBER: _builtins.int
+    ACTION_ID_FIELD_NUMBER: _builtins.int
+    PHASE_FIELD_NUMBER: _builtins.int
+    TOOL_FIELD_NUMBER: _builtins.int
+    RESOURCE_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     leaf_hash: _builtins.bytes
     statement_id: _builtins.str
@@ -1361,6 +1405,14 @@ class SearchHit(_message.Message):
     client_time_ms: _builtins.int
     verdict: Global___Verdict.ValueType
     verdict_reason: _builtins.str
+    action_id: _builtins.str
+    """Actions: the action id, its phase, tool and target resource. Approvals: the action id."""
+    phase: Global___AgentAction.Phase.ValueType
+    tool: _builtins.str
+    resource: _builtins.str
+    session_id: _builtins.str
+    """The issuer's session and the statement's place in it."""
+    sequence: _builtins.int
     def __init__(
         self,
         *,
@@ -1372,10 +1424,16 @@ class SearchHit(_message.Message):
         client_time_ms: _builtins.int = ...,
         verdict: Global___Verdict.ValueType = ...,
         verdict_reason: _builtins.str = ...,
+        action_id: _builtins.str = ...,
+        phase: Global___AgentAction.Phase.ValueType = ...,
+        tool: _builtins.str = ...,
+        resource: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["client_time_ms", b"client_time_ms", "index", b"index", "issuer", b"issuer", "kind", b"kind", "leaf_hash", b"leaf_hash", "statement_id", b"statement_id", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "client_time_ms", b"client_time_ms", "index", b"index", "issuer", b"issuer", "kind", b"kind", "leaf_hash", b"leaf_hash", "phase", b"phase", "resource", b"resource", "sequence", b"sequence", "session_id", b"session_id", "statement_id", b"statement_id", "tool", b"tool", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -8,12 +8,16 @@ Written in the integration batch of the statement they describe (so they cannot 
 
 Fields: actor, grantor (every grantor up the delegation chain), approver, key (signing key id,
 credential key id or token jti), resource, tool, verdict, session, trace, statement (id),
-action (action id) and subject (the identity an identity event is about). Integers are 8-byte
-big-endian, so exact-value scans run in log order and pages resume by index.
+action (action id), subject (the identity an identity event is about), ticket (a grant's or
+approval's; an action's grants up the chain and its approval's), effect and result (an
+OUTCOME's effect reference and result digest). Integers are 8-byte big-endian, so exact-value
+scans run in log order and pages resume by index. A criterion with several values merges the
+scans of each (in index order), so a page still resumes by index.
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -22,13 +26,26 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.server.storage import Storage
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.scope import MAX_CHAIN
-from affidavit.statements.state import KV, LogState, VerdictRecord
+from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
 
 MAX_PAGE = 1000
 MAX_RANGE_SCAN = 200_000
 """Most index keys a prefix or time-window search reads before asking for a narrower query."""
 
-_LISTS = ("actor", "grantor", "approver", "key", "resource", "tool", "trace", "action", "subject")
+_LISTS = (
+    "actor",
+    "grantor",
+    "approver",
+    "key",
+    "resource",
+    "tool",
+    "trace",
+    "action",
+    "subject",
+    "ticket",
+    "effect",
+    "result",
+)
 _HIT = b"x/h/"
 _FIELD = b"x/f/"
 _TIME = b"x/t/"
@@ -60,9 +77,20 @@ class Facets:
     trace: list[str] = field(default_factory=list)
     action: list[str] = field(default_factory=list)
     subject: list[str] = field(default_factory=list)
+    ticket: list[str] = field(default_factory=list)
+    effect: list[str] = field(default_factory=list)
+    result: list[str] = field(default_factory=list)
+    phase: int = 0
+    sequence: int = 0
 
     def hit(self) -> pb.SearchHit:
         return pb.SearchHit(
+            action_id=self.action[0] if self.action else "",
+            phase=pb.AgentAction.Phase.ValueType(self.phase),
+            tool=self.tool[0] if self.tool else "",
+            resource=self.resource[0] if self.resource else "",
+            session_id=self.session,
+            sequence=self.sequence,
             index=self.index,
             leaf_hash=bytes.fromhex(self.leaf_hash),
             statement_id=self.statement_id,
@@ -74,21 +102,36 @@ class Facets:
         )
 
 
-def _grantors(state: LogState, grant_id: str) -> list[str]:
+def _chain(state: LogState, grant_id: str) -> list[GrantRecord]:
+    """A grant and its parents, up to the root (or the first one not in the log)."""
     out = []
     for _ in range(MAX_CHAIN):
         record = state.grant(grant_id)
         if record is None:
             break
-        out.append(record.issuer)
+        out.append(record)
         grant_id = record.decoded().parent_grant_id
         if not grant_id:
             break
     return out
 
 
+def _tickets_of(kv: KV, index: int) -> list[str]:
+    """The tickets indexed for the statement at index (an approval's, read from its hit)."""
+    raw = kv.get(_HIT + _u64(index))
+    if raw is None:
+        return []
+    tickets: list[str] = json.loads(raw).get("ticket", [])
+    return tickets
+
+
 def facets_of(
-    state: LogState, index: int, leaf_hash: bytes, prepared: Prepared, verdict: VerdictRecord | None
+    kv: KV,
+    state: LogState,
+    index: int,
+    leaf_hash: bytes,
+    prepared: Prepared,
+    verdict: VerdictRecord | None,
 ) -> Facets:
     st = prepared.statement
     h = st.header
@@ -96,6 +139,7 @@ def facets_of(
     f = Facets(
         index, leaf_hash.hex(), h.statement_id, body, h.issuer, h.client_time_ms, h.session_id
     )
+    f.sequence = h.sequence
     f.actor.append(h.issuer)
     f.key.append(prepared.signed.key_id)
     if verdict is not None:
@@ -104,18 +148,27 @@ def facets_of(
         f.subject.append(st.identity.identity_id)
     elif body == "grant":
         f.grantor.append(h.issuer)
+        f.ticket.append(st.grant.ticket)
         if st.grant.parent_grant_id:
-            f.grantor += _grantors(state, st.grant.parent_grant_id)
+            for record in _chain(state, st.grant.parent_grant_id):
+                f.grantor.append(record.issuer)
     elif body == "approval":
         f.approver.append(h.issuer)
         f.action.append(st.approval.action_id)
+        f.ticket.append(st.approval.ticket)
     elif body == "action":
         a = st.action
+        f.phase = a.phase
         for grant_id in a.grant_ids:
-            f.grantor += _grantors(state, grant_id)
+            for record in _chain(state, grant_id):
+                f.grantor.append(record.issuer)
+                f.ticket.append(record.decoded().ticket)
         approval = state.approval(a.approval_id) if a.approval_id else None
         if approval is not None:
             f.approver.append(approval.issuer)
+            f.ticket += _tickets_of(kv, approval.index)
+        f.effect.append(a.outcome.effect_ref)
+        f.result.append(a.outcome.result_digest)
         f.key += [k for k in (a.credential.key_id, a.credential.token_jti) if k]
         f.resource.append(a.operation.resource)
         f.tool.append(a.operation.tool_name)
@@ -123,7 +176,7 @@ def facets_of(
         if a.correlation.trace_id:
             f.trace.append(a.correlation.trace_id)
     for name in _LISTS:
-        setattr(f, name, sorted(set(getattr(f, name))))
+        setattr(f, name, sorted({v for v in getattr(f, name) if v}))
     return f
 
 
@@ -136,7 +189,7 @@ def index_statement(
     verdict: VerdictRecord | None,
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch."""
-    f = facets_of(state, index, leaf_hash, prepared, verdict)
+    f = facets_of(kv, state, index, leaf_hash, prepared, verdict)
     kv.put(_HIT + _u64(index), json.dumps(vars(f), separators=(",", ":")).encode())
     values = {name: getattr(f, name) for name in _LISTS}
     values["session"] = [f.session]
@@ -153,42 +206,71 @@ class SearchError(ValueError):
     """A search that cannot be run as asked (no criteria, too broad)."""
 
 
-def _exact(request: pb.SearchRequest) -> list[tuple[str, str]]:
-    pairs = [
-        ("actor", request.actor),
-        ("grantor", request.grantor),
-        ("approver", request.approver),
-        ("key", request.key_id),
-        ("tool", request.tool),
-        ("session", request.session_id),
-        ("trace", request.trace_id),
-        ("statement", request.statement_id),
-        ("action", request.action_id),
-        ("subject", request.subject),
-        ("verdict", pb.Verdict.Name(request.verdict) if request.verdict else ""),
-    ]
-    return [(name, value) for name, value in pairs if value]
+# Each exact criterion: the request field and the index field it is looked up in.
+_CRITERIA = (
+    ("actor", "actor"),
+    ("grantor", "grantor"),
+    ("approver", "approver"),
+    ("key_id", "key"),
+    ("tool", "tool"),
+    ("session_id", "session"),
+    ("trace_id", "trace"),
+    ("statement_id", "statement"),
+    ("action_id", "action"),
+    ("subject", "subject"),
+    ("ticket", "ticket"),
+    ("effect_ref", "effect"),
+    ("result_digest", "result"),
+    ("verdict", "verdict"),
+)
+MAX_VALUES = 64
+"""Most values one criterion may be given."""
+
+
+def _exact(request: pb.SearchRequest) -> list[tuple[str, list[str]]]:
+    """The exact criteria given, each as (index field, its values), most selective first: an
+    identifier before a person, a person before a verdict (the first one drives the scan)."""
+    out = []
+    for request_field, name in _CRITERIA:
+        raw = getattr(request, request_field)
+        if request_field == "verdict":
+            values = [pb.Verdict.Name(v) for v in raw if v]
+        else:
+            values = [v for v in raw if v]
+        if values:
+            out.append((name, sorted(set(values))))
+    order = ("statement", "action", "effect", "result", "subject", "trace", "session")
+    out.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
+    return out
+
+
+def _values_of(f: Facets, name: str) -> list[str]:
+    if name == "session":
+        return [f.session]
+    if name == "statement":
+        return [f.statement_id]
+    if name == "verdict":
+        return [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))] if f.verdict else []
+    values: list[str] = getattr(f, name)
+    return values
 
 
 def _matches(f: Facets, request: pb.SearchRequest) -> bool:
-    for name, value in _exact(request):
-        if name == "session":
-            ok = f.session == value
-        elif name == "statement":
-            ok = f.statement_id == value
-        elif name == "verdict":
-            ok = f.verdict == request.verdict
-        else:
-            ok = value in getattr(f, name)
-        if not ok:
+    for name, wanted in _exact(request):
+        if not set(wanted) & set(_values_of(f, name)):
             return False
-    if request.resource_prefix and not any(
-        r.startswith(request.resource_prefix) for r in f.resource
-    ):
+    prefixes = [p for p in request.resource_prefix if p]
+    if prefixes and not any(r.startswith(p) for r in f.resource for p in prefixes):
         return False
     if request.time_from_ms and f.client_time_ms < request.time_from_ms:
         return False
     return not (request.time_to_ms and f.client_time_ms >= request.time_to_ms)
+
+
+def _field_scan(storage: Storage, name: str, value: str, start: int) -> Iterator[int]:
+    prefix = _FIELD + name.encode() + b"\x00" + value.encode() + b"\x00"
+    for key, _ in storage.scan(prefix, _u64(start)):
+        yield int.from_bytes(key[-8:], "big")
 
 
 def _candidates(storage: Storage, request: pb.SearchRequest) -> Iterator[int]:
@@ -196,51 +278,62 @@ def _candidates(storage: Storage, request: pb.SearchRequest) -> Iterator[int]:
     exact = _exact(request)
     start = request.start_index
     if exact:
-        name, value = exact[0]
-        prefix = _FIELD + name.encode() + b"\x00" + value.encode() + b"\x00"
-        for key, _ in storage.scan(prefix, _u64(start)):
-            yield int.from_bytes(key[-8:], "big")
+        name, values = exact[0]
+        merged = heapq.merge(*(_field_scan(storage, name, v, start) for v in values))
+        last = -1
+        for index in merged:
+            if index != last:
+                yield index
+            last = index
         return
     found: list[int] = []
-    if request.resource_prefix:
-        scan = storage.scan(_FIELD + b"resource\x00" + request.resource_prefix.encode())
+    prefixes = [p for p in request.resource_prefix if p]
+    if prefixes:
+        scans = [storage.scan(_FIELD + b"resource\x00" + p.encode()) for p in set(prefixes)]
     else:
-        scan = storage.scan(_TIME, _u64(request.time_from_ms))
-    for n, (key, _) in enumerate(scan):
-        if n >= MAX_RANGE_SCAN:
-            raise SearchError(
-                "the search matches too much; add an exact criterion (actor, tool, ...)"
-            )
-        if (
-            key.startswith(_TIME)
-            and request.time_to_ms
-            and int.from_bytes(key[4:12], "big") >= request.time_to_ms
-        ):
-            break
-        index = int.from_bytes(key[-8:], "big")
-        if index >= start:
-            found.append(index)
+        scans = [storage.scan(_TIME, _u64(request.time_from_ms))]
+    n = 0
+    for scan in scans:
+        for key, _ in scan:
+            n += 1
+            if n > MAX_RANGE_SCAN:
+                raise SearchError(
+                    "the search matches too much; add an exact criterion (actor, tool, ...)"
+                )
+            if (
+                key.startswith(_TIME)
+                and request.time_to_ms
+                and int.from_bytes(key[4:12], "big") >= request.time_to_ms
+            ):
+                break
+            index = int.from_bytes(key[-8:], "big")
+            if index >= start:
+                found.append(index)
     yield from sorted(set(found))
 
 
 def search(storage: Storage, request: pb.SearchRequest) -> pb.SearchResponse:
-    """One page of hits, oldest first."""
-    if not (
-        _exact(request) or request.resource_prefix or request.time_from_ms or request.time_to_ms
-    ):
+    """One page of hits, oldest first; next_index is the next hit's index, 0 when there is none
+    (so a client can say for certain whether more results exist)."""
+    exact = _exact(request)
+    if not (exact or any(request.resource_prefix) or request.time_from_ms or request.time_to_ms):
         raise SearchError(
             "give at least one criterion: actor, grantor, approver, key_id, resource_prefix, tool, "
-            "verdict, session_id, trace_id, statement_id, action_id, subject or a time window"
+            "verdict, session_id, trace_id, statement_id, action_id, subject, ticket, "
+            "effect_ref, result_digest or a time window"
         )
+    for request_field, _ in (*_CRITERIA, ("resource_prefix", "")):
+        if len(getattr(request, request_field)) > MAX_VALUES:
+            raise SearchError(f"{request_field} has more than {MAX_VALUES} values")
     limit = min(request.page_size or MAX_PAGE, MAX_PAGE)
     hits: list[pb.SearchHit] = []
     for index in _candidates(storage, request):
-        if len(hits) == limit:
-            return pb.SearchResponse(hits=hits, next_index=index)
         raw = storage.get(_HIT + _u64(index))
         if raw is None:
             continue
         f = Facets(**json.loads(raw))
         if _matches(f, request):
+            if len(hits) == limit:  # a next page exists: it starts with this hit
+                return pb.SearchResponse(hits=hits, next_index=index)
             hits.append(f.hit())
     return pb.SearchResponse(hits=hits, next_index=0)

@@ -38,6 +38,7 @@ from affidavit.client.verify import TrustPolicy
 from affidavit.merkle import keys, note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
 from click.testing import CliRunner
 
@@ -571,7 +572,7 @@ def test_approve_and_append(log: Log, story: Story) -> None:
         "OK",
         "commit:3f2a9c1e",
     )
-    assert base64.b64decode(o["intent_leaf_hash"]).hex() == intent["leaf_hash"]
+    assert o["intent_leaf_hash"] == intent["leaf_hash"]  # hashes: hex everywhere
 
     # The INTENT is kept until its OUTCOME is recorded, then gone: a second OUTCOME is refused.
     line = cli.fails(EXIT_USAGE, "append", "--key", "bot.key", "--outcome", story.action_id)
@@ -676,20 +677,77 @@ def test_get_refuses_an_entry_the_proof_does_not_cover(
 
 def test_search(log: Log, story: Story) -> None:
     cli = log.cli
-    hits = cli.json("search", "--grantor", "alice")
-    assert {int(h["index"]) for h in hits} >= {story.intent_index, story.stray_index}
-    out_of_scope = cli.json("search", "--verdict", "out-of-scope")
-    assert story.stray_index in {int(h["index"]) for h in out_of_scope}
-    assert story.intent_index not in {int(h["index"]) for h in out_of_scope}
-    assert len(cli.json("search", "--actor", "bot", "--limit", "1")) == 1
+    found = cli.json("search", "--grantor", "alice")
+    assert found["more"] is False and found["next_after"] is None
+    hits = found["hits"]
+    assert {h["index"] for h in hits} >= {story.intent_index, story.stray_index}
+    # One encoding: integers are JSON numbers, hashes lowercase hex.
+    assert all(isinstance(h["index"], int) and isinstance(h["client_time_ms"], int) for h in hits)
+    assert all(re.fullmatch(r"[0-9a-f]{64}", h["leaf_hash"]) for h in hits)
+    out_of_scope = cli.json("search", "--verdict", "out-of-scope")["hits"]
+    assert story.stray_index in {h["index"] for h in out_of_scope}
+    assert story.intent_index not in {h["index"] for h in out_of_scope}
+    either = cli.json("search", "--verdict", "out-of-scope", "--verdict", "in-scope")["hits"]
+    assert {story.stray_index, story.intent_index} <= {h["index"] for h in either}
     human = cli.ok("search", "--action-id", story.action_id).stdout.splitlines()
-    assert len(human) == 3 and all("alice" in h or "bot" in h for h in human)
+    assert human[0].split() == [
+        *("INDEX", "TIME", "(UTC)", "KIND", "ISSUER", "ACTION", "ID", "PHASE", "TOOL"),
+        *("RESOURCE", "VERDICT"),
+    ]
+    assert len(human) == 4 and all(story.action_id in row for row in human[1:])
+    intent_row = next(r for r in human if r.split()[0] == str(story.intent_index))
+    for cell in ("INTENT", "github.create_pull_request", "repo:acme/web", "IN_SCOPE"):
+        assert cell in intent_row
     assert cli.ok("search", "--tool", "no.such.tool").stdout.strip() == "no matches"
-    assert cli.json("search", "--actor", "bot", "--from", "2000-01-01", "--to", "2000-01-02") == []
+    window = ("--from", "2000-01-01", "--to", "2000-01-02")
+    assert cli.json("search", "--actor", "bot", *window)["hits"] == []
     assert "isoformat" in cli.fails(EXIT_USAGE, "search", "--from", "someday")
     assert "UNAUTHENTICATED" in cli.fails(
         EXIT_REFUSED, "search", "--actor", "bot", env={"AFFIDAVIT_TOKEN": None}
     )
+
+
+def test_search_pages(log: Log, story: Story) -> None:
+    """--limit pages through log order; each page says whether more exist and where to resume."""
+    cli = log.cli
+    everything = [h["index"] for h in cli.json("search", "--actor", "bot")["hits"]]
+    assert len(everything) >= 3
+    seen: list[int] = []
+    after: list[str] = []
+    while True:
+        page = cli.json("search", "--actor", "bot", "--limit", "2", *after)
+        seen += [h["index"] for h in page["hits"]]
+        human = cli.ok("search", "--actor", "bot", "--limit", "2", *after).stdout.splitlines()
+        if not page["more"]:
+            assert not human[-1].startswith("more results exist")
+            break
+        assert page["next_after"] == page["hits"][-1]["index"]
+        assert human[-1] == f"more results exist: repeat with --after {page['next_after']}"
+        after = ["--after", str(page["next_after"])]
+    assert seen == everything
+
+
+def test_search_by_ticket_effect_and_result(log: Log, story: Story) -> None:
+    cli = log.cli
+    ticket = {h["index"]: h for h in cli.json("search", "--ticket", "CHG-1042")["hits"]}
+    kinds = {h["kind"] for h in ticket.values()}
+    assert kinds == {"grant", "approval", "action"}
+    assert {story.intent_index, story.stray_index} <= set(ticket)  # actions under the grant
+    [outcome] = cli.json("search", "--effect-ref", "commit:3f2a9c1e")["hits"]
+    assert (outcome["action_id"], outcome["phase"]) == (story.action_id, "OUTCOME")
+    assert outcome["statement_id"] == story.outcome_id
+    # A result digest, recorded through the library (Action.result).
+    with Client(log.server.address, TrustPolicy(log.server.verifier_key)) as client:
+        bot = Actor(client, IdentityKey.load(log.work / "bot.key"))
+        with bot.action(
+            "github.get_repo", "repo:acme/api", pb.READ, {}, grant_ids=[log.grant_id]
+        ) as act:
+            act.result = {"stars": 3}
+    assert act.outcome_recorded is not None
+    digest = build.statement_of(act.outcome_recorded.leaf).action.outcome.result_digest
+    [hit] = cli.json("search", "--result-digest", digest, "--result-digest", "0" * 64)["hits"]
+    assert hit["index"] == act.outcome_recorded.receipt.index
+    assert cli.json("search", "--ticket", "CHG-9999")["hits"] == []
 
 
 def test_prove(log: Log, story: Story) -> None:

@@ -23,6 +23,7 @@ from typing import Any
 
 import grpc
 import pytest
+from affidavit.client.client import search_request
 from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, note, verify_inclusion
 from affidavit.proto import affidavit_pb2 as pb
@@ -121,7 +122,7 @@ class Log:
         start = 0
         while True:
             page = self.stub.Search(
-                pb.SearchRequest(start_index=start, page_size=50, **criteria),
+                search_request(start_index=start, page_size=50, **criteria),
                 metadata=self.auth,
                 timeout=RPC_TIMEOUT,
             )
@@ -656,7 +657,7 @@ def test_gap_or_fork_in_a_session_chain_is_refused(log: Log) -> None:
 
 def test_reading_entries_and_searching_need_the_auditor_token(log: Log) -> None:
     stub = log.stub
-    search = pb.SearchRequest(actor="admin")
+    search = pb.SearchRequest(actor=["admin"])
     for call, request in (
         (stub.Search, search),
         (stub.GetEntries, pb.GetEntriesRequest(start=0, end=1)),
@@ -695,3 +696,7 @@ def test_an_auditor_replaying_the_log_reaches_the_servers_verdicts(log: Log) -> 
     }
     assert replayed == served
     assert len(served) >= 10
+    # Several values of one criterion: any of them (OR), pages still in log order.
+    flagged = log.indexes(verdict=[pb.OUT_OF_SCOPE, pb.NO_GRANT])
+    assert flagged == sorted(i for i, (v, _) in served.items() if v != pb.IN_SCOPE)
+    assert flagged and len(flagged) < len(served)

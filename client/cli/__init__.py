@@ -1,10 +1,10 @@
 """The `affidavit` command: one click group composed from the commands of each part.
 
 The client's commands live in this package, one module per command group (identities,
-authority, actions, reading, witnessing, evidence, auditing); the server's (server/cli.py:
-init, serve, auditor-token) are imported only when one of them runs, the one place client-side
-code touches the server. Every client command takes the connection options (also as
-AFFIDAVIT_* environment variables) and --json.
+authority, actions, reading, searching, witnessing, evidence, auditing); the server's
+(server/cli.py: init, serve, auditor-token) are imported only when one of them runs, the one
+place client-side code touches the server. Every client command takes the connection options
+(also as AFFIDAVIT_* environment variables) and --json.
 
 Exit codes: 0 done; 1 something did not verify (or an audit found something); 2 usage error;
 3 the log refused the request; 4 the log could not be reached.
@@ -23,6 +23,7 @@ from affidavit.client.cli import (
     evidence,
     identities,
     reading,
+    searching,
     witnessing,
 )
 
@@ -101,7 +102,7 @@ for _command in (
     authority.approve,
     actions.append,
     reading.get,
-    reading.search,
+    searching.search,
     reading.prove,
     reading.verify,
     witnessing.witness,

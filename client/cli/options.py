@@ -15,11 +15,11 @@ from typing import Any, NoReturn, TypeVar
 import click
 from affidavit.client.client import Client, Receipt, Tls
 from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
+from affidavit.client.jsonform import message_json
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.errors import Rejection
-from google.protobuf import json_format
 
 EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 
@@ -72,8 +72,8 @@ class Out:
 
 
 def message_dict(message: Any) -> dict[str, Any]:
-    out: dict[str, Any] = json_format.MessageToDict(message, preserving_proto_field_name=True)
-    return out
+    """A message as JSON: integers as numbers, hashes as hex (client/jsonform.py)."""
+    return message_json(message)
 
 
 # Connection options, shared by every client command.

@@ -1,4 +1,4 @@
-"""Reading and proving: get, search, prove, verify."""
+"""Reading and proving: get, prove, verify (search: searching.py)."""
 
 from __future__ import annotations
 
@@ -12,8 +12,6 @@ from affidavit.client.cli.options import (
     connection,
     handle_errors,
     message_dict,
-    time_ms,
-    utc_text,
 )
 from affidavit.client.errors import VerificationError
 from affidavit.proto import affidavit_pb2 as pb
@@ -67,57 +65,6 @@ def get(conn: Conn, index: int | None, statement_id: str | None, action_id: str 
             shown.append(_entry_data(entry))
     human = "\n\n".join(json.dumps(d, indent=2, ensure_ascii=False) for d in shown)
     conn.out.emit(human, shown if len(shown) > 1 else shown[0])
-
-
-@click.command()
-@click.option("--actor", default="", help="Who issued the statement.")
-@click.option("--grantor", default="", help="Anyone in an action's delegation chain.")
-@click.option("--approver", default="", help="Who approved an action.")
-@click.option(
-    "--key-id", default="", help="Signing key id, or an action's credential key id / jti."
-)
-@click.option("--resource-prefix", default="", help="Target resource URI prefix.")
-@click.option("--tool", default="")
-@click.option("--verdict", type=click.Choice(["in-scope", "out-of-scope", "no-grant"]))
-@click.option("--session", "session_id", default="")
-@click.option("--trace-id", default="")
-@click.option("--action-id", default="")
-@click.option("--statement-id", default="")
-@click.option("--subject", default="", help="Identity events about this identity.")
-@click.option("--from", "time_from", help="Client time from (ISO 8601 or Unix ms).")
-@click.option("--to", "time_to", help="Client time before (ISO 8601 or Unix ms).")
-@click.option("--limit", type=click.IntRange(min=1), default=100, show_default=True)
-@connection
-@handle_errors
-def search(
-    conn: Conn,
-    limit: int,
-    verdict: str | None,
-    time_from: str | None,
-    time_to: str | None,
-    **criteria: str,
-) -> None:
-    """Find statements by who and what they concern (needs --token)."""
-    request: dict[str, Any] = {k: v for k, v in criteria.items() if v}
-    if verdict:
-        request["verdict"] = {
-            "in-scope": pb.IN_SCOPE,
-            "out-of-scope": pb.OUT_OF_SCOPE,
-            "no-grant": pb.NO_GRANT,
-        }[verdict]
-    request["time_from_ms"], request["time_to_ms"] = time_ms(time_from), time_ms(time_to)
-    hits = []
-    with conn.client() as client:
-        for hit in client.search(**request):
-            hits.append(hit)
-            if len(hits) == limit:
-                break
-    lines = [
-        f"{h.index:>8}  {h.kind:<8}  {utc_text(h.client_time_ms)}  {h.issuer}  "
-        f"{pb.Verdict.Name(h.verdict) if h.verdict else ''} {h.verdict_reason}".rstrip()
-        for h in hits
-    ]
-    conn.out.emit("\n".join(lines) or "no matches", [message_dict(h) for h in hits])
 
 
 @click.command()
