@@ -24,7 +24,7 @@ from urllib.parse import quote
 
 import jinja2
 from affidavit.client.cli.options import time_ms
-from affidavit.client.client import Client, Tls
+from affidavit.client.client import Client, Tls, search_request
 from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
 from affidavit.client.verify import TrustPolicy
 from affidavit.console import filters, graph, reads
@@ -129,7 +129,7 @@ async def login_submit(request: web.Request) -> web.StreamResponse:
     def check() -> None:
         client.checkpoint()
         # Any search needs the auditor token: an unknown statement id finds nothing, cheaply.
-        client.call(client.stub.Search, pb.SearchRequest(statement_id="-", page_size=1))
+        client.call(client.stub.Search, search_request(statement_id="-", page_size=1))
 
     try:
         await asyncio.to_thread(check)

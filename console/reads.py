@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from affidavit.client import bundle as bundles
-from affidavit.client.client import Client
+from affidavit.client.client import Client, search_request
 from affidavit.client.errors import VerificationError
 from affidavit.merkle import note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
@@ -233,7 +233,7 @@ class SearchPage:
 
 def search(client: Client, criteria: dict[str, Any], start: int, page_size: int) -> SearchPage:
     """One page of a search (criteria as SearchRequest fields), each hit read and decoded."""
-    request = pb.SearchRequest(**criteria, start_index=start, page_size=page_size)
+    request = search_request(**criteria, start_index=start, page_size=page_size)
     response = client.call(client.stub.Search, request)
     hits = list(response.hits)
     leaves = _leaves(client, [h.index for h in hits])
