@@ -17,9 +17,10 @@ from affidavit.server import config
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
-from affidavit.server.sequencer import Sequencer, recover
+from affidavit.server.integrity import KeptCheckpoint, recover
+from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
-from affidavit.server.storage import Storage, StorageError
+from affidavit.server.storage import MIN_FREE_BYTES, Storage, StorageError
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -42,13 +43,19 @@ class OpenLog:
 
 @asynccontextmanager
 async def open_log(
-    data_dir: Path, *, max_batch: int = 1000, max_wait_ms: float = 0.0, queue_size: int = 4096
+    data_dir: Path,
+    *,
+    max_batch: int = 1000,
+    max_wait_ms: float = 0.0,
+    queue_size: int = 4096,
+    min_free_bytes: int = MIN_FREE_BYTES,
 ) -> AsyncIterator[OpenLog]:
     """Open and check a log, run its sequencer; on exit, finish what is queued and close."""
     signer, verifier_key = config.load_key(data_dir)
-    storage = Storage(data_dir / config.DB_DIR)
+    storage = Storage(data_dir / config.DB_DIR, min_free_bytes=min_free_bytes)
     try:
-        checkpoint, note_text = recover(storage, verifier_key)
+        kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
+        checkpoint, note_text = recover(storage, verifier_key, kept)
         gate = StatementGate(storage) if storage.entry_format() == "statements" else None
         sequencer = Sequencer(
             storage,
@@ -57,6 +64,7 @@ async def open_log(
             checkpoint,
             note_text,
             gate=gate,
+            kept=kept,
             max_batch=max_batch,
             max_wait=max_wait_ms / 1000,
             queue_size=queue_size,
@@ -93,6 +101,22 @@ async def create_log(
     return verifier, path
 
 
+async def _report_faults(
+    sequencer: Sequencer, health_servicer: health.aio.HealthServicer, log_service: str
+) -> None:
+    """Health follows the log's ability to append: the Log service is NOT_SERVING while
+    appends cannot be made durable (reads go on), and every change is logged on one line."""
+    fault = None
+    while True:
+        fault = await sequencer.wait_fault_change(fault)
+        if fault is None:
+            log.info("appends are durable again")
+            await health_servicer.set(log_service, health_pb2.HealthCheckResponse.SERVING)
+        else:
+            log.error("appends refused: %s", fault)
+            await health_servicer.set(log_service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
 def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
     """TLS credentials when a certificate is configured; with a client CA, clients must present
     a certificate it signed (mTLS)."""
@@ -113,6 +137,7 @@ async def serve(settings: ServeSettings) -> None:
         max_batch=settings.max_batch,
         max_wait_ms=settings.max_wait_ms,
         queue_size=settings.queue_size,
+        min_free_bytes=settings.min_free_bytes,
     ) as opened:
         if opened.gate is not None and opened.sequencer.checkpoint.size == 0:
             raise StorageError(
@@ -155,6 +180,9 @@ async def serve(settings: ServeSettings) -> None:
         await server.start()
         for name in ("", log_service):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        health_task = asyncio.ensure_future(
+            _report_faults(opened.sequencer, health_servicer, log_service)
+        )
         checkpoint = opened.sequencer.checkpoint
         log.info(
             "affidavit serving %s at %s:%d, tree size %d, log key %s (%s entries%s)",
@@ -173,6 +201,7 @@ async def serve(settings: ServeSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping: finishing requests in flight")
+        health_task.cancel()
         await opened.sequencer.begin_shutdown()  # ends checkpoint watches
         await health_servicer.enter_graceful_shutdown()
         await server.stop(SHUTDOWN_GRACE_S)

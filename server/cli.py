@@ -15,7 +15,7 @@ from affidavit.merkle.errors import MalformedKeyError
 from affidavit.server import app, config
 from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
-from affidavit.server.storage import StorageError
+from affidavit.server.storage import MIN_FREE_BYTES, StorageError
 
 DEFAULT_DATA_DIR = Path("data")
 
@@ -147,6 +147,17 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     help="Entries waiting at most; beyond it appends get RESOURCE_EXHAUSTED and should retry.",
 )
 @click.option(
+    "--min-free-mib",
+    type=click.IntRange(min=0),
+    default=MIN_FREE_BYTES >> 20,
+    show_default=True,
+    envvar="AFFIDAVIT_MIN_FREE_MIB",
+    show_envvar=True,
+    help="Free space (MiB) the data directory's disk keeps: below it appends get "
+    "RESOURCE_EXHAUSTED (reads go on) and health says NOT_SERVING for the Log service, until "
+    "space is freed; then appends resume by themselves.",
+)
+@click.option(
     "--auditor-token-hash",
     "auditor_token_hashes",
     multiple=True,
@@ -195,6 +206,7 @@ def serve(
     batch_size: int,
     batch_wait_ms: float,
     queue_size: int,
+    min_free_mib: int,
     auditor_token_hashes: tuple[str, ...],
     witness_keys: tuple[str, ...],
     tls_cert: Path | None,
@@ -242,6 +254,7 @@ def serve(
         max_batch=batch_size,
         max_wait_ms=batch_wait_ms,
         queue_size=queue_size,
+        min_free_bytes=min_free_mib << 20,
         auditor_token_hashes=auditor_token_hashes,
         witness_keys=witness_keys,
         tls_cert=tls_cert,
@@ -252,6 +265,8 @@ def serve(
         asyncio.run(app.serve(settings))
     except (StorageError, OSError) as e:
         _fail(str(e))
+    except Exception as e:  # one line, whatever broke: the operator reads it first
+        _fail(f"the server failed: {type(e).__name__}: {e}")
 
 
 @click.command("auditor-token")

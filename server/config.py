@@ -5,6 +5,8 @@
     <data dir>/admin.key the first admin identity's signing key, mode 0600, written by init
                          for a statements log: move it off the server
     <data dir>/db/       the LevelDB (see server.storage)
+    <data dir>/checkpoint the latest checkpoint the log signed, kept outside the database to
+                         detect a database that lost writes (see server.integrity)
 
 The origin (the checkpoint's first line) is the key's name, as C2SP logs do.
 """
@@ -19,12 +21,14 @@ from pathlib import Path
 from affidavit.merkle import hashing, keys, note
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.errors import MalformedKeyError
-from affidavit.server.storage import Batch, Storage, StorageError
+from affidavit.server.integrity import KeptCheckpoint
+from affidavit.server.storage import MIN_FREE_BYTES, Batch, Storage, StorageError
 
 KEY_FILE = "log.key"
 PUB_FILE = "log.pub"
 ADMIN_KEY_FILE = "admin.key"
 DB_DIR = "db"
+CHECKPOINT_FILE = "checkpoint"
 ENTRY_FORMATS = ("statements", "opaque")
 
 
@@ -42,6 +46,7 @@ class ServeSettings:
     max_batch: int = 1000
     max_wait_ms: float = 0.0
     queue_size: int = 4096
+    min_free_bytes: int = MIN_FREE_BYTES
     max_batch_entries: int = 1000
     page_size: int = 1000
     auditor_token_hashes: tuple[str, ...] = ()
@@ -94,9 +99,10 @@ def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> s
         storage.set_entry_format(entry_format)
         # The empty tree's checkpoint, so a log always has one to serve and extend.
         empty = note.sign(Checkpoint(origin, 0, hashing.EMPTY_ROOT).format(), signer_text)
-        storage.commit(Batch(0, (), (), {}, empty))
+        storage.commit(Batch(0, (), (), {}, empty), previous=None)
     finally:
         storage.close()
+    KeptCheckpoint(data_dir / CHECKPOINT_FILE).replace(empty)
     _write_public(data_dir / PUB_FILE, verifier_text + "\n")
     # The private key last: its presence marks a complete log directory.
     write_private(data_dir / KEY_FILE, signer_text + "\n")

@@ -19,20 +19,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from affidavit.merkle import checkpoint as checkpoints
-from affidavit.merkle import hashing, note, proofs
+from affidavit.merkle import hashing, proofs
 from affidavit.merkle.checkpoint import Checkpoint
-from affidavit.merkle.compact import CompactRange
-from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
-from affidavit.server.storage import Batch, Storage, StorageError
+from affidavit.server.integrity import KeptCheckpoint
+from affidavit.server.storage import (
+    Batch,
+    ConflictError,
+    DataLossError,
+    DiskFullError,
+    Storage,
+    StorageError,
+)
 from affidavit.statements.errors import Rejection
+
+FAULT_PROBE_S = 1.0
+"""How often a failing log (a full disk) checks whether it can write again while idle."""
 
 
 class Receipt(NamedTuple):
@@ -93,40 +102,6 @@ class _Pending:
     future: asyncio.Future[list[Outcome]]
 
 
-def recover(storage: Storage, verifier_key: str) -> tuple[Checkpoint, str]:
-    """The latest checkpoint and its note, once the stored log is shown to match it.
-
-    The note must carry the log's own valid signature, the entries stored must be exactly the
-    ones it covers, and the root recomputed from the stored tiles must be its root. Anything
-    else is a StorageError: a server must not serve (or extend) a log it cannot vouch for.
-    """
-    text = storage.checkpoint()
-    if text is None:
-        raise StorageError(
-            f"{storage.path} holds no checkpoint; it was not made by `affidavit init`"
-        )
-    try:
-        cp = checkpoints.parse(note.open(text, [verifier_key]))
-    except MerkleError as e:
-        raise StorageError(
-            f"the stored checkpoint does not verify with the log's key: {e}"
-        ) from None
-    last = storage.last_entry_index()
-    stored = 0 if last is None else last + 1
-    if stored != cp.size:
-        raise StorageError(
-            f"the signed checkpoint covers {cp.size} entries but {stored} are stored; "
-            "the database was altered or damaged"
-        )
-    root = CompactRange.from_reader(cp.size, TileHashReader(cp.size, storage.read_tiles)).root()
-    if root != cp.root_hash:
-        raise StorageError(
-            f"the stored tiles give root {root.hex()} but the signed checkpoint of size {cp.size} "
-            f"says {cp.root_hash.hex()}; the database was altered or damaged, refusing to serve"
-        )
-    return cp, text
-
-
 class Sequencer:
     """Owns the log's growth. Create it with recover(); run() integrates until stop()."""
 
@@ -139,6 +114,7 @@ class Sequencer:
         note: str,
         *,
         gate: Gate | None = None,
+        kept: KeptCheckpoint | None = None,
         max_batch: int = 1000,
         max_wait: float = 0.0,
         queue_size: int = 4096,
@@ -160,6 +136,10 @@ class Sequencer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._grown = asyncio.Condition()
+        self._kept = kept
+        self._fault: StorageError | None = None  # why the last integration failed, if it did
+        self._halted: StorageError | None = None  # set, the log signs nothing more
+        self._faults = asyncio.Condition()  # notified when fault changes
 
     @property
     def queue_size(self) -> int:
@@ -175,6 +155,33 @@ class Sequencer:
     def note(self) -> str:
         """The latest committed checkpoint's signed note."""
         return self._note
+
+    @property
+    def fault(self) -> StorageError | None:
+        """Why appends cannot be made durable now (None: they can). A DiskFullError clears by
+        itself once the disk has room; a halt (another writer, damage) lasts until restart."""
+        return self._halted or self._fault
+
+    async def wait_fault_change(self, known: StorageError | None) -> StorageError | None:
+        """Wait until fault is no longer known; the new fault (None once appends work)."""
+        async with self._faults:
+            await self._faults.wait_for(lambda: self.fault is not known or self._stopping)
+        return self.fault
+
+    async def halt(self, error: StorageError) -> None:
+        """Sign nothing more: every append from now on is refused with error (damage found
+        under the checkpoint, or another writer at work)."""
+        self._halted = error
+        async with self._faults:
+            self._faults.notify_all()
+
+    async def _set_fault(self, error: StorageError | None) -> None:
+        if isinstance(error, ConflictError | DataLossError):
+            self._halted = error
+        elif error is not self._fault:
+            self._fault = error
+        async with self._faults:
+            self._faults.notify_all()
 
     def start(self) -> None:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="integrator")
@@ -200,6 +207,8 @@ class Sequencer:
         self._stopping = True
         async with self._grown:
             self._grown.notify_all()
+        async with self._faults:
+            self._faults.notify_all()
 
     async def append(self, entry: bytes, prepared: object = None) -> Receipt:
         """Queue one entry (with what the gate prepared from it) and wait until it is durable.
@@ -226,6 +235,8 @@ class Sequencer:
             raise ValueError("one prepared value per entry")
         if self._stopping:
             raise ShuttingDownError("the log is shutting down")
+        if self._halted is not None:
+            raise self._halted
         room = min(len(entries), self._queue_size - self._queued)
         if room <= 0:
             raise QueueFullError(f"the append queue is full ({self._queue_size} entries)")
@@ -237,7 +248,7 @@ class Sequencer:
     async def _next_batch(self) -> list[_Pending]:
         """Whole items, in queue order, up to max_batch entries (an item larger than that goes
         alone), waiting at most max_wait after the first for more."""
-        first = self._carry if self._carry is not None else await self._queue.get()
+        first = self._carry if self._carry is not None else await self._next_item()
         self._carry = None
         batch, count = [first], len(first.entries)
         deadline = time.monotonic() + self._max_wait
@@ -260,6 +271,24 @@ class Sequencer:
         self._queued -= count
         return batch
 
+    async def _next_item(self) -> _Pending:
+        """The next queued item; while a fault that may clear stands and nothing is queued,
+        probe the storage every FAULT_PROBE_S so the fault clears without waiting for an append.
+        """
+        while self._fault is not None and self._halted is None:
+            try:
+                return await asyncio.wait_for(self._queue.get(), FAULT_PROBE_S)
+            except TimeoutError:
+                pass
+            loop = asyncio.get_running_loop()
+            try:
+                await loop.run_in_executor(self._worker, self._storage.check_writable)
+            except StorageError as e:
+                await self._set_fault(e)
+            else:
+                await self._set_fault(None)
+        return await self._queue.get()
+
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
@@ -267,14 +296,20 @@ class Sequencer:
             entries = [e for p in batch for e in p.entries]
             prepared = [x for p in batch for x in p.prepared]
             try:
+                if self._halted is not None:
+                    raise self._halted
                 outcomes = await loop.run_in_executor(
                     self._worker, self._integrate, entries, prepared
                 )
             except Exception as e:  # every waiter must hear of the failure
+                if isinstance(e, StorageError):
+                    await self._set_fault(e)
                 for p in batch:
                     if not p.future.done():
                         p.future.set_exception(e)
             else:
+                if self._fault is not None:
+                    await self._set_fault(None)
                 at = 0
                 for p in batch:
                     if not p.future.done():  # else the caller went away
@@ -323,12 +358,29 @@ class Sequencer:
             # merkle.tiles.grow), so it is the root of the tiles written with it: a checkpoint
             # is never signed over anything but what is stored.
             checkpoint = Checkpoint(self._origin, growth.size, growth.root())
+            # Never sign over a head other than the one this log signed last.
+            if self._storage.checkpoint() != self._note:
+                raise ConflictError(
+                    f"the latest checkpoint stored in {self._storage.path} is not the one this "
+                    "server signed last: another process wrote to the log; refusing to sign"
+                )
             note = self._sign(checkpoint.format())
             extra = gate.writes() if gate is not None else {}
-            self._storage.commit(Batch(size, new_entries, new_hashes, growth.tiles, note, extra))
+            batch = Batch(size, new_entries, new_hashes, growth.tiles, note, extra)
+            self._storage.commit(batch, previous=self._note)
             self._checkpoint, self._note = checkpoint, note
             if gate is not None:
                 gate.durable()
+            if self._kept is not None:
+                try:
+                    self._kept.replace(note)
+                except OSError as e:
+                    # Durable in the database but not yet kept outside it: not acknowledged
+                    # (a retry finds the entries, as after a crash at this point).
+                    message = f"cannot keep the new checkpoint in {self._kept.path}: {e.strerror}"
+                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                        raise DiskFullError(f"{message}; free space there") from None
+                    raise StorageError(message) from None
 
         proof_of = self._proofs(
             [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth

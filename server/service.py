@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, NoReturn
@@ -26,11 +27,18 @@ from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
-from affidavit.server.storage import Storage
+from affidavit.server.storage import (
+    ConflictError,
+    DataLossError,
+    DiskFullError,
+    Storage,
+    StorageError,
+)
 from affidavit.statements.errors import Rejection
 from google.protobuf.message import DecodeError
 
 Context = grpc.aio.ServicerContext[Any, Any]
+log = logging.getLogger("affidavit.server")
 
 RETRY_AFTER_MS = 100
 """The back-off suggested to appenders when the queue is full (also sent as retry-after-ms)."""
@@ -129,6 +137,10 @@ class LogService(pb_grpc.LogServicer):
                         grpc.StatusCode.UNAVAILABLE, f"{e}; retry once it is back"
                     )
                 positions = []
+            except StorageError as e:  # the log is halted
+                for i in positions:
+                    outcomes[i] = storage_refusal(e)
+                positions = []
         # What the queue had no room for is asked to come back later (its order kept).
         for i in positions[room:]:
             outcomes[i] = RequestError(
@@ -140,7 +152,11 @@ class LogService(pb_grpc.LogServicer):
 
         async def settle() -> list[Outcome]:
             if queued is not None:
-                for i, result in zip(positions, await queued, strict=True):
+                try:
+                    results: list[SequencerOutcome | RequestError] = list(await queued)
+                except Exception as e:  # the integration failed: nothing of it was acknowledged
+                    results = [storage_refusal(e)] * len(positions)
+                for i, result in zip(positions, results, strict=True):
                     outcomes[i] = _refused(result) if isinstance(result, Rejection) else result
             settled = []
             for outcome in outcomes:
@@ -424,6 +440,25 @@ class LogService(pb_grpc.LogServicer):
             await _abort(context, e)
 
 
+def storage_refusal(e: Exception) -> RequestError:
+    """A failure as a status a person can act on: storage faults by kind, anything else
+    INTERNAL (logged with its traceback; the caller sees only its type)."""
+    if isinstance(e, DiskFullError):
+        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
+    if isinstance(e, DataLossError):
+        return RequestError(grpc.StatusCode.DATA_LOSS, str(e))
+    if isinstance(e, ConflictError):
+        return RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e))
+    if isinstance(e, StorageError):
+        return RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry later")
+    log.error("request failed", exc_info=e)
+    return RequestError(
+        grpc.StatusCode.INTERNAL,
+        f"the server failed ({type(e).__name__}, logged with its details); an append that "
+        "fails so was not acknowledged: retry later",
+    )
+
+
 def _refused(rejection: Rejection) -> RequestError:
     return RequestError(grpc.StatusCode[rejection.code], rejection.message)
 
@@ -459,7 +494,9 @@ async def _abort(context: Context, e: RequestError) -> NoReturn:
 
 class StrictRequests(grpc.aio.ServerInterceptor):
     """Requests to the Log service that are not valid protobuf get INVALID_ARGUMENT with a
-    message saying so, instead of gRPC's generic failure (the handlers decode, not gRPC)."""
+    message saying so, instead of gRPC's generic failure (the handlers decode, not gRPC); and
+    no exception escapes a handler as UNKNOWN: storage faults get their status (DATA_LOSS,
+    RESOURCE_EXHAUSTED, ...), anything else INTERNAL (see storage_refusal)."""
 
     async def intercept_service(
         self,
@@ -490,14 +527,24 @@ class StrictRequests(grpc.aio.ServerInterceptor):
         if h.unary_unary is not None:
 
             async def unary_unary(raw: bytes, context: Context) -> Any:
-                return await h.unary_unary(await parse(raw, context), context)
+                try:
+                    return await h.unary_unary(await parse(raw, context), context)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:
+                    await _abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, unary_unary=unary_unary)  # type: ignore[no-any-return]
         if h.unary_stream is not None:
 
             async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
-                async for item in h.unary_stream(await parse(raw, context), context):
-                    yield item
+                try:
+                    async for item in h.unary_stream(await parse(raw, context), context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:
+                    await _abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, unary_stream=unary_stream)  # type: ignore[no-any-return]
         if h.stream_stream is not None:
@@ -505,8 +552,13 @@ class StrictRequests(grpc.aio.ServerInterceptor):
             async def stream_stream(
                 raws: AsyncIterator[bytes], context: Context
             ) -> AsyncIterator[Any]:
-                async for item in h.stream_stream(requests(raws, context), context):
-                    yield item
+                try:
+                    async for item in h.stream_stream(requests(raws, context), context):
+                        yield item
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as e:
+                    await _abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, stream_stream=stream_stream)  # type: ignore[no-any-return]
         return handler

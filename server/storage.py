@@ -20,11 +20,27 @@ Layout, version 1 (integers are 8-byte big-endian, so keys sort in index order):
 A batch of appends is one WriteBatch(sync=True): entries, hash index, grown tiles and the
 checkpoint that covers them land together or not at all, so the checkpoint on disk always
 describes exactly the entries and tiles on disk.
+
+One process writes a database: it holds an exclusive flock on LOCK_FILE (beside LevelDB's own
+LOCK, which a deleted file silently stops guarding) from before the database opens until it
+closes, and every commit first checks that the lock file is still the one it holds and that
+the stored head is the checkpoint the committer extends. The database is opened with paranoid
+checks and read with checksums verified; damage is a DataLossError naming what it hit.
+
+A write that fails (a full disk) leaves LevelDB's log writer in an unknown state: writing on
+would put records behind a torn one, which recovery drops with everything after it in its
+block. So after a failed write the database takes no write until it has been closed and
+reopened (recovery then ends the log at the torn record, which was never acknowledged), and
+it is reopened only once the disk has room again. Reads go on meanwhile.
 """
 
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +48,12 @@ import plyvel
 from affidavit.merkle.tiles import Tile
 
 LAYOUT_VERSION = b"1"
+LOCK_FILE = "AFFIDAVIT-LOCK"
+"""The writer's own lock file inside the database directory (LevelDB ignores it)."""
+
+MIN_FREE_BYTES = 64 << 20
+"""Room a commit leaves free on the database's filesystem by default: enough for LevelDB to
+flush its memtable and compact, so a full disk is met before LevelDB's own writes fail."""
 
 _VERSION = b"m/version"
 _FORMAT = b"m/format"
@@ -49,12 +71,45 @@ class StorageError(Exception):
     """The data directory cannot be used: locked, missing, of another layout or damaged."""
 
 
+class DataLossError(StorageError):
+    """Stored data is unreadable or not what was written: what it is (an entry's index, a
+    tile) is in the message."""
+
+
+class DiskFullError(StorageError):
+    """The database's filesystem has no room for a commit; nothing of it was written."""
+
+
+class ConflictError(StorageError):
+    """The stored head is not the checkpoint a commit extends, or this process no longer holds
+    the database's lock: another writer was at work. Nothing was written."""
+
+
 def _u64(n: int) -> bytes:
     return n.to_bytes(8, "big")
 
 
 def _tile_key(level: int, index: int) -> bytes:
     return _TILE + level.to_bytes(1, "big") + _u64(index)
+
+
+def _describe(key: bytes) -> str:
+    """What a key holds, in the words of the log (for damage reports)."""
+    if key.startswith(_ENTRY):
+        return f"entry {int.from_bytes(key[len(_ENTRY) :], 'big')}"
+    if key.startswith(_TILE):
+        return f"tile {key[len(_TILE)]}/{int.from_bytes(key[len(_TILE) + 1 :], 'big')}"
+    if key.startswith(_HASH):
+        return f"the leaf-hash index entry of {key[len(_HASH) :].hex()}"
+    if key == _CHECKPOINT:
+        return "the latest checkpoint"
+    if key.startswith(_CHECKPOINT_AT):
+        return f"the checkpoint of size {int.from_bytes(key[len(_CHECKPOINT_AT) :], 'big')}"
+    if key.startswith(_COSIGNED):
+        return "a cosigned checkpoint"
+    if key.startswith(DERIVED_PREFIXES):
+        return f"derived record {key!r} (statement state or search index)"
+    return f"record {key!r}"
 
 
 @dataclass(frozen=True)
@@ -71,41 +126,143 @@ class Batch:
     """Derived records (statement state, search indexes) that must never drift from entries."""
 
 
+class _Lock:
+    """An exclusive flock on a file of the log's own, held until release()."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+            os.close(fd)
+            raise StorageError(
+                f"{path.parent} is in use: {holder} holds its lock {path}; "
+                "stop the other `affidavit serve` or use another --data-dir"
+            ) from None
+        self._fd = fd
+        self._identity = os.fstat(fd)[1:3]
+        if not self.held():  # removed between open and flock: that lock guards nothing
+            self.release()
+            raise StorageError(f"{path} was replaced while being locked; try again")
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+
+    def held(self) -> bool:
+        """The file at path is still the one this process locked (not deleted or replaced)."""
+        try:
+            return os.stat(self.path)[1:3] == self._identity
+        except FileNotFoundError:
+            return False
+
+    def release(self) -> None:
+        os.close(self._fd)  # closing drops the flock
+
+
 class Storage:
     """A log's LevelDB. Reads are safe from any thread; one writer (the sequencer) commits."""
 
-    def __init__(self, path: Path, *, create: bool = False) -> None:
+    def __init__(
+        self, path: Path, *, create: bool = False, min_free_bytes: int = MIN_FREE_BYTES
+    ) -> None:
         self.path = path
+        self.min_free_bytes = min_free_bytes
         if not create and not (path / "CURRENT").exists():
             raise StorageError(f"no log database at {path} (run `affidavit init` first)")
+        path.mkdir(parents=True, exist_ok=True)
+        # The lock comes first: two processes must never both have the database open.
+        self._lock = _Lock(path / LOCK_FILE)
+        self._guard = threading.Condition()
+        self._readers = 0  # reads in flight: the database is closed (to reopen) only at 0
+        self._must_reopen = False  # a write failed: no write before a reopen
         try:
-            # Bloom filters (10 bits a key, about 1% false positives): most point reads miss,
-            # the leaf-hash lookup of every append and the state reads of new ids.
-            self._db = plyvel.DB(str(path), create_if_missing=create, bloom_filter_bits=10)
-        except plyvel.IOError as e:
-            if "lock" in str(e):
-                raise StorageError(
-                    f"{path} is in use by another process (its LevelDB lock is held); "
-                    "stop the other `affidavit serve` or use another --data-dir"
-                ) from None
-            raise StorageError(f"cannot open the log database at {path}: {e}") from None
-        except plyvel.Error as e:
-            raise StorageError(f"the log database at {path} is damaged: {e}") from None
-        version = self._db.get(_VERSION)
+            self._db: plyvel.DB | None = self._open(create)
+        except BaseException:
+            self._lock.release()
+            raise
+        version = self._get(_VERSION)
         if version is None and create:
             self._db.put(_VERSION, LAYOUT_VERSION, sync=True)
         elif version != LAYOUT_VERSION:
-            self._db.close()
+            self.close()
             raise StorageError(
                 f"{path} has storage layout {version!r}; "
                 f"this affidavit reads layout {LAYOUT_VERSION!r}"
             )
 
+    def _open(self, create: bool = False) -> plyvel.DB:
+        try:
+            # Paranoid checks: LevelDB reports damage it finds instead of skipping it. Bloom
+            # filters (10 bits a key, about 1% false positives): most point reads miss, the
+            # leaf-hash lookup of every append and the state reads of new ids.
+            return plyvel.DB(
+                str(self.path),
+                create_if_missing=create,
+                paranoid_checks=True,
+                bloom_filter_bits=10,
+            )
+        except plyvel.IOError as e:
+            message = _leveldb_message(e)
+            if "lock" in message:
+                raise StorageError(
+                    f"{self.path} is in use by another process (its LevelDB lock is held); "
+                    "stop the other `affidavit serve` or use another --data-dir"
+                ) from None
+            if "No space left" in message:
+                raise DiskFullError(
+                    f"the disk holding {self.path} is full ({message}); free space there"
+                ) from None
+            raise StorageError(f"cannot open the log database at {self.path}: {message}") from None
+        except plyvel.Error as e:
+            raise DataLossError(
+                f"the log database at {self.path} is damaged ({_leveldb_message(e)}); "
+                "restore the data directory from a backup"
+            ) from None
+
     def close(self) -> None:
-        self._db.close()
+        with self._guard:
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+        self._lock.release()
+
+    @contextmanager
+    def _reading(self) -> Iterator[plyvel.DB]:
+        """The open database, kept open while the caller reads it."""
+        with self._guard:
+            db = self._db
+            if db is None:
+                raise StorageError(
+                    f"the log database at {self.path} is closed after a failed write; "
+                    "it reopens once its disk has room"
+                )
+            self._readers += 1
+        try:
+            yield db
+        except plyvel.CorruptionError as e:
+            raise DataLossError(
+                f"the log database at {self.path} is damaged: {_leveldb_message(e)}"
+            ) from None
+        finally:
+            with self._guard:
+                self._readers -= 1
+                if self._readers == 0:
+                    self._guard.notify_all()
+
+    def _get(self, key: bytes) -> bytes | None:
+        """db.get(key), checksums verified; damage reported with what the key holds."""
+        with self._reading() as db:
+            try:
+                value: bytes | None = db.get(key, verify_checksums=True)
+            except plyvel.CorruptionError as e:
+                raise DataLossError(
+                    f"{_describe(key)} is unreadable in {self.path}: {_leveldb_message(e)}"
+                ) from None
+            return value
 
     def entry_format(self) -> str:
-        raw = self._db.get(_FORMAT)
+        raw = self._get(_FORMAT)
         if raw is None:
             raise StorageError(
                 f"{self.path} records no entry format; it was not made by `affidavit init`"
@@ -113,93 +270,184 @@ class Storage:
         return str(raw.decode())
 
     def set_entry_format(self, entry_format: str) -> None:
-        self._db.put(_FORMAT, entry_format.encode(), sync=True)
+        with self._reading() as db:
+            db.put(_FORMAT, entry_format.encode(), sync=True)
 
     def checkpoint(self) -> str | None:
         """The latest signed checkpoint note, or None for a log never written to."""
-        raw = self._db.get(_CHECKPOINT)
+        raw = self._get(_CHECKPOINT)
         return None if raw is None else raw.decode()
 
     def checkpoint_at(self, size: int) -> str | None:
         """The checkpoint note the log signed for this tree size, if it signed one."""
-        raw = self._db.get(_CHECKPOINT_AT + _u64(size))
+        raw = self._get(_CHECKPOINT_AT + _u64(size))
         return None if raw is None else raw.decode()
 
     def cosigned(self) -> tuple[int, str] | None:
         """The newest checkpoint witnesses cosigned: its size and note with every cosignature."""
-        raw = self._db.get(_COSIGNED_LATEST)
+        raw = self._get(_COSIGNED_LATEST)
         if raw is None:
             return None
         size = int.from_bytes(raw, "big")
         return size, self.cosigned_at(size) or ""
 
     def cosigned_at(self, size: int) -> str | None:
-        raw = self._db.get(_COSIGNED + _u64(size))
+        raw = self._get(_COSIGNED + _u64(size))
         return None if raw is None else raw.decode()
 
     def put_cosigned(self, size: int, note: str) -> None:
         """Store the cosigned note of a checkpoint, durably; it becomes the newest if it is."""
         latest = self.cosigned()
-        with self._db.write_batch(sync=True) as wb:
-            wb.put(_COSIGNED + _u64(size), note.encode())
-            if latest is None or size >= latest[0]:
-                wb.put(_COSIGNED_LATEST, _u64(size))
+        self._write(
+            [(_COSIGNED + _u64(size), note.encode())]
+            + ([] if latest is not None and size < latest[0] else [(_COSIGNED_LATEST, _u64(size))])
+        )
 
     def entry(self, index: int) -> bytes | None:
-        entry: bytes | None = self._db.get(_ENTRY + _u64(index))
-        return entry
+        return self._get(_ENTRY + _u64(index))
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """Entries [start, end) in index order."""
-        for key, value in self._db.iterator(start=_ENTRY + _u64(start), stop=_ENTRY + _u64(end)):
-            yield int.from_bytes(key[len(_ENTRY) :], "big"), value
+        at = start
+        with self._reading() as db:
+            try:
+                for key, value in db.iterator(
+                    start=_ENTRY + _u64(start), stop=_ENTRY + _u64(end), verify_checksums=True
+                ):
+                    at = int.from_bytes(key[len(_ENTRY) :], "big")
+                    yield at, value
+                    at += 1
+            except plyvel.CorruptionError as e:
+                raise DataLossError(
+                    f"entry {at} (or one after it) is unreadable in {self.path}: "
+                    f"{_leveldb_message(e)}"
+                ) from None
 
     def last_entry_index(self) -> int | None:
         """The highest index stored, or None: recovery compares it with the checkpoint's size."""
-        with self._db.iterator(prefix=_ENTRY, reverse=True, include_value=False) as it:
+        with (
+            self._reading() as db,
+            db.iterator(prefix=_ENTRY, reverse=True, include_value=False) as it,
+        ):
             for key in it:
                 return int.from_bytes(key[len(_ENTRY) :], "big")
         return None
 
     def index_of(self, leaf_hash: bytes) -> int | None:
-        raw = self._db.get(_HASH + leaf_hash)
+        raw = self._get(_HASH + leaf_hash)
         return None if raw is None else int.from_bytes(raw, "big")
 
     def get(self, key: bytes) -> bytes | None:
         """A derived record (s/ or x/ namespace)."""
-        value: bytes | None = self._db.get(key)
-        return value
+        return self._get(key)
 
     def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Derived records under prefix, in key order, from prefix + start on."""
         stop = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes are ASCII, never end in 0xff
-        yield from self._db.iterator(start=prefix + start, stop=stop)
+        with self._reading() as db:
+            yield from db.iterator(start=prefix + start, stop=stop, verify_checksums=True)
 
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
         """Stored contents of each tile: at least its width's hashes, since tiles only grow."""
         out = []
         for tile in tiles:
-            data = self._db.get(_tile_key(tile.level, tile.index))
+            data = self._get(_tile_key(tile.level, tile.index))
             if data is None or len(data) < tile.width * 32:
-                raise StorageError(f"tile {tile.path()} is missing or short in {self.path}")
+                raise DataLossError(f"tile {tile.path()} is missing or short in {self.path}")
             out.append(data)
         return out
 
-    def commit(self, batch: Batch) -> None:
-        """Write one integration atomically and durably (WriteBatch, sync=True)."""
-        with self._db.write_batch(sync=True) as wb:
-            for i, entry in enumerate(batch.entries):
-                wb.put(_ENTRY + _u64(batch.first_index + i), entry)
-            for i, leaf_hash in enumerate(batch.leaf_hashes):
-                wb.put(_HASH + leaf_hash, _u64(batch.first_index + i))
-            for tile, data in batch.tiles.items():
-                wb.put(_tile_key(tile.level, tile.index), data)
-            for key, value in batch.extra.items():
-                if not key.startswith(DERIVED_PREFIXES):
-                    raise ValueError(f"derived key {key!r} is outside the derived namespaces")
-                wb.put(key, value)
-            wb.put(_CHECKPOINT, batch.checkpoint.encode())
-            wb.put(
-                _CHECKPOINT_AT + _u64(batch.first_index + len(batch.entries)),
-                batch.checkpoint.encode(),
+    def commit(self, batch: Batch, previous: str | None) -> None:
+        """Write one integration atomically and durably (WriteBatch, sync=True), only if the
+        stored head is still previous, the checkpoint the batch extends (ConflictError if not;
+        DiskFullError when the disk has no room; nothing is written either way)."""
+        if not self._lock.held():
+            raise ConflictError(
+                f"the lock file {self._lock.path} was removed or replaced while this server held "
+                "it: another process may be writing this database; refusing to sign anything more "
+                "(stop every `affidavit serve` on it, then run `affidavit check`)"
             )
+        size = sum(map(len, batch.entries)) + sum(map(len, batch.tiles.values()))
+        size += sum(len(k) + len(v) for k, v in batch.extra.items())
+        self._make_room(size)
+        if self.checkpoint() != previous:
+            raise ConflictError(
+                f"the latest checkpoint stored in {self.path} is not the one this server signed "
+                "last: another process wrote to the database; refusing to sign over it"
+            )
+        writes: list[tuple[bytes, bytes]] = []
+        for i, entry in enumerate(batch.entries):
+            writes.append((_ENTRY + _u64(batch.first_index + i), entry))
+        for i, leaf_hash in enumerate(batch.leaf_hashes):
+            writes.append((_HASH + leaf_hash, _u64(batch.first_index + i)))
+        for tile, data in batch.tiles.items():
+            writes.append((_tile_key(tile.level, tile.index), data))
+        for key, value in batch.extra.items():
+            if not key.startswith(DERIVED_PREFIXES):
+                raise ValueError(f"derived key {key!r} is outside the derived namespaces")
+            writes.append((key, value))
+        note = batch.checkpoint.encode()
+        writes.append((_CHECKPOINT, note))
+        writes.append((_CHECKPOINT_AT + _u64(batch.first_index + len(batch.entries)), note))
+        self._write(writes)
+
+    def _write(self, writes: Sequence[tuple[bytes, bytes]]) -> None:
+        """One synced WriteBatch; after a failure, no write until the database is reopened."""
+        if self._must_reopen:
+            self._make_room(sum(len(k) + len(v) for k, v in writes))
+        with self._reading() as db:
+            try:
+                with db.write_batch(sync=True) as wb:
+                    for key, value in writes:
+                        wb.put(key, value)
+            except plyvel.Error as e:
+                self._must_reopen = True
+                message = _leveldb_message(e)
+                if "No space left" in message or "Disk quota" in message:
+                    raise DiskFullError(self._full_message(message)) from None
+                raise StorageError(f"cannot write to {self.path}: {message}") from None
+
+    def free_bytes(self) -> int:
+        """Bytes free for this process on the database's filesystem."""
+        st = os.statvfs(self.path)
+        return st.f_bavail * st.f_frsize
+
+    def _full_message(self, detail: str) -> str:
+        return (
+            f"the disk holding {self.path} is full ({detail}); appends resume by themselves "
+            f"once {_mib(self.min_free_bytes)} or more is free there"
+        )
+
+    def check_writable(self) -> None:
+        """Raise DiskFullError (or StorageError) unless a commit could be written now."""
+        self._make_room(0)
+
+    def _make_room(self, batch_bytes: int) -> None:
+        """Raise DiskFullError unless the disk has room for batch_bytes (twice: the log, then
+        its table) beyond min_free_bytes; reopen the database if a write failed before."""
+        free = self.free_bytes()
+        if free < self.min_free_bytes + 2 * batch_bytes:
+            raise DiskFullError(self._full_message(f"{_mib(free)} free"))
+        if self._must_reopen:
+            self._reopen()
+
+    def _reopen(self) -> None:
+        """Close and reopen the database, once no read is in flight (StorageError if reads do
+        not drain in time; the next commit tries again)."""
+        with self._guard:
+            if not self._guard.wait_for(lambda: self._readers == 0, timeout=10.0):
+                raise StorageError(f"reads of {self.path} kept it from reopening; retrying")
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+            self._db = self._open()
+            self._must_reopen = False
+
+
+def _leveldb_message(e: Exception) -> str:
+    raw = e.args[0] if e.args else e
+    return raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
+
+
+def _mib(n: int) -> str:
+    return f"{n / (1 << 20):.1f} MiB"
