@@ -18,12 +18,9 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import secrets
+from affidavit.statements import secret_values, secrets
 from affidavit.statements.canonical import canonical_json, loads, shown_digest
-
-
-def _pointer_part(key: str | int) -> str:
-    return str(key).replace("~", "~0").replace("/", "~1")
+from affidavit.statements.secret_values import pointer_part
 
 
 def redact_parameters(parameters: Any, key: bytes) -> tuple[str, str, list[pb.Redaction]]:
@@ -32,18 +29,8 @@ def redact_parameters(parameters: Any, key: bytes) -> tuple[str, str, list[pb.Re
     ``key`` keys the markers' fingerprints (the producer's redaction key). JSONLimitError
     (a ValueError) for parameters that are not canonicalizable JSON within the bounds.
     """
-
-    def walk(value: Any, name: str | None) -> Any:
-        if isinstance(value, str):
-            return secrets.redact(value, key, name)[0]
-        if isinstance(value, dict):
-            return {k: walk(v, k) for k, v in value.items()}
-        if isinstance(value, list | tuple):
-            return [walk(v, name) for v in value]
-        return value
-
     canonical_json(parameters)  # depth and number domain first: the walk recurses
-    text = canonical_json(walk(parameters, None))
+    text = canonical_json(secret_values.redact_value(parameters, key))
     return text, shown_digest(text), list(markers(loads(text)))
 
 
@@ -61,7 +48,7 @@ def markers(value: Any, path: str = "") -> Iterator[pb.Redaction]:
                 yield pb.Redaction(path=path, rule=m.group("rule"), fingerprint=m.group("fp"))
     elif isinstance(value, dict):
         for k, v in value.items():
-            yield from markers(v, f"{path}/{_pointer_part(k)}")
+            yield from markers(v, f"{path}/{pointer_part(k)}")
     elif isinstance(value, list):
         for i, v in enumerate(value):
             yield from markers(v, f"{path}/{i}")

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterator
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import redact, secrets
+from affidavit.statements import redact, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, is_digest, loads
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
@@ -108,13 +108,7 @@ def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str, str |
 
 def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     """Schema, sizes and the secret guard; Rejection names the first field that fails."""
-    for path, text, key in _strings(statement):
-        findings = secrets.scan(text, key)
-        if findings:
-            raise Rejection.invalid(
-                f"{path} holds what looks like a secret (rule {findings[0].rule}); redact it "
-                "before signing (the client library does) — the value is not shown here"
-            )
+    _guard_secrets(statement)
     if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
     _check_header(statement)
@@ -127,6 +121,50 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
         "approval": _check_approval,
         "action": _check_action,
     }[body](statement)
+
+
+PARAMETERS = "action.operation.parameters_json"
+
+
+def _guard_secrets(statement: pb.Statement) -> None:
+    """Every string field of every statement kind through the secret guard: parameters as the
+    JSON they hold, each map with its keys and sibling keys as context (secret_values.py),
+    every other field as text. The Rejection names the field, the JSON pointer and the rule,
+    never the value."""
+    maps: dict[str, dict[str, str]] = {}
+    for path, text, key in _strings(statement):
+        if key is not None:
+            maps.setdefault(path[: len(path) - len(f"[{key!r}]")], {})[key] = text
+            continue
+        if path == PARAMETERS:
+            try:
+                value = loads(text)
+            except JSONLimitError:
+                value = text  # refused as not JSON later; its text is still guarded here
+            _refuse_hits(path, secret_values.scan_value(value))
+            continue
+        findings = secrets.scan(text)
+        if findings:
+            _refuse_secret(path, findings[0].rule)
+    for path, entries in maps.items():
+        for h in secret_values.scan_value(entries)[:1]:
+            key = next(k for k in entries if f"/{secret_values.pointer_part(k)}" == h.path)
+            _refuse_secret(f"{path}.key" if h.in_key else f"{path}[{key!r}]", h.rule)
+
+
+def _refuse_hits(path: str, hits: list[secret_values.Hit]) -> None:
+    if hits:
+        h = hits[0]
+        where = h.path.rsplit("/", 1)[0] if h.in_key else h.path
+        detail = f" in a key at {where or '/'}" if h.in_key else f" at {where or '/'}"
+        _refuse_secret(path, h.rule, detail)
+
+
+def _refuse_secret(path: str, rule: str, detail: str = "") -> None:
+    raise Rejection.invalid(
+        f"{path} holds what looks like a secret (rule {rule}){detail}; redact it before "
+        "signing (the client library does) — the value is not shown here"
+    )
 
 
 def _require(ok: bool, message: str) -> None:

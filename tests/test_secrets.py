@@ -53,8 +53,10 @@ RULE_IDS = [
     "azure-storage-key",
     "azure-sas-signature",
     "basic-auth-url",
+    "command-line-password",
     "basic-auth-header",
     "bearer-token",
+    "passphrase-assignment",
     "secret-assignment",
 ]
 
@@ -132,6 +134,24 @@ EXAMPLES: list[tuple[str, str, str]] = [
     ("secret-assignment", "machine db\n  login ops\n  password Qw3rty!9x", "Qw3rty!9x"),
     ("secret-assignment", "X-Api-Key: k3y-Zx9mQ2kLw8", "k3y-Zx9mQ2kLw8"),
     ("secret-assignment", 'passphrase = "correct horse battery 7"', "correct horse battery 7"),
+    ("secret-assignment", "password: correcthorsebattery", "correcthorsebattery"),
+    ("secret-assignment", "DB_PASSWORD,Zx9mQ2kLw8", "Zx9mQ2kLw8"),
+    ("secret-assignment", '{"pat": "Zx9mQ2kLw8vB"}', "Zx9mQ2kLw8vB"),
+    (
+        "secret-assignment",
+        f'api_key = "{filler(24, "aBcDeFgHjKmNpQrStUvWxYz")}"',
+        filler(24, "aBcDeFgHjKmNpQrStUvWxYz"),
+    ),
+    ("basic-auth-url", "postgres://app:p@ss#w0rd9@db.internal:5432/x", "p@ss#w0rd9"),
+    ("command-line-password", "mysql -u root -pS3cretPw9 orders", "S3cretPw9"),
+    ("command-line-password", "curl -u admin:Sup3rS3cret https://api", "Sup3rS3cret"),
+    ("command-line-password", "sshpass -p 'Zx9mQ2kLw8' ssh ops@db", "Zx9mQ2kLw8"),
+    ("command-line-password", "redis-cli -h cache -a Zx9mQ2kLw8 ping", "Zx9mQ2kLw8"),
+    (
+        "passphrase-assignment",
+        "password=correct horse battery staple",
+        "correct horse battery staple",
+    ),
 ]
 
 
