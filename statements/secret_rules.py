@@ -92,7 +92,8 @@ _PLACEHOLDER_SHAPES: Final = re.compile(
 )
 # fmt: off
 _PLACEHOLDER_WORDS: Final = ("redacted", "placeholder", "changeme", "change_me", "change-me",
-                             "example", "dummy", "your", "xxxx", "****")
+                             "example", "dummy", "your", "xxxx", "****", "fake", "tokenhere",
+                             "keyhere", "stringhere", "secrethere", "passwordhere")
 _PLACEHOLDER_VALUES: Final = frozenset({
     "password", "passwd", "pass", "secret", "token", "none", "null", "nil", "undefined", "true",
     "false", "empty", "required", "optional", "string", "x-oauth-basic", "hidden", "masked",
@@ -164,7 +165,7 @@ def names_credential(name: str) -> bool:
     last, before = words[-1], words[-2] if len(words) > 1 else ""
     if last == "key":
         return before in _KEY_QUALIFIERS
-    if last in ("pass", "pwd", "pat"):
+    if last in ("pass", "pwd", "pw", "pat"):
         return True
     return last.endswith(_CREDENTIAL_SUFFIXES) and before not in _HARMLESS_TOKEN_QUALIFIERS
 
@@ -172,7 +173,9 @@ def names_credential(name: str) -> bool:
 def names_password(name: str) -> bool:
     """Whether a credential name is a password's (any value a person chose may follow it)."""
     words = _words(name)
-    return bool(words) and (words[-1] in ("pass", "pwd") or words[-1].endswith(_PASSWORD_WORDS))
+    return bool(words) and (
+        words[-1] in ("pass", "pwd", "pw") or words[-1].endswith(_PASSWORD_WORDS)
+    )
 
 
 def plausible_value(value: str, name: str) -> bool:
@@ -223,6 +226,8 @@ def _check_assignment(text: str, m: re.Match[str]) -> bool:
             return False  # prose: "the password combination."
     if op == "," and m.group("nq") is None and not _ENV_NAME.fullmatch(name):
         return False  # name, value: a call's arguments ("api_token", …) or a CSV row (NAME,…)
+    if m.group("q") == "`" and " " in value or value.startswith("<"):
+        return False  # a shell command substitution, or markup
     if m.group("q") is None:
         if text[m.end() : m.end() + 1] in ("(", "[") or _CODE_REFERENCE.fullmatch(value):
             return False  # unquoted code: a call, a subscript or an attribute, not a literal
@@ -370,6 +375,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "slack-token",
         ("xox", "xapp-"),
         r"(?P<secret>x(?:ox[abposr]|oxe(?:\.xox[bp])?|app)-\d+-[0-9A-Za-z-]{8,})",
+        _check_not_placeholder,  # xoxe.xoxp-1-RANDOMSTRINGHERE
         token=True,
     ),
     _rule(  # publishable keys (pk_) are public by design and are not reported
@@ -481,8 +487,8 @@ RULES: Final[tuple[Rule, ...]] = (
     ),
     _rule(
         "secret-assignment",
-        ("pass", "pwd", "pat", "secret", "token", "key", "credential"),
-        r"""(?P<word>pass(?:word|wd|phrase)?|pwd|pat|secret|token|key|credentials?)
+        ("pass", "pwd", "pw", "pat", "secret", "token", "key", "credential"),
+        r"""(?P<word>pass(?:word|wd|phrase)?|pwd?|pat|secret|token|key|credentials?)
             (?![a-z0-9_.-])                             # the word ends the name
             (?P<nq>\\?["'`])?                            # the closing quote of a quoted key
             (?:\[\d*\])?(?:[\ \t]+(?:string|str|bytes))?  # char secret[25], var t string
