@@ -29,6 +29,7 @@ all hold:
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import math
 import re
@@ -156,6 +157,7 @@ def _words(name: str) -> list[str]:
     return [w.lower() for w in _WORDS.findall(name)]
 
 
+@functools.lru_cache(maxsize=4096)
 def names_credential(name: str) -> bool:
     """Whether an identifier's last word names a credential (``DB_PASSWORD``, ``apiKey``,
     ``pwd``, ``github_pat``), not a property of one (``token_type``) or a harmless token."""
@@ -170,6 +172,7 @@ def names_credential(name: str) -> bool:
     return last.endswith(_CREDENTIAL_SUFFIXES) and before not in _HARMLESS_TOKEN_QUALIFIERS
 
 
+@functools.lru_cache(maxsize=4096)
 def names_password(name: str) -> bool:
     """Whether a credential name is a password's (any value a person chose may follow it)."""
     words = _words(name)
@@ -226,7 +229,7 @@ def _check_assignment(text: str, m: re.Match[str]) -> bool:
             return False  # prose: "the password combination."
     if op == "," and m.group("nq") is None and not _ENV_NAME.fullmatch(name):
         return False  # name, value: a call's arguments ("api_token", …) or a CSV row (NAME,…)
-    if m.group("q") == "`" and " " in value or value.startswith("<"):
+    if (m.group("q") == "`" and " " in value) or value.startswith("<"):
         return False  # a shell command substitution, or markup
     if m.group("q") is None:
         if text[m.end() : m.end() + 1] in ("(", "[") or _CODE_REFERENCE.fullmatch(value):

@@ -56,6 +56,8 @@ def scan_value(value: Any) -> list[Hit]:
     """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order."""
     hits: list[Hit] = []
     for path, text, name, in_key in _strings(value, "", None):
+        if secrets.quiet(text) and (name is None or not names_credential(name)):
+            continue
         hits += (Hit(path, f.rule, f.start, f.end, in_key) for f in secrets.scan(text, name))
     hits += _split_hits(value, "")
     return hits
@@ -71,9 +73,8 @@ def redact_value(value: Any, key: bytes) -> Any:
 def _sibling_name(obj: dict[str, Any]) -> str | None:
     """The credential a name-holding key of this object names (``"name": "DB_PASSWORD"``)."""
     for k, v in obj.items():
-        if isinstance(k, str) and k.lower() in NAME_KEYS and isinstance(v, str):
-            if names_credential(v):
-                return v
+        if k.lower() in NAME_KEYS and isinstance(v, str) and names_credential(v):
+            return v
     return None
 
 
@@ -128,7 +129,10 @@ def _run_hits(run: list[tuple[str, str]]) -> list[Hit]:
         bounds.append((at, at + len(text)))
         at += len(text)
     hits: list[Hit] = []
-    for f in secrets.scan("".join(text for _, text in run)):
+    joined = "".join(text for _, text in run)
+    if secrets.quiet(joined):
+        return []
+    for f in secrets.scan(joined):
         touched = [i for i, (s, e) in enumerate(bounds) if s < f.end and f.start < e]
         if len(touched) > 1:
             hits += (Hit(run[i][0], f.rule, 0, len(run[i][1])) for i in touched)

@@ -98,6 +98,7 @@ def fingerprint(value: str | bytes, key: bytes) -> str:
 
 
 _KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
+_ANY_KEYWORD: Final = re.compile("|".join(re.escape(k) for k in sorted(_KEYWORDS)))
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})»")
@@ -105,6 +106,7 @@ MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})
 _URL_RUN: Final = re.compile(r"[^\s\"'<>«»]*%[0-9A-Fa-f]{2}[^\s\"'<>«»]*")
 _B64_RUN: Final = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _B64_HEAD: Final = 32  # characters decoded first, to see whether a run is text at all
+_MIN_ENCODED: Final = 12  # shorter text encodes no secret a rule would find
 
 
 def scan(text: str, name: str | None = None) -> list[Finding]:
@@ -119,16 +121,26 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     return [Finding(rule, start, end) for start, end, rule in _scan(text, name, DECODE_DEPTH)]
 
 
+def quiet(text: str) -> bool:
+    """True when ``scan(text)`` (with no name) is certainly empty: no rule's keyword, and no
+    run of text a decoding layer would open. The cheap test the walks make first."""
+    if _ANY_KEYWORD.search(text.lower()) is not None:
+        return False
+    return len(text) < _MIN_ENCODED or ("%" not in text and _B64_RUN.search(text) is None)
+
+
 def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]:
     lowered = text.lower()
     if len(lowered) != len(text):  # a few letters lowercase to two characters (İ → i̇)
         lowered = text.translate(_ASCII_LOWER)
-    present = {k for k in _KEYWORDS if k in lowered}  # on clean text, the whole cost of a scan
-    found = _findings(text, lowered, present) if present else []
+    # On clean text one search for any keyword is the whole cost of the rules.
+    found: list[tuple[int, int, str]] = []
+    if _ANY_KEYWORD.search(lowered) is not None:
+        found = _findings(text, lowered, {k for k in _KEYWORDS if k in lowered})
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and names_credential(name) and plausible_value(text, name):
         return [(0, len(text), "secret-assignment")]
-    if depth > 0:
+    if depth > 0 and len(text) >= _MIN_ENCODED:
         _decoded(text, found, depth - 1)
     return found
 

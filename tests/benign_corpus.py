@@ -44,10 +44,11 @@ def _png(rng: random.Random, width: int, height: int) -> bytes:
 
 
 def _words(rng: random.Random, n: int) -> list[str]:
-    vocab = (
-        "payments orders billing ledger invoice customer account session report export "
-        "gateway worker scheduler inventory search index cache queue stream audit"
-    ).split()
+    vocab = [
+        *("payments", "orders", "billing", "ledger", "invoice", "customer", "account"),
+        *("session", "report", "export", "gateway", "worker", "scheduler", "inventory"),
+        *("search", "index", "cache", "queue", "stream", "audit"),
+    ]
     return [rng.choice(vocab) for _ in range(n)]
 
 
@@ -64,9 +65,14 @@ def corpus() -> list[Benign]:
             add("secret reference", f"secret:{env}/{svc}/db@v{rng.randint(1, 40)}")
             add("secret reference", f"secret:{env}/{svc}/api-key")
             add("vault path", f"vault:kv/data/{env}/{svc}/database-credentials")
-            add("secrets manager arn", f"arn:aws:secretsmanager:eu-west-1:{rng.randint(10**11, 10**12 - 1)}:secret:{env}/{svc}/db-AbCdEf")
+            account = rng.randint(10**11, 10**12 - 1)
+            arn = f"arn:aws:secretsmanager:eu-west-1:{account}:secret:{env}/{svc}/db-AbCdEf"
+            add("secrets manager arn", arn)
             add("k8s secret ref", f'{{"secretKeyRef": {{"name": "{svc}-db", "key": "password"}}}}')
-            add("json secret name", f'{{"secret_name": "{env}-{svc}-token", "version": "v{rng.randint(1, 9)}"}}')
+            add(
+                "json secret name",
+                f'{{"secret_name": "{env}-{svc}-token", "version": "v{rng.randint(1, 9)}"}}',
+            )
             add("json secret ref", f'{{"secret": "{env}/{svc}/db-password", "action": "rotate"}}')
     for _ in range(12):
         sha = rng.randbytes(20).hex()
@@ -77,8 +83,12 @@ def corpus() -> list[Benign]:
         add("uuid", str(uuid.UUID(bytes=rng.randbytes(16), version=4)))
         add("uuid", f'{{"request_id": "{uuid.UUID(bytes=rng.randbytes(16), version=4)}"}}')
         add("trace id", f"00-{rng.randbytes(16).hex()}-{rng.randbytes(8).hex()}-01")
-        add("npm integrity", "sha512-" + base64.b64encode(hashlib.sha512(rng.randbytes(8)).digest()).decode())
-        add("subresource integrity", f'<script src="/app.js" integrity="sha384-{base64.b64encode(rng.randbytes(48)).decode()}"></script>')
+        add(
+            "npm integrity",
+            "sha512-" + base64.b64encode(hashlib.sha512(rng.randbytes(8)).digest()).decode(),
+        )
+        sri = base64.b64encode(rng.randbytes(48)).decode()
+        add("subresource integrity", f'<script src="/app.js" integrity="sha384-{sri}"></script>')
     for size in ((4, 4), (8, 8), (16, 16), (32, 8)):
         png = base64.b64encode(_png(rng, *size)).decode()
         add("base64 image", f"data:image/png;base64,{png}")
@@ -86,7 +96,9 @@ def corpus() -> list[Benign]:
     for _ in range(4):
         blob = base64.b64encode(rng.randbytes(rng.randint(200, 600))).decode()
         add("base64 binary", f'{{"content_base64": "{blob}"}}')
-        pub = base64.b64encode(b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00 " + rng.randbytes(32)).decode()
+        pub = base64.b64encode(
+            b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00 " + rng.randbytes(32)
+        ).decode()
         add("ssh public key", f"ssh-ed25519 {pub} deploy@acme")
         der = base64.b64encode(rng.randbytes(300)).decode()
         pem = "\n".join(der[i : i + 64] for i in range(0, len(der), 64))
@@ -94,12 +106,19 @@ def corpus() -> list[Benign]:
         add("public key", f"-----BEGIN PUBLIC KEY-----\n{pem}\n-----END PUBLIC KEY-----")
     for _ in range(10):
         parts = _words(rng, rng.randint(3, 6))
-        add("long identifier", "com.acme." + ".".join(parts) + "." + "".join(p.title() for p in parts) + "Handler")
+        add(
+            "long identifier",
+            "com.acme." + ".".join(parts) + "." + "".join(p.title() for p in parts) + "Handler",
+        )
         add("long identifier", "_".join(parts).upper() + "_TIMEOUT_SECONDS")
         add("long identifier", "".join(p.title() for p in parts) + "ServiceClientFactoryBuilder")
-        add("k8s name", "-".join(parts) + f"-{rng.randbytes(5).hex()[:10]}-{rng.randbytes(3).hex()[:5]}")
-        add("s3 key", f"s3://acme-{parts[0]}/{'/'.join(parts[1:])}/{rng.randint(2020, 2026)}/part-{rng.randint(0, 99999):05d}.parquet")
-        add("url", f"https://api.acme.dev/v2/{parts[0]}/{rng.randint(1, 10**6)}?page_token={rng.randbytes(6).hex()}&limit=50")
+        add(
+            "k8s name",
+            "-".join(parts) + f"-{rng.randbytes(5).hex()[:10]}-{rng.randbytes(3).hex()[:5]}",
+        )
+        year, part, page = rng.randint(2020, 2026), rng.randint(0, 99999), rng.randbytes(6).hex()
+        add("s3 key", f"s3://acme-{parts[0]}/{'/'.join(parts[1:])}/{year}/part-{part:05d}.parquet")
+        add("url", f"https://api.acme.dev/v2/{parts[0]}/{year}?page_token={page}&limit=50")
     prose = [
         "Rotate the database password for the payments service",
         "password reset requested for user 4821",

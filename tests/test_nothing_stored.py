@@ -11,6 +11,7 @@ server's own log lines are searched for the secrets and for the parameters thems
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import re
@@ -35,15 +36,18 @@ GITHUB_TOKEN = "ghp_" + "Zq8rT2wX9vB4nM6kL1pY3hJ5gF7dS0aQ2eR4"
 DB_PASSWORD = "Tr0ub4dor&3"
 DSN_PASSWORD = "hunter2pw9"
 PIN = "4821"
+STRIPE_KEY = "rk_live_" + "Lq7Wm2Xr9Tz4Kv8Nb3Hc6Jd"
+WRAPPED = base64.b64encode(STRIPE_KEY.encode()).decode()
 PARAMS: dict[str, Any] = {
     "repo": "acme/web",
     "title": "Rotate the deploy credentials",
     "auth": {"token": GITHUB_TOKEN},
     "db": {"user": "app", "password": DB_PASSWORD},
     "dsn": f"postgres://app:{DSN_PASSWORD}@db.internal:5432/payments",
+    "env": [{"name": "STRIPE_SECRET", "value": WRAPPED}],
 }
 RESULT = {"pin": PIN, "ok": True}
-PLANTED = (GITHUB_TOKEN, DB_PASSWORD, DSN_PASSWORD)
+PLANTED = (GITHUB_TOKEN, DB_PASSWORD, DSN_PASSWORD, STRIPE_KEY, WRAPPED)
 REFUSED_SECRET = "ghp_" + "Refused0Secret1In2Clear3Text4Here5678"
 
 DICTIONARY = ("password", "123456", "hunter2", "letmein", "Tr0ub4dor", "admin", "changeme")
@@ -113,12 +117,12 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
             admin.register("bot", pb.AGENT, bot_key.public_key, owner="alice")
             alice, bot = Actor(client, alice_key), Actor(client, bot_key)
             grant = alice.grant(
-                "bot", tools=["db.*"], resources=["db:prod/payments/*"], access=[pb.UPDATE]
+                "bot", tools=["db.*"], resources=["secret:prod/payments/*"], access=[pb.UPDATE]
             )
             approval = alice.approve("rotate-1", PARAMS, comment="rotate now")
             with bot.action(
                 "db.rotate_credentials",
-                "db:prod/payments/main",
+                "secret:prod/payments/db",
                 pb.UPDATE,
                 PARAMS,
                 grant_ids=[grant.statement_id],
@@ -127,7 +131,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
                 decision=pb.ALLOW_IF_APPROVED,
             ) as act:
                 act.result = RESULT
-                act.effect_ref = "db:prod/payments/main@v8"
+                act.effect_ref = "secret:prod/payments/db@v8"
             assert act.intent_recorded is not None
             # The approval of the real parameters binds the redacted INTENT.
             assert act.intent_recorded.receipt.verdict == "IN_SCOPE"

@@ -31,9 +31,7 @@ BOUNDS = {
 
 
 def load(name: str) -> list[dict[str, Any]]:
-    examples: list[dict[str, Any]] = json.loads((VECTORS / f"{name}.json").read_text())[
-        "examples"
-    ]
+    examples: list[dict[str, Any]] = json.loads((VECTORS / f"{name}.json").read_text())["examples"]
     return examples
 
 

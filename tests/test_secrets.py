@@ -19,8 +19,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from affidavit.statements import secrets
-from affidavit.statements.secrets import RULES, Finding, Redaction, fingerprint, redact, scan
+from affidavit.statements.secret_rules import RULES, Rule
+from affidavit.statements.secrets import Finding, Redaction, fingerprint, redact, scan
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -171,7 +171,7 @@ def test_every_rule_has_an_example():
 
 
 @pytest.mark.parametrize("rule", RULES, ids=lambda r: r.id)
-def test_every_match_begins_with_a_keyword(rule: secrets.Rule):
+def test_every_match_begins_with_a_keyword(rule: Rule):
     """scan tries a pattern only at its keywords: a match elsewhere would be silently lost."""
     assert rule.keywords and all(k == k.lower() for k in rule.keywords)
     corpus = load_corpus()

@@ -1,0 +1,142 @@
+"""Secret-guard benchmark: what the guard costs per statement, beside what decoding one costs.
+
+Figures (median microseconds per statement over several runs of a batch):
+  decode        schema.decode of the signed statement: protobuf parsing, the floor any ingest
+                pays for the statement
+  text_guard    the earlier guard's design, measured here as the ceiling: every string field,
+                parameters_json included, scanned once as plain text (secrets.scan), no
+                parsing, no context, no decoding layers
+  guard         schema._guard_secrets: every string field, parameters parsed and walked with
+                key and sibling context, split tokens, the URL and base64 layers
+  guard_ratio   guard / text_guard
+for three statements: a typical INTENT (a dozen clean parameters), a grant, and an INTENT
+whose parameters carry redaction markers and base64 blobs (the decoding layers' worst case
+among ordinary inputs). Issue 15 aims at about 15 µs a statement for the guard.
+
+Run: python benchmarks/bench_guard.py [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import os
+import statistics
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any
+
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build, schema, secrets
+from affidavit.statements.redact import redact_parameters
+from affidavit.statements.signing import IdentityKey
+
+KEY = IdentityKey.generate("bench-agent")
+SIGNER = build.SessionSigner(KEY)
+
+
+def emit(**line: Any) -> None:
+    print(json.dumps(line), flush=True)
+
+
+def median_us(fn: Callable[[], object], batch: int, repeat: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        for _ in range(batch):
+            fn()
+        times.append((time.perf_counter() - start) / batch * 1e6)
+    return statistics.median(times)
+
+
+def intent(params: dict[str, Any]) -> bytes:
+    shown, digest, redactions = redact_parameters(params, b"k" * 32)
+    return SIGNER.sign(
+        pb.AgentAction(
+            phase=pb.AgentAction.INTENT,
+            action_id="bench-1",
+            actor=pb.Actor(agent_id="bench-agent", model="model-x", agent_version="1.4.2"),
+            grant_ids=["01929c3e-7d1a-7000-8000-000000000001"],
+            authorization=pb.Authorization(decision=pb.ALLOW, policy_id="default"),
+            operation=pb.Operation(
+                operation_name="execute_tool",
+                tool_name="github.create_pull_request",
+                resource="repo:acme/web",
+                access=pb.CREATE,
+                parameters_json=shown,
+                parameters_digest=digest,
+                redactions=redactions,
+            ),
+            correlation=pb.Correlation(trace_id=os.urandom(16).hex(), span_id=os.urandom(8).hex()),
+        )
+    )
+
+
+STATEMENTS = {
+    "intent_typical": intent(
+        {
+            "repo": "acme/web",
+            "base": "main",
+            "head": "fix-login-redirect",
+            "title": "Fix the login redirect after SSO",
+            "body": "Closes #4821. The callback dropped the state parameter.",
+            "draft": False,
+            "labels": ["bug", "auth"],
+            "reviewers": ["alice", "bob"],
+            "commit": os.urandom(20).hex(),
+            "request_id": "2f1c7a52-9a0e-4c53-9a56-1e2b1d1f0c11",
+            "path": "src/auth/callback.py",
+            "max_tokens": 4096,
+        }
+    ),
+    "grant": SIGNER.sign(
+        pb.Grant(
+            grantee="bench-agent",
+            tools=["github.*"],
+            resources=["repo:acme/*", "secret:prod/payments/*"],
+            access=[pb.CREATE, pb.READ],
+            ticket="CHG-1042",
+            justification="Release work for the payments team, this sprint only.",
+        )
+    ),
+    "intent_encoded": intent(
+        {
+            "token": "ghp_" + "q8Zr2Lm9Xv4Tn7Kw3Hb6Jc5Fd1Sg0PyA2bC",
+            "attachment": base64.b64encode(os.urandom(1500)).decode(),
+            "config": base64.b64encode(b'{"region": "eu-west-1", "retries": 3}').decode(),
+            "env": [{"name": "DB_PASSWORD", "value": "tangerine-walrus-9"}],
+        }
+    ),
+}
+
+
+def text_guard(statement: pb.Statement) -> bool:
+    """Every string field scanned as plain text: the earlier design, as a reference."""
+    return any(secrets.scan(text, key) for _, text, key in schema._strings(statement))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
+    args = parser.parse_args()
+    batch, repeat = (200, 3) if args.quick else (2000, 7)
+    for name, leaf in STATEMENTS.items():
+        _, statement = schema.decode(leaf)
+        decode = median_us(partial(schema.decode, leaf), batch, repeat)
+        text = median_us(partial(text_guard, statement), batch, repeat)
+        guard = median_us(partial(schema._guard_secrets, statement), batch, repeat)
+        emit(
+            statement=name,
+            bytes=len(leaf),
+            decode_us=round(decode, 2),
+            text_guard_us=round(text, 2),
+            guard_us=round(guard, 2),
+            guard_ratio=round(guard / text, 2),
+        )
+
+
+if __name__ == "__main__":
+    main()
