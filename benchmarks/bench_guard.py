@@ -1,6 +1,7 @@
 """Secret-guard benchmark: what the guard costs per statement, beside what decoding one costs.
 
-Figures (median microseconds per statement over several runs of a batch):
+Figures (median CPU microseconds per statement over several runs of a batch: process time,
+so a machine shared with other work skews them less than wall time):
   decode        schema.decode of the signed statement: protobuf parsing, the floor any ingest
                 pays for the statement
   text_guard    the earlier guard's design, measured here as the ceiling: every string field,
@@ -45,10 +46,10 @@ def median_us(fn: Callable[[], object], batch: int, repeat: int) -> float:
     fn()
     times = []
     for _ in range(repeat):
-        start = time.perf_counter()
+        start = time.process_time()
         for _ in range(batch):
             fn()
-        times.append((time.perf_counter() - start) / batch * 1e6)
+        times.append((time.process_time() - start) / batch * 1e6)
     return statistics.median(times)
 
 

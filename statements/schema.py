@@ -132,7 +132,9 @@ def _guard_secrets(statement: pb.Statement) -> None:
     every other field as text. The Rejection names the field, the JSON pointer and the rule,
     never the value."""
     maps: dict[str, dict[str, str]] = {}
-    for path, text, key in _strings(statement):
+    fields = list(_strings(statement))
+    present = secrets.keywords_in("\x00".join(text for _, text, _ in fields))
+    for path, text, key in fields:
         if key is not None:
             maps.setdefault(path[: len(path) - len(f"[{key!r}]")], {})[key] = text
             continue
@@ -143,7 +145,7 @@ def _guard_secrets(statement: pb.Statement) -> None:
                 value = text  # refused as not JSON later; its text is still guarded here
             _refuse_hits(path, secret_values.scan_value(value))
             continue
-        findings = [] if secrets.quiet(text) else secrets.scan(text)
+        findings = [] if secrets.quiet(text, present) else secrets.scan(text)
         if findings:
             _refuse_secret(path, findings[0].rule)
     for path, entries in maps.items():

@@ -55,8 +55,11 @@ def pointer_part(key: str | int) -> str:
 def scan_value(value: Any) -> list[Hit]:
     """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order."""
     hits: list[Hit] = []
-    for path, text, name, in_key in _strings(value, "", None):
-        if secrets.quiet(text) and (name is None or not names_credential(name)):
+    strings = list(_strings(value, "", None))
+    # The keywords of the whole value, found once: each string is then tested for those only.
+    present = secrets.keywords_in("\x00".join(text for _, text, _, _ in strings))
+    for path, text, name, in_key in strings:
+        if secrets.quiet(text, present) and (name is None or not names_credential(name)):
             continue
         hits += (Hit(path, f.rule, f.start, f.end, in_key) for f in secrets.scan(text, name))
     hits += _split_hits(value, "")
@@ -111,7 +114,7 @@ def _split_hits(value: Any, path: str) -> list[Hit]:
         return hits
     run: list[tuple[str, str]] = []
     for child, v in [*items, ("", None)]:
-        if isinstance(v, str) and 0 < len(v) <= SPLIT_PIECE_MAX and not any(c.isspace() for c in v):
+        if isinstance(v, str) and 0 < len(v) <= SPLIT_PIECE_MAX and len(v.split()) == 1:
             run.append((child, v))
             continue
         hits += _run_hits(run)

@@ -98,7 +98,7 @@ def fingerprint(value: str | bytes, key: bytes) -> str:
 
 
 _KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
-_ANY_KEYWORD: Final = re.compile("|".join(re.escape(k) for k in sorted(_KEYWORDS)))
+_KEYWORD_LIST: Final = tuple(sorted(_KEYWORDS))  # a fixed order: the same work every run
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})»")
@@ -121,12 +121,23 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     return [Finding(rule, start, end) for start, end, rule in _scan(text, name, DECODE_DEPTH)]
 
 
-def quiet(text: str) -> bool:
-    """True when ``scan(text)`` (with no name) is certainly empty: no rule's keyword, and no
+def keywords_in(text: str) -> tuple[str, ...]:
+    """The rule keywords that occur in ``text`` (any case), in a fixed order."""
+    lowered = text.lower()
+    return tuple(k for k in _KEYWORD_LIST if k in lowered)  # faster than a regex alternation
+
+
+def quiet(text: str, keywords: tuple[str, ...] = _KEYWORD_LIST) -> bool:
+    """True when ``scan(text)`` (with no name) is certainly empty: none of ``keywords`` (all
+    the rules' by default; a walk passes those present anywhere in the value it walks), and no
     run of text a decoding layer would open. The cheap test the walks make first."""
-    if _ANY_KEYWORD.search(text.lower()) is not None:
+    lowered = text.lower()
+    if any(k in lowered for k in keywords):
         return False
-    return len(text) < _MIN_ENCODED or ("%" not in text and _B64_RUN.search(text) is None)
+    if len(text) < _MIN_ENCODED or "%" in text:
+        return len(text) < _MIN_ENCODED
+    # base64 of text has both cases; without both anywhere there is no run to decode
+    return lowered == text or text.upper() == text or _B64_RUN.search(text) is None
 
 
 def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]:
@@ -135,8 +146,9 @@ def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]
         lowered = text.translate(_ASCII_LOWER)
     # On clean text one search for any keyword is the whole cost of the rules.
     found: list[tuple[int, int, str]] = []
-    if _ANY_KEYWORD.search(lowered) is not None:
-        found = _findings(text, lowered, {k for k in _KEYWORDS if k in lowered})
+    present = {k for k in _KEYWORD_LIST if k in lowered}
+    if present:
+        found = _findings(text, lowered, present)
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and names_credential(name) and plausible_value(text, name):
         return [(0, len(text), "secret-assignment")]
@@ -151,7 +163,8 @@ def _decoded(text: str, found: list[tuple[int, int, str]], depth: int) -> None:
     runs: list[tuple[int, int, str]] = []
     if "%" in text:
         runs += ((m.start(), m.end(), unquote(m.group())) for m in _URL_RUN.finditer(text))
-    for m in _B64_RUN.finditer(text):
+    mixed = text != text.lower() and text != text.upper()
+    for m in _B64_RUN.finditer(text) if mixed else ():
         run = m.group()
         if run == run.lower() or run == run.upper():
             continue  # base64 of text has both cases; hex digests and names do not
