@@ -172,6 +172,35 @@ def names_credential(name: str) -> bool:
     return last.endswith(_CREDENTIAL_SUFFIXES) and before not in _HARMLESS_TOKEN_QUALIFIERS
 
 
+# Fields whose whole value is a credential, whatever it looks like (an HTTP Authorization
+# header, a cookie): compared as their words joined, so "Set-Cookie" and "set_cookie" match.
+_CARRIERS: Final = frozenset({"authorization", "proxyauthorization", "cookie", "setcookie"})
+
+
+@functools.lru_cache(maxsize=4096)
+def carries_credential(name: str) -> bool:
+    """Whether a field named so carries a credential in its whole value (``Authorization``)."""
+    return "".join(_words(name)) in _CARRIERS
+
+
+_TEMPLATE: Final = re.compile(
+    r"(?:(?:bearer|basic|token|digest)\s+)?(?:<[^<>]*>|\$\{[^}]*\}|\{\{.*\}\}|\$[a-z_]\w*)",
+    re.I,
+)
+
+
+def carried_template(value: str) -> bool:
+    """A carrier's value that is a template, not a credential: ``Bearer <token>``,
+    ``${AUTH_HEADER}``, ``Basic {{ creds }}``."""
+    return _TEMPLATE.fullmatch(value.strip()) is not None
+
+
+def names_context(name: str | None) -> bool:
+    """Whether a value stored under ``name`` is judged by its name (a credential's or a
+    carrier's), not by its text alone."""
+    return name is not None and (names_credential(name) or carries_credential(name))
+
+
 @functools.lru_cache(maxsize=4096)
 def names_password(name: str) -> bool:
     """Whether a credential name is a password's (any value a person chose may follow it)."""

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from affidavit.statements import secrets
-from affidavit.statements.secret_rules import names_credential
+from affidavit.statements.secret_rules import names_context, names_credential
 
 # fmt: off
 NAME_KEYS: Final = frozenset({"name", "key", "id", "variable", "var", "env", "field", "header",
@@ -59,7 +59,7 @@ def scan_value(value: Any) -> list[Hit]:
     # The keywords of the whole value, found once: each string is then tested for those only.
     present = secrets.keywords_in("\x00".join(text for _, text, _, _ in strings))
     for path, text, name, in_key in strings:
-        if secrets.quiet(text, present) and (name is None or not names_credential(name)):
+        if secrets.quiet(text, present) and not names_context(name):
             continue
         hits += (Hit(path, f.rule, f.start, f.end, in_key) for f in secrets.scan(text, name))
     hits += _split_hits(value, "")

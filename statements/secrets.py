@@ -29,7 +29,9 @@ Invariants:
   * Findings do not depend on hash seeds or on the order of a rule's keywords: every process
     that scans a text reports the same findings.
   * No finding's value is a low-entropy mask (``ghp_xxxx…``, ``****``): every value must carry
-    at least MIN_ENTROPY bits per character.
+    at least MIN_ENTROPY bits per character — except under a credential carrier's name
+    (``Authorization``, ``Cookie``, ``Set-Cookie``, ``Proxy-Authorization``), whose whole value
+    is redacted as ``credential-carrier`` whatever it looks like: the field says what it holds.
 
 The guard catches accidents, not adversaries: anyone can encode a secret past any list of
 patterns. It is one layer; keeping secrets away from agents is the other.
@@ -51,6 +53,8 @@ from affidavit.statements.secret_rules import (
     RULES,
     Rule,
     b64decode,
+    carried_template,
+    carries_credential,
     entropy,
     names_credential,
     plausible_value,
@@ -152,6 +156,11 @@ def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.
     if not found and name is not None and names_credential(name) and plausible_value(text, name):
         return [(0, len(text), "secret-assignment")]
+    # A carrier already holding a marker was redacted before: leave it (idempotence); one
+    # holding a template (Bearer <token>) holds no credential.
+    carrier = name is not None and text != "" and carries_credential(name)
+    if not found and carrier and "«redacted:" not in text and not carried_template(text):
+        return [(0, len(text), "credential-carrier")]
     if depth > 0 and len(text) >= _MIN_ENCODED:
         _decoded(text, found, depth - 1)
     return found
