@@ -79,7 +79,11 @@ async def open_log(
 
 
 async def create_log(
-    data_dir: Path, origin: str, entry_format: str, admin_id: str
+    data_dir: Path,
+    origin: str,
+    entry_format: str,
+    admin_id: str,
+    min_free_bytes: int = MIN_FREE_BYTES,
 ) -> tuple[str, Path | None]:
     """Create a log; a statements log gets its genesis entry: the first admin, self-registered.
 
@@ -96,7 +100,7 @@ async def create_log(
             admin_id, affidavit_pb2.ADMIN, admin.public_key, display_name="genesis admin"
         )
     )
-    async with open_log(data_dir) as opened:
+    async with open_log(data_dir, min_free_bytes=min_free_bytes) as opened:
         await opened.sequencer.append(genesis)
     return verifier, path
 

@@ -64,10 +64,14 @@ def _fail(message: str) -> NoReturn:
 
 
 def _create(
-    data_dir: Path, origin: str, entry_format: str, admin_id: str
+    data_dir: Path,
+    origin: str,
+    entry_format: str,
+    admin_id: str,
+    min_free_bytes: int = MIN_FREE_BYTES,
 ) -> tuple[str, Path | None]:
     try:
-        return asyncio.run(app.create_log(data_dir, origin, entry_format, admin_id))
+        return asyncio.run(app.create_log(data_dir, origin, entry_format, admin_id, min_free_bytes))
     except (StorageError, MalformedKeyError) as e:
         _fail(f"cannot create a log in {data_dir}: {e}")
 
@@ -240,7 +244,7 @@ def serve(
         if not isinstance(verifier, CosignatureV1Verifier):
             _fail(f"--witness-key {verifier.name!r} is not a witness (cosignature/v1) key")
     if not config.is_initialised(data_dir):
-        _, admin_key = _create(data_dir, origin, entry_format, admin_id)
+        _, admin_key = _create(data_dir, origin, entry_format, admin_id, min_free_mib << 20)
         logging.info(
             "created log %s in %s%s",
             origin,

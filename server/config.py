@@ -94,7 +94,7 @@ def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> s
         raise StorageError(f"{data_dir} already holds a log; pick another --data-dir")
     data_dir.mkdir(parents=True, exist_ok=True)
     signer_text, verifier_text = note.generate_key(origin)
-    storage = Storage(data_dir / DB_DIR, create=True)
+    storage = Storage(data_dir / DB_DIR, create=True, min_free_bytes=0)  # a few bytes
     try:
         storage.set_entry_format(entry_format)
         # The empty tree's checkpoint, so a log always has one to serve and extend.

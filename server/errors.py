@@ -1,8 +1,14 @@
-"""The one error a request handler raises to refuse a request."""
+"""The one error a request handler raises to refuse a request, and the refusal of an entry
+whose checks failed unexpectedly."""
 
 from __future__ import annotations
 
+import logging
+
 import grpc
+from affidavit.statements.errors import Rejection
+
+log = logging.getLogger("affidavit.server")
 
 
 class RequestError(Exception):
@@ -12,3 +18,17 @@ class RequestError(Exception):
         super().__init__(message)
         self.code = code
         self.message = message
+
+
+def unexpected_failure(e: Exception) -> Rejection:
+    """The refusal of one entry whose checks raised something other than a Rejection (a limit
+    the rules do not name, or a bug): it fails alone, logged with its traceback; its
+    neighbours in a batch or stream go on."""
+    if isinstance(e, RecursionError):
+        return Rejection.invalid("the entry nests too deeply to be checked; flatten it")
+    log.error("checking an entry failed", exc_info=e)
+    return Rejection(
+        "INTERNAL",
+        f"the server could not check this entry ({type(e).__name__}, logged with its details); "
+        "it was not appended",
+    )

@@ -29,6 +29,7 @@ from typing import NamedTuple, Protocol
 from affidavit.merkle import hashing, proofs
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
+from affidavit.server.errors import unexpected_failure
 from affidavit.server.integrity import KeptCheckpoint
 from affidavit.server.storage import (
     Batch,
@@ -331,6 +332,7 @@ class Sequencer:
         outcomes: list[tuple[int, bool, tuple[int, str]] | Rejection] = []
         new_entries: list[bytes] = []
         new_hashes: list[bytes] = []
+        new_prepared: list[object] = []
         for entry, prep, leaf_hash in zip(entries, prepared, leaf_hashes, strict=True):
             seen = first_seen.get(leaf_hash)
             if seen is None:
@@ -346,9 +348,19 @@ class Sequencer:
             except Rejection as e:
                 outcomes.append(e)
                 continue
+            except Exception as e:
+                # This entry alone fails. The gate may hold part of its effects: the batch's
+                # state starts over from the entries admitted before it.
+                outcomes.append(unexpected_failure(e))
+                assert gate is not None
+                gate.begin()
+                for k, again in enumerate(zip(new_entries, new_prepared, new_hashes, strict=True)):
+                    gate.admit(again[0], again[1], again[2], size + k)
+                continue
             first_seen[leaf_hash] = index, judged
             new_entries.append(entry)
             new_hashes.append(leaf_hash)
+            new_prepared.append(prep)
             outcomes.append((index, False, judged))
 
         growth = None

@@ -24,7 +24,7 @@ from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
-from affidavit.server.errors import RequestError
+from affidavit.server.errors import RequestError, unexpected_failure
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from affidavit.server.storage import (
@@ -166,6 +166,15 @@ class LogService(pb_grpc.LogServicer):
 
         return asyncio.ensure_future(settle())
 
+    async def _submit_answered(self, entries: Sequence[bytes]) -> asyncio.Future[list[Outcome]]:
+        """_submit, whose result answers every entry even if submitting itself failed."""
+        try:
+            return await self._submit(entries)
+        except Exception as e:
+            failed: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
+            failed.set_result([storage_refusal(e)] * len(entries))
+            return failed
+
     async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
         """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
         verifier threads: the entries split in one contiguous run per thread."""
@@ -186,10 +195,12 @@ class LogService(pb_grpc.LogServicer):
                 out.append(self._gate.prepare(entry))
             except Rejection as e:
                 out.append(e)
+            except Exception as e:  # this entry alone fails
+                out.append(unexpected_failure(e))
         return out
 
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
-        (outcome,) = await (await self._submit([request.entry]))
+        (outcome,) = await (await self._submit_answered([request.entry]))
         if isinstance(outcome, RequestError):
             await _abort(context, outcome)
         response = pb.AppendResponse()
@@ -207,7 +218,7 @@ class LogService(pb_grpc.LogServicer):
                     f"send at most {self._max_batch} per call"
                 ),
             )
-        outcomes = await (await self._submit(request.entries))
+        outcomes = await (await self._submit_answered(request.entries))
         response = pb.AppendBatchResponse()
         add = response.results.add
         for outcome in outcomes:
@@ -222,7 +233,7 @@ class LogService(pb_grpc.LogServicer):
         # than STREAM_CHUNKS chunks await their results, so under load chunks grow by
         # themselves. Results go back in the order the entries came.
         arrived: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_WINDOW)
-        chunks: asyncio.Queue[asyncio.Task[list[Outcome]] | None] = asyncio.Queue(STREAM_CHUNKS)
+        chunks: asyncio.Queue[asyncio.Future[list[Outcome]] | None] = asyncio.Queue(STREAM_CHUNKS)
 
         async def read() -> None:
             try:
@@ -233,18 +244,20 @@ class LogService(pb_grpc.LogServicer):
 
         async def submit() -> None:
             ended = False
-            while not ended:
-                chunk: list[bytes] = []
-                entry = await arrived.get()
-                while entry is not None:
-                    chunk.append(entry)
-                    if len(chunk) == self._max_batch or arrived.empty():
-                        break
-                    entry = arrived.get_nowait()
-                ended = entry is None
-                if chunk:
-                    await chunks.put(await self._submit(chunk))
-            await chunks.put(None)
+            try:
+                while not ended:
+                    chunk: list[bytes] = []
+                    entry = await arrived.get()
+                    while entry is not None:
+                        chunk.append(entry)
+                        if len(chunk) == self._max_batch or arrived.empty():
+                            break
+                        entry = arrived.get_nowait()
+                    ended = entry is None
+                    if chunk:
+                        await chunks.put(await self._submit_answered(chunk))
+            finally:  # the responder always learns the stream's end: it never waits forever
+                await chunks.put(None)
 
         reader = asyncio.ensure_future(read())
         submitter = asyncio.ensure_future(submit())
@@ -459,7 +472,17 @@ def storage_refusal(e: Exception) -> RequestError:
     )
 
 
+UNAUTHENTICATED_STATEMENT = (
+    "the statement is not signed by a key registered in this log: its key is not registered "
+    "(an admin registers it first), or the signature does not verify with it"
+)
+"""The one answer to every unauthenticated statement: which of the two it was would tell an
+unauthenticated caller whether a key id is registered."""
+
+
 def _refused(rejection: Rejection) -> RequestError:
+    if rejection.code == "UNAUTHENTICATED":
+        return RequestError(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_STATEMENT)
     return RequestError(grpc.StatusCode[rejection.code], rejection.message)
 
 

@@ -55,6 +55,9 @@ MIN_FREE_BYTES = 64 << 20
 """Room a commit leaves free on the database's filesystem by default: enough for LevelDB to
 flush its memtable and compact, so a full disk is met before LevelDB's own writes fail."""
 
+REOPEN_ROOM = 8 << 20
+"""Free space needed before a database whose write failed is reopened."""
+
 _VERSION = b"m/version"
 _FORMAT = b"m/format"
 _ENTRY = b"e/"
@@ -415,7 +418,7 @@ class Storage:
     def _full_message(self, detail: str) -> str:
         return (
             f"the disk holding {self.path} is full ({detail}); appends resume by themselves "
-            f"once {_mib(self.min_free_bytes)} or more is free there"
+            f"once {_mib(max(self.min_free_bytes, REOPEN_ROOM))} or more is free there"
         )
 
     def check_writable(self) -> None:
@@ -424,11 +427,15 @@ class Storage:
 
     def _make_room(self, batch_bytes: int) -> None:
         """Raise DiskFullError unless the disk has room for batch_bytes (twice: the log, then
-        its table) beyond min_free_bytes; reopen the database if a write failed before."""
+        its table) beyond min_free_bytes (0: no such check, LevelDB's own write fails); reopen
+        the database if a write failed before, once REOPEN_ROOM is free (reopening replays
+        the log into a table: on a full disk it would fail and leave nothing open to read)."""
         free = self.free_bytes()
-        if free < self.min_free_bytes + 2 * batch_bytes:
+        if self.min_free_bytes and free < self.min_free_bytes + 2 * batch_bytes:
             raise DiskFullError(self._full_message(f"{_mib(free)} free"))
         if self._must_reopen:
+            if free < REOPEN_ROOM:
+                raise DiskFullError(self._full_message(f"{_mib(free)} free"))
             self._reopen()
 
     def _reopen(self) -> None:
