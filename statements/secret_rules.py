@@ -138,7 +138,7 @@ _KEY_QUALIFIERS: Final = frozenset({"api", "access", "secret", "private", "clien
 # Opaque tokens that grant nothing: pagination cursors, idempotency and sync tokens.
 _HARMLESS_TOKEN_QUALIFIERS: Final = frozenset({"page", "continuation", "resume", "sync",
                                                "idempotency", "cancellation", "cursor", "csrf",
-                                               "public", "publishable"})
+                                               "public", "publishable", "authenticity"})
 # fmt: on
 _SPACED: Final = frozenset({"password", "passwd"})
 _MAX_NAME: Final = 64  # longer runs of name characters are data, not a variable name
@@ -275,6 +275,12 @@ def _check_passphrase(text: str, m: re.Match[str]) -> bool:
     return names_password(name) and plausible_value(_secret(text, m), name)
 
 
+def _check_named_value(text: str, m: re.Match[str]) -> bool:
+    """A value whose sibling key or attribute names a credential."""
+    name = text[m.start("name") : m.end("name")]
+    return names_credential(name) and plausible_value(_secret(text, m), name)
+
+
 def _check_command(text: str, m: re.Match[str]) -> bool:
     value = _secret(text, m)
     return (
@@ -401,7 +407,7 @@ RULES: Final[tuple[Rule, ...]] = (
         "slack-webhook",
         ("hooks.slack.com",),
         r"""hooks\.slack\.com/(?:services|workflows|triggers)/
-            (?P<secret>[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_/-]{16,})""",
+            (?P<secret>[A-Za-z0-9_-]+/[A-Za-z0-9_-]+/[A-Za-z0-9_/-]{16,}|[A-Za-z0-9_-]{32,})""",
     ),
     _rule(
         "slack-token",
@@ -414,6 +420,12 @@ RULES: Final[tuple[Rule, ...]] = (
         "stripe-key",
         ("sk_live_", "rk_live_", "sk_test_", "rk_test_", "whsec_"),
         r"(?P<secret>[sr]k_(?:live|test)_[0-9A-Za-z]{16,247}|whsec_[A-Za-z0-9+/]{32,})",
+        token=True,
+    ),
+    _rule(
+        "sourcegraph-token",
+        ("sgp_",),
+        r"(?P<secret>sgp_(?:local_|[0-9a-fA-F]{16}_)?[0-9a-fA-F]{40})",
         token=True,
     ),
     _rule(
@@ -486,10 +498,10 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(  # mysql -pS3cret, sshpass -p pw, curl -u user:pw, redis-cli -a pw
         "command-line-password",
         ("mysql", "mariadb", "sshpass", "curl", "redis-cli"),
-        r"""(?:(?:mysql(?:dump|admin)?|mariadb)\b[^\n;&|]*?\s-p
+        r"""(?:(?:mysql(?:dump|admin)?|mariadb)\b(?:[^\n;&|]|\\\n)*?\s-p  # \⏎ continues
              |sshpass\s+-p\s*
-             |curl\b[^\n;&|]*?\s(?:-u\s*|--user[\s=]+)(?P<uq>["']?)[^\s:"']+:
-             |redis-cli\b[^\n;&|]*?\s-a\s+)
+             |curl\b(?:[^\n;&|]|\\\n)*?\s(?:-u\s*|--user[\s=]+)(?P<uq>["']?)[^\s:"']+:
+             |redis-cli\b(?:[^\n;&|]|\\\n)*?\s-a\s+)
             (?P<q>["']?)(?P<secret>[^\s"']+)(?P=q)""",
         _check_command,
     ),
@@ -503,9 +515,18 @@ RULES: Final[tuple[Rule, ...]] = (
     _rule(
         "bearer-token",
         ("bearer", "authorization"),
-        r"""(?:bearer|authorization:[\ \t]*token)[\ \t]+
+        r"""(?:bearer[\ \t]+  # any scheme but Basic, which basic-auth-header judges
+               |authorization:[\ \t]*(?:(?!basic[\ \t])[a-z][a-z0-9-]*[\ \t]+)?)
             (?P<secret>[a-z0-9._~+/-]{16,}=*)(?![a-z0-9._~+/=-])""",
         _check_bearer,
+        lowercase=True,
+    ),
+    _rule(  # key="Password" value="…" (XML config), "name": "DB_PASSWORD", "value": "…" (JSON)
+        "named-value",
+        ('key="', "key='", 'key"', 'name="', "name='", 'name"'),
+        r"""(?:key|name)["']?[\ \t]*[:=][\ \t]*["'](?P<name>[\w.-]{1,64})["'][\ \t]*,?[\ \t]*
+            ["']?value["']?[\ \t]*[:=][\ \t]*(?P<q>["'])(?P<secret>[^"'\n]+)(?P=q)""",
+        _check_named_value,
         lowercase=True,
     ),
     _rule(  # before secret-assignment: password= then several words, up to a separator

@@ -42,6 +42,7 @@ RULE_IDS = [
     "slack-webhook",
     "slack-token",
     "stripe-key",
+    "sourcegraph-token",
     "google-api-key",
     "google-oauth-token",
     "anthropic-key",
@@ -56,6 +57,7 @@ RULE_IDS = [
     "command-line-password",
     "basic-auth-header",
     "bearer-token",
+    "named-value",
     "passphrase-assignment",
     "secret-assignment",
 ]
@@ -152,6 +154,10 @@ EXAMPLES: list[tuple[str, str, str]] = [
         "password=correct horse battery staple",
         "correct horse battery staple",
     ),
+    ("sourcegraph-token", f"SRC_ACCESS_TOKEN=sgp_local_{HEX40}", f"sgp_local_{HEX40}"),
+    ("named-value", '<add key="ClearTextPassword" value="Zx9mQ2kLw8" />', "Zx9mQ2kLw8"),
+    ("named-value", '{"name": "DB_PASSWORD", "value": "tangerine-walrus"}', "tangerine-walrus"),
+    ("bearer-token", f"Authorization: Api-Token {HEX40}", HEX40),
 ]
 
 
