@@ -17,10 +17,10 @@ from affidavit.server import config
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
-from affidavit.server.integrity import KeptCheckpoint, recover
+from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
-from affidavit.server.storage import MIN_FREE_BYTES, Storage, StorageError
+from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -56,6 +56,18 @@ async def open_log(
     try:
         kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
         checkpoint, note_text = recover(storage, verifier_key, kept)
+        damage = DamageNote(data_dir / config.DAMAGE_FILE)
+        if damage.read() is not None:
+            log.info("a check found damage in this log before: checking all of it again")
+            report = check_log(storage, verifier_key, kept)
+            if report.problems:
+                damage.write(report.problems)
+                raise DataLossError(
+                    f"{report.summary()}; refusing to serve a damaged log: restore the data "
+                    f"directory from a backup (every problem is listed in {damage.path})"
+                )
+            damage.clear()
+            log.info("the whole log checks out now; serving it")
         gate = StatementGate(storage) if storage.entry_format() == "statements" else None
         sequencer = Sequencer(
             storage,
@@ -119,6 +131,44 @@ async def _report_faults(
         else:
             log.error("appends refused: %s", fault)
             await health_servicer.set(log_service, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+CHECK_PAUSE_S = 0.005
+"""Pause of the scheduled check between chunks of entries, so serving goes first."""
+
+
+async def _scheduled_checks(opened: OpenLog, settings: ServeSettings) -> None:
+    """Check the whole log every check_interval_s. Damage found under the checkpoint halts
+    appends (DATA_LOSS; health NOT_SERVING) and is noted in the data directory, so the next
+    start checks the whole log again and refuses to serve it while it is damaged."""
+    loop = asyncio.get_running_loop()
+    damage = DamageNote(settings.data_dir / config.DAMAGE_FILE)
+    while True:
+        await asyncio.sleep(settings.check_interval_s)
+        log.info("scheduled check: verifying every entry and tile")
+        try:
+            report = await loop.run_in_executor(
+                None,
+                lambda: check_log(opened.storage, opened.verifier_key, pause=CHECK_PAUSE_S),
+            )
+        except StorageError as e:
+            problems = [str(e)]
+        else:
+            problems = report.problems
+            if not problems:
+                log.info("scheduled check: %d entries and their tiles are sound", report.size)
+                continue
+        for problem in problems[:10]:
+            log.error("scheduled check: %s", problem)
+        damage.write(problems)
+        await opened.sequencer.halt(
+            DataLossError(
+                f"the log's database is damaged: {problems[0]}; this server signs nothing more. "
+                f"Stop it, restore the data directory from a backup (the damage found is "
+                f"listed in {damage.path}) and run `affidavit check`"
+            )
+        )
+        return
 
 
 def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
@@ -187,6 +237,11 @@ async def serve(settings: ServeSettings) -> None:
         health_task = asyncio.ensure_future(
             _report_faults(opened.sequencer, health_servicer, log_service)
         )
+        checks = (
+            asyncio.ensure_future(_scheduled_checks(opened, settings))
+            if settings.check_interval_s > 0
+            else None
+        )
         checkpoint = opened.sequencer.checkpoint
         log.info(
             "affidavit serving %s at %s:%d, tree size %d, log key %s (%s entries%s)",
@@ -206,6 +261,8 @@ async def serve(settings: ServeSettings) -> None:
         await stop.wait()
         log.info("stopping: finishing requests in flight")
         health_task.cancel()
+        if checks is not None:
+            checks.cancel()
         await opened.sequencer.begin_shutdown()  # ends checkpoint watches
         await health_servicer.enter_graceful_shutdown()
         await server.stop(SHUTDOWN_GRACE_S)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -15,9 +16,12 @@ from affidavit.merkle.errors import MalformedKeyError
 from affidavit.server import app, config
 from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
-from affidavit.server.storage import MIN_FREE_BYTES, StorageError
+from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
+from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
 
 DEFAULT_DATA_DIR = Path("data")
+EXIT_DAMAGED = 1
+"""`check`'s exit code when it finds damage (the CLI's "verification failed")."""
 
 data_dir_option = click.option(
     "--data-dir",
@@ -162,6 +166,17 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     "space is freed; then appends resume by themselves.",
 )
 @click.option(
+    "--check-hours",
+    type=click.FloatRange(min=0),
+    default=24.0,
+    show_default=True,
+    envvar="AFFIDAVIT_CHECK_HOURS",
+    show_envvar=True,
+    help="Re-verify every stored entry and tile against the checkpoint this often, in the "
+    "background (0: never). Damage found stops appends (DATA_LOSS) and is noted in "
+    "DATA_DIR/damage, so the log is not served again until it checks out.",
+)
+@click.option(
     "--auditor-token-hash",
     "auditor_token_hashes",
     multiple=True,
@@ -211,6 +226,7 @@ def serve(
     batch_wait_ms: float,
     queue_size: int,
     min_free_mib: int,
+    check_hours: float,
     auditor_token_hashes: tuple[str, ...],
     witness_keys: tuple[str, ...],
     tls_cert: Path | None,
@@ -259,6 +275,7 @@ def serve(
         max_wait_ms=batch_wait_ms,
         queue_size=queue_size,
         min_free_bytes=min_free_mib << 20,
+        check_interval_s=check_hours * 3600,
         auditor_token_hashes=auditor_token_hashes,
         witness_keys=witness_keys,
         tls_cert=tls_cert,
@@ -271,6 +288,62 @@ def serve(
         _fail(str(e))
     except Exception as e:  # one line, whatever broke: the operator reads it first
         _fail(f"the server failed: {type(e).__name__}: {e}")
+
+
+@click.command()
+@data_dir_option
+def check(data_dir: Path) -> None:
+    """Re-verify a stopped log offline: every stored entry and tile against its signed
+    checkpoint, and the database against the checkpoint kept outside it.
+
+    Reads the whole database (progress on stderr), rebuilding the tree from the entries and
+    comparing every tile and the root. Stop the server first: it holds the database's lock
+    (a running server checks itself: serve --check-hours).
+
+    \b
+    Exit codes: 0 the log is sound, 1 damage found (every problem listed, up to 100),
+    2 the log cannot be checked (no log, in use, unreadable key).
+    """
+    try:
+        _, verifier_key = config.load_key(data_dir)
+        storage = Storage(data_dir / config.DB_DIR, min_free_bytes=0)
+    except DataLossError as e:
+        click.echo(f"affidavit: damaged: {e}", err=True)
+        sys.exit(EXIT_DAMAGED)
+    except (StorageError, OSError) as e:
+        _fail(str(e))
+    interactive = sys.stderr.isatty()
+    shown = [0.0]
+
+    def progress(done: int, total: int) -> None:
+        now = time.monotonic()
+        if now - shown[0] < (0.2 if interactive else 5.0) and done != total:
+            return
+        shown[0] = now
+        line = f"checked {done}/{total} entries"
+        click.echo(f"\r{line}" if interactive else line, err=True, nl=not interactive)
+
+    try:
+        kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
+        report = check_log(storage, verifier_key, kept, progress=progress)
+    except StorageError as e:
+        report = CheckReport(0, [str(e)])
+    finally:
+        storage.close()
+    if interactive:
+        click.echo("", err=True)
+    damage = DamageNote(data_dir / config.DAMAGE_FILE)
+    if report.problems:
+        for problem in report.problems:
+            click.echo(f"damaged: {problem}")
+        damage.write(report.problems)
+        click.echo(
+            f"{len(report.problems)} problems in the log at {data_dir}; restore it from a backup "
+            "(the server refuses to serve it until it checks out)"
+        )
+        sys.exit(EXIT_DAMAGED)
+    damage.clear()
+    click.echo(f"sound: {report.size} entries and their tiles match the signed checkpoint")
 
 
 @click.command("auditor-token")

@@ -7,6 +7,7 @@
     <data dir>/db/       the LevelDB (see server.storage)
     <data dir>/checkpoint the latest checkpoint the log signed, kept outside the database to
                          detect a database that lost writes (see server.integrity)
+    <data dir>/damage    present only while a whole-log check has found damage: what it found
 
 The origin (the checkpoint's first line) is the key's name, as C2SP logs do.
 """
@@ -29,6 +30,7 @@ PUB_FILE = "log.pub"
 ADMIN_KEY_FILE = "admin.key"
 DB_DIR = "db"
 CHECKPOINT_FILE = "checkpoint"
+DAMAGE_FILE = "damage"
 ENTRY_FORMATS = ("statements", "opaque")
 
 
@@ -47,6 +49,8 @@ class ServeSettings:
     max_wait_ms: float = 0.0
     queue_size: int = 4096
     min_free_bytes: int = MIN_FREE_BYTES
+    check_interval_s: float = 0.0
+    """Seconds between whole-log checks while serving (0: none)."""
     max_batch_entries: int = 1000
     page_size: int = 1000
     auditor_token_hashes: tuple[str, ...] = ()

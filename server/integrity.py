@@ -17,6 +17,7 @@ Each failure is a StorageError (DataLossError for damage) whose message names wh
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,19 +53,46 @@ class KeptCheckpoint:
             return None
 
     def replace(self, note_text: str) -> None:
-        tmp = self.path.with_name(self.path.name + ".tmp")
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+        _replace_file(self.path, note_text)
+
+
+class DamageNote:
+    """What a whole-log check found, in a file outside the database. A server that finds it
+    at startup checks the whole log before serving (the damage may lie below the entries
+    startup reads back); it goes once a whole check finds the log sound."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def read(self) -> str | None:
         try:
-            os.write(fd, note_text.encode())
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, self.path)
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
+            return self.path.read_text()
+        except FileNotFoundError:
+            return None
+
+    def write(self, problems: list[str]) -> None:
+        _replace_file(self.path, "".join(f"{p}\n" for p in problems))
+
+    def clear(self) -> None:
+        self.path.unlink(missing_ok=True)
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Replace path's contents atomically and durably: a synced temporary file renamed over
+    it, then the directory synced."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, text.encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
 
 
 def open_checkpoint(text: str, verifier_key: str, where: str) -> Checkpoint:
@@ -142,7 +170,10 @@ def _check_not_behind(
             f"{last.size - 1} were acknowledged and are lost (a damaged or truncated "
             f"write-ahead log, or an old copy of the database); {advice}"
         )
-    root = CompactRange.from_reader(last.size, reader).root() if last.size else last.root_hash
+    if last.size == cp.size:
+        root = cp.root_hash
+    else:
+        root = CompactRange.from_reader(last.size, reader).root() if last.size else last.root_hash
     if root != last.root_hash:
         raise DataLossError(
             f"the database's tree at size {last.size} is not the one the log signed (kept in "
@@ -186,18 +217,28 @@ class CheckReport:
 
     MAX_PROBLEMS = 100
 
+    def summary(self) -> str:
+        """One line: the first problem and how many more."""
+        more = len(self.problems) - 1
+        return self.problems[0] + (f" (and {more} more problems)" if more else "")
+
 
 def check_log(
     storage: Storage,
     verifier_key: str,
+    kept: KeptCheckpoint | None = None,
     progress: Callable[[int, int], None] | None = None,
+    pause: float = 0.0,
 ) -> CheckReport:
-    """Every entry and every tile of the stored log against its latest checkpoint.
+    """Every entry and every tile of the stored log against its latest checkpoint (and that
+    checkpoint against the kept one, if given).
 
     Rebuilds the tree from the level-0 tiles, comparing every entry with its leaf and every
     rebuilt tile with the stored one, then the root with the checkpoint's. A damaged entry is
     reported and the check goes on from its stored leaf; progress(done, total) after each
-    chunk. Stops after CheckReport.MAX_PROBLEMS problems.
+    chunk, then a sleep of pause seconds (a live server's check leaves room to serve). Safe
+    while the log grows: it checks the tree of the checkpoint it started from. Stops after
+    CheckReport.MAX_PROBLEMS problems.
     """
     text = storage.checkpoint()
     if text is None:
@@ -205,12 +246,17 @@ def check_log(
     cp = open_checkpoint(text, verifier_key, f"stored in {storage.path}")
     report = CheckReport(cp.size)
     problems = report.problems
+    if kept is not None:
+        try:
+            _check_not_behind(kept, cp, TileHashReader(cp.size, storage.read_tiles), verifier_key)
+        except StorageError as e:
+            problems.append(str(e))
     latest: dict[int, bytes] = {}  # level -> the rebuilt tree's rightmost tile there
 
     def read_rebuilt(tiles: list[Tile]) -> list[bytes]:
         return [latest[t.level] for t in tiles]
 
-    size = 0
+    size, root = 0, hashing.EMPTY_ROOT
     while size < cp.size and len(problems) < CheckReport.MAX_PROBLEMS:
         end = min(cp.size, size + CHECK_CHUNK)
         leaves: list[bytes] = []
@@ -229,17 +275,17 @@ def check_log(
                 problems.append(str(e))
                 continue
             if stored[: len(data)] != data:
-                problems.append(f"tile {tile.path()} in {storage.path} is not the log's tile")
-        size = end
+                problems.append(f"{tile.path()} in {storage.path} is not the log's tile")
+        size, root = end, growth.root()
         if progress is not None:
             progress(size, cp.size)
-    if (
-        size == cp.size
-        and cp.size
-        and CompactRange.from_reader(cp.size, TileHashReader(cp.size, read_rebuilt)).root()
-        != cp.root_hash
-    ):
-        problems.append(f"the rebuilt tree's root is not the root of checkpoint {cp.size}")
+        if pause:
+            time.sleep(pause)
+    if size == cp.size and root != cp.root_hash:
+        problems.append(
+            f"the tree rebuilt from {storage.path} has root {root.hex()}, not the root of the "
+            f"signed checkpoint of size {cp.size}"
+        )
     return report
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import os
 import re
+import subprocess
+import time
 from pathlib import Path
 
 import grpc
@@ -14,12 +16,22 @@ import pytest
 from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import note
 from affidavit.proto import affidavit_pb2 as pb
+from grpc_health.v1 import health_pb2
 
 from tests import serverproc
-from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess, status_of
+from tests.serverproc import (
+    RPC_TIMEOUT,
+    ServerFactory,
+    ServerProcess,
+    health_status,
+    run_cli,
+    status_of,
+)
 
 server = serverproc.server
 server_factory = serverproc.server_factory
+
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
 
 
 def append_batch(s: ServerProcess, entries: list[bytes]) -> list[pb.AppendResponse]:
@@ -187,17 +199,24 @@ def _corrupt_entry(s: ServerProcess, entry: bytes) -> None:
     raise AssertionError("the entry is in no table file")
 
 
-def test_corrupt_table_file_below_the_edge_is_data_loss_naming_the_entry(
-    server_factory: ServerFactory,
-) -> None:
-    """Damage older than the entries startup reads back: the server starts, and serving the
-    damaged entries is DATA_LOSS naming the first of them (never UNKNOWN)."""
-    s = server_factory()
+def damaged_below_the_edge(factory: ServerFactory, *args: str) -> tuple[ServerProcess, list[bytes]]:
+    """A stopped log of 2500 entries whose table file is damaged at entry 500, below the
+    entries startup reads back."""
+    s = factory(*args)
     entries = [os.urandom(300) for _ in range(2500)]
     for at in range(0, len(entries), 500):
         append_batch(s, entries[at : at + 500])
     _to_tables(s)
     _corrupt_entry(s, entries[500])
+    return s, entries
+
+
+def test_corrupt_table_file_below_the_edge_is_data_loss_naming_the_entry(
+    server_factory: ServerFactory,
+) -> None:
+    """Damage older than the entries startup reads back: the server starts, and serving the
+    damaged entries is DATA_LOSS naming the first of them (never UNKNOWN)."""
+    s, entries = damaged_below_the_edge(server_factory)
     s.start()
     e = status_of(s.stub.GetEntries, pb.GetEntriesRequest(start=490, end=510))
     assert e.code() == grpc.StatusCode.DATA_LOSS, e
@@ -205,3 +224,95 @@ def test_corrupt_table_file_below_the_edge_is_data_loss_naming_the_entry(
     assert m is not None and 490 <= int(m[1]) <= 500, e.details()
     # Entries beyond the damaged block are served.
     assert [x.data for x in s.all_entries(2400, 2500)] == entries[2400:]
+
+
+# The whole-log check: offline (`affidavit check`) and scheduled in the server.
+
+
+def check(s: ServerProcess) -> subprocess.CompletedProcess[str]:
+    return run_cli("check", "--data-dir", str(s.data_dir))
+
+
+def test_check_finds_a_sound_log_sound(server: ServerProcess) -> None:
+    append_batch(server, [os.urandom(100) for _ in range(300)])
+    busy = check(server)
+    assert busy.returncode == 2 and "in use" in busy.stderr, busy  # the server holds it
+    assert server.stop() == 0
+    done = check(server)
+    assert done.returncode == 0, done
+    assert "sound: 300 entries" in done.stdout
+    assert "checked 300/300 entries" in done.stderr
+
+
+def test_check_names_damage_and_the_server_refuses_it_until_it_checks_out(
+    server_factory: ServerFactory,
+) -> None:
+    s, _ = damaged_below_the_edge(server_factory)
+    done = check(s)
+    assert done.returncode == 1, done
+    assert re.search(r"damaged: entry (4[8-9]\d|500) is unreadable", done.stdout), done.stdout
+    assert "restore it from a backup" in done.stdout
+    # Noted: startup now checks the whole log, and refuses it.
+    line = refused_start(s)
+    assert "entry" in line and "refusing to serve a damaged log" in line, line
+    assert (s.data_dir / "damage").exists()
+
+
+def test_check_finds_a_truncated_wal(server_factory: ServerFactory) -> None:
+    s = server_factory()
+    filled(s, 20)
+    s.kill()
+    log = wal(s.data_dir)
+    os.truncate(log, log.stat().st_size - 3000)
+    done = check(s)
+    assert done.returncode == 1, done
+    assert "behind the log" in done.stdout
+
+
+def test_scheduled_check_halts_appends_on_damage(server_factory: ServerFactory) -> None:
+    s, _ = damaged_below_the_edge(server_factory, "--check-hours", "0.0003")  # about 1 s
+    s.start()  # the damage is below the edge: startup does not see it
+    assert s.channel is not None
+    deadline = time.monotonic() + 60
+    while health_status(s.channel, "affidavit.v1.Log") != NOT_SERVING:
+        assert time.monotonic() < deadline, s.stderr
+        time.sleep(0.1)
+    e = status_of(s.stub.Append, pb.AppendRequest(entry=b"over the damage"))
+    assert e.code() == grpc.StatusCode.DATA_LOSS, e
+    assert "entry" in (e.details() or "") and "affidavit check" in (e.details() or "")
+    assert "scheduled check: entry" in s.stderr
+    assert s.stop() == 0
+    line = refused_start(s)
+    assert "refusing to serve a damaged log" in line
+
+
+def _alter(data_dir: Path, key: bytes, value: bytes | None) -> None:
+    db = plyvel.DB(str(data_dir / "db"))
+    try:
+        if value is None:
+            db.delete(key)
+        else:
+            db.put(key, value)
+    finally:
+        db.close()
+
+
+@pytest.mark.parametrize(
+    ("key", "value", "says"),
+    [
+        pytest.param(b"e/" + (7).to_bytes(8, "big"), b"altered", "entry 7 ", id="entry-altered"),
+        pytest.param(b"e/" + (9).to_bytes(8, "big"), None, "entry 9 is missing", id="entry-gone"),
+        pytest.param(
+            b"t/\x01" + (0).to_bytes(8, "big"), b"\x00" * 32, "tile/1/000", id="level-1-tile"
+        ),
+    ],
+)
+def test_check_names_altered_records(
+    server: ServerProcess, key: bytes, value: bytes | None, says: str
+) -> None:
+    append_batch(server, [os.urandom(100) for _ in range(300)])
+    assert server.stop() == 0
+    _alter(server.data_dir, key, value)
+    done = check(server)
+    assert done.returncode == 1, done
+    assert says in done.stdout, done.stdout

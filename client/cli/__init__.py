@@ -31,6 +31,7 @@ from affidavit.client.cli import (
 # the server, or the parts built on the client, otherwise): name -> "module:attribute".
 _SERVER_COMMANDS = {
     "auditor-token": "affidavit.server.cli:auditor_token",
+    "check": "affidavit.server.cli:check",
     "console": "affidavit.console.cli:console",
     "init": "affidavit.server.cli:init",
     "serve": "affidavit.server.cli:serve",
