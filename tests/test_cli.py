@@ -412,6 +412,8 @@ def test_init_and_auditor_token(tmp_path: Path) -> None:
     assert (tmp_path / "d" / "admin.key").exists()
     r = cli("init", "--data-dir", "d", "--origin", "example.com/cli-init")
     assert r.returncode != 0 and "already holds a log" in r.stderr
+    # The new log checks out (its genesis entry); damage is tested in test_storage_faults.py.
+    assert "sound: 1 entries" in cli.ok("check", "--data-dir", "d").stdout
 
     digest = cli.ok("auditor-token", "--out", "a.token").stdout.strip()
     token = (tmp_path / "a.token").read_text().strip()
