@@ -133,6 +133,17 @@ class Actor:
             raise
         self.signer.advance(leaf)
 
+    # Sessions.
+
+    def open_session(self, purpose: str = "") -> Recorded:
+        """Record this session's OPEN; it must be the session's first statement."""
+        return self.submit(pb.SessionEvent(op=pb.SessionEvent.OPEN, purpose=purpose))
+
+    def close_session(self) -> Recorded:
+        """Record this session's CLOSE: the log refuses anything appended to it afterwards,
+        so everything recorded in it is provably complete."""
+        return self.submit(pb.SessionEvent(op=pb.SessionEvent.CLOSE))
+
     # Identities (admins).
 
     def register(

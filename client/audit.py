@@ -512,8 +512,8 @@ class _Replay:
         intent_verdict: tuple[int, str] | None,
     ) -> None:
         body = statement.WhichOneof("body")
-        if body != "action":
-            self.counts[str(body)] += 1
+        if body != "action":  # a session event is counted only where there is one
+            self.counts[str(body)] = self.counts.get(str(body), 0) + 1
             return
         assert verdict is not None  # admit() gives every action a verdict
         action = statement.action

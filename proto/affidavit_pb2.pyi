@@ -617,6 +617,7 @@ class Statement(_message.Message):
     GRANT_FIELD_NUMBER: _builtins.int
     APPROVAL_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___Header: ...
     @_builtins.property
@@ -627,6 +628,8 @@ class Statement(_message.Message):
     def approval(self) -> Global___Approval: ...
     @_builtins.property
     def action(self) -> Global___AgentAction: ...
+    @_builtins.property
+    def session(self) -> Global___SessionEvent: ...
     def __init__(
         self,
         *,
@@ -635,12 +638,13 @@ class Statement(_message.Message):
         grant: Global___Grant | None = ...,
         approval: Global___Approval | None = ...,
         action: Global___AgentAction | None = ...,
+        session: Global___SessionEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action", "session"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -1262,6 +1266,52 @@ class AgentAction(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___AgentAction: _TypeAlias = AgentAction  # noqa: Y015
+
+@_typing.final
+class SessionEvent(_message.Message):
+    """A session's explicit start and end, so that everything its issuer recorded in it can be
+    proven complete: the OPEN is the session's first statement (sequence 0), the CLOSE its last
+    (its sequence is the number of statements before it, its previous_hash the last one's leaf
+    hash); the log refuses anything appended to a closed session. A session need not be opened
+    explicitly (sessions without an OPEN are still accepted) but only an opened and closed one
+    is provably whole.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    class _Op:
+        ValueType = _typing.NewType("ValueType", _builtins.int)
+        V: _TypeAlias = ValueType  # noqa: Y015
+
+    class _OpEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[SessionEvent._Op.ValueType], _builtins.type):
+        DESCRIPTOR: _descriptor.EnumDescriptor
+        OP_UNSPECIFIED: SessionEvent._Op.ValueType  # 0
+        OPEN: SessionEvent._Op.ValueType  # 1
+        CLOSE: SessionEvent._Op.ValueType  # 2
+
+    class Op(_Op, metaclass=_OpEnumTypeWrapper): ...
+    OP_UNSPECIFIED: SessionEvent.Op.ValueType  # 0
+    OPEN: SessionEvent.Op.ValueType  # 1
+    CLOSE: SessionEvent.Op.ValueType  # 2
+
+    OP_FIELD_NUMBER: _builtins.int
+    PURPOSE_FIELD_NUMBER: _builtins.int
+    op: Global___SessionEvent.Op.ValueType
+    purpose: _builtins.str
+    """OPEN: what the session is for, e.g. a task or a ticket."""
+    def __init__(
+        self,
+        *,
+        op: Global___SessionEvent.Op.ValueType = ...,
+        purpose: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["op", b"op", "purpose", b"purpose"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SessionEvent: _TypeAlias = SessionEvent  # noqa: Y015
 
 @_typing.final
 class SearchRequest(_message.Message):

@@ -18,12 +18,13 @@ from affidavit.statements.signing import IdentityKey
 
 ADAPTER = "affidavit-python/1"
 
-Body = pb.IdentityEvent | pb.Grant | pb.Approval | pb.AgentAction
+Body = pb.IdentityEvent | pb.Grant | pb.Approval | pb.AgentAction | pb.SessionEvent
 _BODY_FIELD = {
     pb.IdentityEvent: "identity",
     pb.Grant: "grant",
     pb.Approval: "approval",
     pb.AgentAction: "action",
+    pb.SessionEvent: "session",
 }
 
 

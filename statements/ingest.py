@@ -105,6 +105,13 @@ def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> Ver
     if body == "approval":
         _require_kind(state, h.issuer, pb.HUMAN, "approve actions")
         return None
+    if body == "session":
+        if st.session.op == pb.SessionEvent.OPEN and h.sequence != 0:
+            raise Rejection.precondition(
+                f"a session's OPEN is its first statement (sequence 0); session "
+                f"{h.session_id!r} of {h.issuer!r} is at sequence {h.sequence}"
+            )
+        return None
     return _check_action(st, state)
 
 
@@ -125,6 +132,11 @@ def _check_signer(key: KeyRecord, issuer: str, state: LogState) -> None:
 
 def _check_session(h: pb.Header, state: LogState) -> None:
     head = state.session(h.issuer, h.session_id)
+    if head is not None and head.closed_at is not None:
+        raise Rejection.precondition(
+            f"session {h.session_id!r} of {h.issuer!r} was closed at index {head.closed_at}; "
+            "nothing may be appended to a closed session: open a new one"
+        )
     expected, previous = (0, b"") if head is None else (head.next_sequence, head.last_leaf_hash)
     if h.sequence != expected or h.previous_hash != previous:
         want = f"sequence {expected}" + (

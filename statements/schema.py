@@ -120,6 +120,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
         "grant": _check_grant,
         "approval": _check_approval,
         "action": _check_action,
+        "session": _check_session_event,
     }[body](statement)
 
 
@@ -240,6 +241,14 @@ def _check_approval(statement: pb.Statement) -> None:
     _require(bool(a.action_id), "approval.action_id must name the action decided on")
     _require(is_digest(a.parameters_digest), "approval.parameters_digest must be 64 lowercase hex")
     _require(a.decision != pb.Approval.DECISION_UNSPECIFIED, "approval.decision must be set")
+
+
+def _check_session_event(statement: pb.Statement) -> None:
+    _require(statement.session.op != pb.SessionEvent.OP_UNSPECIFIED, "session.op must be set")
+    _require(
+        statement.session.op == pb.SessionEvent.OPEN or not statement.session.purpose,
+        "session.purpose belongs to the OPEN",
+    )
 
 
 def _check_action(statement: pb.Statement) -> None:

@@ -65,6 +65,8 @@ class SessionHead:
 
     next_sequence: int
     last_leaf_hash: bytes
+    closed_at: int | None = None
+    """The index of the session's CLOSE: nothing may follow it."""
 
 
 @dataclass(frozen=True)
@@ -199,9 +201,10 @@ class LogState:
         """Record an admitted statement at index: the only way the state changes."""
         h = statement.header
         self.kv.put(_key(b"s", h.statement_id), index.to_bytes(8, "big"))
-        head = SessionHead(h.sequence + 1, leaf_hash)
-        self.kv.put(_key(b"q", h.issuer, h.session_id), _encode(head))
         body = statement.WhichOneof("body")
+        closes = body == "session" and statement.session.op == pb.SessionEvent.CLOSE
+        head = SessionHead(h.sequence + 1, leaf_hash, index if closes else None)
+        self.kv.put(_key(b"q", h.issuer, h.session_id), _encode(head))
         if body == "identity":
             self._apply_identity(index, statement.identity)
         elif body == "grant":

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import click
-from affidavit.client.actor import Actor, outcome_body
+from affidavit.client.actor import Actor, Recorded, outcome_body
 from affidavit.client.cli.options import (
     ACCESS,
     Conn,
@@ -16,6 +16,7 @@ from affidavit.client.cli.options import (
     receipt_line,
     signing_key,
 )
+from affidavit.client.sessionfile import SessionFile
 from affidavit.client.trust import write_atomic
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.signing import IdentityKey
@@ -57,6 +58,19 @@ def _pending_path(conn: Conn, action_id: str) -> Path:
 @click.option("--credential-kind", default="", help="e.g. oauth-token, service-account-key.")
 @click.option("--credential-key-id", default="", help="Key id or token jti of the credential used.")
 @click.option("--trace-id", default="", help="W3C trace id (32 hex).")
+@click.option("--span-id", default="", help="W3C span id (16 hex) of the tool call.")
+@click.option(
+    "--parent-action", "parent_action_id", default="", help="The action this one is part of."
+)
+@click.option("--tool-server", default="", help="Where the tool runs, e.g. an MCP server URI.")
+@click.option("--credential-issuer", default="", help="Who issued the credential used.")
+@click.option(
+    "--session",
+    "session_id",
+    default=None,
+    help="Record into this session, opened with `affidavit session open` (its head is kept "
+    "beside --key); default: a session of its own.",
+)
 @click.option(
     "--outcome", "outcome_of", metavar="ACTION_ID", help="Record the OUTCOME of ACTION_ID instead."
 )
@@ -86,6 +100,11 @@ def append(
     credential_kind: str,
     credential_key_id: str,
     trace_id: str,
+    span_id: str,
+    parent_action_id: str,
+    tool_server: str,
+    credential_issuer: str,
+    session_id: str | None,
     outcome_of: str | None,
     status: str,
     effect_ref: str,
@@ -95,11 +114,19 @@ def append(
     """Record an agent action: its INTENT (before acting), or with --outcome its OUTCOME.
 
     The INTENT is kept under --trust-dir until its OUTCOME is recorded, so the two can be
-    recorded by separate invocations.
+    recorded by separate invocations. With --session, both go into that session's chain.
     """
     key = IdentityKey.load(key_file)
     with conn.client() as client:
         actor = Actor(client, key)
+        state = None
+        if session_id is not None:
+            state = SessionFile(key_file, session_id)
+            state.resume(actor)
+
+        def submit(body: pb.AgentAction) -> Recorded:
+            return actor.submit(body) if state is None else state.submit(actor, body)
+
         if outcome_of is not None:
             path = _pending_path(conn, outcome_of)
             if not path.exists():
@@ -109,7 +136,7 @@ def append(
             outcome = pb.Outcome(
                 status=STATUS[status], effect_ref=effect_ref, error_code=error_code
             )
-            rec = actor.submit(outcome_body(path.read_bytes(), outcome))
+            rec = submit(outcome_body(path.read_bytes(), outcome))
             path.unlink()
             conn.out.emit(
                 receipt_line(f"OUTCOME of {outcome_of}:", rec.statement_id, rec.receipt),
@@ -126,8 +153,10 @@ def append(
                 "an INTENT needs --tool, --resource and --access (or use --outcome)"
             )
         credential = (
-            pb.CredentialRef(kind=credential_kind, key_id=credential_key_id)
-            if credential_kind
+            pb.CredentialRef(
+                kind=credential_kind, key_id=credential_key_id, issuer=credential_issuer
+            )
+            if credential_kind or credential_key_id or credential_issuer
             else None
         )
         act = actor.action(
@@ -142,8 +171,11 @@ def append(
             decision=POLICY[decision],
             credential=credential,
             trace_id=trace_id,
+            span_id=span_id,
+            parent_action_id=parent_action_id,
+            tool_server=tool_server,
         )
-        rec = actor.submit(act.intent)
+        rec = submit(act.intent)
         write_atomic(_pending_path(conn, act.action_id), rec.leaf)
     conn.out.emit(
         receipt_line(f"INTENT of action {act.action_id}:", rec.statement_id, rec.receipt)
