@@ -311,9 +311,12 @@ def _kind(st: pb.Statement) -> str:
     body = st.WhichOneof("body")
     if body == "action":
         return f"the {pb.AgentAction.Phase.Name(st.action.phase)} of action {st.action.action_id}"
-    return {"identity": "an identity event", "grant": "a grant", "approval": "an approval"}.get(
-        body or "", "an empty statement"
-    )
+    return {
+        "identity": "an identity event",
+        "grant": "a grant",
+        "approval": "an approval",
+        "session": "a session event",
+    }.get(body or "", "an empty statement")
 
 
 def _principals(statements: Iterable[pb.Statement]) -> set[str]:
@@ -594,7 +597,7 @@ def _no_key(_key_id: str) -> KeyRecord | None:
     return None
 
 
-def _describe(index: int, st: pb.Statement) -> str:
+def describe(index: int, st: pb.Statement) -> str:
     return (
         f"entry {index} ({_kind(st)}, statement {st.header.statement_id} by {st.header.issuer!r})"
     )
@@ -648,7 +651,7 @@ def verify(bundle_text: str | bytes, policy: TrustPolicy) -> Report:
             verdict = ingest.admit(p, state)
         except Rejection as r:
             raise VerificationError(
-                f"{_describe(i, p.statement)} is not valid at that point of the log: {r}"
+                f"{describe(i, p.statement)} is not valid at that point of the log: {r}"
             ) from None
         if known is not None and known.next_sequence == h.sequence:
             links += 1
@@ -707,8 +710,11 @@ def _subject(statements: dict[int, pb.Statement]) -> tuple[str, int]:
     return ids[0], intents[0]
 
 
-def _check_relevant(statements: dict[int, pb.Statement], intent: pb.AgentAction) -> None:
-    """Everything the action's evidence needs is here, and nothing else."""
+def needed_entries(statements: dict[int, pb.Statement], intent: pb.AgentAction) -> set[int]:
+    """The indexes of the statements an action's evidence needs: its INTENT and OUTCOME, its
+    approvals, every grant it names with their parents, and the identity events of everyone
+    who signed or received those (and of the agent's owner), back to the admins who signed
+    them. VerificationError if a grant or the approval the action names is missing."""
     grants = {
         st.header.statement_id: st.grant
         for st in statements.values()
@@ -733,35 +739,45 @@ def _check_relevant(statements: dict[int, pb.Statement], intent: pb.AgentAction)
             "the bundle"
         )
 
-    relevant = _principals(statements.values())
-    events = [st for st in statements.values() if st.WhichOneof("body") == "identity"]
+    def needed(st: pb.Statement) -> bool:
+        body = st.WhichOneof("body")
+        if body == "action":
+            return st.action.action_id == intent.action_id
+        if body == "grant":
+            return st.header.statement_id in chain
+        if body == "approval":
+            return (
+                st.approval.action_id == intent.action_id
+                or st.header.statement_id == intent.approval_id
+            )
+        return False
+
+    core = {i for i, st in statements.items() if needed(st)}
+    relevant = _principals(statements[i] for i in core)
+    events = {i: st for i, st in statements.items() if st.WhichOneof("body") == "identity"}
     relevant |= {
         e.identity.owner
-        for e in events
+        for e in events.values()
         if e.identity.identity_id == intent.actor.agent_id and e.identity.owner
     }
     while True:
-        more = {e.header.issuer for e in events if e.identity.identity_id in relevant}
+        more = {e.header.issuer for e in events.values() if e.identity.identity_id in relevant}
         if more <= relevant:
             break
         relevant |= more
+    return core | {i for i, e in events.items() if e.identity.identity_id in relevant}
 
-    def unneeded(st: pb.Statement) -> bool:
-        body = st.WhichOneof("body")
-        if body == "grant":
-            return st.header.statement_id not in chain
-        if body == "approval":
-            return (
-                st.approval.action_id != intent.action_id
-                and st.header.statement_id != intent.approval_id
-            )
-        return body == "identity" and st.identity.identity_id not in relevant
 
-    for i, st in statements.items():
-        if unneeded(st):
-            raise VerificationError(
-                f"{_describe(i, st)} is not part of action {intent.action_id}'s evidence"
-            )
+def _check_relevant(statements: dict[int, pb.Statement], intent: pb.AgentAction) -> None:
+    """Everything the action's evidence needs is here, and nothing else (statements other
+    than identity events are named first: an unneeded grant brings its grantor's events)."""
+    needed = needed_entries(statements, intent)
+    unneeded = [i for i in statements if i not in needed]
+    unneeded.sort(key=lambda i: (statements[i].WhichOneof("body") == "identity", i))
+    for i in unneeded:
+        raise VerificationError(
+            f"{describe(i, statements[i])} is not part of action {intent.action_id}'s evidence"
+        )
 
 
 def _report(

@@ -58,7 +58,7 @@ EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
 def command_name(args: tuple[str, ...]) -> str:
-    return " ".join(args[:2]) if args[0] == "identity" else args[0]
+    return " ".join(args[:2]) if args[0] in ("identity", "session") else args[0]
 
 
 EXERCISED: set[str] = set()
@@ -750,6 +750,28 @@ def test_search_by_ticket_effect_and_result(log: Log, story: Story) -> None:
     [hit] = cli.json("search", "--result-digest", digest, "--result-digest", "0" * 64)["hits"]
     assert hit["index"] == act.outcome_recorded.receipt.index
     assert cli.json("search", "--ticket", "CHG-9999")["hits"] == []
+
+
+def test_investigation_commands(log: Log, story: Story) -> None:
+    """timeline, identity history, session open / close and export --format ocsf as a user runs
+    them (their scenarios: tests/test_investigation.py, test_bundleset.py, test_ocsf.py)."""
+    cli = log.cli
+    tl = cli.json("timeline", "--actor", "bot")
+    assert {story.intent_index, story.stray_index} <= {r["index"] for r in tl["statements"]}
+    assert tl["findings"] == 0
+    history = cli.json("identity", "history", "bot")
+    assert history["owner"] == "alice" and history["keys"][0]["valid_until_index"] is None
+    session = cli.json("session", "open", "--key", "bot.key", "--purpose", "CHG-1042")
+    sid = session["session_id"]
+    assert UUID7.match(sid)
+    closed = cli.json("session", "close", sid, "--key", "bot.key")
+    assert closed["statements_before_close"] == 1
+    assert cli.json("timeline", "--session", sid)["sessions"][0]["complete"] is True
+    lines = cli.ok("export", "--format", "ocsf", "--session", sid).stdout.splitlines()
+    assert [json.loads(line)["api"]["operation"] for line in lines] == [
+        "session.open",
+        "session.close",
+    ]
 
 
 def test_prove(log: Log, story: Story) -> None:

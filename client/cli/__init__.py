@@ -1,7 +1,8 @@
 """The `affidavit` command: one click group composed from the commands of each part.
 
 The client's commands live in this package, one module per command group (identities,
-authority, actions, reading, searching, witnessing, evidence, auditing); the server's
+authority, actions, reading, searching, investigating, sessions, witnessing, evidence,
+auditing); the server's
 (server/cli.py: init, serve, auditor-token) are imported only when one of them runs, the one
 place client-side code touches the server. Every client command takes the connection options
 (also as AFFIDAVIT_* environment variables) and --json.
@@ -22,8 +23,10 @@ from affidavit.client.cli import (
     authority,
     evidence,
     identities,
+    investigating,
     reading,
     searching,
+    sessions,
     witnessing,
 )
 
@@ -104,6 +107,8 @@ for _command in (
     actions.append,
     reading.get,
     searching.search,
+    investigating.timeline_command,
+    sessions.session,
     reading.prove,
     reading.verify,
     witnessing.witness,
@@ -113,3 +118,6 @@ for _command in (
     auditing.audit,
 ):
     main.add_command(_command)
+
+# `identity history` lives with the other investigation commands.
+identities.identity.add_command(investigating.identity_history_command)

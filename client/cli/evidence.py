@@ -13,6 +13,7 @@ from affidavit.client.cli.options import (
     connection,
     handle_errors,
     message_dict,
+    time_ms,
 )
 from affidavit.proto import affidavit_pb2 as pb
 
@@ -64,32 +65,115 @@ def _action_target(action_id: str | None, index: int | None) -> dict[str, Any]:
 
 
 @click.command()
-@click.argument("action_id", required=False)
+@click.argument("action_ids", nargs=-1, metavar="[ACTION_ID]...")
 @click.option("--index", type=int, help="The action's INTENT or OUTCOME index instead of its id.")
+@click.option("--session", default="", help="Every action (or statement) of this session.")
+@click.option("--trace", default="", help="Every action (or statement) of this W3C trace id.")
+@click.option("--actor", default="", help="Every action (or statement) this identity issued.")
+@click.option("--since", help="With a selection: from this client time (ISO 8601 or Unix ms).")
+@click.option("--until", help="With a selection: before this client time (ISO 8601 or Unix ms).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["bundle", "ocsf"]),
+    default="bundle",
+    show_default=True,
+    help="bundle: an evidence bundle (offline-verifiable); ocsf: OCSF API Activity events, "
+    "one JSON per line, for a SIEM.",
+)
 @click.option(
     "--out",
     type=click.Path(dir_okay=False, path_type=Path),
-    required=True,
-    help="The bundle file to write.",
+    help="The file to write (a bundle needs one; OCSF lines go to standard output without it).",
 )
 @connection
 @handle_errors
-def export(conn: Conn, action_id: str | None, index: int | None, out: Path) -> None:
-    """Write an evidence bundle: the action, its grants up to the human, its approval and the
-    identities that signed them, each with an inclusion proof to one (witnessed) checkpoint.
-    Needs --token; with --quorum, the checkpoint carries that many witness cosignatures."""
-    from affidavit.client import bundle
+def export(
+    conn: Conn,
+    action_ids: tuple[str, ...],
+    index: int | None,
+    session: str,
+    trace: str,
+    actor: str,
+    since: str | None,
+    until: str | None,
+    fmt: str,
+    out: Path | None,
+) -> None:
+    """Write an evidence bundle, or the log as OCSF events (needs --token).
 
-    with conn.client() as client:
-        b = bundle.export(client, **_action_target(action_id, index))
+    \b
+    A bundle holds actions, their grants up to the human, their approvals and the identities
+    that signed them, each with an inclusion proof to one (witnessed, with --quorum)
+    checkpoint: one ACTION_ID (or --index), several, or every action of a --session, --trace
+    or --actor, sharing one authority chain and one checkpoint.
+    With --format ocsf: one OCSF API Activity event per statement, of the whole log (checked
+    against the checkpoint's root) or of a --session, --trace, --actor and time window.
+    """
+    from affidavit.client import bundle, bundleset
+    from affidavit.client.cli.exporting import export_ocsf
+
+    selection = {
+        "session_id": session,
+        "trace_id": trace,
+        "actor": actor,
+        "time_from_ms": time_ms(since),
+        "time_to_ms": time_ms(until),
+    }
+    selected = any((session, trace, actor))
+    if (since or until) and not selected:
+        raise click.UsageError("--since / --until narrow a --session, --trace or --actor")
+    if fmt == "ocsf":
+        if action_ids or index is not None:
+            raise click.UsageError(
+                "--format ocsf exports statements by --session, --trace or --actor, or the "
+                "whole log; not by action id"
+            )
+        with conn.client() as client:
+            line = export_ocsf(client, out, selection)
+        if out is None:
+            click.echo(line, err=True)  # standard output holds the events alone
+        else:
+            conn.out.emit(line, {"file": str(out), "format": "ocsf"})
+        return
+    if out is None:
+        raise click.UsageError("a bundle needs --out FILE")
+    if len(action_ids) <= 1 and not selected:
+        with conn.client() as client:
+            target = _action_target(action_ids[0] if action_ids else None, index)
+            b = bundle.export(client, **target)
+    else:
+        if index is not None:
+            raise click.UsageError("--index names one action: give action ids instead")
+        with conn.client() as client:
+            ids = set(action_ids)
+            if selected:
+                ids |= {h.action_id for h in client.search(**selection) if h.kind == "action"}
+            if not ids:
+                raise ValueError("no actions match: nothing to bundle")
+            b = bundleset.export_set(client, ids)
     text = b.to_json()
     out.write_text(text)
-    report = bundle.verify(text, conn.policy())
-    conn.out.emit(
-        f"wrote {out}: {len(b.entries)} entries proven in tree of size {report.checkpoint.size}\n\n"
-        + report.summary(),
-        {"file": str(out), **_report_data(report)},
+    reports = bundleset.verify_set(text, conn.policy())
+    head = (
+        f"wrote {out}: {len(reports)} action(s), {len(b.entries)} entries proven in tree of "
+        f"size {reports[0].checkpoint.size}"
     )
+    conn.out.emit(
+        "\n\n".join([head, *(r.summary() for r in reports)]),
+        {"file": str(out), **_reports_data(reports)},
+    )
+
+
+def _reports_data(reports: tuple[Any, ...]) -> dict[str, Any]:
+    """One report's data as before; several under "actions" (one file, one checkpoint)."""
+    if len(reports) == 1:
+        return _report_data(reports[0])
+    return {
+        "actions": [_report_data(r) for r in reports],
+        "checkpoint_size": reports[0].checkpoint.size,
+        "in_scope": all(r.in_scope for r in reports),
+    }
 
 
 @click.command("verify-bundle")
@@ -100,11 +184,11 @@ def verify_bundle(conn: Conn, file: Path) -> None:
     """Verify an evidence bundle offline, with public keys only (--log-key, --witness-key,
     --quorum), and say in plain words who did what, on whose authority, approved by whom.
     Exits 1 if anything fails to verify or the action was not properly authorised."""
-    from affidavit.client import bundle
+    from affidavit.client import bundleset
 
-    report = bundle.verify(file.read_bytes(), conn.policy())
-    conn.out.emit(report.summary(), _report_data(report))
-    if not report.in_scope:
+    reports = bundleset.verify_set(file.read_bytes(), conn.policy())
+    conn.out.emit("\n\n".join(r.summary() for r in reports), _reports_data(reports))
+    if not all(r.in_scope for r in reports):
         sys.exit(EXIT_VERIFY)
 
 
