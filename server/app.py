@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import ssl
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -176,6 +177,24 @@ def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
     a certificate it signed (mTLS)."""
     if settings.tls_cert is None or settings.tls_key is None:
         return None
+    # gRPC would report unusable files only as a failure to listen: check them here first.
+    try:
+        ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(
+            settings.tls_cert, settings.tls_key
+        )
+    except ssl.SSLError as e:
+        raise OSError(
+            f"--tls-cert {settings.tls_cert} and --tls-key {settings.tls_key} are not a PEM "
+            f"certificate and its private key ({e.reason or e})"
+        ) from None
+    if settings.tls_client_ca is not None:
+        try:
+            ssl.create_default_context(cafile=settings.tls_client_ca)
+        except ssl.SSLError as e:
+            raise OSError(
+                f"--tls-client-ca {settings.tls_client_ca} holds no PEM CA certificate "
+                f"({e.reason or e})"
+            ) from None
     ca = settings.tls_client_ca.read_bytes() if settings.tls_client_ca else None
     return grpc.ssl_server_credentials(
         [(settings.tls_key.read_bytes(), settings.tls_cert.read_bytes())],

@@ -333,12 +333,13 @@ class Sequencer:
         new_entries: list[bytes] = []
         new_hashes: list[bytes] = []
         new_prepared: list[object] = []
-        for entry, prep, leaf_hash in zip(entries, prepared, leaf_hashes, strict=True):
+        known = self._storage.indexes_of(leaf_hashes)
+        for entry, prep, leaf_hash, stored in zip(
+            entries, prepared, leaf_hashes, known, strict=True
+        ):
             seen = first_seen.get(leaf_hash)
-            if seen is None:
-                stored = self._storage.index_of(leaf_hash)
-                if stored is not None:
-                    seen = stored, gate.known(stored) if gate is not None else (0, "")
+            if seen is None and stored is not None:
+                seen = stored, gate.known(stored) if gate is not None else (0, "")
             if seen is not None:
                 outcomes.append((seen[0], True, seen[1]))
                 continue

@@ -176,7 +176,7 @@ class Storage:
         path.mkdir(parents=True, exist_ok=True)
         # The lock comes first: two processes must never both have the database open.
         self._lock = _Lock(path / LOCK_FILE)
-        self._guard = threading.Condition()
+        self._guard = threading.Condition(threading.Lock())
         self._readers = 0  # reads in flight: the database is closed (to reopen) only at 0
         self._must_reopen = False  # a write failed: no write before a reopen
         try:
@@ -224,7 +224,10 @@ class Storage:
             ) from None
 
     def close(self) -> None:
+        """Close the database once reads in flight end (or after 10 s: at exit, regardless),
+        then release the lock."""
         with self._guard:
+            self._guard.wait_for(lambda: self._readers == 0, timeout=10.0)
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -236,10 +239,7 @@ class Storage:
         with self._guard:
             db = self._db
             if db is None:
-                raise StorageError(
-                    f"the log database at {self.path} is closed after a failed write; "
-                    "it reopens once its disk has room"
-                )
+                raise self._closed()
             self._readers += 1
         try:
             yield db
@@ -254,15 +254,32 @@ class Storage:
                     self._guard.notify_all()
 
     def _get(self, key: bytes) -> bytes | None:
-        """db.get(key), checksums verified; damage reported with what the key holds."""
-        with self._reading() as db:
-            try:
-                value: bytes | None = db.get(key, verify_checksums=True)
-            except plyvel.CorruptionError as e:
-                raise DataLossError(
-                    f"{_describe(key)} is unreadable in {self.path}: {_leveldb_message(e)}"
-                ) from None
-            return value
+        """db.get(key), checksums verified; damage reported with what the key holds. (The
+        read count of _reading, inline: this is every point read's path.)"""
+        guard = self._guard
+        with guard:
+            db = self._db
+            if db is None:
+                raise self._closed()
+            self._readers += 1
+        try:
+            value: bytes | None = db.get(key, verify_checksums=True)
+        except plyvel.CorruptionError as e:
+            raise DataLossError(
+                f"{_describe(key)} is unreadable in {self.path}: {_leveldb_message(e)}"
+            ) from None
+        finally:
+            with guard:
+                self._readers -= 1
+                if not self._readers:
+                    guard.notify_all()
+        return value
+
+    def _closed(self) -> StorageError:
+        return StorageError(
+            f"the log database at {self.path} is closed after a failed write; "
+            "it reopens once its disk has room"
+        )
 
     def entry_format(self) -> str:
         raw = self._get(_FORMAT)
@@ -339,6 +356,21 @@ class Storage:
     def index_of(self, leaf_hash: bytes) -> int | None:
         raw = self._get(_HASH + leaf_hash)
         return None if raw is None else int.from_bytes(raw, "big")
+
+    def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
+        """index_of of each leaf hash, in one read of the database (a batch's lookups)."""
+        out: list[int | None] = []
+        with self._reading() as db:
+            for leaf_hash in leaf_hashes:
+                try:
+                    raw = db.get(_HASH + leaf_hash, verify_checksums=True)
+                except plyvel.CorruptionError as e:
+                    raise DataLossError(
+                        f"{_describe(_HASH + leaf_hash)} is unreadable in {self.path}: "
+                        f"{_leveldb_message(e)}"
+                    ) from None
+                out.append(None if raw is None else int.from_bytes(raw, "big"))
+        return out
 
     def get(self, key: bytes) -> bytes | None:
         """A derived record (s/ or x/ namespace)."""

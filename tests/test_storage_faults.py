@@ -316,3 +316,24 @@ def test_check_names_altered_records(
     done = check(server)
     assert done.returncode == 1, done
     assert says in done.stdout, done.stdout
+
+
+# Startup failures: one clear line each.
+
+
+def test_startup_failures_are_one_line(
+    server: ServerProcess, server_factory: ServerFactory
+) -> None:
+    assert server.stop() == 0
+    junk = server.data_dir.parent / "junk.pem"
+    junk.write_text("not a certificate\n")
+    tls = server_factory.create(
+        "--tls-cert", str(junk), "--tls-key", str(junk), data_dir=server.data_dir
+    )
+    assert "--tls-cert" in refused_start(tls) and "PEM" in refused_start(tls)
+    key = server.data_dir / "log.key"
+    key.chmod(0o644)
+    assert "chmod 600" in refused_start(server)
+    key.chmod(0o600)
+    (server.data_dir / "db" / "CURRENT").unlink()
+    assert "no log database" in refused_start(server)
