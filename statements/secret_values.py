@@ -18,9 +18,8 @@ same rules, so what the client redacts is exactly what the log would refuse.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, TypeAlias
 
 from affidavit.statements import secrets
 from affidavit.statements.secret_rules import names_context, names_credential
@@ -54,22 +53,30 @@ def pointer_part(key: str | int) -> str:
 
 def scan_value(value: Any) -> list[Hit]:
     """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order."""
-    hits: list[Hit] = []
-    strings = list(_strings(value, "", None))
+    walk = _Walk()
+    walk.value(value, (), None)
     # The keywords of the whole value, found once: each string is then tested for those only.
-    present = secrets.keywords_in("\x00".join(text for _, text, _, _ in strings))
-    for path, text, name, in_key in strings:
-        if secrets.quiet(text, present) and not names_context(name):
+    joined = "\x00".join(text for _, text, _, _ in walk.strings)
+    present = secrets.keywords_in(joined)
+    # When the whole value is quiet so is each string: only names can then make a hit.
+    every_quiet = secrets.quiet(joined, present)
+    hits: list[Hit] = []
+    for path, text, name, in_key in walk.strings:
+        if not names_context(name) and (every_quiet or secrets.quiet(text, present)):
             continue
-        hits += (Hit(path, f.rule, f.start, f.end, in_key) for f in secrets.scan(text, name))
-    hits += _split_hits(value, "")
+        found = secrets.scan(text, name)
+        hits += (Hit(_pointer(path), f.rule, f.start, f.end, in_key) for f in found)
+    for run in walk.runs:
+        hits += _run_hits(run)
     return hits
 
 
 def redact_value(value: Any, key: bytes) -> Any:
     """``value`` with each string's secrets replaced by markers keyed by ``key``; a string
     holding a piece of a split secret is replaced whole. Keys are left as they are."""
-    whole = {h.path: h.rule for h in _split_hits(value, "")}
+    walk = _Walk()
+    walk.value(value, (), None)
+    whole = {h.path: h.rule for run in walk.runs for h in _run_hits(run)}
     return _rebuild(value, "", None, key, whole)
 
 
@@ -85,48 +92,59 @@ def _child_name(obj: dict[str, Any], k: str, sibling: str | None) -> str:
     return sibling if sibling is not None and k.lower() in VALUE_KEYS else k
 
 
-def _strings(
-    value: Any, path: str, name: str | None
-) -> Iterator[tuple[str, str, str | None, bool]]:
-    """(pointer, text, name, is a key) of every string and object key, in walk order."""
-    if isinstance(value, str):
-        yield path, value, name, False
-    elif isinstance(value, dict):
-        sibling = _sibling_name(value)
-        for k, v in value.items():
-            child = f"{path}/{pointer_part(k)}"
-            yield child, str(k), None, True
-            yield from _strings(v, child, _child_name(value, str(k), sibling))
-    elif isinstance(value, list | tuple):
-        for i, v in enumerate(value):
-            yield from _strings(v, f"{path}/{i}", name)
+_Path: TypeAlias = tuple[str | int, ...]
+"""A JSON pointer as its reference tokens, joined (``_pointer``) only for a hit."""
 
 
-def _split_hits(value: Any, path: str) -> list[Hit]:
-    """A Hit over the whole of each short string that holds a piece of a secret split across
-    adjacent strings of one object or array (and found in none of them alone)."""
-    hits: list[Hit] = []
-    if isinstance(value, dict):
-        items = [(f"{path}/{pointer_part(k)}", v) for k, v in value.items()]
-    elif isinstance(value, list | tuple):
-        items = [(f"{path}/{i}", v) for i, v in enumerate(value)]
-    else:
-        return hits
-    run: list[tuple[str, str]] = []
-    for child, v in [*items, ("", None)]:
-        if isinstance(v, str) and 0 < len(v) <= SPLIT_PIECE_MAX and len(v.split()) == 1:
-            run.append((child, v))
-            continue
-        hits += _run_hits(run)
-        run = []
-        if v is not None:
-            hits += _split_hits(v, child)
-    return hits
+def _pointer(path: _Path) -> str:
+    return "".join(f"/{pointer_part(k)}" for k in path)
 
 
-def _run_hits(run: list[tuple[str, str]]) -> list[Hit]:
-    if len(run) < 2:
-        return []
+class _Walk:
+    """One walk over a value, in document order, collecting what the guard scans:
+    ``strings``: (path, text, name, is a key) of every string and object key;
+    ``runs``: each run of two or more short adjacent strings of one object or array, as
+    (path, text) pieces, in the order a depth-first walk closes them."""
+
+    def __init__(self) -> None:
+        self.strings: list[tuple[_Path, str, str | None, bool]] = []
+        self.runs: list[list[tuple[_Path, str]]] = []
+
+    def value(self, value: Any, path: _Path, name: str | None) -> None:
+        if isinstance(value, str):
+            self.strings.append((path, value, name, False))
+            return
+        if isinstance(value, dict):
+            sibling = _sibling_name(value)
+            items: list[tuple[_Path, Any, str | None, str | None]] = [
+                ((*path, k), v, _child_name(value, str(k), sibling), str(k))
+                for k, v in value.items()
+            ]
+        elif isinstance(value, list | tuple):
+            items = [((*path, i), v, name, None) for i, v in enumerate(value)]
+        else:
+            return
+        run: list[tuple[_Path, str]] = []
+        for child, v, child_name, key in items:
+            if key is not None:
+                self.strings.append((child, key, None, True))
+            if isinstance(v, str):
+                self.strings.append((child, v, child_name, False))
+                if 0 < len(v) <= SPLIT_PIECE_MAX and len(v.split()) == 1:
+                    run.append((child, v))
+                    continue
+            if len(run) > 1:
+                self.runs.append(run)
+            run = []
+            if not isinstance(v, str):
+                self.value(v, child, child_name)
+        if len(run) > 1:
+            self.runs.append(run)
+
+
+def _run_hits(run: list[tuple[_Path, str]]) -> list[Hit]:
+    """A Hit over the whole of each piece of ``run`` that holds part of a secret found in the
+    pieces joined (and across two or more of them)."""
     bounds, at = [], 0
     for _, text in run:
         bounds.append((at, at + len(text)))
@@ -138,7 +156,7 @@ def _run_hits(run: list[tuple[str, str]]) -> list[Hit]:
     for f in secrets.scan(joined):
         touched = [i for i, (s, e) in enumerate(bounds) if s < f.end and f.start < e]
         if len(touched) > 1:
-            hits += (Hit(run[i][0], f.rule, 0, len(run[i][1])) for i in touched)
+            hits += (Hit(_pointer(run[i][0]), f.rule, 0, len(run[i][1])) for i in touched)
     return hits
 
 
