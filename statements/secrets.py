@@ -45,7 +45,7 @@ import hmac
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 from urllib.parse import unquote
 
 from affidavit.statements.secret_rules import (
@@ -103,6 +103,49 @@ def fingerprint(value: str | bytes, key: bytes) -> str:
 
 _KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
 _KEYWORD_LIST: Final = tuple(sorted(_KEYWORDS))  # a fixed order: the same work every run
+
+
+class _Automaton(Protocol):
+    def find_matches_as_indexes(
+        self, haystack: str, overlapping: bool = ...
+    ) -> list[tuple[int, int, int]]: ...
+
+
+def _automaton() -> _Automaton | None:
+    """All keywords in one Aho-Corasick automaton (the ``fast`` extra, ahocorasick-rs), or
+    None: then each keyword is searched for in turn, with the same result."""
+    try:
+        import ahocorasick_rs
+    except ImportError:
+        return None
+    found: _Automaton = ahocorasick_rs.AhoCorasick(list(_KEYWORD_LIST))
+    return found
+
+
+AUTOMATON: _Automaton | None = _automaton()
+"""The keyword search in use; set to None to run the pure-Python search (tests run both)."""
+
+
+def keyword_occurrences(lowered: str) -> list[tuple[int, str]]:
+    """(position, keyword) of every occurrence of every rule keyword in ``lowered`` (already
+    lowercased), overlapping ones included, sorted by position then keyword."""
+    if AUTOMATON is not None:
+        try:
+            matches = AUTOMATON.find_matches_as_indexes(lowered, overlapping=True)
+        except UnicodeEncodeError:  # a lone surrogate: the search below takes any text
+            pass
+        else:
+            return sorted((start, _KEYWORD_LIST[i]) for i, start, _ in matches)
+    found: list[tuple[int, str]] = []
+    for keyword in _KEYWORD_LIST:
+        if keyword in lowered:
+            at = lowered.find(keyword)
+            while at >= 0:
+                found.append((at, keyword))
+                at = lowered.find(keyword, at + 1)
+    return sorted(found)
+
+
 _TOKEN_CHARS: Final = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-")
 _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})»")
@@ -127,8 +170,8 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
 
 def keywords_in(text: str) -> tuple[str, ...]:
     """The rule keywords that occur in ``text`` (any case), in a fixed order."""
-    lowered = text.lower()
-    return tuple(k for k in _KEYWORD_LIST if k in lowered)  # faster than a regex alternation
+    present = {k for _, k in keyword_occurrences(text.lower())}
+    return tuple(k for k in _KEYWORD_LIST if k in present)
 
 
 def quiet(text: str, keywords: tuple[str, ...] = _KEYWORD_LIST) -> bool:
@@ -136,12 +179,48 @@ def quiet(text: str, keywords: tuple[str, ...] = _KEYWORD_LIST) -> bool:
     the rules' by default; a walk passes those present anywhere in the value it walks), and no
     run of text a decoding layer would open. The cheap test the walks make first."""
     lowered = text.lower()
-    if any(k in lowered for k in keywords):
+    if keywords is _KEYWORD_LIST:
+        if keyword_occurrences(lowered):
+            return False
+    elif any(k in lowered for k in keywords):
         return False
     if len(text) < _MIN_ENCODED or "%" in text:
         return len(text) < _MIN_ENCODED
     # base64 of text has both cases; without both anywhere there is no run to decode
     return lowered == text or text.upper() == text or _B64_RUN.search(text) is None
+
+
+def loud(texts: list[str]) -> set[int]:
+    """The indices ``i`` for which ``quiet(texts[i], keywords_in(t))`` is False, where ``t``
+    is all of ``texts`` joined: the strings of one statement or value that need a scan.
+
+    Found in one pass over the joined text, not string by string: each keyword present is
+    searched for across all of it, and each occurrence (or ``%``, or base64 run in mixed-case
+    text) marks the string it falls in. Same answer as calling quiet on each string.
+    """
+    joined = "\x00".join(texts)
+    lowered = joined.lower()
+    if len(lowered) != len(joined):  # a letter lowercased to two characters: offsets move
+        present = keywords_in(joined)
+        return {i for i, text in enumerate(texts) if not quiet(text, present)}
+    starts, at = [], 0
+    for text in texts:
+        starts.append(at)
+        at += len(text) + 1
+    marks = {bisect.bisect_right(starts, at) - 1 for at, _ in keyword_occurrences(lowered)}
+    at = joined.find("%")
+    while at >= 0:
+        i = bisect.bisect_right(starts, at) - 1
+        if len(texts[i]) >= _MIN_ENCODED:
+            marks.add(i)
+        at = joined.find("%", at + 1)
+    if lowered != joined and joined.upper() != joined:
+        for m in _B64_RUN.finditer(joined):  # runs are 16+ long and never cross the separator
+            i = bisect.bisect_right(starts, m.start()) - 1
+            text = texts[i]
+            if text.lower() != text and text.upper() != text:
+                marks.add(i)
+    return marks
 
 
 def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]:
@@ -150,7 +229,7 @@ def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]
         lowered = text.translate(_ASCII_LOWER)
     # On clean text one search for any keyword is the whole cost of the rules.
     found: list[tuple[int, int, str]] = []
-    present = {k for k in _KEYWORD_LIST if k in lowered}
+    present = {k for _, k in keyword_occurrences(lowered)}
     if present:
         found = _findings(text, lowered, present)
     # A marker contains "redacted", a placeholder word, so redacted text is never judged here.

@@ -13,10 +13,21 @@ from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
 
+import pytest
 from affidavit.statements import secret_values, secrets
 from affidavit.statements.secret_values import Hit, pointer_part
-from hypothesis import given, settings
+from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+
+
+@pytest.fixture(params=["automaton", "pure-python"])
+def keyword_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs with the compiled keyword search (the ``fast`` extra) and without it."""
+    if request.param == "automaton":
+        assert secrets.AUTOMATON is not None, "install the fast extra: pip install -e '.[dev]'"
+    else:
+        monkeypatch.setattr(secrets, "AUTOMATON", None)
+    return str(request.param)
 
 
 def reference_scan_value(value: Any) -> list[Hit]:
@@ -108,7 +119,52 @@ _VALUES = hs.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None)
-@given(_VALUES)
-def test_the_walk_matches_the_straightforward_walk(value: Any) -> None:
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(value=_VALUES)
+def test_the_walk_matches_the_straightforward_walk(keyword_search: str, value: Any) -> None:
     assert secret_values.scan_value(value) == reference_scan_value(value)
+
+
+def _quiet_each(texts: list[str]) -> set[int]:
+    present = secrets.keywords_in("\x00".join(texts))
+    return {i for i, text in enumerate(texts) if not secrets.quiet(text, present)}
+
+
+_TEXTS = hs.lists(hs.one_of(_PIECES, hs.text(max_size=40)), max_size=8)
+
+
+@settings(
+    max_examples=300, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(texts=_TEXTS)
+def test_loud_is_quiet_string_by_string(keyword_search: str, texts: list[str]) -> None:
+    """secrets.loud finds in one pass the strings quiet() would not pass one by one."""
+    assert secrets.loud(texts) == _quiet_each(texts)
+
+
+def _occurrences_by_find(lowered: str) -> list[tuple[int, str]]:
+    found = []
+    for keyword in secrets._KEYWORD_LIST:
+        at = lowered.find(keyword)
+        while at >= 0:
+            found.append((at, keyword))
+            at = lowered.find(keyword, at + 1)
+    return sorted(found)
+
+
+_KEYWORDY = hs.lists(
+    hs.sampled_from([*secrets._KEYWORD_LIST, "x", "é", "İ", "\ud800", "-", "=", "pas", "s"]),
+    max_size=12,
+).map("".join)
+
+
+@settings(
+    max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=hs.one_of(_KEYWORDY, hs.text(max_size=60)))
+def test_the_automaton_finds_every_occurrence_find_does(keyword_search: str, text: str) -> None:
+    """Both keyword searches report every occurrence, overlapping ones included."""
+    lowered = text.lower()
+    assert secrets.keyword_occurrences(lowered) == _occurrences_by_find(lowered)
