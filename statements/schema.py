@@ -8,6 +8,7 @@ either check. Each violation names the field path (e.g. action.operation.resourc
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterator
 
@@ -65,25 +66,49 @@ def _check_length(path: str, text: str, limit: int = MAX_STRING) -> None:
         raise Rejection.invalid(f"{path} is {len(text)} characters; at most {limit}")
 
 
-def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str, str | None]]:
+def _strings(message: Message, path: str = "") -> list[tuple[str, str, str | None]]:
     """strings(), each with the map key it is stored under (the secret guard's name), if any.
 
     Also refuses enum values the schema does not define: proto3 keeps them, and the rules would
     read them as some defined value (an unknown IdentityEvent.op as REVOKE, for one).
     """
+    found: list[tuple[str, str, str | None]] = []
+    _collect(message, path, found)
+    return found
+
+
+_MAP, _MESSAGE, _STRING, _BYTES, _ENUM, _OTHER = range(6)
+
+
+@functools.cache
+def _kind(field: FieldDescriptor) -> int:
+    """How the walk treats a field: asked once per field of the schema, not per statement."""
+    if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        return _MAP
+    kinds = {
+        FieldDescriptor.TYPE_MESSAGE: _MESSAGE,
+        FieldDescriptor.TYPE_STRING: _STRING,
+        FieldDescriptor.TYPE_BYTES: _BYTES,
+        FieldDescriptor.TYPE_ENUM: _ENUM,
+    }
+    return kinds.get(field.type, _OTHER)
+
+
+def _collect(message: Message, path: str, found: list[tuple[str, str, str | None]]) -> None:
     _no_unknown_fields(message, path or "statement")
     for field, value in message.ListFields():
         name = f"{path}.{field.name}" if path else field.name
-        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+        kind = _kind(field)
+        if kind == _MAP:
             if len(value) > MAX_ATTRIBUTES:
                 raise Rejection.invalid(
                     f"{name} has {len(value)} entries; at most {MAX_ATTRIBUTES}"
                 )
             for k, v in value.items():
                 _check_length(f"{name}.key", k)
-                yield f"{name}.key", k, None
+                found.append((f"{name}.key", k, None))
                 _check_length(f"{name}[{k!r}]", v)
-                yield f"{name}[{k!r}]", v, k
+                found.append((f"{name}[{k!r}]", v, k))
             continue
         repeated = field.is_repeated
         items = value if repeated else [value]
@@ -91,14 +116,14 @@ def _strings(message: Message, path: str = "") -> Iterator[tuple[str, str, str |
             raise Rejection.invalid(f"{name} has {len(items)} items; at most {MAX_REPEATED}")
         for i, item in enumerate(items):
             item_path = f"{name}[{i}]" if repeated else name
-            if field.type == FieldDescriptor.TYPE_MESSAGE:
-                yield from _strings(item, item_path)
-            elif field.type == FieldDescriptor.TYPE_STRING:
+            if kind == _MESSAGE:
+                _collect(item, item_path, found)
+            elif kind == _STRING:
                 _check_length(item_path, item, LONG_STRINGS.get(field.name, MAX_STRING))
-                yield item_path, item, None
-            elif field.type == FieldDescriptor.TYPE_BYTES and len(item) > MAX_STRING:
+                found.append((item_path, item, None))
+            elif kind == _BYTES and len(item) > MAX_STRING:
                 raise Rejection.invalid(f"{item_path} is {len(item)} bytes; at most {MAX_STRING}")
-            elif field.type == FieldDescriptor.TYPE_ENUM:
+            elif kind == _ENUM:
                 enum = field.enum_type
                 if enum is not None and item not in enum.values_by_number:
                     raise Rejection.invalid(
@@ -134,8 +159,11 @@ def _guard_secrets(statement: pb.Statement) -> None:
     never the value."""
     maps: dict[str, dict[str, str]] = {}
     fields = list(_strings(statement))
-    present = secrets.keywords_in("\x00".join(text for _, text, _ in fields))
-    for path, text, key in fields:
+    # Parameters and map entries are walked with their context below: left out of this pass.
+    loud = secrets.loud(
+        [text if key is None and path != PARAMETERS else "" for path, text, key in fields]
+    )
+    for i, (path, text, key) in enumerate(fields):
         if key is not None:
             maps.setdefault(path[: len(path) - len(f"[{key!r}]")], {})[key] = text
             continue
@@ -146,7 +174,7 @@ def _guard_secrets(statement: pb.Statement) -> None:
                 value = text  # refused as not JSON later; its text is still guarded here
             _refuse_hits(path, secret_values.scan_value(value))
             continue
-        findings = [] if secrets.quiet(text, present) else secrets.scan(text)
+        findings = secrets.scan(text) if i in loud else []
         if findings:
             _refuse_secret(path, findings[0].rule)
     for path, entries in maps.items():
