@@ -40,8 +40,10 @@ patterns. It is one layer; keeping secrets away from agents is the other.
 from __future__ import annotations
 
 import bisect
+import functools
 import hashlib
 import hmac
+import itertools
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -203,10 +205,7 @@ def loud(texts: list[str]) -> set[int]:
     if len(lowered) != len(joined):  # a letter lowercased to two characters: offsets move
         present = keywords_in(joined)
         return {i for i, text in enumerate(texts) if not quiet(text, present)}
-    starts, at = [], 0
-    for text in texts:
-        starts.append(at)
-        at += len(text) + 1
+    starts = [0, *itertools.accumulate(len(text) + 1 for text in texts)]
     marks = {bisect.bisect_right(starts, at) - 1 for at, _ in keyword_occurrences(lowered)}
     at = joined.find("%")
     while at >= 0:
@@ -292,7 +291,7 @@ def _findings(text: str, lowered: str, present: set[str]) -> list[tuple[int, int
     until one adds nothing: that last pass saw exactly the gaps of the redacted text, which is
     therefore clean. Clean text takes one pass, text with secrets usually two.
     """
-    rules = [(r, ks) for r in RULES if (ks := [k for k in r.keywords if k in present])]
+    rules = _rules_for(frozenset(present))
     markers = [m.span() for m in MARKER.finditer(text)] if "«redacted:" in text else []
     found: list[tuple[int, int, str]] = []
     added = True
@@ -305,6 +304,12 @@ def _findings(text: str, lowered: str, present: set[str]) -> list[tuple[int, int
                     _take(found, rule, segment, m, start)
         added = len(found) > count
     return found
+
+
+@functools.lru_cache(maxsize=1024)
+def _rules_for(present: frozenset[str]) -> list[tuple[Rule, list[str]]]:
+    """The rules gated by any of ``present``, in priority order, each with those keywords."""
+    return [(r, ks) for r in RULES if (ks := [k for k in r.keywords if k in present])]
 
 
 def _gaps(length: int, spans: list[tuple[int, int]]) -> Iterator[tuple[int, int]]:
