@@ -10,9 +10,12 @@ so a machine shared with other work skews them less than wall time):
   guard         schema._guard_secrets: every string field, parameters parsed and walked with
                 key and sibling context, split tokens, the URL and base64 layers
   guard_ratio   guard / text_guard
+  guard_pure_python_us  guard with the keyword search by str.find (no fast extra): same verdicts
 for three statements: a typical INTENT (a dozen clean parameters), a grant, and an INTENT
 whose parameters carry redaction markers and base64 blobs (the decoding layers' worst case
-among ordinary inputs). Issue 15 aims at about 15 µs a statement for the guard.
+among ordinary inputs). Issue 15 aims at about 15 µs a statement for the guard. The figures
+with the keyword automaton (the fast extra) and without it are the same verdicts; only the
+time differs (statements/README.md, "Cost").
 
 Run: python benchmarks/bench_guard.py [--quick]
 """
@@ -129,6 +132,9 @@ def main() -> None:
         decode = median_us(partial(schema.decode, leaf), batch, repeat)
         text = median_us(partial(text_guard, statement), batch, repeat)
         guard = median_us(partial(schema._guard_secrets, statement), batch, repeat)
+        automaton, secrets.AUTOMATON = secrets.AUTOMATON, None
+        pure = median_us(partial(schema._guard_secrets, statement), batch, repeat)
+        secrets.AUTOMATON = automaton
         emit(
             statement=name,
             bytes=len(leaf),
@@ -136,6 +142,8 @@ def main() -> None:
             text_guard_us=round(text, 2),
             guard_us=round(guard, 2),
             guard_ratio=round(guard / text, 2),
+            guard_pure_python_us=round(pure, 2),
+            automaton=automaton is not None,
         )
 
 
