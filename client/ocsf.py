@@ -227,7 +227,7 @@ def event(
         what = (
             f"session {op} ({h.sequence} statement(s) before it)" if not opens else "session open"
         )
-    else:
+    elif body == "approval":
         ap = st.approval
         fields = {
             "activity_id": 1,
@@ -247,6 +247,16 @@ def event(
             }
         )
         what = f"approval ({pb.Approval.Decision.Name(ap.decision)}) of action {ap.action_id}"
+    else:  # a kind this mapping does not name yet: an API call to the log, by its kind
+        fields = {
+            "activity_id": 99,
+            "activity_name": "Other",
+            "api": {"operation": str(body), "service": {"name": "affidavit"}},
+            "resources": [],
+            "status_id": 1,
+            "status": "Success",
+        }
+        what = str(body)
     if not fields["resources"]:
         del fields["resources"]
     severity_id = 4 if verdict in (pb.OUT_OF_SCOPE, pb.NO_GRANT) else 1

@@ -30,6 +30,9 @@ from affidavit.client.verify import Verified
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.build import statement_of
 
+_CHAINED = {"identity", "grant", "approval", "action", "session"}
+"""Statement kinds an identity signs in its own session chain."""
+
 MAX_EVENTS = 100_000
 """Most statements one timeline reads (its chains included): narrow it with a time window."""
 
@@ -189,7 +192,9 @@ def timeline(
     size = verified.checkpoint.size
     shown = {h.index for h in hits if h.index < size}
     beyond = sum(h.index >= size for h in hits)
-    chains = {(h.issuer, h.session_id) for h in hits if h.index < size}
+    # A record the log writes itself (a refusal, found by the identity it names) is in no
+    # identity's session chain.
+    chains = {(h.issuer, h.session_id) for h in hits if h.index < size and h.kind in _CHAINED}
     chain_indexes: set[int] = set()
     for issuer, session_id in sorted(chains):
         chain_indexes |= {

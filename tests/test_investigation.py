@@ -393,5 +393,10 @@ def test_a_session_opened_closed_and_then_appended_to(tmp_path: Path) -> None:
         assert log.json("timeline", "--actor", "carol")["findings"] == 0
         r = log.run("session", "close", "no-such-session", *key)
         assert r.returncode == 2 and "session open" in r.stderr
+        # An OPEN the log refuses (an identity it does not know) leaves no session behind.
+        (work / "mallory.key").write_text(IdentityKey.generate("mallory").text() + "\n")
+        r = log.run("session", "open", "--key", "mallory.key", "--session-id", "m1")
+        assert r.returncode == 3 and "not registered" in r.stderr
+        assert not (work / "mallory.key.sessions" / "m1.json").exists()
     finally:
         server.kill()

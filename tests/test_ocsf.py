@@ -276,3 +276,28 @@ def test_export_ocsf_from_a_real_log(
         for e in events
         if e["actor"]["session"]["uid"] == session
     ]
+
+
+def test_export_ocsf_of_a_log_of_opaque_entries_says_so(
+    server_factory: serverproc.ServerFactory, tmp_path: Path
+) -> None:
+    server = server_factory()  # entries are any bytes, not statements
+    server.stub.Append(pb.AppendRequest(entry=b"not a statement"), timeout=RPC_TIMEOUT)
+    (tmp_path / "log.pub").write_text(server.verifier_key + "\n")
+    env = {
+        "AFFIDAVIT_SERVER": server.address,
+        "AFFIDAVIT_LOG_KEY": "@log.pub",
+        "AFFIDAVIT_TOKEN": server.auditor_token,
+    }
+    r = subprocess.run(
+        [str(serverproc.AFFIDAVIT), "export", "--format", "ocsf", "--out", "e.jsonl"],
+        cwd=tmp_path,
+        env=serverproc.clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 2 and "opaque entries" in r.stderr, r.stderr
+    assert "Traceback" not in r.stderr
+    assert not (tmp_path / "e.jsonl").exists() and not (tmp_path / "e.jsonl.partial").exists()

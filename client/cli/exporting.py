@@ -21,6 +21,7 @@ from affidavit.client.client import Client
 from affidavit.client.errors import VerificationError
 from affidavit.client.ocsf import event
 from affidavit.client.proven import fetch_proven
+from google.protobuf.message import DecodeError
 
 from affidavit import merkle
 
@@ -32,9 +33,19 @@ def _whole_log(client: Client, origin: str, out: TextIO) -> tuple[int, int]:
     size = verified.checkpoint.size
     hashes = []
     for entry in client.entries(0, size) if size else iter(()):
-        document = event(
-            entry.index, entry.data, entry.leaf_hash, entry.verdict, entry.verdict_reason, origin
-        )
+        try:
+            document = event(
+                entry.index,
+                entry.data,
+                entry.leaf_hash,
+                entry.verdict,
+                entry.verdict_reason,
+                origin,
+            )
+        except DecodeError:
+            raise ValueError(
+                f"entry {entry.index} is not a signed statement: this log holds opaque entries"
+            ) from None
         out.write(json.dumps(document, ensure_ascii=False, separators=(",", ":")) + "\n")
         hashes.append(entry.leaf_hash)
         if len(hashes) % PROGRESS_EVERY == 0:

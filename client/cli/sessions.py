@@ -26,6 +26,7 @@ from affidavit.client.cli.options import (
     receipt_line,
     signing_key,
 )
+from affidavit.client.errors import RefusedError
 from affidavit.client.sessionfile import SessionFile
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.ids import uuid7
@@ -56,7 +57,11 @@ def session_open(conn: Conn, session_id: str | None, purpose: str, key_file: Pat
         raise ValueError(f"session {sid} is already kept at {state.path}")
     with conn.client() as client:
         actor = Actor(client, IdentityKey.load(key_file), session_id=sid)
-        rec = state.submit(actor, pb.SessionEvent(op=pb.SessionEvent.OPEN, purpose=purpose))
+        try:
+            rec = state.submit(actor, pb.SessionEvent(op=pb.SessionEvent.OPEN, purpose=purpose))
+        except RefusedError:
+            state.path.unlink(missing_ok=True)  # never opened: keep no state for it
+            raise
     conn.out.emit(
         receipt_line(f"session {sid} opened:", rec.statement_id, rec.receipt)
         + f"\nrecord into it with: affidavit append --session {sid} ...",
