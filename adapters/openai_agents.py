@@ -7,8 +7,9 @@
 `on_tool_start` records the INTENT before the tool is invoked (the SDK awaits it first), and
 `on_tool_end` the OUTCOME with the digest of the tool's output. Under enforce (the default) a
 call the log judges OUT_OF_SCOPE or NO_GRANT raises NotAuthorisedError from on_tool_start, so
-the tool is not invoked and the run ends with that error; with the log unreachable the run ends
-with UnavailableError before the tool runs (unless the Recorder has a spool).
+the tool is not invoked and the run ends with the SDK's UserError naming the verdict (its
+__cause__ the NotAuthorisedError); with the log unreachable the run ends the same way, caused
+by UnavailableError, before the tool runs (unless the Recorder has a spool).
 
 Tools that need approval (`function_tool(needs_approval=True)`): the run pauses with
 `result.interruptions`; for each one, `hooks.record_approval(reviewer, item, approve=...)`
