@@ -2,10 +2,10 @@
 
 The client's commands live in this package, one module per command group (identities,
 authority, actions, reading, searching, investigating, sessions, witnessing, evidence,
-auditing); the server's
-(server/cli.py: init, serve, auditor-token) are imported only when one of them runs, the one
-place client-side code touches the server. Every client command takes the connection options
-(also as AFFIDAVIT_* environment variables) and --json.
+auditing); the server's (server/cli.py: init, serve, check, auditor-token), the console's and
+the adapters' (adapters/cli.py: mcp-proxy, otlp-bridge) are imported only when one of them
+runs, the one place client-side code touches them. Every client command takes the connection
+options (also as AFFIDAVIT_* environment variables) and --json.
 
 Exit codes: 0 done; 1 something did not verify (or an audit found something); 2 usage error;
 3 the log refused the request; 4 the log could not be reached.
@@ -39,6 +39,13 @@ _SERVER_COMMANDS = {
     "init": "affidavit.server.cli:init",
     "serve": "affidavit.server.cli:serve",
 }
+# The adapters' commands (adapters/cli.py), imported the same way: client code never imports
+# the adapters otherwise, and each framework only when its command runs.
+_ADAPTER_COMMANDS = {
+    "mcp-proxy": "affidavit.adapters.cli:mcp_proxy",
+    "otlp-bridge": "affidavit.adapters.cli:otlp_bridge",
+}
+_LAZY_COMMANDS = {**_SERVER_COMMANDS, **_ADAPTER_COMMANDS}
 
 
 def _version() -> str:
@@ -49,14 +56,14 @@ def _version() -> str:
 
 
 class _Affidavit(click.Group):
-    """The top-level group; server commands are imported only when used (client code never
-    imports the server otherwise)."""
+    """The top-level group; server and adapter commands are imported only when used (client
+    code never imports the server or the adapters otherwise)."""
 
     def list_commands(self, ctx: click.Context) -> list[str]:
-        return sorted([*super().list_commands(ctx), *_SERVER_COMMANDS])
+        return sorted([*super().list_commands(ctx), *_LAZY_COMMANDS])
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
-        target = _SERVER_COMMANDS.get(cmd_name)
+        target = _LAZY_COMMANDS.get(cmd_name)
         if target is None:
             return super().get_command(ctx, cmd_name)
         module, attribute = target.split(":")

@@ -1,0 +1,148 @@
+"""MCP: a recording proxy in front of any MCP server, built on the official `mcp` SDK.
+
+    affidavit mcp-proxy --key agent.key --grant G -- npx @acme/github-mcp
+
+The proxy is an MCP server (stdio, or streamable HTTP with --listen) whose tools are the
+upstream server's, listed unchanged; every `tools/call` is recorded — INTENT (tool, arguments
+redacted, the call's `_meta.traceparent` as trace and span ids, the upstream server as
+tool_server) before it is forwarded, OUTCOME (status, a commitment to the result) after.
+Under enforce a call the log judges OUT_OF_SCOPE or NO_GRANT is not forwarded: the client gets
+a tool error (`isError`) naming the verdict. With the log unreachable the call is not forwarded
+either, unless a spool makes the proxy fail open.
+
+The upstream is the SDK's ClientSession over stdio (the proxy starts the command and owns its
+life); the downstream is the SDK's low-level Server with `on_list_tools` / `on_call_tool`.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import sys
+from collections.abc import Sequence
+from contextlib import AsyncExitStack
+from typing import Any
+
+import anyio
+import mcp_types as types
+from affidavit.adapters.recording import Recorder, ToolCall
+from affidavit.client.errors import NotAuthorisedError, UnavailableError
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.server.context import ServerRequestContext
+from mcp.server.lowlevel.server import Server
+from mcp.server.stdio import stdio_server
+
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
+
+
+def trace_ids(meta: Any) -> tuple[str, str]:
+    """(trace id, span id) from a W3C `traceparent` in a request's _meta; ("", "") without a
+    valid one (all-zero ids are invalid by the W3C spec)."""
+    value = meta.get("traceparent") if isinstance(meta, dict) else None
+    m = _TRACEPARENT.match(value.strip().lower()) if isinstance(value, str) else None
+    if m is None or set(m[1]) == {"0"} or set(m[2]) == {"0"}:
+        return "", ""
+    return m[1], m[2]
+
+
+def _refusal(why: str) -> types.CallToolResult:
+    return types.CallToolResult(
+        content=[types.TextContent(text=f"tool call not executed: {why}")], is_error=True
+    )
+
+
+class RecordingProxy:
+    """The downstream server's handlers: list upstream's tools, record and forward calls."""
+
+    def __init__(self, recorder: Recorder, upstream: ClientSession, tool_server: str) -> None:
+        self.recorder = recorder
+        self.upstream = upstream
+        self.tool_server = tool_server
+
+    async def list_tools(
+        self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
+    ) -> types.ListToolsResult:
+        return await self.upstream.list_tools(params=params)
+
+    async def call_tool(
+        self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
+    ) -> types.CallToolResult:
+        arguments = dict(params.arguments or {})
+        trace_id, span_id = trace_ids(params.meta)
+        call = ToolCall(
+            params.name,
+            arguments,
+            call_id=str(ctx.request_id),
+            tool_server=self.tool_server,
+            trace_id=trace_id,
+            span_id=span_id,
+        )
+        try:
+            pending = await self.recorder.aintent(call)
+        except NotAuthorisedError as e:
+            return _refusal(str(e))
+        except UnavailableError as e:
+            return _refusal(f"the audit log is unreachable ({e})")
+        try:
+            result = await self.upstream.call_tool(params.name, arguments, meta=params.meta)
+        except BaseException as e:
+            await self.recorder.aoutcome(pending, error=e)
+            raise
+        await self.recorder.aoutcome(
+            pending,
+            result=result.model_dump(mode="json", by_alias=True, exclude_none=True),
+            error="ToolError" if result.is_error else None,
+        )
+        return result
+
+
+async def serve(
+    recorder: Recorder, command: Sequence[str], *, listen: tuple[str, int] | None = None
+) -> None:
+    """Start the upstream server, then serve the recording proxy until the client leaves
+    (stdio) or the process is stopped (--listen)."""
+    upstream_params = StdioServerParameters(command=command[0], args=list(command[1:]))
+    async with AsyncExitStack() as stack:
+        read, write = await stack.enter_async_context(stdio_client(upstream_params))
+        upstream = await stack.enter_async_context(ClientSession(read, write))
+        init = await upstream.initialize()
+        info = init.server_info
+        proxy = RecordingProxy(recorder, upstream, tool_server=info.name)
+        server: Server[Any] = Server(
+            info.name,
+            version=info.version,
+            instructions=init.instructions,
+            on_list_tools=proxy.list_tools,
+            on_call_tool=proxy.call_tool,
+        )
+        if listen is None:
+            async with stdio_server() as (down_read, down_write):
+                await server.run(down_read, down_write, server.create_initialization_options())
+            return
+        await _serve_http(server, *listen)
+
+
+async def _serve_http(server: Server[Any], host: str, port: int) -> None:
+    """Streamable HTTP at http://HOST:PORT/mcp (the SDK's app, on uvicorn, which the SDK
+    brings); the bound address goes to stderr (port 0 picks a free one)."""
+    import uvicorn
+
+    app = server.streamable_http_app(host=host)
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    bound = sock.getsockname()[1]
+    print(f"affidavit mcp-proxy listening on http://{host}:{bound}/mcp", file=sys.stderr)
+    sys.stderr.flush()
+    config = uvicorn.Config(app, log_level="warning", lifespan="on")
+    try:
+        await uvicorn.Server(config).serve(sockets=[sock])
+    finally:
+        sock.close()
+
+
+def run(
+    recorder: Recorder, command: Sequence[str], *, listen: tuple[str, int] | None = None
+) -> None:
+    anyio.run(lambda: serve(recorder, command, listen=listen))

@@ -1,0 +1,230 @@
+"""`affidavit mcp-proxy` in front of a real MCP server process (examples/mcp_server.py),
+driven by the official SDK's client; every check reads the log back as the auditor."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import mcp_types as types
+import pytest
+from affidavit.adapters.spool import Spool
+from affidavit.client.actor import Actor
+from affidavit.client.client import Client
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.canonical import canonical_json, commitment
+from affidavit.statements.signing import IdentityKey
+from mcp.client.session import ClientSession
+from mcp.client.stdio import StdioServerParameters, stdio_client
+
+from affidavit import merkle
+from tests.adapterlog import GITHUB_TOKEN, AdapterLog, check_intent, intent_and_outcome
+from tests.serverproc import AFFIDAVIT, ROOT, RPC_TIMEOUT, ServerFactory, clean_env, run_cli
+
+UPSTREAM = [sys.executable, str(ROOT / "examples" / "mcp_server.py")]
+TRACE, SPAN = "4bf92f3577b34da6a3ce929d0e0e4736", "00f067aa0ba902b7"
+GRANT = {"tools": ["create_issue", "delete_repository"], "resources": ["repo:acme/*"]}
+
+
+@pytest.fixture(scope="module")
+def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterLog]:
+    tmp = tmp_path_factory.mktemp("mcp")
+    factory = ServerFactory(tmp)
+    try:
+        log = AdapterLog.start(factory, tmp)
+        yield log
+        log.close()
+    finally:
+        factory.cleanup()
+
+
+def proxy(
+    log: AdapterLog, agent: str, grant_id: str, effects: Path, *flags: str, address: str = ""
+) -> StdioServerParameters:
+    """The MCP client's view: the proxy command, the real server's command after --."""
+    args = [
+        "mcp-proxy",
+        "--server",
+        address or log.server.address,
+        "--log-key",
+        log.server.verifier_key,
+        "--trust-dir",
+        str(log.tmp / f"trust-{agent}"),
+        "--key",
+        str(log.key_path(agent)),
+        "--grant",
+        grant_id,
+        "--resource",
+        "create_issue=repo:{repo}",
+        "--access",
+        "create_issue=create",
+        "--resource",
+        "delete_repository=repo:{repo}",
+        "--access",
+        "delete_repository=delete",
+        *flags,
+        "--",
+        *UPSTREAM,
+        "--effects",
+        str(effects),
+    ]
+    return StdioServerParameters(command=str(AFFIDAVIT), args=args, env=clean_env())
+
+
+async def session_calls(
+    params: StdioServerParameters, *calls: tuple[str, dict[str, Any]]
+) -> tuple[types.ListToolsResult, list[types.CallToolResult]]:
+    """Connect with the SDK's client, list the tools, make the calls (with a traceparent)."""
+    meta: Any = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    with anyio.fail_after(120):
+        async with stdio_client(params) as (r, w), ClientSession(r, w) as session:
+            await session.initialize()
+            tools = await session.list_tools()
+            results = [await session.call_tool(n, a, meta=meta) for n, a in calls]
+    return tools, results
+
+
+def did(effects: Path) -> list[str]:
+    return effects.read_text().split() if effects.exists() else []
+
+
+def test_calls_are_recorded_and_the_tools_listed_unchanged(log: AdapterLog, tmp_path: Path):
+    log.agent("mcp-recorded")
+    grant_id = log.grant("mcp-recorded", access=[pb.CREATE], **GRANT)
+    effects = tmp_path / "effects"
+    args = {"repo": "acme/web", "title": "Flaky", "token": GITHUB_TOKEN}
+    listed, [result] = anyio.run(
+        session_calls, proxy(log, "mcp-recorded", grant_id, effects), ("create_issue", args)
+    )
+    direct = StdioServerParameters(command=UPSTREAM[0], args=UPSTREAM[1:], env=clean_env())
+    upstream, _ = anyio.run(session_calls, direct)
+    assert [t.model_dump() for t in listed.tools] == [t.model_dump() for t in upstream.tools]
+    assert not result.is_error and did(effects) == ["issue:acme/web:Flaky"]
+
+    intent, outcome = intent_and_outcome(log.trail("mcp-recorded"), "create_issue")
+    check_intent(
+        intent,
+        tool="create_issue",
+        resource="repo:acme/web",
+        arguments=args,
+        grant_id=grant_id,
+        verdict="IN_SCOPE",
+    )
+    op, correlation = intent.action.operation, intent.action.correlation
+    assert op.tool_server == "acme-tools" and op.access == pb.CREATE
+    assert (correlation.trace_id, correlation.span_id) == (TRACE, SPAN)
+    assert intent.statement.header.producer.adapter == "affidavit-mcp-proxy/1"
+    assert (
+        GITHUB_TOKEN not in op.parameters_json and "«redacted:github-token:" in op.parameters_json
+    )
+    for r in (intent, outcome):
+        [entry] = log.auditor.entries(r.hit.index, r.hit.index + 1)
+        assert GITHUB_TOKEN.encode() not in entry.data
+    assert outcome.action.outcome.status == pb.OK
+    # A commitment to the result the client got, opened by the agent's key for this action.
+    opening = Actor(log.auditor, IdentityKey.load(log.key_path("mcp-recorded"))).result_opening(
+        intent.action.action_id
+    )
+    returned = canonical_json(result.model_dump(mode="json", by_alias=True, exclude_none=True))
+    assert outcome.action.outcome.result_digest == commitment(opening, returned)
+
+
+def test_an_out_of_scope_call_is_not_forwarded(log: AdapterLog, tmp_path: Path):
+    log.agent("mcp-blocked")
+    grant_id = log.grant("mcp-blocked", access=[pb.CREATE], **GRANT)
+    effects = tmp_path / "effects"
+    _, [result] = anyio.run(
+        session_calls,
+        proxy(log, "mcp-blocked", grant_id, effects),
+        ("delete_repository", {"repo": "acme/web"}),
+    )
+    assert result.is_error and did(effects) == []
+    [text] = result.content
+    assert isinstance(text, types.TextContent) and "OUT_OF_SCOPE" in text.text
+
+    intent, outcome = intent_and_outcome(log.trail("mcp-blocked"), "delete_repository")
+    check_intent(
+        intent,
+        tool="delete_repository",
+        resource="repo:acme/web",
+        arguments={"repo": "acme/web"},
+        grant_id=grant_id,
+        verdict="OUT_OF_SCOPE",
+    )
+    assert outcome.action.outcome.status == pb.DENIED
+
+    # --no-enforce: recorded with the same verdict, and forwarded.
+    _, [result] = anyio.run(
+        session_calls,
+        proxy(log, "mcp-blocked", grant_id, effects, "--no-enforce"),
+        ("delete_repository", {"repo": "acme/web"}),
+    )
+    assert not result.is_error and did(effects) == ["deleted:acme/web"]
+
+
+def test_the_log_down_stops_the_call_or_spools_it_in_order(tmp_path: Path):
+    factory = ServerFactory(tmp_path)
+    try:
+        own = AdapterLog.start(factory, tmp_path)
+        own.agent("mcp-down")
+        grant_id = own.grant("mcp-down", access=[pb.CREATE], **GRANT)
+        address = own.server.address
+        own.server.kill()
+        effects = tmp_path / "effects"
+        args = {"repo": "acme/web", "title": "t"}
+
+        _, [result] = anyio.run(
+            session_calls,
+            proxy(own, "mcp-down", grant_id, effects, address=address),
+            ("create_issue", args),
+        )
+        assert result.is_error and did(effects) == []  # fail closed
+        [text] = result.content
+        assert isinstance(text, types.TextContent) and "unreachable" in text.text
+
+        spool = tmp_path / "spool"
+        _, results = anyio.run(
+            session_calls,
+            proxy(own, "mcp-down", grant_id, effects, "--spool", str(spool), address=address),
+            ("create_issue", args),
+        )
+        assert not results[0].is_error and did(effects) == ["issue:acme/web:t"]
+        waiting = [p.read_bytes() for p in sorted(spool.iterdir())]
+        assert len(waiting) == 2  # INTENT, OUTCOME
+
+        own.server.start()
+        own.auditor = Client(
+            own.server.address, own.policy, token=own.server.auditor_token, timeout=RPC_TIMEOUT
+        )
+        with own.client() as client:
+            receipts = Spool(spool).replay(client)
+        assert [r.leaf_hash for r in receipts] == [merkle.leaf_hash(leaf) for leaf in waiting]
+        intent, outcome = intent_and_outcome(own.trail("mcp-down"), "create_issue")
+        assert intent.verdict == "IN_SCOPE" and outcome.action.outcome.status == pb.OK
+        own.close()
+    finally:
+        factory.cleanup()
+
+
+def test_usage_errors_are_one_line(log: AdapterLog, tmp_path: Path):
+    done = run_cli("mcp-proxy", "--key", str(tmp_path / "none.key"), "--grant", "g", "--", "x")
+    assert done.returncode == 2 and "none.key" in done.stderr
+    log.agent("mcp-usage")
+    done = run_cli(
+        "mcp-proxy",
+        "--log-key",
+        log.server.verifier_key,
+        "--key",
+        str(log.key_path("mcp-usage")),
+        "--grant",
+        "g",
+        "--access",
+        "create_issue=erase",
+        "--",
+        "x",
+    )
+    assert done.returncode == 2 and "access must be one of" in done.stderr
+    assert "Traceback" not in done.stderr
