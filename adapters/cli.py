@@ -27,6 +27,7 @@ from affidavit.client.cli.options import (
     handle_errors,
     signing_key,
 )
+from affidavit.client.errors import UnavailableError
 from affidavit.statements.signing import IdentityKey
 
 
@@ -92,7 +93,7 @@ def _recorder(
     observe_only: bool = False,
 ) -> Recorder:
     actor = Actor(conn.client(), IdentityKey.load(key_file))
-    return Recorder(
+    recorder = Recorder(
         actor,
         grant_ids=grant_ids,
         enforce=enforce,
@@ -101,6 +102,18 @@ def _recorder(
         adapter=adapter,
         observe_only=observe_only,
     )
+    if recorder.spool is not None and len(recorder.spool):
+        # What an earlier run spooled goes first, now (it would otherwise wait for a call).
+        try:
+            sent = len(recorder.replay())
+            click.echo(f"affidavit: replayed {sent} spooled statements from {spool}", err=True)
+        except UnavailableError:
+            click.echo(
+                f"affidavit: the log is unreachable; {len(recorder.spool)} statements stay "
+                f"spooled in {spool}",
+                err=True,
+            )
+    return recorder
 
 
 def _address(value: str) -> tuple[str, int]:

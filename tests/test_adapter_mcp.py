@@ -3,6 +3,7 @@ driven by the official SDK's client; every check reads the log back as the audit
 
 from __future__ import annotations
 
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,6 +20,7 @@ from affidavit.statements.canonical import canonical_json, commitment
 from affidavit.statements.signing import IdentityKey
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp.client.streamable_http import streamable_http_client
 
 from affidavit import merkle
 from tests.adapterlog import GITHUB_TOKEN, AdapterLog, check_intent, intent_and_outcome
@@ -156,13 +158,42 @@ def test_an_out_of_scope_call_is_not_forwarded(log: AdapterLog, tmp_path: Path):
     )
     assert outcome.action.outcome.status == pb.DENIED
 
-    # --no-enforce: recorded with the same verdict, and forwarded.
-    _, [result] = anyio.run(
-        session_calls,
-        proxy(log, "mcp-blocked", grant_id, effects, "--no-enforce"),
-        ("delete_repository", {"repo": "acme/web"}),
+    # --no-enforce, over streamable HTTP (--listen): recorded with the same verdict, forwarded.
+    params = proxy(log, "mcp-blocked", grant_id, effects, "--no-enforce", "--listen", "127.0.0.1:0")
+    listening = subprocess.Popen(
+        [params.command, *params.args],
+        env=params.env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
     )
+    try:
+        assert listening.stderr is not None
+        url = ""
+        for line in listening.stderr:  # it says where it listens before serving
+            if "listening on" in line:
+                url = line.rsplit(" ", 1)[-1].strip()
+                break
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
+        [result] = anyio.run(http_calls, url, ("delete_repository", {"repo": "acme/web"}))
+    finally:
+        listening.terminate()
+        listening.wait(timeout=30)
     assert not result.is_error and did(effects) == ["deleted:acme/web"]
+    trail = log.trail("mcp-blocked")
+    assert [r.verdict for r in trail if r.action.phase == pb.AgentAction.INTENT] == [
+        "OUT_OF_SCOPE",
+        "OUT_OF_SCOPE",
+    ]
+    assert trail[-1].action.outcome.status == pb.OK
+
+
+async def http_calls(url: str, *calls: tuple[str, dict[str, Any]]) -> list[types.CallToolResult]:
+    with anyio.fail_after(120):
+        async with streamable_http_client(url) as (r, w), ClientSession(r, w) as session:
+            await session.initialize()
+            return [await session.call_tool(n, a) for n, a in calls]
 
 
 def test_the_log_down_stops_the_call_or_spools_it_in_order(tmp_path: Path):
