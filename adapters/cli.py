@@ -164,6 +164,13 @@ _ACCESS = click.option(
 @_ACCESS
 @_SPOOL
 @click.option(
+    "--approval-required",
+    multiple=True,
+    metavar="TOOL",
+    help="Forward TOOL only with a human's approval of its exact arguments, named in the "
+    "call's _meta (io.affidavit/action-id, io.affidavit/approval-id); repeatable.",
+)
+@click.option(
     "--listen",
     callback=lambda _c, _p, v: _address(v) if v else None,
     metavar="HOST:PORT",
@@ -179,6 +186,7 @@ def mcp_proxy(
     resources: tuple[str, ...],
     access: tuple[str, ...],
     spool: Path | None,
+    approval_required: tuple[str, ...],
     listen: tuple[str, int] | None,
     command: tuple[str, ...],
 ) -> None:
@@ -198,7 +206,7 @@ def mcp_proxy(
     recorder = _recorder(
         conn, key_file, grant_ids, enforce=enforce, spool=spool, adapter="mcp-proxy", target=target
     )
-    proxy.run(recorder, command, listen=listen)
+    proxy.run(recorder, command, listen=listen, approval_required=frozenset(approval_required))
 
 
 @click.command("otlp-bridge")

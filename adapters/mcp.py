@@ -10,6 +10,12 @@ Under enforce a call the log judges OUT_OF_SCOPE or NO_GRANT is not forwarded: t
 a tool error (`isError`) naming the verdict. With the log unreachable the call is not forwarded
 either, unless a spool makes the proxy fail open.
 
+Approval: tools named in --approval-required run only with a human's APPROVAL of their exact
+arguments. The MCP client (which has the human) names the action id the human approved and the
+APPROVAL statement's id in the call's _meta (`io.affidavit/action-id`,
+`io.affidavit/approval-id`, e.g. after `affidavit approve ACTION_ID --params ...`); the INTENT
+carries them with decision ALLOW_IF_APPROVED and the log checks the arguments' digest.
+
 The upstream is the SDK's ClientSession over stdio (the proxy starts the command and owns its
 life); the downstream is the SDK's low-level Server with `on_list_tools` / `on_call_tool`.
 """
@@ -27,11 +33,17 @@ import anyio
 import mcp_types as types
 from affidavit.adapters.recording import Recorder, ToolCall
 from affidavit.client.errors import NotAuthorisedError, UnavailableError
+from affidavit.proto import affidavit_pb2 as pb
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.server.context import ServerRequestContext
 from mcp.server.lowlevel.server import Server
 from mcp.server.stdio import stdio_server
+
+ACTION_ID_META = "io.affidavit/action-id"
+APPROVAL_ID_META = "io.affidavit/approval-id"
+"""A tools/call's _meta keys naming the action id a human approved and that APPROVAL
+statement's id (for tools the proxy runs only with approval)."""
 
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-([0-9a-f]{32})-([0-9a-f]{16})-[0-9a-f]{2}$")
 
@@ -55,15 +67,34 @@ def _refusal(why: str) -> types.CallToolResult:
 class RecordingProxy:
     """The downstream server's handlers: list upstream's tools, record and forward calls."""
 
-    def __init__(self, recorder: Recorder, upstream: ClientSession, tool_server: str) -> None:
+    def __init__(
+        self,
+        recorder: Recorder,
+        upstream: ClientSession,
+        tool_server: str,
+        approval_required: frozenset[str] = frozenset(),
+    ) -> None:
         self.recorder = recorder
         self.upstream = upstream
         self.tool_server = tool_server
+        self.approval_required = approval_required
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any], params: types.PaginatedRequestParams | None
     ) -> types.ListToolsResult:
         return await self.upstream.list_tools(params=params)
+
+    def _approval_of(self, params: types.CallToolRequestParams) -> dict[str, Any]:
+        """A gated tool's INTENT names the approval the client passed in _meta (the log checks
+        it covers these exact arguments); without one the log finds it missing."""
+        if params.name not in self.approval_required:
+            return {}
+        meta: Any = params.meta or {}
+        fields: dict[str, Any] = {"decision": pb.ALLOW_IF_APPROVED}
+        action_id, approval_id = meta.get(ACTION_ID_META), meta.get(APPROVAL_ID_META)
+        if isinstance(action_id, str) and isinstance(approval_id, str):
+            fields.update(action_id=action_id, approval_id=approval_id)
+        return fields
 
     async def call_tool(
         self, ctx: ServerRequestContext[Any], params: types.CallToolRequestParams
@@ -79,7 +110,7 @@ class RecordingProxy:
             span_id=span_id,
         )
         try:
-            pending = await self.recorder.aintent(call)
+            pending = await self.recorder.aintent(call, **self._approval_of(params))
         except NotAuthorisedError as e:
             return _refusal(str(e))
         except UnavailableError as e:
@@ -98,7 +129,11 @@ class RecordingProxy:
 
 
 async def serve(
-    recorder: Recorder, command: Sequence[str], *, listen: tuple[str, int] | None = None
+    recorder: Recorder,
+    command: Sequence[str],
+    *,
+    listen: tuple[str, int] | None = None,
+    approval_required: frozenset[str] = frozenset(),
 ) -> None:
     """Start the upstream server, then serve the recording proxy until the client leaves
     (stdio) or the process is stopped (--listen)."""
@@ -108,7 +143,7 @@ async def serve(
         upstream = await stack.enter_async_context(ClientSession(read, write))
         init = await upstream.initialize()
         info = init.server_info
-        proxy = RecordingProxy(recorder, upstream, tool_server=info.name)
+        proxy = RecordingProxy(recorder, upstream, info.name, approval_required)
         server: Server[Any] = Server(
             info.name,
             version=info.version,
@@ -143,6 +178,10 @@ async def _serve_http(server: Server[Any], host: str, port: int) -> None:
 
 
 def run(
-    recorder: Recorder, command: Sequence[str], *, listen: tuple[str, int] | None = None
+    recorder: Recorder,
+    command: Sequence[str],
+    *,
+    listen: tuple[str, int] | None = None,
+    approval_required: frozenset[str] = frozenset(),
 ) -> None:
-    anyio.run(lambda: serve(recorder, command, listen=listen))
+    anyio.run(lambda: serve(recorder, command, listen=listen, approval_required=approval_required))

@@ -12,11 +12,13 @@ from typing import Any
 import anyio
 import mcp_types as types
 import pytest
+from affidavit.adapters.mcp import ACTION_ID_META, APPROVAL_ID_META
 from affidavit.adapters.spool import Spool
 from affidavit.client.actor import Actor
 from affidavit.client.client import Client
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.canonical import canonical_json, commitment
+from affidavit.statements.ids import uuid7
 from affidavit.statements.signing import IdentityKey
 from mcp.client.session import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
@@ -77,20 +79,27 @@ def proxy(
 
 
 async def session_calls(
-    params: StdioServerParameters, *calls: tuple[str, dict[str, Any]]
+    params: StdioServerParameters,
+    *calls: tuple[str, dict[str, Any]],
+    **meta: str | tuple[str | None, ...],
 ) -> tuple[types.ListToolsResult, list[types.CallToolResult]]:
-    """Connect with the SDK's client, list the tools, make the calls (with a traceparent)."""
-    meta: Any = {"traceparent": f"00-{TRACE}-{SPAN}-01"}
+    """Connect with the SDK's client, list the tools, make the calls (with a traceparent and
+    any other _meta given, each call its own when meta values are tuples)."""
     with anyio.fail_after(120):
         async with stdio_client(params) as (r, w), ClientSession(r, w) as session:
             await session.initialize()
             tools = await session.list_tools()
-            results = [await session.call_tool(n, a, meta=meta) for n, a in calls]
+            results = []
+            for i, (name, args) in enumerate(calls):
+                picked = {k: v[i] if isinstance(v, tuple) else v for k, v in meta.items()}
+                extra = {k: v for k, v in picked.items() if v is not None}
+                call_meta: Any = {"traceparent": f"00-{TRACE}-{SPAN}-01", **extra}
+                results.append(await session.call_tool(name, args, meta=call_meta))
     return tools, results
 
 
 def did(effects: Path) -> list[str]:
-    return effects.read_text().split() if effects.exists() else []
+    return effects.read_text().splitlines() if effects.exists() else []
 
 
 def test_calls_are_recorded_and_the_tools_listed_unchanged(log: AdapterLog, tmp_path: Path):
@@ -194,6 +203,43 @@ async def http_calls(url: str, *calls: tuple[str, dict[str, Any]]) -> list[types
         async with streamable_http_client(url) as (r, w), ClientSession(r, w) as session:
             await session.initialize()
             return [await session.call_tool(n, a) for n, a in calls]
+
+
+def test_a_gated_tool_runs_only_with_the_approval_of_its_arguments(log: AdapterLog, tmp_path: Path):
+    log.agent("mcp-approval")
+    grant_id = log.grant("mcp-approval", access=[pb.CREATE], **GRANT)
+    effects = tmp_path / "effects"
+    approved = {"repo": "acme/web", "title": "Release 2.0"}
+    action_id = uuid7()
+    approval_id = log.alice.approve(action_id, approved, ticket="CHG-9").statement_id
+    other_id = uuid7()
+    _, results = anyio.run(
+        lambda: session_calls(
+            proxy(log, "mcp-approval", grant_id, effects, "--approval-required", "create_issue"),
+            ("create_issue", approved),
+            ("create_issue", {**approved, "title": "Release 3.0"}),  # not what was approved
+            ("create_issue", approved),  # no approval named at all
+            **{
+                ACTION_ID_META: (action_id, other_id, None),
+                APPROVAL_ID_META: (approval_id, approval_id, None),
+            },
+        )
+    )
+    assert [r.is_error for r in results] == [False, True, True]
+    assert did(effects) == ["issue:acme/web:Release 2.0"]
+    assert "approval-mismatch" in str(results[1].content)
+    assert "approval-missing" in str(results[2].content)
+
+    trail = log.trail("mcp-approval")
+    intents = [r for r in trail if r.action.phase == pb.AgentAction.INTENT]
+    assert [(r.verdict, r.hit.verdict_reason) for r in intents] == [
+        ("IN_SCOPE", ""),
+        ("OUT_OF_SCOPE", "approval-mismatch"),
+        ("OUT_OF_SCOPE", "approval-missing"),
+    ]
+    assert intents[0].action.action_id == action_id
+    assert intents[0].action.approval_id == approval_id
+    assert intents[0].action.authorization.decision == pb.ALLOW_IF_APPROVED
 
 
 def test_the_log_down_stops_the_call_or_spools_it_in_order(tmp_path: Path):
