@@ -3,6 +3,8 @@
     affidavit mcp-proxy --key code-agent.key --grant <grant id> \\
         --resource 'create_issue=repo:{repo}' --access create_issue=create \\
         --resource 'delete_repository=repo:{repo}' --access delete_repository=delete \\
+        --resource 'create_release=repo:{repo}' --access create_release=create \\
+        --approval-required create_release \\
         -- python examples/mcp_server.py
 
 Point any MCP client (Claude Desktop, an agent framework, the SDK's ClientSession) at that
@@ -32,6 +34,13 @@ def create_issue(repo: str, title: str, token: str = "") -> str:
     """Open an issue in a repository (token: the API token to use)."""
     _did(f"issue:{repo}:{title}")
     return f"opened issue '{title}' in {repo}"
+
+
+@server.tool()
+def create_release(repo: str, tag: str) -> str:
+    """Publish a release of a repository (a human approves each one)."""
+    _did(f"release:{repo}:{tag}")
+    return f"released {tag} of {repo}"
 
 
 @server.tool()
