@@ -189,6 +189,7 @@ def actions(job: tuple[Cast, int, int, int, int]) -> Log:
                 human,
                 pb.Approval(
                     action_id=action_id,
+                    agent_id=who,
                     parameters_digest=parameters_digest(params),
                     decision=pb.Approval.APPROVE,
                     ticket="CHG-2",
@@ -370,7 +371,9 @@ def stage_costs(log: Log, sample: int) -> dict[str, float]:
 
     def admit_apply() -> None:
         for i, ((s, st), h) in enumerate(zip(decoded, hashes, strict=True)):
-            verdict = ingest.admit(ingest.Prepared(s, st, keys[s.key_id]), state)
+            verdict = ingest.admit(
+                ingest.Prepared(s, st, keys[s.key_id]), state, st.header.client_time_ms
+            )
             state.apply(i, h, st, verdict)
 
     timed("admit_and_apply", admit_apply)
@@ -382,11 +385,19 @@ def stage_costs(log: Log, sample: int) -> dict[str, float]:
 # --------------------------------------------------------------------------------------------
 
 
-def audit_in_memory(log: Log, cp: Verified, workers: int) -> auditor.Report:
-    entries = [
-        auditor.RecordedEntry(i, leaf, v, r)
+def recorded_entries(log: Log) -> list[auditor.RecordedEntry]:
+    """The log's entries as the server serves them: an action's with its admission time (here,
+    its client time: the benchmark's log admitted everything as it was signed)."""
+    return [
+        auditor.RecordedEntry(
+            i, leaf, v, r, build.statement_of(leaf).header.client_time_ms if v else 0
+        )
         for i, (leaf, (v, r)) in enumerate(zip(log.leaves, log.verdicts, strict=True))
     ]
+
+
+def audit_in_memory(log: Log, cp: Verified, workers: int) -> auditor.Report:
+    entries = recorded_entries(log)
 
     def source(start: int, end: int) -> list[auditor.RecordedEntry]:
         return entries[start:end]
@@ -414,10 +425,7 @@ def position_file_cost(log: Log, cp: Verified, tmp: Path) -> dict[str, float]:
         save(path, replay)
         saves.append(time.perf_counter() - began)
 
-    entries = [
-        auditor.RecordedEntry(i, leaf, v, r)
-        for i, (leaf, (v, r)) in enumerate(zip(log.leaves, log.verdicts, strict=True))
-    ]
+    entries = recorded_entries(log)
     auditor.save_position = timed_save
     try:
         report = auditor.audit_entries(lambda s, e: entries[s:e], cp, resume=path)

@@ -189,9 +189,12 @@ class Actor:
         parent_grant_id: str = "",
         ticket: str = "",
         justification: str = "",
+        approval: pb.ApprovalPolicy | None = None,
     ) -> Recorded:
+        """Delegate a scope; approval says which actions need whose approval."""
         return self.submit(
             pb.Grant(
+                approval=approval,
                 grantee=grantee,
                 tools=list(tools),
                 resources=list(resources),
@@ -211,21 +214,28 @@ class Actor:
         action_id: str,
         parameters: Any,
         *,
+        agent_id: str,
         decision: pb.Approval.Decision.ValueType = pb.Approval.APPROVE,
         ticket: str = "",
         comment: str = "",
     ) -> Recorded:
-        """Approve (or reject) one intended action, bound to the digest of its exact parameters
-        (as shown once their secrets are redacted: the digest the agent's INTENT carries)."""
+        """Approve (or reject) one intended action of agent_id, bound to the digest of its exact
+        parameters (as shown once their secrets are redacted: the digest the agent's INTENT
+        carries)."""
         return self.submit(
             pb.Approval(
                 action_id=action_id,
+                agent_id=agent_id,
                 parameters_digest=parameters_digest(parameters),
                 decision=decision,
                 ticket=ticket,
                 comment=comment,
             )
         )
+
+    def revoke_grant(self, grant_id: str, *, reason: str = "") -> Recorded:
+        """Withdraw a grant this identity issued (or, as an admin, any grant) from now on."""
+        return self.submit(pb.GrantRevocation(grant_id=grant_id, reason=reason))
 
     # Actions (agents).
 

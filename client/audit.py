@@ -127,15 +127,20 @@ class EntryLike(Protocol):
     @property
     def verdict_reason(self) -> str: ...
 
+    @property
+    def admitted_ms(self) -> int: ...
+
 
 @dataclass(frozen=True, slots=True)
 class RecordedEntry:
-    """An entry from any source: index, bytes, and the verdict recorded for it."""
+    """An entry from any source: index, bytes, and the verdict (with the admission time its
+    grant windows were judged at) recorded for it."""
 
     index: int
     data: bytes
     verdict: int = 0
     verdict_reason: str = ""
+    admitted_ms: int = 0
 
 
 EntrySource = Callable[[int, int], Iterable[EntryLike]]
@@ -476,7 +481,9 @@ class _Replay:
             return
         signed, statement = decoded
         try:
-            verdict = ingest.admit(ingest.Prepared(signed, statement, prepared), self.state)
+            verdict = ingest.admit(
+                ingest.Prepared(signed, statement, prepared), self.state, entry.admitted_ms or None
+            )
         except Rejection as e:
             self.add(index, "invalid-statement", f"{e.code}: {e.message}")
             return

@@ -103,6 +103,9 @@ MAX_ENTRIES = 10_000
 
 _KEYS = ("format", "checkpoint", "entries")
 _ENTRY_KEYS = ("index", "leaf", "proof")
+_ACTION_ENTRY_KEYS = (*_ENTRY_KEYS, "admitted_ms")
+"""An agent action's entry also carries the log's admission time, which its windows are
+judged at (the log's word, like the verdict it recorded: not in the leaf)."""
 
 
 class ExportError(ClientError):
@@ -116,6 +119,7 @@ class BundleEntry:
     index: int
     leaf: bytes
     proof: tuple[bytes, ...]
+    admitted_ms: int = 0
 
 
 @dataclass(frozen=True)
@@ -132,6 +136,7 @@ class Bundle:
             "checkpoint": self.checkpoint,
             "entries": [
                 {"index": e.index, "leaf": _b64(e.leaf), "proof": [_b64(h) for h in e.proof]}
+                | ({"admitted_ms": e.admitted_ms} if e.admitted_ms else {})
                 for e in self.entries
             ],
         }
@@ -203,8 +208,11 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _entry(item: object, n: int) -> BundleEntry:
-    if not isinstance(item, dict) or tuple(item) != _ENTRY_KEYS:
-        raise VerificationError(f"entries[{n}] must be an object with keys {list(_ENTRY_KEYS)}")
+    if not isinstance(item, dict) or tuple(item) not in (_ENTRY_KEYS, _ACTION_ENTRY_KEYS):
+        raise VerificationError(
+            f"entries[{n}] must be an object with keys {list(_ENTRY_KEYS)} (and admitted_ms, "
+            "for an agent action)"
+        )
     index = item["index"]
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
         raise VerificationError(f"entries[{n}].index must be a non-negative integer")
@@ -214,7 +222,10 @@ def _entry(item: object, n: int) -> BundleEntry:
     proof = tuple(_unb64(h, f"a hash in entry {index}'s proof") for h in item["proof"])
     if any(len(h) != merkle.HASH_SIZE for h in proof):
         raise VerificationError(f"entry {index}'s proof holds a hash that is not 32 bytes")
-    return BundleEntry(index, leaf, proof)
+    admitted_ms = item.get("admitted_ms", 0)
+    if isinstance(admitted_ms, bool) or not isinstance(admitted_ms, int) or admitted_ms < 0:
+        raise VerificationError(f"entry {index}'s admitted_ms must be Unix milliseconds")
+    return BundleEntry(index, leaf, proof, admitted_ms)
 
 
 # Export.
@@ -234,11 +245,13 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
     size = verified.checkpoint.size
     which = "newest cosigned checkpoint" if client.policy.quorum else "latest checkpoint"
     leaves: dict[int, bytes] = {}
+    admitted: dict[int, int] = {}
 
     def fetch(i: int) -> pb.Statement:
         if i not in leaves:
             for entry in client.entries(i, i + 1):
                 leaves[i] = entry.data
+                admitted[i] = entry.admitted_ms
         return build.statement_of(leaves[i])
 
     def search(**criteria: str) -> list[int]:
@@ -277,6 +290,9 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
         by_id(intent.approval_id, "approval")
     for grant_id in intent.grant_ids:
         for _ in range(MAX_CHAIN):
+            # A revocation of a grant of the chain is part of its story, whenever it came.
+            for i in search(subject=grant_id):
+                fetch(i)
             grant_id = by_id(grant_id, "grant").grant.parent_grant_id
             if not grant_id:
                 break
@@ -301,7 +317,7 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
         if (proof.index, proof.tree_size, proof.leaf_hash) != (i, size, leaf_hash):
             raise VerificationError(f"the log sent a proof of another entry when asked for {i}")
         check_inclusion(leaf_hash, i, proof.hashes, verified.checkpoint)
-        entries.append(BundleEntry(i, leaves[i], tuple(proof.hashes)))
+        entries.append(BundleEntry(i, leaves[i], tuple(proof.hashes), admitted.get(i, 0)))
     bundle = Bundle(verified.note, tuple(entries))
     verify(bundle.to_json(), client.policy)
     return bundle
@@ -316,6 +332,7 @@ def _kind(st: pb.Statement) -> str:
         "grant": "a grant",
         "approval": "an approval",
         "session": "a session event",
+        "grant_revocation": "a grant revocation",
     }.get(body or "", "an empty statement")
 
 
@@ -343,6 +360,8 @@ class GrantLink:
     grantor: str
     grantor_kind: str
     grant: pb.Grant
+    revoked_at: int | None = None
+    revoked_by: str = ""
 
 
 @dataclass(frozen=True)
@@ -404,7 +423,7 @@ class Report:
         who = f"agent {self.agent!r}"
         details = [x for x in (a.actor.agent_name, a.actor.agent_version, a.actor.model) if x]
         if details:
-            who += f" ({', '.join(details)})"
+            who += f" ({', '.join(details)}: the producer's claim)"
         owner = f"{self.owner!r}" + (f" ({self.owner_kind})" if self.owner_kind else "")
         lines = [
             f"Action {self.action_id}: "
@@ -440,8 +459,21 @@ class Report:
                 + (f", justification {g.justification!r}" if g.justification else "")
             )
             lines.append(f"       scope: {_scope(g)}")
+            if link.revoked_at is not None:
+                lines.append(
+                    f"       REVOKED at log index {link.revoked_at} by {link.revoked_by!r}"
+                )
         if a.principal_chain:
-            lines.append(f"  Principal chain as issued: {' -> '.join(a.principal_chain)}")
+            lines.append(
+                f"  Principal chain: {' -> '.join(a.principal_chain)} (checked against the "
+                "grant chain at ingest)"
+            )
+        if a.authorization.policy_id or a.authorization.matched_rule:
+            z = a.authorization
+            lines.append(
+                f"  Policy:    {z.policy_id or '-'} {z.policy_version} rule "
+                f"{z.matched_rule or '-'} at {z.enforcement_point or '-'} (the producer's claim)"
+            )
         for ap in self.approvals:
             d = pb.Approval.Decision.Name(ap.approval.decision)
             state = (
@@ -510,8 +542,9 @@ class Report:
             )
         lines.append(
             "  - scope recomputed (grantee is the actor; tool, operation, resource and access "
-            "within the grant; client time inside every window of the chain; approval where "
-            f"the policy required one): {self.verdict}"
+            "within the grant; the log's admission time inside every window of the chain, the "
+            "agent's claimed time on the same side; approval where a grant or the agent's "
+            f"decision required one, by a permitted approver): {self.verdict}"
             + (f" ({self.verdict_reason})" if self.verdict_reason else "")
         )
         for ap in self.approvals:
@@ -624,6 +657,7 @@ def verify(bundle_text: str | bytes, policy: TrustPolicy) -> Report:
         check_inclusion(hashes[entry.index], entry.index, entry.proof, cp)
 
     prepared: dict[int, ingest.Prepared] = {}
+    admitted = {entry.index: entry.admitted_ms for entry in bundle.entries}
     for entry in bundle.entries:
         try:
             prepared[entry.index] = ingest.prepare(entry.leaf, _no_key)
@@ -648,7 +682,7 @@ def verify(bundle_text: str | bytes, policy: TrustPolicy) -> Report:
         known = state.known_session(h.issuer, h.session_id)
         state.claimed = SessionHead(h.sequence, h.previous_hash)
         try:
-            verdict = ingest.admit(p, state)
+            verdict = ingest.admit(p, state, admitted[i] or None)
         except Rejection as r:
             raise VerificationError(
                 f"{describe(i, p.statement)} is not valid at that point of the log: {r}"
@@ -712,7 +746,8 @@ def _subject(statements: dict[int, pb.Statement]) -> tuple[str, int]:
 
 def needed_entries(statements: dict[int, pb.Statement], intent: pb.AgentAction) -> set[int]:
     """The indexes of the statements an action's evidence needs: its INTENT and OUTCOME, its
-    approvals, every grant it names with their parents, and the identity events of everyone
+    approvals, every grant it names with their parents (and their revocations), and the
+    identity events of everyone
     who signed or received those (and of the agent's owner), back to the admins who signed
     them. VerificationError if a grant or the approval the action names is missing."""
     grants = {
@@ -745,6 +780,8 @@ def needed_entries(statements: dict[int, pb.Statement], intent: pb.AgentAction) 
             return st.action.action_id == intent.action_id
         if body == "grant":
             return st.header.statement_id in chain
+        if body == "grant_revocation":  # a withdrawn grant of the chain: part of its story
+            return st.grant_revocation.grant_id in chain
         if body == "approval":
             return (
                 st.approval.action_id == intent.action_id
@@ -832,7 +869,15 @@ def _report(
         record = state.grant(chain_top)
         assert record is not None  # _check_relevant: every named grant and parent is here
         links_out.append(
-            GrantLink(chain_top, record.index, record.issuer, kind(record.issuer), record.decoded())
+            GrantLink(
+                chain_top,
+                record.index,
+                record.issuer,
+                kind(record.issuer),
+                record.decoded(),
+                record.revoked_at,
+                record.revoked_by,
+            )
         )
         chain_top = record.decoded().parent_grant_id
 
@@ -844,6 +889,8 @@ def _report(
         problem = None
         if ap.action_id != action_id:
             problem = f"it is for action {ap.action_id}"
+        elif ap.agent_id != intent.actor.agent_id:
+            problem = f"it is for agent {ap.agent_id!r}"
         elif ap.parameters_digest != intent.operation.parameters_digest:
             problem = (
                 f"it approves parameters digest {ap.parameters_digest}, the action's is "

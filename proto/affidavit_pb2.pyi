@@ -550,12 +550,17 @@ class Entry(_message.Message):
     LEAF_HASH_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     VERDICT_REASON_FIELD_NUMBER: _builtins.int
+    ADMITTED_MS_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     data: _builtins.bytes
     leaf_hash: _builtins.bytes
     verdict: Global___Verdict.ValueType
     """The verdict the log recorded at ingest (agent actions), for auditors to recompute."""
     verdict_reason: _builtins.str
+    admitted_ms: _builtins.int
+    """For an agent action: the log's clock when it admitted the entry (Unix milliseconds); the
+    time its grant windows were judged at, and that auditors judge them at again.
+    """
     def __init__(
         self,
         *,
@@ -564,10 +569,11 @@ class Entry(_message.Message):
         leaf_hash: _builtins.bytes = ...,
         verdict: Global___Verdict.ValueType = ...,
         verdict_reason: _builtins.str = ...,
+        admitted_ms: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "index", b"index", "leaf_hash", b"leaf_hash", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["admitted_ms", b"admitted_ms", "data", b"data", "index", b"index", "leaf_hash", b"leaf_hash", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -617,6 +623,7 @@ class Statement(_message.Message):
     GRANT_FIELD_NUMBER: _builtins.int
     APPROVAL_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
+    GRANT_REVOCATION_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___Header: ...
@@ -629,6 +636,8 @@ class Statement(_message.Message):
     @_builtins.property
     def action(self) -> Global___AgentAction: ...
     @_builtins.property
+    def grant_revocation(self) -> Global___GrantRevocation: ...
+    @_builtins.property
     def session(self) -> Global___SessionEvent: ...
     def __init__(
         self,
@@ -638,13 +647,14 @@ class Statement(_message.Message):
         grant: Global___Grant | None = ...,
         approval: Global___Approval | None = ...,
         action: Global___AgentAction | None = ...,
+        grant_revocation: Global___GrantRevocation | None = ...,
         session: Global___SessionEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action", "session"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action", "grant_revocation", "session"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -814,6 +824,7 @@ class Grant(_message.Message):
     PARENT_GRANT_ID_FIELD_NUMBER: _builtins.int
     TICKET_FIELD_NUMBER: _builtins.int
     JUSTIFICATION_FIELD_NUMBER: _builtins.int
+    APPROVAL_FIELD_NUMBER: _builtins.int
     grantee: _builtins.str
     """The identity delegated to (an agent). The grantor is the issuer."""
     not_before_ms: _builtins.int
@@ -830,18 +841,27 @@ class Grant(_message.Message):
     justification: _builtins.str
     @_builtins.property
     def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Glob patterns (*, ?) over tool names (gen_ai.tool.name); empty matches none."""
+        """Patterns over tool names (gen_ai.tool.name); empty matches none. The name and pattern
+        grammar (segments; `*` and `?` inside one segment, `**` for whole segments) is in
+        statements/names.py.
+        """
 
     @_builtins.property
     def operations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Glob patterns over operation names (gen_ai.operation.name / OCSF api.operation)."""
+        """Patterns over operation names (gen_ai.operation.name / OCSF api.operation)."""
 
     @_builtins.property
     def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Glob patterns over target resource URIs."""
+        """Patterns over target resource names (scheme:segment/segment...)."""
 
     @_builtins.property
     def access(self) -> _containers.RepeatedScalarFieldContainer[Global___AccessKind.ValueType]: ...
+    @_builtins.property
+    def approval(self) -> Global___ApprovalPolicy:
+        """Which actions under this grant need a human's approval, and who may give it. A child
+        grant is bound by every policy up its chain.
+        """
+
     def __init__(
         self,
         *,
@@ -856,14 +876,87 @@ class Grant(_message.Message):
         parent_grant_id: _builtins.str = ...,
         ticket: _builtins.str = ...,
         justification: _builtins.str = ...,
+        approval: Global___ApprovalPolicy | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["approval", b"approval"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "grantee", b"grantee", "justification", b"justification", "max_uses", b"max_uses", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "operations", b"operations", "parent_grant_id", b"parent_grant_id", "resources", b"resources", "ticket", b"ticket", "tools", b"tools"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "approval", b"approval", "grantee", b"grantee", "justification", b"justification", "max_uses", b"max_uses", "not_after_ms", b"not_after_ms", "not_before_ms", b"not_before_ms", "operations", b"operations", "parent_grant_id", b"parent_grant_id", "resources", b"resources", "ticket", b"ticket", "tools", b"tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Grant: _TypeAlias = Grant  # noqa: Y015
+
+@_typing.final
+class ApprovalPolicy(_message.Message):
+    """Approval required by a grant. An action needs approval when all_actions is set, or its tool
+    matches one of tools, or its resource one of resources, or its access is one of access.
+    The agent's own policy decision never lowers this. Who may approve: any of approvers
+    (identity ids) or a human holding one of roles (the identity's "roles" attribute, comma-
+    separated); with neither, the grantor (the issuer of the grant).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ALL_ACTIONS_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
+    RESOURCES_FIELD_NUMBER: _builtins.int
+    ACCESS_FIELD_NUMBER: _builtins.int
+    APPROVERS_FIELD_NUMBER: _builtins.int
+    ROLES_FIELD_NUMBER: _builtins.int
+    all_actions: _builtins.bool
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def resources(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def access(self) -> _containers.RepeatedScalarFieldContainer[Global___AccessKind.ValueType]: ...
+    @_builtins.property
+    def approvers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def roles(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def __init__(
+        self,
+        *,
+        all_actions: _builtins.bool = ...,
+        tools: _abc.Iterable[_builtins.str] | None = ...,
+        resources: _abc.Iterable[_builtins.str] | None = ...,
+        access: _abc.Iterable[Global___AccessKind.ValueType] | None = ...,
+        approvers: _abc.Iterable[_builtins.str] | None = ...,
+        roles: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["access", b"access", "all_actions", b"all_actions", "approvers", b"approvers", "resources", b"resources", "roles", b"roles", "tools", b"tools"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ApprovalPolicy: _TypeAlias = ApprovalPolicy  # noqa: Y015
+
+@_typing.final
+class GrantRevocation(_message.Message):
+    """Withdraws one grant (and so every grant delegated from it) from its index on. Issued by the
+    grant's grantor or by an admin.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    GRANT_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    grant_id: _builtins.str
+    reason: _builtins.str
+    def __init__(
+        self,
+        *,
+        grant_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["grant_id", b"grant_id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GrantRevocation: _TypeAlias = GrantRevocation  # noqa: Y015
 
 @_typing.final
 class Approval(_message.Message):
@@ -893,8 +986,11 @@ class Approval(_message.Message):
     DECISION_FIELD_NUMBER: _builtins.int
     TICKET_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    AGENT_ID_FIELD_NUMBER: _builtins.int
     action_id: _builtins.str
-    """The intended action (AgentAction.action_id) this decides on."""
+    """The intended action (AgentAction.action_id) this decides on, and the agent that is to act:
+    the approval counts only for that agent's INTENT of that action, with these parameters.
+    """
     parameters_digest: _builtins.str
     """Digest of the parameters approved, as an INTENT shows them: SHA-256 hex of their RFC 8785
     text with secrets redacted and marker fingerprints cut (statements/README.md).
@@ -902,6 +998,7 @@ class Approval(_message.Message):
     decision: Global___Approval.Decision.ValueType
     ticket: _builtins.str
     comment: _builtins.str
+    agent_id: _builtins.str
     def __init__(
         self,
         *,
@@ -910,10 +1007,11 @@ class Approval(_message.Message):
         decision: Global___Approval.Decision.ValueType = ...,
         ticket: _builtins.str = ...,
         comment: _builtins.str = ...,
+        agent_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "comment", b"comment", "decision", b"decision", "parameters_digest", b"parameters_digest", "ticket", b"ticket"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "agent_id", b"agent_id", "comment", b"comment", "decision", b"decision", "parameters_digest", b"parameters_digest", "ticket", b"ticket"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -985,7 +1083,9 @@ class Authorization(_message.Message):
     @_builtins.property
     def scopes_requested(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
-    def scopes_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    def scopes_granted(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Refused when set: what was granted is what the log's grants say, never the producer."""
+
     def __init__(
         self,
         *,
@@ -1222,7 +1322,7 @@ class AgentAction(_message.Message):
     intent_leaf_hash: _builtins.bytes
     """OUTCOME: leaf hash of the INTENT statement."""
     approval_id: _builtins.str
-    """statement_id of the Approval, where the decision was ALLOW_IF_APPROVED."""
+    """statement_id of the Approval, where the grant or the decision needs one."""
     @_builtins.property
     def actor(self) -> Global___Actor: ...
     @_builtins.property
@@ -1231,7 +1331,10 @@ class AgentAction(_message.Message):
 
     @_builtins.property
     def principal_chain(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """The principal chain as the runtime issued it, outermost first (human, agent, sub-agent)."""
+        """The principal chain, outermost first (human, agent, sub-agent). When set, it must be the
+        chain of grantors of one of grant_ids as the log holds it, ending in the actor; the log
+        refuses any other.
+        """
 
     @_builtins.property
     def authorization(self) -> Global___Authorization: ...

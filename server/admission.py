@@ -89,6 +89,7 @@ class StatementGate:
 
     def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms) -> None:
         self._clock = clock
+        self._last_admitted = 0  # admission times never go backwards, whatever the clock does
         self._committed = _CommittedKV(storage)
         self.committed = LogState(self._committed)
         self._batch = _BatchKV(self._committed)
@@ -107,7 +108,8 @@ class StatementGate:
     ) -> tuple[int, str]:
         if not isinstance(prepared, Prepared):
             prepared = ingest.prepare(entry, self._state.key)
-        verdict = ingest.admit(prepared, self._state, self._clock())
+        self._last_admitted = max(self._last_admitted, self._clock())
+        verdict = ingest.admit(prepared, self._state, self._last_admitted)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
         search.index_statement(self._batch, self._state, index, leaf_hash, prepared, verdict)
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")

@@ -8,7 +8,8 @@ Written in the integration batch of the statement they describe (so they cannot 
 
 Fields: actor, grantor (every grantor up the delegation chain), approver, key (signing key id,
 credential key id or token jti), resource, tool, verdict, session, trace, statement (id),
-action (action id), subject (the identity an identity event is about), ticket (a grant's or
+action (action id), subject (the identity an identity event is about, the grant a grant
+revocation withdraws), ticket (a grant's or
 approval's; an action's grants up the chain and its approval's), effect and result (an
 OUTCOME's effect reference and result digest). Integers are 8-byte big-endian, so exact-value
 scans run in log order and pages resume by index. A criterion with several values merges the
@@ -156,6 +157,8 @@ def facets_of(
         f.approver.append(h.issuer)
         f.action.append(st.approval.action_id)
         f.ticket.append(st.approval.ticket)
+    elif body == "grant_revocation":
+        f.subject.append(st.grant_revocation.grant_id)
     elif body == "action":
         a = st.action
         f.phase = a.phase

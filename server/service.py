@@ -420,6 +420,7 @@ class LogService(pb_grpc.LogServicer):
             if verdict is not None:
                 entry.verdict = pb.Verdict.ValueType(verdict.verdict)
                 entry.verdict_reason = verdict.reason
+                entry.admitted_ms = verdict.admitted_ms
             yield entry
 
     def _checked_leaf_hashes(

@@ -18,13 +18,21 @@ from affidavit.statements.signing import IdentityKey
 
 ADAPTER = "affidavit-python/1"
 
-Body = pb.IdentityEvent | pb.Grant | pb.Approval | pb.AgentAction | pb.SessionEvent
+Body = (
+    pb.IdentityEvent
+    | pb.Grant
+    | pb.Approval
+    | pb.AgentAction
+    | pb.SessionEvent
+    | pb.GrantRevocation
+)
 _BODY_FIELD = {
     pb.IdentityEvent: "identity",
     pb.Grant: "grant",
     pb.Approval: "approval",
     pb.AgentAction: "action",
     pb.SessionEvent: "session",
+    pb.GrantRevocation: "grant_revocation",
 }
 
 

@@ -18,8 +18,9 @@ from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord, LogState, VerdictRecord
 
 MAX_CLOCK_SKEW_MS = 5 * 60 * 1000
-"""How far a statement's client time may be from the server's clock at ingest. Grant windows
-are judged by client time (so replay gives the same verdicts); this bound keeps it honest."""
+"""How far a statement's client time may be from the log's admission time. Grant windows are
+judged at the admission time (recorded with the verdict, so replay judges them at the same
+time), and the claim must agree with it about every window boundary (scope: window-straddle)."""
 
 
 @dataclass(frozen=True)
@@ -66,11 +67,14 @@ def _is_genesis(prepared: Prepared, state: LogState) -> bool:
     )
 
 
-def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> VerdictRecord | None:
+def admit(prepared: Prepared, state: LogState, admitted_ms: int | None) -> VerdictRecord | None:
     """The checks that depend on the log so far; the verdict for an action, None otherwise.
 
-    now_ms is the server's clock, to bound client time at ingest; replay passes None.
-    Raises Rejection; nothing is changed either way (the caller applies admitted statements).
+    admitted_ms is the log's clock at admission: the server's clock at ingest; on replay, the
+    time the log recorded with an action's verdict (None for other statements, whose admission
+    time the log does not keep: their client time is then not bounded again). An action needs
+    it. Raises Rejection; nothing is changed either way (the caller applies admitted
+    statements).
     """
     signed, st = prepared.signed, prepared.statement
     h = st.header
@@ -89,10 +93,17 @@ def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> Ver
     if state.statement_index(h.statement_id) is not None:
         raise Rejection.exists(f"statement_id {h.statement_id} is already in the log")
     _check_session(h, state)
-    if now_ms is not None and abs(h.client_time_ms - now_ms) > MAX_CLOCK_SKEW_MS:
+    if admitted_ms is None:
+        if st.WhichOneof("body") == "action":
+            raise Rejection.precondition(
+                "the log recorded no admission time for this action, so its grant windows "
+                "cannot be judged"
+            )
+    elif abs(h.client_time_ms - admitted_ms) > MAX_CLOCK_SKEW_MS:
         raise Rejection.precondition(
-            f"header.client_time_ms is {(h.client_time_ms - now_ms) / 1000:+.0f} s from the log's "
-            f"clock; at most {MAX_CLOCK_SKEW_MS // 1000} s is accepted: fix the producer's clock"
+            f"header.client_time_ms is {(h.client_time_ms - admitted_ms) / 1000:+.0f} s from the "
+            f"log's clock; at most {MAX_CLOCK_SKEW_MS // 1000} s is accepted: fix the producer's "
+            "clock"
         )
     body = st.WhichOneof("body")
     if body == "identity":
@@ -104,6 +115,11 @@ def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> Ver
         return None
     if body == "approval":
         _require_kind(state, h.issuer, pb.HUMAN, "approve actions")
+        agent = state.identity(st.approval.agent_id)
+        if agent is None or agent.kind != pb.AGENT:
+            raise Rejection.precondition(
+                f"approval.agent_id {st.approval.agent_id!r} is not a registered agent"
+            )
         return None
     if body == "session":
         if st.session.op == pb.SessionEvent.OPEN and h.sequence != 0:
@@ -112,7 +128,10 @@ def admit(prepared: Prepared, state: LogState, now_ms: int | None = None) -> Ver
                 f"{h.session_id!r} of {h.issuer!r} is at sequence {h.sequence}"
             )
         return None
-    return _check_action(st, state)
+    if body == "grant_revocation":
+        _check_grant_revocation(st, state)
+        return None
+    return _check_action(st, state, admitted_ms)
 
 
 def _check_signer(key: KeyRecord, issuer: str, state: LogState) -> None:
@@ -194,6 +213,10 @@ def _check_grant(st: pb.Statement, state: LogState) -> None:
     parent = state.grant(g.parent_grant_id)
     if parent is None:
         raise Rejection.precondition(f"parent grant {g.parent_grant_id} is not in the log")
+    if parent.revoked_at is not None:
+        raise Rejection.precondition(
+            f"parent grant {g.parent_grant_id} was revoked at index {parent.revoked_at}"
+        )
     if parent.decoded().grantee != issuer:
         raise Rejection.denied(f"{issuer!r} does not hold parent grant {g.parent_grant_id}")
     problem = scope.attenuation_problem(parent.decoded(), g)
@@ -201,18 +224,51 @@ def _check_grant(st: pb.Statement, state: LogState) -> None:
         raise Rejection.precondition(f"grant widens its parent: {problem}")
 
 
-def _check_action(st: pb.Statement, state: LogState) -> VerdictRecord:
+def _check_grant_revocation(st: pb.Statement, state: LogState) -> None:
+    r, issuer = st.grant_revocation, st.header.issuer
+    grant = state.grant(r.grant_id)
+    if grant is None:
+        raise Rejection.precondition(f"grant {r.grant_id} is not in the log")
+    revoker = state.identity(issuer)
+    if issuer != grant.issuer and (revoker is None or revoker.kind != pb.ADMIN):
+        raise Rejection.denied(
+            f"only the grantor ({grant.issuer!r}) or an admin may revoke grant {r.grant_id}"
+        )
+    if grant.revoked_at is not None:
+        raise Rejection.precondition(
+            f"grant {r.grant_id} was already revoked at index {grant.revoked_at}"
+        )
+
+
+def _check_principal_chain(a: pb.AgentAction, state: LogState) -> None:
+    """A principal chain the producer states must be one the log holds: the chain of grantors
+    of one of the action's grants, ending in the actor. Anything else is refused, so no output
+    can show an invented chain beside the verified one."""
+    if not a.principal_chain:
+        return
+    claimed = list(a.principal_chain)
+    if any(scope.principal_chain(state, g) == claimed for g in a.grant_ids):
+        return
+    raise Rejection.precondition(
+        "action.principal_chain is not the delegation chain of any of its grants in this log; "
+        "leave it empty (the log derives the chain) or state it exactly"
+    )
+
+
+def _check_action(st: pb.Statement, state: LogState, admitted_ms: int | None) -> VerdictRecord:
     a, issuer = st.action, st.header.issuer
     _require_kind(state, issuer, pb.AGENT, "record agent actions")
     if a.actor.agent_id != issuer:
         raise Rejection.denied(f"actor.agent_id {a.actor.agent_id!r} is not the issuer {issuer!r}")
+    assert admitted_ms is not None  # admit() refused an action without it
+    _check_principal_chain(a, state)
     intent = state.intent(a.action_id)
     if a.phase == pb.AgentAction.INTENT:
         if intent is not None:
             raise Rejection.exists(
                 f"action {a.action_id} already has an INTENT (index {intent.index})"
             )
-        return scope.intent_verdict(state, a, st.header.client_time_ms)
+        return scope.intent_verdict(state, a, admitted_ms, st.header.client_time_ms)
     if intent is None:
         raise Rejection.precondition(
             f"action {a.action_id} has no INTENT in the log; record it first"
@@ -229,4 +285,4 @@ def _check_action(st: pb.Statement, state: LogState) -> VerdictRecord:
         raise Rejection.exists(
             f"action {a.action_id} already has an OUTCOME (index {intent.outcome_index})"
         )
-    return scope.outcome_verdict(state, a)
+    return scope.outcome_verdict(state, a, admitted_ms)

@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import redact, secret_values, secrets
+from affidavit.statements import names, redact, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, is_digest, loads
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
@@ -28,6 +28,7 @@ MAX_REPEATED = 64
 MAX_ATTRIBUTES = 32
 
 _HEX = re.compile(r"[0-9a-f]+")
+_ROLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 
 
 def decode(leaf: bytes) -> tuple[pb.SignedStatement, pb.Statement]:
@@ -139,13 +140,16 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     _check_header(statement)
     body = statement.WhichOneof("body")
     if body is None:
-        raise Rejection.invalid("statement has no body: set identity, grant, approval or action")
+        raise Rejection.invalid(
+            "statement has no body: set identity, grant, approval, action or grant_revocation"
+        )
     {
         "identity": _check_identity,
         "grant": _check_grant,
         "approval": _check_approval,
         "action": _check_action,
         "session": _check_session_event,
+        "grant_revocation": _check_grant_revocation,
     }[body](statement)
 
 
@@ -203,6 +207,19 @@ def _require(ok: bool, message: str) -> None:
         raise Rejection.invalid(message)
 
 
+def _require_names(kind: names.Kind, path: str, items: list[str], *, pattern: bool) -> None:
+    """Every item of a repeated field a well-formed name (or pattern) of kind (statements.names)."""
+    for i, text in enumerate(items):
+        _require_name(kind, f"{path}[{i}]", text, pattern=pattern)
+
+
+def _require_name(kind: names.Kind, path: str, text: str, *, pattern: bool = False) -> None:
+    problem = names.problem(kind, text, pattern=pattern)
+    if problem:
+        what = f"{kind} pattern" if pattern else f"{kind} name"
+        raise Rejection.invalid(f"{path} is not a well-formed {what}: it {problem}")
+
+
 def _check_header(statement: pb.Statement) -> None:
     _require(statement.HasField("header"), "header is missing")
     h = statement.header
@@ -254,6 +271,21 @@ def _check_grant(statement: pb.Statement) -> None:
     _require(
         all(g.tools) and all(g.resources) and all(g.operations), "grant patterns must not be empty"
     )
+    _require_names("tool", "grant.tools", list(g.tools), pattern=True)
+    _require_names("tool", "grant.operations", list(g.operations), pattern=True)
+    _require_names("resource", "grant.resources", list(g.resources), pattern=True)
+    p = g.approval
+    _require_names("tool", "grant.approval.tools", list(p.tools), pattern=True)
+    _require_names("resource", "grant.approval.resources", list(p.resources), pattern=True)
+    _require(all(p.access), "grant.approval.access holds ACCESS_KIND_UNSPECIFIED")
+    _require(
+        all(is_identity_id(a) for a in p.approvers),
+        "grant.approval.approvers must be identity ids",
+    )
+    _require(
+        all(_ROLE.fullmatch(r) for r in p.roles),
+        "grant.approval.roles must be role names ([A-Za-z0-9_.-], 1-64)",
+    )
     if g.not_before_ms and g.not_after_ms:
         _require(
             g.not_before_ms < g.not_after_ms, "grant.not_before_ms must be before not_after_ms"
@@ -269,6 +301,17 @@ def _check_approval(statement: pb.Statement) -> None:
     _require(bool(a.action_id), "approval.action_id must name the action decided on")
     _require(is_digest(a.parameters_digest), "approval.parameters_digest must be 64 lowercase hex")
     _require(a.decision != pb.Approval.DECISION_UNSPECIFIED, "approval.decision must be set")
+    _require(
+        is_identity_id(a.agent_id),
+        "approval.agent_id must name the agent that is to act (an identity id)",
+    )
+
+
+def _check_grant_revocation(statement: pb.Statement) -> None:
+    _require(
+        is_uuid7(statement.grant_revocation.grant_id),
+        "grant_revocation.grant_id must be a grant's statement id (UUIDv7)",
+    )
 
 
 def _check_session_event(statement: pb.Statement) -> None:
@@ -287,6 +330,19 @@ def _check_action(statement: pb.Statement) -> None:
     op = a.operation
     _require(bool(op.tool_name), "action.operation.tool_name must be set")
     _require(bool(op.resource), "action.operation.resource must be set")
+    _require_name("tool", "action.operation.tool_name", op.tool_name)
+    _require_name("resource", "action.operation.resource", op.resource)
+    if op.operation_name:
+        _require_name("tool", "action.operation.operation_name", op.operation_name)
+    _require(
+        not a.authorization.scopes_granted,
+        "action.authorization.scopes_granted must be empty: what was granted is what the log's "
+        "grants say, not what the producer claims",
+    )
+    _require(
+        all(is_identity_id(p) for p in a.principal_chain),
+        "action.principal_chain must list identity ids",
+    )
     _require(op.access != pb.ACCESS_KIND_UNSPECIFIED, "action.operation.access must be set")
     _require(
         is_digest(op.parameters_digest),

@@ -1,65 +1,50 @@
 """Grants and scope: whether an action stays inside the authority delegated to its agent.
 
-A grant's patterns are globs (`*` any run of characters, `?` one character, nothing else
-special). A child grant attenuates its parent: each of its patterns must be covered by one of
-the parent's, its access kinds a subset, its window and use limit within the parent's.
-Covering is judged conservatively (a child pattern is covered when it is literally one of the
-parent's, when a parent pattern matches it as text, or when it extends a parent's trailing-`*`
-prefix), so a grant is never accepted as narrower than it is.
+A grant's patterns follow the name grammar of statements.names: wildcards stay inside one
+segment unless a whole `**` segment says otherwise, and a malformed name matches nothing. A
+child grant attenuates its parent: each of its patterns must be covered by one of the parent's,
+its access kinds a subset, its window and use limit within the parent's. Covering is judged
+conservatively (names.covers), so a grant is never accepted as narrower than it is.
+
+Time. Windows are judged at the log's admission time, which the agent cannot choose; the
+agent's claimed time must lie on the same side of every window boundary, or the action is out
+of scope (window-straddle): a backdated claim can never revive an expired grant.
+
+Approval. A grant's ApprovalPolicy, and that of every grant up its chain, says which actions
+need a human's approval and who may give it; the agent's own decision (ALLOW_IF_APPROVED) can
+add the need, never remove it. An approval counts only for the action id, the acting agent and
+the parameters digest it names, and only from an approver every requiring grant accepts. Any
+REJECT of an action id puts every INTENT of it out of scope.
 """
 
 from __future__ import annotations
 
-import re
-from functools import lru_cache
-
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements.state import LogState, VerdictRecord
+from affidavit.statements import names
+from affidavit.statements.names import Kind
+from affidavit.statements.state import GrantRecord, LogState, VerdictRecord
 
 MAX_CHAIN = 16
 """Longest delegation chain followed (human → agent → sub-agent → ...)."""
 
-
-@lru_cache(maxsize=4096)
-def _glob(pattern: str) -> re.Pattern[str]:
-    return re.compile(
-        "".join(".*" if c == "*" else "." if c == "?" else re.escape(c) for c in pattern), re.S
-    )
+_KIND: dict[str, Kind] = {"tools": "tool", "operations": "tool", "resources": "resource"}
 
 
-def matches(pattern: str, value: str) -> bool:
-    return _glob(pattern).fullmatch(value) is not None
-
-
-def matches_any(patterns: list[str] | tuple[str, ...], value: str) -> bool:
-    return any(matches(p, value) for p in patterns)
-
-
-def _is_literal(pattern: str) -> bool:
-    return "*" not in pattern and "?" not in pattern
-
-
-def covers(parent: str, child: str) -> bool:
-    """Whether every string child matches is also matched by parent (judged conservatively)."""
-    if parent == child:
-        return True
-    if _is_literal(child):
-        return matches(parent, child)
-    # A wildcard child is covered only by a prefix glob ("repo/*") that its literal start extends.
-    return parent.endswith("*") and _is_literal(parent[:-1]) and child.startswith(parent[:-1])
+def matches_any(kind: Kind, patterns: list[str] | tuple[str, ...], value: str) -> bool:
+    return any(names.matches(kind, p, value) for p in patterns)
 
 
 def attenuation_problem(parent: pb.Grant, child: pb.Grant) -> str | None:
     """Why child is not within parent, or None when it is."""
     for name in ("tools", "resources"):
         for pattern in getattr(child, name):
-            if not any(covers(p, pattern) for p in getattr(parent, name)):
+            if not any(names.covers(_KIND[name], p, pattern) for p in getattr(parent, name)):
                 return f"{name[:-1]} pattern {pattern!r} is not within the parent grant"
     if parent.operations:
         if not child.operations:
             return "the parent grant limits operations; the child must too"
         for pattern in child.operations:
-            if not any(covers(p, pattern) for p in parent.operations):
+            if not any(names.covers("tool", p, pattern) for p in parent.operations):
                 return f"operation pattern {pattern!r} is not within the parent grant"
     if not set(child.access) <= set(parent.access):
         return "access kinds go beyond the parent grant"
@@ -72,23 +57,57 @@ def attenuation_problem(parent: pb.Grant, child: pb.Grant) -> str | None:
     return None
 
 
-def _window_problem(g: pb.Grant, now_ms: int) -> str | None:
-    if g.not_before_ms and now_ms < g.not_before_ms:
+def _outside(g: pb.Grant, t: int) -> str | None:
+    if g.not_before_ms and t < g.not_before_ms:
         return "grant-not-yet-valid"
-    if g.not_after_ms and now_ms >= g.not_after_ms:
+    if g.not_after_ms and t >= g.not_after_ms:
         return "grant-expired"
     return None
 
 
-def _chain_problem(state: LogState, grant_id: str, now_ms: int) -> str | None:
-    """Walk a grant up to its root: every link valid now and not used up, issued by an unrevoked
-    grantor, the root by a human."""
+def _window_problem(g: pb.Grant, admitted_ms: int, claimed_ms: int) -> str | None:
+    """Judged at admission; a claim on the other side of a boundary is a straddle."""
+    problem = _outside(g, admitted_ms)
+    if problem:
+        return problem
+    return "window-straddle" if _outside(g, claimed_ms) else None
+
+
+def chain(state: LogState, grant_id: str) -> list[GrantRecord] | None:
+    """The grant and its ancestors, the grant first; None when a link is missing or the chain
+    is longer than MAX_CHAIN."""
+    out: list[GrantRecord] = []
+    for _ in range(MAX_CHAIN):
+        record = state.grant(grant_id)
+        if record is None:
+            return None
+        out.append(record)
+        grant_id = record.decoded().parent_grant_id
+        if not grant_id:
+            return out
+    return None
+
+
+def principal_chain(state: LogState, grant_id: str) -> list[str] | None:
+    """The identities authority flowed through to a grant's grantee, outermost first (the root
+    grantor, each delegating agent, the grantee), as the log holds them; None if unknown."""
+    records = chain(state, grant_id)
+    if records is None:
+        return None
+    return [r.issuer for r in reversed(records)] + [records[0].decoded().grantee]
+
+
+def _chain_problem(state: LogState, grant_id: str, admitted_ms: int, claimed_ms: int) -> str | None:
+    """Walk a grant up to its root: every link unrevoked, valid now and not used up, issued by
+    an unrevoked grantor, the root by a human."""
     for _ in range(MAX_CHAIN):
         record = state.grant(grant_id)
         if record is None:
             return "unknown-grant"
+        if record.revoked_at is not None:
+            return "grant-revoked"
         g = record.decoded()
-        problem = _window_problem(g, now_ms)
+        problem = _window_problem(g, admitted_ms, claimed_ms)
         if problem:
             return problem
         if g.max_uses and state.grant_uses(grant_id) >= g.max_uses:
@@ -103,7 +122,7 @@ def _chain_problem(state: LogState, grant_id: str, now_ms: int) -> str | None:
 
 
 def evaluate_grant(
-    state: LogState, grant_id: str, action: pb.AgentAction, now_ms: int
+    state: LogState, grant_id: str, action: pb.AgentAction, admitted_ms: int, claimed_ms: int
 ) -> str | None:
     """Why the action is outside this grant, or None when it is inside."""
     record = state.grant(grant_id)
@@ -114,22 +133,57 @@ def evaluate_grant(
         return "not-grantee"
     if g.max_uses and state.grant_uses(grant_id) >= g.max_uses:
         return "grant-exhausted"
-    problem = _chain_problem(state, grant_id, now_ms)
+    problem = _chain_problem(state, grant_id, admitted_ms, claimed_ms)
     if problem:
         return problem
     op = action.operation
-    if not matches_any(tuple(g.tools), op.tool_name):
+    if not matches_any("tool", tuple(g.tools), op.tool_name):
         return "tool-not-granted"
-    if g.operations and not matches_any(tuple(g.operations), op.operation_name):
+    if g.operations and not matches_any("tool", tuple(g.operations), op.operation_name):
         return "operation-not-granted"
-    if not matches_any(tuple(g.resources), op.resource):
+    if not matches_any("resource", tuple(g.resources), op.resource):
         return "resource-not-granted"
     if op.access not in g.access:
         return "access-not-granted"
     return None
 
 
-def _approval_problem(state: LogState, action: pb.AgentAction) -> str | None:
+def _requires_approval(policy: pb.ApprovalPolicy, op: pb.Operation) -> bool:
+    return (
+        policy.all_actions
+        or matches_any("tool", tuple(policy.tools), op.tool_name)
+        or matches_any("resource", tuple(policy.resources), op.resource)
+        or op.access in policy.access
+    )
+
+
+def may_approve(state: LogState, record: GrantRecord, approver_id: str) -> bool:
+    """Whether approver_id may approve actions under this grant's policy: a registered,
+    unrevoked human who is a named approver, holds a named role, or (with neither named) is
+    the grantor."""
+    approver = state.identity(approver_id)
+    if approver is None or approver.revoked_at is not None or approver.kind != pb.HUMAN:
+        return False
+    policy = record.decoded().approval
+    if not policy.approvers and not policy.roles:
+        return approver_id == record.issuer
+    return approver_id in policy.approvers or any(approver.has_role(r) for r in policy.roles)
+
+
+def approval_needed(state: LogState, grant_id: str, action: pb.AgentAction) -> list[GrantRecord]:
+    """The grants whose approver rules an approval of this action must satisfy: every grant up
+    the chain whose policy requires approval for it, or, when only the agent's own decision
+    asks for approval, the grant acted under. Empty when no approval is needed."""
+    records = chain(state, grant_id) or []
+    needing = [r for r in records if _requires_approval(r.decoded().approval, action.operation)]
+    if not needing and action.authorization.decision == pb.ALLOW_IF_APPROVED and records:
+        needing = records[:1]
+    return needing
+
+
+def _approval_problem(
+    state: LogState, action: pb.AgentAction, needing: list[GrantRecord]
+) -> str | None:
     if not action.approval_id:
         return "approval-missing"
     approval = state.approval(action.approval_id)
@@ -137,38 +191,46 @@ def _approval_problem(state: LogState, action: pb.AgentAction) -> str | None:
         return "approval-missing"
     if (
         approval.action_id != action.action_id
+        or approval.agent_id != action.actor.agent_id
         or approval.parameters_digest != action.operation.parameters_digest
     ):
         return "approval-mismatch"
     if approval.decision == pb.Approval.REJECT:
         return "approval-rejected"
-    approver = state.identity(approval.issuer)
-    if approver is None or approver.revoked_at is not None or approver.kind != pb.HUMAN:
+    if not all(may_approve(state, r, approval.issuer) for r in needing):
         return "approver-not-valid"
     return None
 
 
-def intent_verdict(state: LogState, action: pb.AgentAction, now_ms: int) -> VerdictRecord:
-    """The verdict on an INTENT: in scope of one of its grants (and approved where its policy
-    decision requires approval), out of scope with the first grant's reason, or no grant."""
+def intent_verdict(
+    state: LogState, action: pb.AgentAction, admitted_ms: int, claimed_ms: int
+) -> VerdictRecord:
+    """The verdict on an INTENT: in scope of one of its grants (and approved wherever that
+    grant's chain or the agent's decision requires approval, with no REJECT of the action),
+    out of scope with the first grant's reason, or no grant."""
     if not action.grant_ids:
-        return VerdictRecord(pb.NO_GRANT, "no-grant")
+        return VerdictRecord(pb.NO_GRANT, "no-grant", admitted_ms=admitted_ms)
     reasons = []
     for grant_id in action.grant_ids:
-        problem = evaluate_grant(state, grant_id, action, now_ms)
+        problem = evaluate_grant(state, grant_id, action, admitted_ms, claimed_ms)
+        if problem is None and state.rejection(action.action_id):
+            problem = "approval-rejected"
         if problem is None:
-            if action.authorization.decision == pb.ALLOW_IF_APPROVED:
-                problem = _approval_problem(state, action)
+            needing = approval_needed(state, grant_id, action)
+            if needing:
+                problem = _approval_problem(state, action, needing)
             if problem is None:
-                return VerdictRecord(pb.IN_SCOPE, "", grant_id)
+                return VerdictRecord(pb.IN_SCOPE, "", grant_id, admitted_ms)
         reasons.append(problem)
     if all(r == "unknown-grant" for r in reasons):
-        return VerdictRecord(pb.NO_GRANT, "unknown-grant")
-    return VerdictRecord(pb.OUT_OF_SCOPE, next(r for r in reasons if r != "unknown-grant"))
+        return VerdictRecord(pb.NO_GRANT, "unknown-grant", admitted_ms=admitted_ms)
+    reason = next(r for r in reasons if r != "unknown-grant")
+    return VerdictRecord(pb.OUT_OF_SCOPE, reason, admitted_ms=admitted_ms)
 
 
-def outcome_verdict(state: LogState, action: pb.AgentAction) -> VerdictRecord:
-    """The verdict on an OUTCOME: its INTENT's, unless the outcome did something else."""
+def outcome_verdict(state: LogState, action: pb.AgentAction, admitted_ms: int) -> VerdictRecord:
+    """The verdict on an OUTCOME: its INTENT's, unless the outcome did something else, or ran
+    although the policy denied it or a human rejected it."""
     intent = state.intent(action.action_id)
     assert intent is not None  # admission checked it
     op = action.operation
@@ -179,7 +241,12 @@ def outcome_verdict(state: LogState, action: pb.AgentAction) -> VerdictRecord:
         intent.access,
         intent.parameters_digest,
     ):
-        return VerdictRecord(pb.OUT_OF_SCOPE, "outcome-differs-from-intent")
-    if intent.policy_decision == pb.DENY and action.outcome.status == pb.OK:
-        return VerdictRecord(pb.OUT_OF_SCOPE, "executed-despite-deny")
-    return VerdictRecord(intent.verdict, intent.reason)
+        return VerdictRecord(
+            pb.OUT_OF_SCOPE, "outcome-differs-from-intent", admitted_ms=admitted_ms
+        )
+    ran = action.outcome.status == pb.OK
+    if intent.policy_decision == pb.DENY and ran:
+        return VerdictRecord(pb.OUT_OF_SCOPE, "executed-despite-deny", admitted_ms=admitted_ms)
+    if ran and state.rejection(action.action_id):
+        return VerdictRecord(pb.OUT_OF_SCOPE, "executed-despite-reject", admitted_ms=admitted_ms)
+    return VerdictRecord(intent.verdict, intent.reason, admitted_ms=admitted_ms)

@@ -57,6 +57,10 @@ class IdentityRecord:
     owner: str
     registered_at: int
     revoked_at: int | None = None
+    roles: str = ""  # the registration's "roles" attribute: comma-separated role names
+
+    def has_role(self, role: str) -> bool:
+        return role in (r.strip() for r in self.roles.split(","))
 
 
 @dataclass(frozen=True)
@@ -71,10 +75,14 @@ class SessionHead:
 
 @dataclass(frozen=True)
 class GrantRecord:
+    """A grant; revoked_at is the index of its GrantRevocation (by revoked_by), if any."""
+
     grant_id: str
     index: int
     issuer: str
     grant: bytes  # the serialized pb.Grant
+    revoked_at: int | None = None
+    revoked_by: str = ""
 
     def decoded(self) -> pb.Grant:
         return pb.Grant.FromString(self.grant)
@@ -88,6 +96,7 @@ class ApprovalRecord:
     action_id: str
     parameters_digest: str
     decision: int
+    agent_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -115,6 +124,7 @@ class VerdictRecord:
     verdict: int
     reason: str = ""
     grant_id: str = ""
+    admitted_ms: int = 0
 
 
 R = TypeVar("R")
@@ -182,6 +192,11 @@ class LogState:
     def approval(self, approval_id: str) -> ApprovalRecord | None:
         return _decode(ApprovalRecord, self.kv.get(_key(b"a", approval_id)))
 
+    def rejection(self, action_id: str) -> str:
+        """The statement id of the first REJECT of an action, or ""."""
+        raw = self.kv.get(_key(b"r", action_id))
+        return "" if raw is None else raw.decode()
+
     def intent(self, action_id: str) -> IntentRecord | None:
         return _decode(IntentRecord, self.kv.get(_key(b"x", action_id)))
 
@@ -215,9 +230,22 @@ class LogState:
         elif body == "approval":
             a = statement.approval
             approval = ApprovalRecord(
-                h.statement_id, index, h.issuer, a.action_id, a.parameters_digest, a.decision
+                h.statement_id,
+                index,
+                h.issuer,
+                a.action_id,
+                a.parameters_digest,
+                a.decision,
+                a.agent_id,
             )
             self.kv.put(_key(b"a", h.statement_id), _encode(approval))
+            if a.decision == pb.Approval.REJECT and not self.rejection(a.action_id):
+                self.kv.put(_key(b"r", a.action_id), h.statement_id.encode())
+        elif body == "grant_revocation":
+            grant = self.grant(statement.grant_revocation.grant_id)
+            assert grant is not None  # admission checked it
+            revoked = replace(grant, revoked_at=index, revoked_by=h.issuer)
+            self.kv.put(_key(b"g", grant.grant_id), _encode(revoked))
         elif body == "action":
             assert verdict is not None
             self.kv.put(_key(b"v", index), _encode(verdict))
@@ -230,7 +258,14 @@ class LogState:
             self.kv.put(
                 _key(b"k", kid), _encode(KeyRecord(kid, event.identity_id, event.public_key, index))
             )
-            record = IdentityRecord(event.identity_id, event.kind, kid, event.owner, index)
+            record = IdentityRecord(
+                event.identity_id,
+                event.kind,
+                kid,
+                event.owner,
+                index,
+                roles=event.attributes.get("roles", ""),
+            )
             self.kv.put(_key(b"i", event.identity_id), _encode(record))
             if event.kind == pb.ADMIN:
                 self.kv.put(_key(b"m", "admin"), b"1")

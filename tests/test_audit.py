@@ -123,7 +123,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CleanLog]:
         )
         action_id = uuid7()
         params = {"repo": "acme/web", "title": "change 0"}
-        approval = c.alice.approve(action_id, params, ticket="CHG-2")
+        approval = c.alice.approve(action_id, params, agent_id="bot", ticket="CHG-2")
         pull_request(
             c.bot,
             c.grant.statement_id,
@@ -137,7 +137,7 @@ def clean(tmp_path_factory: pytest.TempPathFactory) -> Iterator[CleanLog]:
             pull_request(c.bot, c.grant.statement_id, n)
         checkpoint = client.checkpoint()
         entries = [
-            RecordedEntry(e.index, e.data, e.verdict, e.verdict_reason)
+            RecordedEntry(e.index, e.data, e.verdict, e.verdict_reason, e.admitted_ms)
             for e in client.entries(0, checkpoint.checkpoint.size)
         ]
         yield CleanLog(server, client, checkpoint, entries)
@@ -329,7 +329,10 @@ def test_missing_and_misplaced_entries(clean: CleanLog) -> None:
 
 
 def test_findings_beyond_the_limit_are_counted(clean: CleanLog) -> None:
-    entries = [RecordedEntry(e.index, e.data, pb.NO_GRANT, "no-grant") for e in clean.entries]
+    entries = [
+        RecordedEntry(e.index, e.data, pb.NO_GRANT, "no-grant", e.admitted_ms)
+        for e in clean.entries
+    ]
     report = audit_entries(source_of(entries), clean.checkpoint, max_findings=5)
     assert report.finding_counts == {"verdict-mismatch": len(entries)}
     assert len(report.findings) == 5 and report.findings_not_listed == len(entries) - 5
@@ -399,9 +402,8 @@ def test_violations_then_tampered_verdict(tmp_path: Path) -> None:
         key = b"s/v/" + at.to_bytes(8, "big")
         record = json.loads(db.get(key))
         assert record["verdict"] == pb.OUT_OF_SCOPE
-        db.put(
-            key, json.dumps({"verdict": pb.IN_SCOPE, "reason": "", "grant_id": grant_id}).encode()
-        )
+        forged = {**record, "verdict": pb.IN_SCOPE, "reason": "", "grant_id": grant_id}
+        db.put(key, json.dumps(forged).encode())
         db.close()
         server.start()
         with connect(server) as client:

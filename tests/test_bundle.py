@@ -91,9 +91,12 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
             access=[pb.CREATE, pb.UPDATE],
             ticket="CHG-1042",
             justification="release work",
+            approval=pb.ApprovalPolicy(approvers=["bob"]),
         )
         pr_action = uuid7()
-        approval = bob.approve(pr_action, PARAMS, ticket="CHG-1043", comment="ok to open")
+        approval = bob.approve(
+            pr_action, PARAMS, agent_id="bot", ticket="CHG-1043", comment="ok to open"
+        )
         with bot.action(
             "github.create_pull_request",
             "repo:acme/web",
@@ -217,7 +220,7 @@ def test_export_by_action_id_and_by_index_verify(world: World, pr_bundle: Bundle
 
     summary = report.summary()
     for words in (
-        "'bot' (code-bot, 1.2, gpt-x), owned by 'alice' (human)",
+        "'bot' (code-bot, 1.2, gpt-x: the producer's claim), owned by 'alice' (human)",
         "github.create_pull_request / execute_tool (CREATE) on repo:acme/web",
         "by 'alice' (human) to 'bot', ticket CHG-1042",
         "APPROVE by 'bob' (human), ticket CHG-1043",

@@ -237,7 +237,7 @@ def story(log: Log) -> Story:
     (log.work / "pr.json").write_text(json.dumps(PR))
     action_id = cli.ok("id").stdout.strip()
     approval_id = cli.new_id(
-        *sh(f"approve {action_id} --params @pr.json --ticket CHG-1042 --key alice.key"),
+        *sh(f"approve {action_id} --agent bot --params @pr.json --ticket CHG-1042 --key alice.key"),
         *("--comment", "ok to open"),
     )
     intent = cli.json(
@@ -585,17 +585,25 @@ def test_approve_and_append(log: Log, story: Story) -> None:
     # Approval parameters from standard input; a rejection; malformed JSON.
     action_id = cli.ok("id").stdout.strip()
     rejected = cli.json(
-        *sh(f"approve {action_id} --params - --decision reject --key alice.key"),
+        *sh(f"approve {action_id} --agent bot --params - --decision reject --key alice.key"),
         stdin='{"repo": "acme/web"}',
     )
     r = cli.json("get", "--statement-id", rejected["approval_id"])["statement"]["approval"]
     assert r["decision"] == "REJECT"
     assert "Expecting" in cli.fails(
-        EXIT_USAGE, "approve", "x", "--params", "{bad", "--key", "alice.key"
+        EXIT_USAGE, "approve", "x", "--agent", "bot", "--params", "{bad", "--key", "alice.key"
     )
     # Humans approve; agents do not.
     line = cli.fails(
-        EXIT_REFUSED, "approve", story.action_id, "--params", "@pr.json", "--key", "bot.key"
+        EXIT_REFUSED,
+        "approve",
+        story.action_id,
+        "--agent",
+        "bot",
+        "--params",
+        "@pr.json",
+        "--key",
+        "bot.key",
     )
     assert "PERMISSION_DENIED" in line
 
@@ -1059,13 +1067,22 @@ def test_settings_from_the_environment(log: Log, tmp_path: Path) -> None:
     approval = cli.json(
         "approve",
         "01a20000-0000-7000-8000-000000000000",
+        "--agent",
+        "bot",
         "--params",
         "{}",
         env={"AFFIDAVIT_KEY": "alice.key"},
     )
     assert UUID7.match(approval["approval_id"])
     assert "does not exist" in cli.fails(
-        EXIT_USAGE, "approve", "x", "--params", "{}", env={"AFFIDAVIT_KEY": "nope.key"}
+        EXIT_USAGE,
+        "approve",
+        "x",
+        "--agent",
+        "bot",
+        "--params",
+        "{}",
+        env={"AFFIDAVIT_KEY": "nope.key"},
     )
 
 
@@ -1096,6 +1113,32 @@ def test_console_refuses_a_bad_listen_address(tmp_path: Path) -> None:
     # The console's pages are tested on real processes in tests/test_console*.py.
     line = Cli(tmp_path).fails(EXIT_USAGE, "console", "--listen", "127.0.0.1:99999")
     assert "is not HOST:PORT" in line
+
+
+def test_grant_that_requires_approval_and_its_revocation(log: Log) -> None:
+    """A grant whose every action needs alice's approval: the agent cannot opt out with its
+    own decision. Then alice withdraws the grant; only she (or an admin) may."""
+    cli = log.cli
+    grant = cli.json(
+        *sh("grant bot --tool github.* --resource repo:acme/docs --access update"),
+        *sh("--require-approval --approver alice --key alice.key"),
+    )
+    gid = grant["grant_id"]
+    append = sh(
+        "append --key bot.key --tool github.update_file --resource repo:acme/docs "
+        f"--access update --grant {gid}"
+    )
+    unapproved = cli.json(*append)
+    assert (unapproved["verdict"], unapproved["verdict_reason"]) == (
+        "OUT_OF_SCOPE",
+        "approval-missing",
+    )
+    assert "PERMISSION_DENIED" in cli.fails(EXIT_REFUSED, "revoke-grant", gid, "--key", "bot.key")
+    revoked = cli.json("revoke-grant", gid, "--reason", "key rotation", "--key", "alice.key")
+    assert revoked["grant_id"] == gid and UUID7.match(revoked["revocation_id"])
+    assert "already revoked" in cli.fails(EXIT_REFUSED, "revoke-grant", gid, "--key", "alice.key")
+    after = cli.json(*append)
+    assert (after["verdict"], after["verdict_reason"]) == ("OUT_OF_SCOPE", "grant-revoked")
 
 
 def test_adapter_commands_check_their_flags_before_starting(tmp_path: Path) -> None:

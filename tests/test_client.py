@@ -560,7 +560,10 @@ def test_lost_response_is_retried_and_dedups(server: ServerProcess, tmp_path: Pa
 def test_same_statement_twice_is_one_entry(world: World) -> None:
     signer = build.SessionSigner(world.alice.key)
     approval = pb.Approval(
-        action_id=uuid7(), parameters_digest=parameters_digest({}), decision=pb.Approval.APPROVE
+        action_id=uuid7(),
+        agent_id="bot",
+        parameters_digest=parameters_digest({}),
+        decision=pb.Approval.APPROVE,
     )
     leaf = signer.sign(approval)
     with world.connect() as client:
@@ -579,7 +582,7 @@ def test_a_statement_whose_answer_was_lost_is_settled_first(world: World, stored
         world.server.address, world.policy, token=world.server.auditor_token, retries=0
     ) as client:
         alice = Actor(client, world.alice.key)  # a session of its own
-        first = alice.approve(uuid7(), {"n": 0})
+        first = alice.approve(uuid7(), {"n": 0}, agent_id="bot")
         real = client.stub
 
         def lost(request: pb.AppendRequest, **kw: Any) -> pb.AppendResponse:
@@ -590,9 +593,10 @@ def test_a_statement_whose_answer_was_lost_is_settled_first(world: World, stored
         client.stub = Stub(real, Append=lost)  # type: ignore[assignment]
         unanswered = uuid7()
         with pytest.raises(UnavailableError):
-            alice.approve(unanswered, {"n": 1})
+            alice.approve(unanswered, {"n": 1}, agent_id="bot")
         client.stub = real
-        after = alice.approve(uuid7(), {"n": 2})  # refused as a chain gap without settling
+        # refused as a chain gap without settling
+        after = alice.approve(uuid7(), {"n": 2}, agent_id="bot")
         [hit] = client.search(action_id=unanswered)
         [settled] = client.entries(hit.index, hit.index + 1)
         st = build.statement_of(after.leaf)
@@ -956,7 +960,7 @@ def test_action_that_raises_records_an_error(world: World) -> None:
 def test_secrets_in_parameters_are_redacted_and_the_approval_still_binds(world: World) -> None:
     params = {"repo": "acme/web", "auth": {"token": GITHUB_TOKEN}, "title": "Rotate keys"}
     action_id = uuid7()
-    approval = world.alice.approve(action_id, params, ticket="CHG-7")
+    approval = world.alice.approve(action_id, params, agent_id="bot", ticket="CHG-7")
     with world.bot.action(
         "github.create_pull_request",
         "repo:acme/web",
@@ -983,7 +987,7 @@ def test_secrets_in_parameters_are_redacted_and_the_approval_still_binds(world: 
 
     # An approval of other parameters does not cover this action.
     other_id = uuid7()
-    other = world.alice.approve(other_id, {**params, "title": "something else"})
+    other = world.alice.approve(other_id, {**params, "title": "something else"}, agent_id="bot")
     unapproved = world.bot.action(
         "github.create_pull_request",
         "repo:acme/web",

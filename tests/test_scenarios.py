@@ -307,6 +307,7 @@ def test_code_agent_opens_a_pull_request_after_approval(log: Log) -> None:
         access=[pb.READ, pb.CREATE],
         ticket="ACC-17",
         justification="repository access for the bug-fix agent",
+        approval=pb.ApprovalPolicy(approvers=["lee@acme.example"]),
     )
     params = {"base": "main", "head": "fix-1", "repo": "acme/web", "title": "Fix login bug"}
     action_id = uuid7()
@@ -314,6 +315,7 @@ def test_code_agent_opens_a_pull_request_after_approval(log: Log) -> None:
         reviewer,
         pb.Approval(
             action_id=action_id,
+            agent_id="code-agent@acme.example",
             parameters_digest=parameters_digest(params),
             decision=pb.Approval.APPROVE,
             ticket="ACC-17",
@@ -415,7 +417,7 @@ def test_reconciliation_agent_and_its_sub_agent_under_attenuated_grants(log: Log
         lead,
         "recon-agent@acme.example",
         tools=["ledger.*", "bank.read_*"],
-        resources=["ledger:acme/*", "bank:acme/*"],
+        resources=["ledger:acme/**", "bank:acme/*"],
         access=[pb.READ, pb.UPDATE],
         max_uses=20,
         ticket="FIN-301",
@@ -432,7 +434,7 @@ def test_reconciliation_agent_and_its_sub_agent_under_attenuated_grants(log: Log
     # A child grant wider than its parent is refused, and the log does not change.
     wide = pb.Grant(
         grantee="recon-sub@acme.example",
-        tools=["*"],
+        tools=["**"],
         resources=["ledger:acme/*"],
         access=[pb.READ],
         max_uses=5,
@@ -685,7 +687,7 @@ def test_an_auditor_replaying_the_log_reaches_the_servers_verdicts(log: Log) -> 
     replayed: dict[int, tuple[int, str]] = {}
     for entry in log.entries(0, size):
         prepared = ingest.prepare(entry.data, state.key)
-        v = ingest.admit(prepared, state)
+        v = ingest.admit(prepared, state, entry.admitted_ms or None)
         state.apply(entry.index, entry.leaf_hash, prepared.statement, v)
         if v is not None:
             replayed[entry.index] = (v.verdict, v.reason)

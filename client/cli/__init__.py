@@ -111,6 +111,7 @@ for _command in (
     identities.identity,
     authority.grant,
     authority.approve,
+    authority.revoke_grant,
     actions.append,
     reading.get,
     searching.search,

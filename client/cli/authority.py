@@ -1,4 +1,5 @@
-"""Grants and approvals: a human delegates a scope, or approves one action's exact parameters."""
+"""Grants and approvals: a human delegates a scope (and says which actions need whose
+approval), approves one agent's action with its exact parameters, or withdraws a grant."""
 
 from __future__ import annotations
 
@@ -26,10 +27,20 @@ from affidavit.statements.signing import IdentityKey
 @click.command()
 @click.argument("grantee")
 @click.option(
-    "--tool", "tools", multiple=True, required=True, help="Tool name glob (* and ?); repeatable."
+    "--tool",
+    "tools",
+    multiple=True,
+    required=True,
+    help="Tool pattern, e.g. 'github.*' (* and ? stay inside one dot segment; ** spans "
+    "segments); repeatable.",
 )
 @click.option(
-    "--resource", "resources", multiple=True, required=True, help="Resource URI glob; repeatable."
+    "--resource",
+    "resources",
+    multiple=True,
+    required=True,
+    help="Resource pattern, e.g. 'repo:acme/*' (* and ? stay inside one / segment; ** spans "
+    "segments); repeatable.",
 )
 @click.option(
     "--access",
@@ -53,6 +64,37 @@ from affidavit.statements.signing import IdentityKey
 )
 @click.option("--ticket", default="", help="Change or access ticket, e.g. CHG-1042.")
 @click.option("--justification", default="")
+@click.option(
+    "--require-approval",
+    is_flag=True,
+    help="Every action under this grant needs a human's approval.",
+)
+@click.option(
+    "--approval-tool", multiple=True, help="Actions on tools matching this need approval."
+)
+@click.option(
+    "--approval-resource",
+    multiple=True,
+    help="Actions on resources matching this need approval.",
+)
+@click.option(
+    "--approval-access",
+    multiple=True,
+    type=click.Choice(sorted(ACCESS)),
+    help="Actions with this access kind need approval.",
+)
+@click.option(
+    "--approver",
+    "approvers",
+    multiple=True,
+    help="A human who may approve (default: you, the grantor); repeatable.",
+)
+@click.option(
+    "--approver-role",
+    "approver_roles",
+    multiple=True,
+    help="Any human registered with this role (attribute roles=...) may approve; repeatable.",
+)
 @signing_key
 @connection
 @handle_errors
@@ -69,9 +111,28 @@ def grant(
     parent_grant_id: str,
     ticket: str,
     justification: str,
+    require_approval: bool,
+    approval_tool: tuple[str, ...],
+    approval_resource: tuple[str, ...],
+    approval_access: tuple[str, ...],
+    approvers: tuple[str, ...],
+    approver_roles: tuple[str, ...],
     key_file: Path,
 ) -> None:
-    """Delegate a scope to GRANTEE (an agent), signed by your --key."""
+    """Delegate a scope to GRANTEE (an agent), signed by your --key.
+
+    With --require-approval (or --approval-tool/--approval-resource/--approval-access), the
+    log records matching actions as out of scope unless a permitted human approved that very
+    action, for that agent, with those parameters; the agent cannot opt out.
+    """
+    policy = pb.ApprovalPolicy(
+        all_actions=require_approval,
+        tools=approval_tool,
+        resources=approval_resource,
+        access=[ACCESS[a] for a in approval_access],
+        approvers=approvers,
+        roles=approver_roles,
+    )
     with conn.client() as client:
         rec = Actor(client, IdentityKey.load(key_file)).grant(
             grantee,
@@ -85,6 +146,7 @@ def grant(
             parent_grant_id=parent_grant_id,
             ticket=ticket,
             justification=justification,
+            approval=policy,
         )
     conn.out.emit(
         receipt_line("grant", rec.statement_id, rec.receipt),
@@ -98,6 +160,7 @@ DECISIONS = {"approve": pb.Approval.APPROVE, "edit": pb.Approval.EDIT, "reject":
 
 @click.command()
 @click.argument("action_id")
+@click.option("--agent", required=True, help="The agent that is to act (its identity id).")
 @click.option(
     "--params",
     required=True,
@@ -115,17 +178,22 @@ DECISIONS = {"approve": pb.Approval.APPROVE, "edit": pb.Approval.EDIT, "reject":
 def approve(
     conn: Conn,
     action_id: str,
+    agent: str,
     params: str,
     decision: str,
     ticket: str,
     comment: str,
     key_file: Path,
 ) -> None:
-    """Approve (or reject) one intended action, bound to the digest of its exact parameters."""
+    """Approve (or reject) ACTION_ID by --agent, bound to the digest of its exact parameters.
+
+    A reject puts any INTENT of the action out of scope, whatever the agent decides.
+    """
     with conn.client() as client:
         rec = Actor(client, IdentityKey.load(key_file)).approve(
             action_id,
             json_arg(params),
+            agent_id=agent,
             decision=DECISIONS[decision],
             ticket=ticket,
             comment=comment,
@@ -133,5 +201,23 @@ def approve(
     conn.out.emit(
         receipt_line("approval", rec.statement_id, rec.receipt),
         {"approval_id": rec.statement_id, **receipt_data(rec.receipt)},
+        rec.statement_id,
+    )
+
+
+@click.command("revoke-grant")
+@click.argument("grant_id")
+@click.option("--reason", default="", help="Why, for the record (no secrets).")
+@signing_key
+@connection
+@handle_errors
+def revoke_grant(conn: Conn, grant_id: str, reason: str, key_file: Path) -> None:
+    """Withdraw GRANT_ID (and every grant delegated from it) from now on; by its grantor or an
+    admin. Actions under it after this entry are out of scope (grant-revoked)."""
+    with conn.client() as client:
+        rec = Actor(client, IdentityKey.load(key_file)).revoke_grant(grant_id, reason=reason)
+    conn.out.emit(
+        receipt_line("grant revocation", rec.statement_id, rec.receipt),
+        {"revocation_id": rec.statement_id, "grant_id": grant_id, **receipt_data(rec.receipt)},
         rec.statement_id,
     )

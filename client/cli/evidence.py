@@ -36,6 +36,8 @@ def _report_data(report: Any) -> dict[str, Any]:
                 "grantor": g.grantor,
                 "grantor_kind": g.grantor_kind,
                 "ticket": g.grant.ticket,
+                "revoked_at": g.revoked_at,
+                "revoked_by": g.revoked_by or None,
             }
             for g in report.authority
         ],
@@ -50,6 +52,15 @@ def _report_data(report: Any) -> dict[str, Any]:
             }
             for a in report.approvals
         ],
+        # What no rule checks: the producer says so (see statements/README.md).
+        "producer_claims": {
+            "agent_name": report.intent.actor.agent_name,
+            "agent_version": report.intent.actor.agent_version,
+            "model": report.intent.actor.model,
+            "policy_id": report.intent.authorization.policy_id,
+            "matched_rule": report.intent.authorization.matched_rule,
+            "effect_ref": report.outcome.outcome.effect_ref if report.outcome else "",
+        },
         "intent": message_dict(report.intent),
         "outcome": message_dict(report.outcome) if report.outcome is not None else None,
         "checkpoint_size": report.checkpoint.size,
