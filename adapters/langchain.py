@@ -122,7 +122,11 @@ class AuditMiddleware(AgentMiddleware):
                 name, args = decision["edited_action"]["name"], decision["edited_action"]["args"]
             action_id = uuid7()
             approval = reviewer.approve(
-                action_id, args, decision=_DECISIONS[kind], comment=decision.get("message", "")
+                action_id,
+                args,
+                agent_id=self.recorder.actor.identity_id,
+                decision=_DECISIONS[kind],
+                comment=decision.get("message", ""),
             )
             with self._lock:
                 self._approvals[(name, parameters_digest(args))] = (

@@ -84,6 +84,7 @@ class AuditHooks(RunHooks[Any]):
         approval = reviewer.approve(
             action_id,
             arguments,
+            agent_id=self.recorder.actor.identity_id,
             decision=pb.Approval.APPROVE if approve else pb.Approval.REJECT,
             comment=comment,
         )

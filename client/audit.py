@@ -256,7 +256,8 @@ class Report:
             f"  root       {'matches' if self.root_ok else 'DOES NOT MATCH'} the checkpoint "
             f"({self.checkpoint_root.hex()[:16]}…)",
             f"  entries    {self.entries}: {c['identity']} identity, {c['grant']} grant, "
-            f"{c['approval']} approval, {c['intent']} action intent, {c['outcome']} outcome",
+            f"{c.get('grant_revocation', 0)} grant revocation, {c['approval']} approval, "
+            f"{c['intent']} action intent, {c['outcome']} outcome",
             f"  verdicts   {c['in_scope']} in scope, {c['out_of_scope']} out of scope, "
             f"{c['no_grant']} without a grant",
             f"  findings   {s['error']} error(s), {s['violation']} violation(s), {s['info']} info",
@@ -389,6 +390,7 @@ class _Pool:
 _COUNTS = (
     "identity",
     "grant",
+    "grant_revocation",
     "approval",
     "intent",
     "outcome",

@@ -119,7 +119,7 @@ def recorded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess
             grant = alice.grant(
                 "bot", tools=["db.*"], resources=["secret:prod/payments/*"], access=[pb.UPDATE]
             )
-            approval = alice.approve("rotate-1", PARAMS, comment="rotate now")
+            approval = alice.approve("rotate-1", PARAMS, agent_id="bot", comment="rotate now")
             with bot.action(
                 "db.rotate_credentials",
                 "secret:prod/payments/db",
