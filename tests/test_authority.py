@@ -85,7 +85,7 @@ class World:
         self.signers[who].advance(leaf)
         got = (pb.Verdict.Name(r.verdict), r.verdict_reason)
         assert got == expected
-        if body_kind(body) == "action":
+        if isinstance(body, pb.AgentAction):
             (self.violations if attack else self.honest).add(r.index)
         return statement_id
 
@@ -108,10 +108,6 @@ class World:
             else:
                 setattr(g, name, value)
         return self.send(grantor, g)
-
-
-def body_kind(body: build.Body) -> str:
-    return {pb.AgentAction: "action"}.get(type(body), "other")
 
 
 def intent(
