@@ -73,7 +73,7 @@ from typing import Any, Final, Literal, Protocol
 from affidavit.client.client import Client
 from affidavit.client.trust import write_atomic
 from affidavit.client.verify import Verified, open_checkpoint
-from affidavit.merkle import hashing
+from affidavit.merkle import hashing, keys
 from affidavit.merkle.compact import CompactRange
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import ingest, schema, signing
@@ -257,7 +257,8 @@ class Report:
             f"({self.checkpoint_root.hex()[:16]}…)",
             f"  entries    {self.entries}: {c['identity']} identity, {c['grant']} grant, "
             f"{c.get('grant_revocation', 0)} grant revocation, {c['approval']} approval, "
-            f"{c['intent']} action intent, {c['outcome']} outcome",
+            f"{c['intent']} action intent, {c['outcome']} outcome, "
+            f"{c.get('refusal', 0)} refusal record",
             f"  verdicts   {c['in_scope']} in scope, {c['out_of_scope']} out of scope, "
             f"{c['no_grant']} without a grant",
             f"  findings   {s['error']} error(s), {s['violation']} violation(s), {s['info']} info",
@@ -391,6 +392,7 @@ _COUNTS = (
     "identity",
     "grant",
     "grant_revocation",
+    "refusal",
     "approval",
     "intent",
     "outcome",
@@ -449,6 +451,7 @@ class _Replay:
     keys: dict[str, bytes] = field(default_factory=dict)
     open_intents: dict[str, int] = field(default_factory=dict)
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTS, 0))
+    log_key: bytes | None = None  # the log's public key: its refusal records verify with it
 
     def __post_init__(self) -> None:
         self.state = LogState(self.kv)
@@ -484,7 +487,10 @@ class _Replay:
         signed, statement = decoded
         try:
             verdict = ingest.admit(
-                ingest.Prepared(signed, statement, prepared), self.state, entry.admitted_ms or None
+                ingest.Prepared(signed, statement, prepared),
+                self.state,
+                entry.admitted_ms or None,
+                self.log_key,
             )
         except Rejection as e:
             self.add(index, "invalid-statement", f"{e.code}: {e.message}")
@@ -754,6 +760,7 @@ def audit_entries(
     workers: int | None = None,
     save_every: float = 30.0,
     max_findings: int = MAX_FINDINGS,
+    log_key: bytes | None = None,
 ) -> Report:
     """Audit the entries [0, checkpoint size) that source serves against a verified checkpoint.
 
@@ -764,6 +771,8 @@ def audit_entries(
     entries (None: 2 when at least INLINE_BELOW entries are left and the machine has the cores,
     else 0 — everything in this process). Raises PositionError for an unusable position file
     and RuntimeError if a worker process fails; what the source raises passes through.
+    log_key is the log's Ed25519 public key, which the log's own refusal records must verify
+    with (without it, any refusal record is a finding).
     """
     began = time.monotonic()
     replay = _Replay(checkpoint.note, _Findings(max_findings))
@@ -774,6 +783,7 @@ def audit_entries(
                 f"{resume} is an audit up to another checkpoint; audit to the one it holds "
                 "or start afresh"
             )
+    replay.log_key = log_key
     cp = checkpoint.checkpoint
     start = replay.next_index
     left = cp.size - start
@@ -920,4 +930,5 @@ def audit(
         workers=workers,
         save_every=save_every,
         max_findings=max_findings,
+        log_key=keys.parse_verifier_key(client.policy.log_key).public_key,
     )

@@ -624,6 +624,7 @@ class Statement(_message.Message):
     APPROVAL_FIELD_NUMBER: _builtins.int
     ACTION_FIELD_NUMBER: _builtins.int
     GRANT_REVOCATION_FIELD_NUMBER: _builtins.int
+    REFUSAL_FIELD_NUMBER: _builtins.int
     SESSION_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def header(self) -> Global___Header: ...
@@ -638,6 +639,10 @@ class Statement(_message.Message):
     @_builtins.property
     def grant_revocation(self) -> Global___GrantRevocation: ...
     @_builtins.property
+    def refusal(self) -> Global___Refusal:
+        """Written by the log itself, signed with its own key: never by an identity."""
+
+    @_builtins.property
     def session(self) -> Global___SessionEvent: ...
     def __init__(
         self,
@@ -648,13 +653,14 @@ class Statement(_message.Message):
         approval: Global___Approval | None = ...,
         action: Global___AgentAction | None = ...,
         grant_revocation: Global___GrantRevocation | None = ...,
+        refusal: Global___Refusal | None = ...,
         session: Global___SessionEvent | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "refusal", b"refusal", "session", b"session"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "session", b"session"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action", b"action", "approval", b"approval", "body", b"body", "grant", b"grant", "grant_revocation", b"grant_revocation", "header", b"header", "identity", b"identity", "refusal", b"refusal", "session", b"session"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action", "grant_revocation", "session"]  # noqa: Y015
+    _WhichOneofReturnType_body: _TypeAlias = _typing.Literal["identity", "grant", "approval", "action", "grant_revocation", "refusal", "session"]  # noqa: Y015
     _WhichOneofArgType_body: _TypeAlias = _typing.Literal["body", b"body"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_body) -> _WhichOneofReturnType_body | None: ...
 
@@ -931,6 +937,57 @@ class ApprovalPolicy(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ApprovalPolicy: _TypeAlias = ApprovalPolicy  # noqa: Y015
+
+@_typing.final
+class Refusal(_message.Message):
+    """A statement the log refused, on the record: who claimed to sign it and why it was refused,
+    never any of its bytes. Refusals are aggregated per source over a window (count), so a flood
+    of attempts costs the log a bounded number of entries. The header's issuer is "log", and the
+    signature is the log's own Ed25519 key (the checkpoint key) over the statement domain.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    LEAF_HASH_FIELD_NUMBER: _builtins.int
+    KEY_ID_FIELD_NUMBER: _builtins.int
+    IDENTITY_ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    SOURCE_FIELD_NUMBER: _builtins.int
+    COUNT_FIELD_NUMBER: _builtins.int
+    FIRST_MS_FIELD_NUMBER: _builtins.int
+    LAST_MS_FIELD_NUMBER: _builtins.int
+    leaf_hash: _builtins.bytes
+    """Leaf hash of the refused statement (the last one, for an aggregate)."""
+    key_id: _builtins.str
+    """The key id and issuer the refused statement claimed; empty when an aggregate spans several."""
+    identity_id: _builtins.str
+    reason: _builtins.str
+    """Why it was refused: a reason code (statements/README.md), e.g. key-retired."""
+    source: _builtins.str
+    """Where it came from (the peer address the log saw)."""
+    count: _builtins.int
+    """How many refusals this entry stands for, received in [first_ms, last_ms] by the log's clock."""
+    first_ms: _builtins.int
+    last_ms: _builtins.int
+    def __init__(
+        self,
+        *,
+        leaf_hash: _builtins.bytes = ...,
+        key_id: _builtins.str = ...,
+        identity_id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+        source: _builtins.str = ...,
+        count: _builtins.int = ...,
+        first_ms: _builtins.int = ...,
+        last_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["count", b"count", "first_ms", b"first_ms", "identity_id", b"identity_id", "key_id", b"key_id", "last_ms", b"last_ms", "leaf_hash", b"leaf_hash", "reason", b"reason", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___Refusal: _TypeAlias = Refusal  # noqa: Y015
 
 @_typing.final
 class GrantRevocation(_message.Message):
@@ -1443,6 +1500,7 @@ class SearchRequest(_message.Message):
     EFFECT_REF_FIELD_NUMBER: _builtins.int
     RESULT_DIGEST_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    REFUSED_FIELD_NUMBER: _builtins.int
     time_from_ms: _builtins.int
     """Client time window, Unix milliseconds, [from, to); 0 leaves that side open."""
     time_to_ms: _builtins.int
@@ -1450,6 +1508,8 @@ class SearchRequest(_message.Message):
     """Start at this log index (the next_index of the previous page)."""
     page_size: _builtins.int
     """At most this many hits (default and maximum 1000)."""
+    refused: _builtins.bool
+    """Only the log's records of refused statements (with actor / key_id: by the claimed signer)."""
     @_builtins.property
     def actor(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Issuer of the statement (an agent for actions, a human for grants and approvals)."""
@@ -1522,10 +1582,11 @@ class SearchRequest(_message.Message):
         effect_ref: _abc.Iterable[_builtins.str] | None = ...,
         result_digest: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
+        refused: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "effect_ref", b"effect_ref", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "resource_prefix", b"resource_prefix", "result_digest", b"result_digest", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "ticket", b"ticket", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "effect_ref", b"effect_ref", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "refused", b"refused", "resource_prefix", b"resource_prefix", "result_digest", b"result_digest", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "ticket", b"ticket", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -87,8 +87,11 @@ class _BatchKV:
 class StatementGate:
     """Implements server.sequencer.Gate for signed statements."""
 
-    def __init__(self, storage: Storage, clock: Callable[[], int] = now_ms) -> None:
+    def __init__(
+        self, storage: Storage, clock: Callable[[], int] = now_ms, *, log_key: bytes | None = None
+    ) -> None:
         self._clock = clock
+        self._log_key = log_key  # the log's public key: its own refusal records verify with it
         self._last_admitted = 0  # admission times never go backwards, whatever the clock does
         self._committed = _CommittedKV(storage)
         self.committed = LogState(self._committed)
@@ -109,7 +112,7 @@ class StatementGate:
         if not isinstance(prepared, Prepared):
             prepared = ingest.prepare(entry, self._state.key)
         self._last_admitted = max(self._last_admitted, self._clock())
-        verdict = ingest.admit(prepared, self._state, self._last_admitted)
+        verdict = ingest.admit(prepared, self._state, self._last_admitted, self._log_key)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
         search.index_statement(self._batch, self._state, index, leaf_hash, prepared, verdict)
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")

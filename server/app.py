@@ -12,13 +12,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
-from affidavit.merkle import note
+from affidavit.merkle import keys, note
 from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
 from affidavit.server import config
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
+from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
@@ -40,6 +41,7 @@ class OpenLog:
     sequencer: Sequencer
     gate: StatementGate | None
     verifier_key: str
+    refusals: RefusalRecorder | None
 
 
 @asynccontextmanager
@@ -50,6 +52,7 @@ async def open_log(
     max_wait_ms: float = 0.0,
     queue_size: int = 4096,
     min_free_bytes: int = MIN_FREE_BYTES,
+    refusal_window_s: float = 10.0,
 ) -> AsyncIterator[OpenLog]:
     """Open and check a log, run its sequencer; on exit, finish what is queued and close."""
     signer, verifier_key = config.load_key(data_dir)
@@ -69,7 +72,9 @@ async def open_log(
                 )
             damage.clear()
             log.info("the whole log checks out now; serving it")
-        gate = StatementGate(storage) if storage.entry_format() == "statements" else None
+        log_key = keys.parse_verifier_key(verifier_key).public_key
+        statements = storage.entry_format() == "statements"
+        gate = StatementGate(storage, log_key=log_key) if statements else None
         sequencer = Sequencer(
             storage,
             checkpoint.origin,
@@ -83,9 +88,17 @@ async def open_log(
             queue_size=queue_size,
         )
         sequencer.start()
+        recorder = None
+        if gate is not None:
+            recorder = RefusalRecorder(
+                config.load_seed(data_dir), sequencer.append, window_s=refusal_window_s
+            )
+            recorder.start()
         try:
-            yield OpenLog(storage, sequencer, gate, verifier_key)
+            yield OpenLog(storage, sequencer, gate, verifier_key, recorder)
         finally:
+            if recorder is not None:
+                await recorder.stop()
             await sequencer.stop()
     finally:
         storage.close()
@@ -211,6 +224,7 @@ async def serve(settings: ServeSettings) -> None:
         max_wait_ms=settings.max_wait_ms,
         queue_size=settings.queue_size,
         min_free_bytes=settings.min_free_bytes,
+        refusal_window_s=settings.refusal_window_s,
     ) as opened:
         if opened.gate is not None and opened.sequencer.checkpoint.size == 0:
             raise StorageError(
@@ -221,6 +235,7 @@ async def serve(settings: ServeSettings) -> None:
             opened.storage,
             opened.sequencer,
             gate=opened.gate,
+            refusals=opened.refusals,
             auditors=Auditors(list(settings.auditor_token_hashes)),
             witnesses=[note.parse_verifier(k) for k in settings.witness_keys],
             max_entry_bytes=settings.max_entry_bytes,
@@ -279,6 +294,8 @@ async def serve(settings: ServeSettings) -> None:
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("stopping: finishing requests in flight")
+        if opened.refusals is not None:
+            await opened.refusals.stop()  # the window's count on the record while appends run
         health_task.cancel()
         if checks is not None:
             checks.cancel()

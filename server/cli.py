@@ -177,6 +177,17 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     "DATA_DIR/damage, so the log is not served again until it checks out.",
 )
 @click.option(
+    "--refusal-window",
+    "refusal_window_s",
+    type=click.FloatRange(min=0.1),
+    default=10.0,
+    show_default=True,
+    envvar="AFFIDAVIT_REFUSAL_WINDOW",
+    show_envvar=True,
+    help="Seconds over which refused attempts are aggregated per source before the log "
+    "records their count (the first few distinct ones are recorded at once).",
+)
+@click.option(
     "--auditor-token-hash",
     "auditor_token_hashes",
     multiple=True,
@@ -227,6 +238,7 @@ def serve(
     queue_size: int,
     min_free_mib: int,
     check_hours: float,
+    refusal_window_s: float,
     auditor_token_hashes: tuple[str, ...],
     witness_keys: tuple[str, ...],
     tls_cert: Path | None,
@@ -273,6 +285,7 @@ def serve(
         max_entry_bytes=max_entry_bytes,
         max_batch=batch_size,
         max_wait_ms=batch_wait_ms,
+        refusal_window_s=refusal_window_s,
         queue_size=queue_size,
         min_free_bytes=min_free_mib << 20,
         check_interval_s=check_hours * 3600,

@@ -53,6 +53,7 @@ class ServeSettings:
     """Seconds between whole-log checks while serving (0: none)."""
     max_batch_entries: int = 1000
     page_size: int = 1000
+    refusal_window_s: float = 10.0
     auditor_token_hashes: tuple[str, ...] = ()
     witness_keys: tuple[str, ...] = ()
     tls_cert: Path | None = None
@@ -120,6 +121,12 @@ def _sync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def load_seed(data_dir: Path) -> bytes:
+    """The log key's Ed25519 seed (load_key has checked the file): it also signs the log's own
+    refusal records (statements.refusals)."""
+    return keys.parse_signer_key((data_dir / KEY_FILE).read_text().strip()).seed
 
 
 def load_key(data_dir: Path) -> tuple[keys.Signer, str]:

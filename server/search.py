@@ -9,7 +9,8 @@ Written in the integration batch of the statement they describe (so they cannot 
 Fields: actor, grantor (every grantor up the delegation chain), approver, key (signing key id,
 credential key id or token jti), resource, tool, verdict, session, trace, statement (id),
 action (action id), subject (the identity an identity event is about, the grant a grant
-revocation withdraws), ticket (a grant's or
+revocation withdraws), refused (the log's records of refused statements, found by the
+claimed signer as actor and key), ticket (a grant's or
 approval's; an action's grants up the chain and its approval's), effect and result (an
 OUTCOME's effect reference and result digest). Integers are 8-byte big-endian, so exact-value
 scans run in log order and pages resume by index. A criterion with several values merges the
@@ -159,6 +160,11 @@ def facets_of(
         f.ticket.append(st.approval.ticket)
     elif body == "grant_revocation":
         f.subject.append(st.grant_revocation.grant_id)
+    elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
+        r = st.refusal
+        f.actor = [r.identity_id] if r.identity_id else []
+        f.key = [r.key_id] if r.key_id else []
+        f.verdict_reason = r.reason  # what a hit shows of why it was refused
     elif body == "action":
         a = st.action
         f.phase = a.phase
@@ -197,6 +203,8 @@ def index_statement(
     values = {name: getattr(f, name) for name in _LISTS}
     values["session"] = [f.session]
     values["statement"] = [f.statement_id]
+    if f.kind == "refusal":
+        values["refused"] = ["1"]
     if f.verdict:
         values["verdict"] = [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))]
     for name, vs in values.items():
@@ -242,6 +250,8 @@ def _exact(request: pb.SearchRequest) -> list[tuple[str, list[str]]]:
             values = [v for v in raw if v]
         if values:
             out.append((name, sorted(set(values))))
+    if request.refused:
+        out.append(("refused", ["1"]))
     order = ("statement", "action", "effect", "result", "subject", "trace", "session")
     out.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
     return out
@@ -254,6 +264,8 @@ def _values_of(f: Facets, name: str) -> list[str]:
         return [f.statement_id]
     if name == "verdict":
         return [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))] if f.verdict else []
+    if name == "refused":
+        return ["1"] if f.kind == "refusal" else []
     values: list[str] = getattr(f, name)
     return values
 
@@ -323,7 +335,7 @@ def search(storage: Storage, request: pb.SearchRequest) -> pb.SearchResponse:
         raise SearchError(
             "give at least one criterion: actor, grantor, approver, key_id, resource_prefix, tool, "
             "verdict, session_id, trace_id, statement_id, action_id, subject, ticket, "
-            "effect_ref, result_digest or a time window"
+            "effect_ref, result_digest, refused or a time window"
         )
     for request_field, _ in (*_CRITERIA, ("resource_prefix", "")):
         if len(getattr(request, request_field)) > MAX_VALUES:

@@ -25,6 +25,7 @@ from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
+from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from affidavit.server.storage import (
@@ -72,6 +73,7 @@ class LogService(pb_grpc.LogServicer):
         sequencer: Sequencer,
         *,
         gate: StatementGate | None,
+        refusals: RefusalRecorder | None = None,
         auditors: Auditors,
         witnesses: list[Verifier],
         max_entry_bytes: int,
@@ -81,6 +83,7 @@ class LogService(pb_grpc.LogServicer):
         self._storage = storage
         self._sequencer = sequencer
         self._gate = gate
+        self._refusals = refusals
         self._auditors = auditors
         self._witnesses = witnesses
         # Signature checks release the GIL: the threads verify in parallel, off the event loop.
@@ -95,11 +98,14 @@ class LogService(pb_grpc.LogServicer):
 
     # Appends.
 
-    async def _submit(self, entries: Sequence[bytes]) -> asyncio.Task[list[Outcome]]:
+    async def _submit(
+        self, entries: Sequence[bytes], source: str = ""
+    ) -> asyncio.Task[list[Outcome]]:
         """Check entries (sizes, then the gate's history-free checks in the verifier threads)
         and queue those that pass as one sequencer item, in order. Returns, once they are
         queued, a task giving one Outcome per entry, in order, when every queued entry is
-        durable. An entry refused here, by the gate, or for want of queue room fails alone."""
+        durable. An entry refused here, by the gate, or for want of queue room fails alone;
+        the gate's refusals are noted for the log's record of attempts (from source)."""
         entries = list(entries)  # each entry copied out of the request message once
         outcomes: list[Outcome | None] = [None] * len(entries)
         positions = []
@@ -120,6 +126,7 @@ class LogService(pb_grpc.LogServicer):
             passed = [k for k, p in enumerate(prepared) if not isinstance(p, Rejection)]
             for k, p in enumerate(prepared):
                 if isinstance(p, Rejection):
+                    self._note_refusal(accepted[k], p, source)
                     outcomes[positions[k]] = _refused(p)
             positions = [positions[k] for k in passed]
             accepted = [accepted[k] for k in passed]
@@ -157,7 +164,11 @@ class LogService(pb_grpc.LogServicer):
                 except Exception as e:  # the integration failed: nothing of it was acknowledged
                     results = [storage_refusal(e)] * len(positions)
                 for i, result in zip(positions, results, strict=True):
-                    outcomes[i] = _refused(result) if isinstance(result, Rejection) else result
+                    if isinstance(result, Rejection):
+                        self._note_refusal(entries[i], result, source)
+                        outcomes[i] = _refused(result)
+                    else:
+                        outcomes[i] = result
             settled = []
             for outcome in outcomes:
                 assert outcome is not None, "every entry is refused, or queued and answered"
@@ -166,14 +177,20 @@ class LogService(pb_grpc.LogServicer):
 
         return asyncio.ensure_future(settle())
 
-    async def _submit_answered(self, entries: Sequence[bytes]) -> asyncio.Future[list[Outcome]]:
+    async def _submit_answered(
+        self, entries: Sequence[bytes], source: str = ""
+    ) -> asyncio.Future[list[Outcome]]:
         """_submit, whose result answers every entry even if submitting itself failed."""
         try:
-            return await self._submit(entries)
+            return await self._submit(entries, source)
         except Exception as e:
             failed: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
             failed.set_result([storage_refusal(e)] * len(entries))
             return failed
+
+    def _note_refusal(self, entry: bytes, rejection: Rejection, source: str) -> None:
+        if self._refusals is not None:
+            self._refusals.note(entry, rejection, source)
 
     async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
         """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
@@ -200,7 +217,7 @@ class LogService(pb_grpc.LogServicer):
         return out
 
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
-        (outcome,) = await (await self._submit_answered([request.entry]))
+        (outcome,) = await (await self._submit_answered([request.entry], context.peer()))
         if isinstance(outcome, RequestError):
             await _abort(context, outcome)
         response = pb.AppendResponse()
@@ -218,7 +235,7 @@ class LogService(pb_grpc.LogServicer):
                     f"send at most {self._max_batch} per call"
                 ),
             )
-        outcomes = await (await self._submit_answered(request.entries))
+        outcomes = await (await self._submit_answered(request.entries, context.peer()))
         response = pb.AppendBatchResponse()
         add = response.results.add
         for outcome in outcomes:
@@ -255,7 +272,7 @@ class LogService(pb_grpc.LogServicer):
                         entry = arrived.get_nowait()
                     ended = entry is None
                     if chunk:
-                        await chunks.put(await self._submit_answered(chunk))
+                        await chunks.put(await self._submit_answered(chunk, context.peer()))
             finally:  # the responder always learns the stream's end: it never waits forever
                 await chunks.put(None)
 

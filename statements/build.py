@@ -25,6 +25,7 @@ Body = (
     | pb.AgentAction
     | pb.SessionEvent
     | pb.GrantRevocation
+    | pb.Refusal
 )
 _BODY_FIELD = {
     pb.IdentityEvent: "identity",
@@ -33,6 +34,7 @@ _BODY_FIELD = {
     pb.AgentAction: "action",
     pb.SessionEvent: "session",
     pb.GrantRevocation: "grant_revocation",
+    pb.Refusal: "refusal",
 }
 
 

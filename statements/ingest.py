@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import schema, scope, signing
+from affidavit.statements import refusals, schema, scope, signing
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord, LogState, VerdictRecord
 
@@ -48,7 +48,8 @@ def _verify(signed: pb.SignedStatement, public_key: bytes) -> None:
     if not signing.verify(signed.statement, signed.signature, public_key):
         raise Rejection.unauthenticated(
             f"the signature does not verify with key {signed.key_id}: the statement was altered "
-            "after signing or signed with another key"
+            "after signing or signed with another key",
+            reason="bad-signature",
         )
 
 
@@ -67,45 +68,46 @@ def _is_genesis(prepared: Prepared, state: LogState) -> bool:
     )
 
 
-def admit(prepared: Prepared, state: LogState, admitted_ms: int | None) -> VerdictRecord | None:
+def admit(
+    prepared: Prepared, state: LogState, admitted_ms: int | None, log_key: bytes | None = None
+) -> VerdictRecord | None:
     """The checks that depend on the log so far; the verdict for an action, None otherwise.
 
     admitted_ms is the log's clock at admission: the server's clock at ingest; on replay, the
     time the log recorded with an action's verdict (None for other statements, whose admission
     time the log does not keep: their client time is then not bounded again). An action needs
-    it. Raises Rejection; nothing is changed either way (the caller applies admitted
-    statements).
+    it. log_key is the log's public key, the only key that signs a refusal (statements.refusals).
+    Raises Rejection; nothing is changed either way (the caller applies admitted statements).
     """
     signed, st = prepared.signed, prepared.statement
     h = st.header
-    key = state.key(signed.key_id)
-    genesis = key is None and _is_genesis(prepared, state)
-    if key is None and not genesis:
-        raise Rejection.unauthenticated(
-            f"key {signed.key_id} is not registered in this log; an admin must register "
-            f"identity {h.issuer!r} with it first"
-        )
-    public_key = key.public_key if key is not None else st.identity.public_key
-    if prepared.verified_with != public_key:
-        _verify(signed, public_key)
-    if key is not None:
-        _check_signer(key, h.issuer, state)
+    body = st.WhichOneof("body")
+    genesis = False
+    if body == "refusal":
+        refusals.check(signed, st, log_key)
+    else:
+        genesis = _check_key(prepared, state)
     if state.statement_index(h.statement_id) is not None:
-        raise Rejection.exists(f"statement_id {h.statement_id} is already in the log")
+        raise Rejection.exists(
+            f"statement_id {h.statement_id} is already in the log", reason="statement-id-reused"
+        )
     _check_session(h, state)
     if admitted_ms is None:
         if st.WhichOneof("body") == "action":
             raise Rejection.precondition(
                 "the log recorded no admission time for this action, so its grant windows "
-                "cannot be judged"
+                "cannot be judged",
+                reason="admission-time-missing",
             )
     elif abs(h.client_time_ms - admitted_ms) > MAX_CLOCK_SKEW_MS:
         raise Rejection.precondition(
             f"header.client_time_ms is {(h.client_time_ms - admitted_ms) / 1000:+.0f} s from the "
             f"log's clock; at most {MAX_CLOCK_SKEW_MS // 1000} s is accepted: fix the producer's "
-            "clock"
+            "clock",
+            reason="clock-skew",
         )
-    body = st.WhichOneof("body")
+    if body == "refusal":
+        return None
     if body == "identity":
         if not genesis:
             _check_identity_event(st, state)
@@ -118,7 +120,8 @@ def admit(prepared: Prepared, state: LogState, admitted_ms: int | None) -> Verdi
         agent = state.identity(st.approval.agent_id)
         if agent is None or agent.kind != pb.AGENT:
             raise Rejection.precondition(
-                f"approval.agent_id {st.approval.agent_id!r} is not a registered agent"
+                f"approval.agent_id {st.approval.agent_id!r} is not a registered agent",
+                reason="session-chain",
             )
         return None
     if body == "session":
@@ -134,19 +137,41 @@ def admit(prepared: Prepared, state: LogState, admitted_ms: int | None) -> Verdi
     return _check_action(st, state, admitted_ms)
 
 
+def _check_key(prepared: Prepared, state: LogState) -> bool:
+    """The signature under the key registered to the issuer at this point; True for the
+    genesis admin's self-registration."""
+    signed, st = prepared.signed, prepared.statement
+    key = state.key(signed.key_id)
+    genesis = key is None and _is_genesis(prepared, state)
+    if key is None and not genesis:
+        raise Rejection.unauthenticated(
+            f"key {signed.key_id} is not registered in this log; an admin must register "
+            f"identity {st.header.issuer!r} with it first",
+            reason="key-unknown",
+        )
+    public_key = key.public_key if key is not None else st.identity.public_key
+    if prepared.verified_with != public_key:
+        _verify(signed, public_key)
+    if key is not None:
+        _check_signer(key, st.header.issuer, state)
+    return genesis
+
+
 def _check_signer(key: KeyRecord, issuer: str, state: LogState) -> None:
     if key.identity_id != issuer:
         raise Rejection.denied(
-            f"key {key.key_id} belongs to {key.identity_id!r}, not to the issuer {issuer!r}"
+            f"key {key.key_id} belongs to {key.identity_id!r}, not to the issuer {issuer!r}",
+            reason="key-of-another-identity",
         )
     if key.retired_at is not None:
         raise Rejection.denied(
             f"key {key.key_id} of {issuer!r} was retired at index {key.retired_at} (rotated or "
-            "revoked); sign with the identity's current key"
+            "revoked); sign with the identity's current key",
+            reason="key-retired",
         )
     identity = state.identity(issuer)
     if identity is None or identity.revoked_at is not None:
-        raise Rejection.denied(f"identity {issuer!r} is revoked")
+        raise Rejection.denied(f"identity {issuer!r} is revoked", reason="issuer-revoked")
 
 
 def _check_session(h: pb.Header, state: LogState) -> None:
@@ -163,7 +188,8 @@ def _check_session(h: pb.Header, state: LogState) -> None:
         )
         raise Rejection.precondition(
             f"session {h.session_id!r} of {h.issuer!r} expects {want}; got sequence {h.sequence} "
-            "(a gap, a replay or a fork of the session chain)"
+            "(a gap, a replay or a fork of the session chain)",
+            reason="session-chain",
         )
 
 
@@ -173,7 +199,10 @@ def _require_kind(
     identity = state.identity(identity_id)
     if identity is None or identity.kind != kind:
         name = pb.IdentityKind.Name(kind).lower()
-        raise Rejection.denied(f"only a registered {name} may {what}; {identity_id!r} is not one")
+        raise Rejection.denied(
+            f"only a registered {name} may {what}; {identity_id!r} is not one",
+            reason="not-permitted",
+        )
 
 
 def _check_identity_event(st: pb.Statement, state: LogState) -> None:
@@ -182,16 +211,22 @@ def _check_identity_event(st: pb.Statement, state: LogState) -> None:
     current = state.identity(e.identity_id)
     if e.op == pb.IdentityEvent.REGISTER:
         if current is not None:
-            raise Rejection.exists(f"identity {e.identity_id!r} is already registered")
+            raise Rejection.exists(
+                f"identity {e.identity_id!r} is already registered", reason="identity-exists"
+            )
     elif current is None:
-        raise Rejection.precondition(f"identity {e.identity_id!r} is not registered")
+        raise Rejection.precondition(
+            f"identity {e.identity_id!r} is not registered", reason="identity-unknown"
+        )
     elif current.revoked_at is not None:
         raise Rejection.precondition(
-            f"identity {e.identity_id!r} was revoked at index {current.revoked_at}"
+            f"identity {e.identity_id!r} was revoked at index {current.revoked_at}",
+            reason="identity-revoked",
         )
     if e.op != pb.IdentityEvent.REVOKE and state.key(signing.key_id(e.public_key)) is not None:
         raise Rejection.exists(
-            "that public key is already registered; every identity needs its own key"
+            "that public key is already registered; every identity needs its own key",
+            reason="key-reused",
         )
 
 
@@ -200,7 +235,8 @@ def _check_grant(st: pb.Statement, state: LogState) -> None:
     grantee = state.identity(g.grantee)
     if grantee is None or grantee.revoked_at is not None:
         raise Rejection.precondition(
-            f"grantee {g.grantee!r} is not a registered, unrevoked identity"
+            f"grantee {g.grantee!r} is not a registered, unrevoked identity",
+            reason="grantee-not-valid",
         )
     if not g.parent_grant_id:
         _require_kind(
@@ -212,31 +248,43 @@ def _check_grant(st: pb.Statement, state: LogState) -> None:
         return
     parent = state.grant(g.parent_grant_id)
     if parent is None:
-        raise Rejection.precondition(f"parent grant {g.parent_grant_id} is not in the log")
+        raise Rejection.precondition(
+            f"parent grant {g.parent_grant_id} is not in the log", reason="parent-grant-unknown"
+        )
     if parent.revoked_at is not None:
         raise Rejection.precondition(
-            f"parent grant {g.parent_grant_id} was revoked at index {parent.revoked_at}"
+            f"parent grant {g.parent_grant_id} was revoked at index {parent.revoked_at}",
+            reason="parent-grant-revoked",
         )
     if parent.decoded().grantee != issuer:
-        raise Rejection.denied(f"{issuer!r} does not hold parent grant {g.parent_grant_id}")
+        raise Rejection.denied(
+            f"{issuer!r} does not hold parent grant {g.parent_grant_id}",
+            reason="not-parent-grantee",
+        )
     problem = scope.attenuation_problem(parent.decoded(), g)
     if problem:
-        raise Rejection.precondition(f"grant widens its parent: {problem}")
+        raise Rejection.precondition(
+            f"grant widens its parent: {problem}", reason="grant-widens-parent"
+        )
 
 
 def _check_grant_revocation(st: pb.Statement, state: LogState) -> None:
     r, issuer = st.grant_revocation, st.header.issuer
     grant = state.grant(r.grant_id)
     if grant is None:
-        raise Rejection.precondition(f"grant {r.grant_id} is not in the log")
+        raise Rejection.precondition(
+            f"grant {r.grant_id} is not in the log", reason="grant-unknown"
+        )
     revoker = state.identity(issuer)
     if issuer != grant.issuer and (revoker is None or revoker.kind != pb.ADMIN):
         raise Rejection.denied(
-            f"only the grantor ({grant.issuer!r}) or an admin may revoke grant {r.grant_id}"
+            f"only the grantor ({grant.issuer!r}) or an admin may revoke grant {r.grant_id}",
+            reason="not-grantor",
         )
     if grant.revoked_at is not None:
         raise Rejection.precondition(
-            f"grant {r.grant_id} was already revoked at index {grant.revoked_at}"
+            f"grant {r.grant_id} was already revoked at index {grant.revoked_at}",
+            reason="grant-already-revoked",
         )
 
 
@@ -251,7 +299,8 @@ def _check_principal_chain(a: pb.AgentAction, state: LogState) -> None:
         return
     raise Rejection.precondition(
         "action.principal_chain is not the delegation chain of any of its grants in this log; "
-        "leave it empty (the log derives the chain) or state it exactly"
+        "leave it empty (the log derives the chain) or state it exactly",
+        reason="principal-chain-mismatch",
     )
 
 
@@ -259,30 +308,38 @@ def _check_action(st: pb.Statement, state: LogState, admitted_ms: int | None) ->
     a, issuer = st.action, st.header.issuer
     _require_kind(state, issuer, pb.AGENT, "record agent actions")
     if a.actor.agent_id != issuer:
-        raise Rejection.denied(f"actor.agent_id {a.actor.agent_id!r} is not the issuer {issuer!r}")
+        raise Rejection.denied(
+            f"actor.agent_id {a.actor.agent_id!r} is not the issuer {issuer!r}",
+            reason="actor-not-issuer",
+        )
     assert admitted_ms is not None  # admit() refused an action without it
     _check_principal_chain(a, state)
     intent = state.intent(a.action_id)
     if a.phase == pb.AgentAction.INTENT:
         if intent is not None:
             raise Rejection.exists(
-                f"action {a.action_id} already has an INTENT (index {intent.index})"
+                f"action {a.action_id} already has an INTENT (index {intent.index})",
+                reason="intent-exists",
             )
         return scope.intent_verdict(state, a, admitted_ms, st.header.client_time_ms)
     if intent is None:
         raise Rejection.precondition(
-            f"action {a.action_id} has no INTENT in the log; record it first"
+            f"action {a.action_id} has no INTENT in the log; record it first",
+            reason="intent-missing",
         )
     if intent.leaf_hash != a.intent_leaf_hash:
         raise Rejection.precondition(
-            f"intent_leaf_hash is not the leaf hash of action {a.action_id}'s INTENT"
+            f"intent_leaf_hash is not the leaf hash of action {a.action_id}'s INTENT",
+            reason="intent-hash-mismatch",
         )
     if intent.issuer != issuer:
         raise Rejection.denied(
-            f"action {a.action_id} was intended by {intent.issuer!r}, not {issuer!r}"
+            f"action {a.action_id} was intended by {intent.issuer!r}, not {issuer!r}",
+            reason="not-intent-issuer",
         )
     if intent.outcome_index is not None:
         raise Rejection.exists(
-            f"action {a.action_id} already has an OUTCOME (index {intent.outcome_index})"
+            f"action {a.action_id} already has an OUTCOME (index {intent.outcome_index})",
+            reason="outcome-exists",
         )
     return scope.outcome_verdict(state, a, admitted_ms)

@@ -29,6 +29,7 @@ MAX_ATTRIBUTES = 32
 
 _HEX = re.compile(r"[0-9a-f]+")
 _ROLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+_REASON = re.compile(r"[a-z][a-z-]{0,63}")
 
 
 def decode(leaf: bytes) -> tuple[pb.SignedStatement, pb.Statement]:
@@ -142,6 +143,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     if body is None:
         raise Rejection.invalid(
             "statement has no body: set identity, grant, approval, action or grant_revocation"
+            " (or, for the log itself, refusal)"
         )
     {
         "identity": _check_identity,
@@ -150,6 +152,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
         "action": _check_action,
         "session": _check_session_event,
         "grant_revocation": _check_grant_revocation,
+        "refusal": _check_refusal,
     }[body](statement)
 
 
@@ -305,6 +308,22 @@ def _check_approval(statement: pb.Statement) -> None:
         is_identity_id(a.agent_id),
         "approval.agent_id must name the agent that is to act (an identity id)",
     )
+
+
+def _check_refusal(statement: pb.Statement) -> None:
+    r = statement.refusal
+    _require(len(r.leaf_hash) == 32, "refusal.leaf_hash must be the refused leaf's 32-byte hash")
+    _require(bool(_REASON.fullmatch(r.reason)), "refusal.reason must be a reason code")
+    _require(
+        not r.key_id or (len(r.key_id) == 32 and bool(_HEX.fullmatch(r.key_id))),
+        "refusal.key_id must be empty or 32 lowercase hex",
+    )
+    _require(
+        not r.identity_id or is_identity_id(r.identity_id),
+        "refusal.identity_id must be empty or an identity id",
+    )
+    _require(r.count >= 1, "refusal.count must be at least 1")
+    _require(0 < r.first_ms <= r.last_ms, "refusal.first_ms must be set and not after last_ms")
 
 
 def _check_grant_revocation(statement: pb.Statement) -> None:

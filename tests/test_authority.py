@@ -9,6 +9,7 @@ that every recorded attack is reported as a violation, and nothing honest is.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -17,7 +18,9 @@ import pytest
 from affidavit.client.audit import RecordedEntry, audit, audit_entries
 from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
+from affidavit.merkle import hashing
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.server.refusals import MAX_DISTINCT
 from affidavit.statements import build
 from affidavit.statements.canonical import canonical_json
 from affidavit.statements.ids import uuid7
@@ -27,6 +30,8 @@ from affidavit.statements.signing import IdentityKey
 from tests.serverproc import RPC_TIMEOUT, ServerProcess
 from tests.test_audit import fake_checkpoint
 
+WINDOW_S = 1.0
+"""The server's refusal window: short, so the counted remainder reaches the record quickly."""
 MINUTE = 60_000
 HOUR = 60 * MINUTE
 PARAMS = {"repo": "acme/web", "title": "Fix login"}
@@ -43,6 +48,9 @@ class World:
     signers: dict[str, build.SessionSigner] = field(default_factory=dict)
     violations: set[int] = field(default_factory=set)  # indexes the audit must report
     honest: set[int] = field(default_factory=set)  # recorded indexes it must not
+    # Refused well-formed statements, which the log must put on its record: leaf hash ->
+    # (claimed key id, claimed issuer).
+    refused: dict[bytes, tuple[str, str]] = field(default_factory=dict)
 
     def key(self, identity_id: str) -> IdentityKey:
         return self.signers[identity_id].key
@@ -79,7 +87,9 @@ class World:
         except grpc.RpcError as e:
             assert isinstance(expected, grpc.StatusCode), (expected, e.details())
             assert e.code() == expected, e.details()
-            assert self.server.checkpoint().size == before
+            assert self.server.checkpoint().size <= before + 1  # at most the log's own record
+            if expected != grpc.StatusCode.INVALID_ARGUMENT:  # malformed claims nothing
+                self.refused[hashing.leaf_hash(leaf)] = (self.key(who).key_id, who)
             return statement_id
         assert not isinstance(expected, grpc.StatusCode), f"admitted, {expected} expected"
         self.signers[who].advance(leaf)
@@ -158,7 +168,12 @@ def approval(
 
 @pytest.fixture(scope="module")
 def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
-    server = ServerProcess(tmp_path_factory.mktemp("authority") / "log", entry_format="statements")
+    server = ServerProcess(
+        tmp_path_factory.mktemp("authority") / "log",
+        "--refusal-window",
+        str(WINDOW_S),
+        entry_format="statements",
+    )
     server.start()
     try:
         w = World(server)
@@ -328,6 +343,80 @@ CASES: list[Callable[[World], None]] = [
 @pytest.mark.parametrize("case", CASES, ids=[c.__name__[5:] for c in CASES])
 def test_attack_and_honest_twin(world: World, case: Callable[[World], None]) -> None:
     case(world)
+
+
+def refusal_records(world: World) -> list[pb.Refusal]:
+    """Every refusal the log has recorded, once the last window has closed."""
+    time.sleep(2 * WINDOW_S)
+    hits = world.server.stub.Search(
+        pb.SearchRequest(refused=True), metadata=world.server.auditor_metadata, timeout=RPC_TIMEOUT
+    ).hits
+    out = []
+    for hit in hits:
+        (entry,) = world.server.all_entries(hit.index, hit.index + 1)
+        st = build.statement_of(entry.data)
+        assert (hit.kind, st.header.issuer, hit.verdict_reason) == (
+            "refusal",
+            "log",
+            st.refusal.reason,
+        )
+        out.append(st.refusal)
+    return out
+
+
+def test_every_refused_attempt_is_on_the_record(world: World) -> None:
+    """Runs after the cases: each refused, well-formed attack is in a record signed by the log,
+    with the key and identity it claimed and a reason code, and none of its other bytes."""
+    assert world.refused
+    records = refusal_records(world)
+    by_hash = {r.leaf_hash: r for r in records if r.count == 1}
+    for leaf_hash, (key_id, who) in world.refused.items():
+        r = by_hash.get(leaf_hash)
+        assert r is not None, f"no record of the refusal of {who}'s statement"
+        assert (r.key_id, r.identity_id) == (key_id, who)
+        assert r.reason and r.source.startswith("ipv") and r.first_ms <= r.last_ms
+    # The forged chain's invented principals appear nowhere in the log's record.
+    for r in records:
+        assert b"ceo" not in r.SerializeToString()
+
+
+def test_a_flood_of_refused_attempts_costs_the_log_a_bounded_number_of_entries(
+    world: World,
+) -> None:
+    """A stolen, revoked key used again and again: every use counted, few entries written."""
+    w = world
+    w.identity("thief-9", pb.AGENT)
+    stolen = w.key("thief-9")
+    w.send("admin", build.revoke("thief-9"))
+    before = len(refusal_records(w))
+    size = w.server.checkpoint().size
+    uses = 40
+    for n in range(uses):
+        signer = build.SessionSigner(stolen, session_id=uuid7())  # a fresh session each time
+        leaf = signer.sign(intent("thief-9", [], params={"n": n}))
+        with pytest.raises(grpc.RpcError) as caught:
+            w.server.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    records = refusal_records(w)[before:]
+    assert sum(r.count for r in records) == uses
+    assert {(r.key_id, r.identity_id, r.reason) for r in records} == {
+        (stolen.key_id, "thief-9", "key-retired")
+    }
+    assert len(records) <= 2 and w.server.checkpoint().size - size == len(records)
+    # Keys nobody registered, a new one each time: the first few on the record one by one,
+    # the rest in one aggregate per source, every attempt counted.
+    before += len(records)
+    for n in range(30):
+        stranger = IdentityKey.generate(f"stranger-{n}")
+        leaf = build.SessionSigner(stranger).sign(intent(f"stranger-{n}", []))
+        with pytest.raises(grpc.RpcError) as caught:
+            w.server.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
+        assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    records = refusal_records(w)[before:]
+    assert sum(r.count for r in records) == 30
+    assert {r.reason for r in records} == {"key-unknown"}
+    assert len(records) <= 2 * MAX_DISTINCT
+    assert [r.identity_id for r in records if r.count > 1] == [""]  # the aggregate
 
 
 def test_the_audit_reports_every_recorded_attack_as_a_violation(world: World) -> None:

@@ -1346,3 +1346,27 @@ def test_replay_gives_byte_identical_state_and_verdicts() -> None:
     # Two independent runs of the same story (same keys, ids, times) give the same log.
     again = story()
     assert again.leaves == original.leaves and again.kv.data == original.kv.data
+
+
+def test_only_the_log_signs_its_refusal_records() -> None:
+    """A Refusal verifies with the log's key alone; an identity cannot write one, and a
+    checker that does not know the log's key admits none."""
+    w = populated()
+    log = IdentityKey("log", b"\x07" * 32)
+    body = pb.Refusal(
+        leaf_hash=b"\x01" * 32, reason="key-unknown", count=1, first_ms=T0, last_ms=T0
+    )
+    leaf = build.SessionSigner(log).sign(body, statement_id=w.new_id(), time_ms=T0)
+    prepared = ingest.prepare(leaf, w.state.key)
+    for wrong in (None, ALICE.public_key):
+        with pytest.raises(Rejection) as caught:
+            ingest.admit(prepared, w.state, T0, wrong)
+        assert caught.value.code == UNAUTHENTICATED
+    assert ingest.admit(prepared, w.state, T0, log.public_key) is None
+    forged = build.SessionSigner(IdentityKey("log", ALICE.seed)).sign(body, time_ms=T0)
+    with pytest.raises(Rejection):
+        ingest.admit(ingest.prepare(forged, w.state.key), w.state, T0, log.public_key)
+    as_alice = w.sign(ALICE, body)
+    with pytest.raises(Rejection) as caught:
+        ingest.admit(ingest.prepare(as_alice, w.state.key), w.state, T0, log.public_key)
+    assert caught.value.code == DENIED

@@ -98,7 +98,17 @@ def search_row(h: dict[str, Any]) -> list[str]:
 @click.option("--trace-id", multiple=True, help="W3C trace id (32 hex).")
 @click.option("--action-id", multiple=True, help="An action's INTENT, OUTCOME and approvals.")
 @click.option("--statement-id", multiple=True, help="A statement by its id.")
-@click.option("--subject", multiple=True, help="Identity events about this identity.")
+@click.option(
+    "--subject",
+    multiple=True,
+    help="Identity events about this identity, or revocations of this grant.",
+)
+@click.option(
+    "--refused",
+    is_flag=True,
+    help="The log's own records of refused statements (with --actor / --key-id: by the "
+    "identity or key they claimed).",
+)
 @click.option(
     "--ticket",
     multiple=True,
