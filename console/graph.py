@@ -27,6 +27,8 @@ _BLAMES_GRANT = {
     "not-grantee",
     "grant-not-yet-valid",
     "grant-expired",
+    "window-straddle",
+    "grant-revoked",
     "grant-exhausted",
     "tool-not-granted",
     "operation-not-granted",

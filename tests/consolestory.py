@@ -67,7 +67,7 @@ def tell(server: ServerProcess, witness_key: str) -> Story:
         ticket="CHG-1042",
     )
     pr_action = uuid7()
-    approval = alice.approve(pr_action, PR, ticket="CHG-1042")
+    approval = alice.approve(pr_action, PR, agent_id="code-agent", ticket="CHG-1042")
     with agent.action(
         "github.create_pull_request",
         "repo:acme/web",
