@@ -193,6 +193,8 @@ def test_clean_log_audits_clean(clean: CleanLog) -> None:
     assert report.counts == {
         "identity": 4,
         "grant": 2,
+        "grant_revocation": 0,
+        "refusal": 0,
         "approval": 1,
         "intent": 6,
         "outcome": 6,

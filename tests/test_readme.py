@@ -58,6 +58,10 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     assert "alice@example.com" in out and "CHG-1042" in out
     assert "commit:3f2a9c1e" in out
     assert "tool-not-granted" in out  # the out-of-scope attempt, flagged
+    # The stolen key: its use is recorded, the grant withdrawn, the next attempt refused and on
+    # the log's record, and who-authorised shows the grant revoked.
+    assert "refused, as it should be" in out and "key-retired" in out
+    assert "REVOKED at log index" in out
     assert "audit reported findings" in out
     bundle = (tmp_path / "evidence.json").read_text()
     assert '"format": "affidavit-bundle/1"' in bundle or '"format":"affidavit-bundle/1"' in bundle

@@ -25,7 +25,7 @@ import grpc
 import pytest
 from affidavit.client.client import search_request
 from affidavit.merkle import checkpoint as checkpoints
-from affidavit.merkle import hashing, note, verify_inclusion
+from affidavit.merkle import hashing, keys, note, verify_inclusion
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from affidavit.server.access import new_token
@@ -77,7 +77,8 @@ class Log:
         leaf = signer.sign(body, statement_id=statement_id)
         size = self.checkpoint().size
         r = self.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
-        assert (r.index, r.duplicate) == (size, False)
+        # Next in the log, or after the log's own records of refused attempts.
+        assert r.index >= size and not r.duplicate
         assert r.leaf_hash == hashing.leaf_hash(leaf)
         signer.advance(leaf)
         return r
@@ -90,7 +91,8 @@ class Log:
         *,
         leaf: bytes = b"",
     ) -> str:
-        """Append what must be refused with code; the log must not change. The message."""
+        """Append what must be refused with code; the log must take nothing but its own record
+        of the attempt (statements.refusals). The message."""
         if not leaf:
             assert signer is not None and body is not None
             leaf = signer.sign(body)
@@ -98,7 +100,8 @@ class Log:
         e = status_of(self.stub.Append, pb.AppendRequest(entry=leaf))
         assert e.code() == code, e.details()
         after = self.checkpoint()
-        assert (after.size, after.root_hash) == (before.size, before.root_hash)
+        for entry in self.entries(before.size, after.size):
+            assert build.statement_of(entry.data).WhichOneof("body") == "refusal"
         return e.details() or ""
 
     def register(
@@ -132,7 +135,8 @@ class Log:
             start = page.next_index
 
     def indexes(self, **criteria: Any) -> list[int]:
-        return [h.index for h in self.search(**criteria)]
+        """The statements found (the log's records of refused attempts apart)."""
+        return [h.index for h in self.search(**criteria) if h.kind != "refusal"]
 
     def entries(self, start: int, end: int) -> list[pb.Entry]:
         out: list[pb.Entry] = []
@@ -529,8 +533,21 @@ def test_revoked_key_is_refused(log: Log) -> None:
     r = log.append(agent, intent(agent, [gid], op))
     assert verdict(r) == ("IN_SCOPE", "")
     log.append(log.admin, build.revoke("legacy-agent@acme.example"))
-    message = log.refuse(DENIED, agent, intent(agent, [gid], op))
+    refused = intent(agent, [gid], op)
+    message = log.refuse(DENIED, agent, refused)
     assert "legacy-agent@acme.example" in message
+    # The attempt is on the log's record: by the key and identity it claimed, and why.
+    deadline = time.monotonic() + 30
+    while not (hits := log.search(refused=True, actor="legacy-agent@acme.example")):
+        assert time.monotonic() < deadline, "the refused attempt never reached the record"
+        time.sleep(0.1)
+    (record,) = log.entries(hits[0].index, hits[0].index + 1)
+    r_st = build.statement_of(record.data)
+    assert (r_st.header.issuer, r_st.refusal.key_id, r_st.refusal.reason) == (
+        "log",
+        agent.key.key_id,
+        "key-retired",
+    )
     # The log holds the agent's actions up to its revocation, and who authorised them.
     assert log.indexes(actor="legacy-agent@acme.example") == [r.index]
     assert log.indexes(key_id=agent.key.key_id) == [r.index]
@@ -685,9 +702,11 @@ def test_an_auditor_replaying_the_log_reaches_the_servers_verdicts(log: Log) -> 
     size = log.checkpoint().size
     state = LogState(DictKV())
     replayed: dict[int, tuple[int, str]] = {}
+    verifier_key = (log.data_dir / "log.pub").read_text().strip()
+    log_key = keys.parse_verifier_key(verifier_key).public_key
     for entry in log.entries(0, size):
         prepared = ingest.prepare(entry.data, state.key)
-        v = ingest.admit(prepared, state, entry.admitted_ms or None)
+        v = ingest.admit(prepared, state, entry.admitted_ms or None, log_key)
         state.apply(entry.index, entry.leaf_hash, prepared.statement, v)
         if v is not None:
             replayed[entry.index] = (v.verdict, v.reason)

@@ -16,6 +16,7 @@ from affidavit.client.cli.options import (
     time_ms,
 )
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.claims import producer_claims
 
 # Evidence.
 
@@ -52,15 +53,9 @@ def _report_data(report: Any) -> dict[str, Any]:
             }
             for a in report.approvals
         ],
-        # What no rule checks: the producer says so (see statements/README.md).
-        "producer_claims": {
-            "agent_name": report.intent.actor.agent_name,
-            "agent_version": report.intent.actor.agent_version,
-            "model": report.intent.actor.model,
-            "policy_id": report.intent.authorization.policy_id,
-            "matched_rule": report.intent.authorization.matched_rule,
-            "effect_ref": report.outcome.outcome.effect_ref if report.outcome else "",
-        },
+        # What no rule checks: the producer says so (statements.claims).
+        "producer_claims": producer_claims(report.intent)
+        | (producer_claims(report.outcome) if report.outcome else {}),
         "intent": message_dict(report.intent),
         "outcome": message_dict(report.outcome) if report.outcome is not None else None,
         "checkpoint_size": report.checkpoint.size,

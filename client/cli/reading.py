@@ -16,6 +16,7 @@ from affidavit.client.cli.options import (
 from affidavit.client.errors import VerificationError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.build import statement_of
+from affidavit.statements.claims import producer_claims
 
 # Reading and proving.
 
@@ -25,12 +26,17 @@ def _entry_data(entry: pb.Entry) -> dict[str, Any]:
     try:
         signed = pb.SignedStatement.FromString(entry.data)
         data["key_id"] = signed.key_id
-        data["statement"] = message_dict(statement_of(entry.data))
+        statement = statement_of(entry.data)
+        data["statement"] = message_dict(statement)
+        if statement.WhichOneof("body") == "action":
+            # Shown apart from the verified fields: no rule checks these (statements.claims).
+            data["producer_claims"] = producer_claims(statement.action)
     except Exception:  # an opaque log's entry, or a leaf that is not a statement
         data["data_base64"] = base64.b64encode(entry.data).decode()
     if entry.verdict:
         data["verdict"] = pb.Verdict.Name(entry.verdict)
         data["verdict_reason"] = entry.verdict_reason
+        data["admitted_ms"] = entry.admitted_ms
     return data
 
 
