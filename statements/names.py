@@ -118,13 +118,29 @@ def _compiled(kind: Kind, pattern: str) -> re.Pattern[str] | None:
     return re.compile(re.escape(parsed.prefix) + sep.join(parts))
 
 
+_SEGMENT = {
+    kind: f"(?!\\.\\.?(?:{re.escape(_separator(kind))}|$))[{_segment_chars(kind)}]+"
+    for kind in ("tool", "resource")
+}
+_NAME = {
+    "tool": re.compile(f"{_SEGMENT['tool']}(?:\\.{_SEGMENT['tool']})*"),
+    "resource": re.compile(
+        f"[a-z][a-z0-9+.-]{{0,31}}:(?://)?{_SEGMENT['resource']}(?:/{_SEGMENT['resource']})*"
+    ),
+}
+"""The grammar as one expression per kind: what problem() accepts, checked in one pass."""
+
+
+def is_name(kind: Kind, text: str) -> bool:
+    """Whether text is a well-formed name of this kind (problem() says why not)."""
+    return len(text) <= MAX_NAME and _NAME[kind].fullmatch(text) is not None
+
+
 def matches(kind: Kind, pattern: str, name: str) -> bool:
     """Whether name is a well-formed name that pattern matches. A malformed name matches no
     pattern, and a malformed pattern matches no name."""
     compiled = _compiled(kind, pattern)
-    if compiled is None or problem(kind, name) is not None:
-        return False
-    return compiled.fullmatch(name) is not None
+    return compiled is not None and compiled.fullmatch(name) is not None and is_name(kind, name)
 
 
 def _segment_covers(parent: str, child: str) -> bool:

@@ -48,7 +48,7 @@ def nested(admin: build.SessionSigner) -> bytes:
             access=pb.READ,
             operation_name="execute_tool",
             tool_name="t",
-            resource="r",
+            resource="r:x",  # a well-formed name: only the depth is wrong
             parameters_json="[" * DEPTH + "]" * DEPTH,
             parameters_digest="0" * 64,
         ),

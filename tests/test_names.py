@@ -90,9 +90,18 @@ def test_resource_matcher_agrees_with_the_model(pattern: str, name: str) -> None
 
 
 @settings(derandomize=True, max_examples=300, deadline=None)
-@given(st.sampled_from(["tool", "resource"]), st.text(max_size=12))
+@given(
+    st.sampled_from(["tool", "resource"]),
+    st.one_of(
+        st.text(max_size=12),
+        st.text(alphabet="ab./:\n", max_size=12),
+        st.text(alphabet="ab./:", max_size=10).map(lambda t: "r:" + t),
+    ),
+)
 def test_a_name_is_well_formed_exactly_when_the_model_says(kind: Kind, text: str) -> None:
-    assert (names.problem(kind, text) is None) == (_model_name(kind, text) is not None)
+    expected = _model_name(kind, text) is not None
+    assert (names.problem(kind, text) is None) == expected
+    assert names.is_name(kind, text) == expected  # the one-pass check matches the grammar
 
 
 def _instance(kind: Kind, pattern: str, data: st.DataObject) -> str:
