@@ -41,9 +41,11 @@ def export_set(client: Client, action_ids: Iterable[str]) -> Bundle:
     if len(ids) > MAX_ACTIONS:
         raise ExportError(f"{len(ids)} actions; a bundle holds at most {MAX_ACTIONS}")
     leaves: dict[int, bytes] = {}
+    admitted: dict[int, int] = {}  # an action's admission time, which its windows are judged at
     for action_id in ids:
         for entry in bundle.export(client, action_id=action_id).entries:
             leaves[entry.index] = entry.leaf
+            admitted[entry.index] = entry.admitted_ms
     verified = client.checkpoint()
     if max(leaves) >= verified.checkpoint.size:
         raise ExportError("the log's trusted checkpoint went back while exporting; try again")
@@ -51,7 +53,9 @@ def export_set(client: Client, action_ids: Iterable[str]) -> Bundle:
     for proven in fetch_proven(client, leaves, verified):
         if proven.leaf != leaves[proven.index]:
             raise VerificationError(f"the log sent two different entries at {proven.index}")
-        entries.append(BundleEntry(proven.index, proven.leaf, proven.proof))
+        entries.append(
+            BundleEntry(proven.index, proven.leaf, proven.proof, admitted.get(proven.index, 0))
+        )
     result = Bundle(verified.note, tuple(entries))
     verify_set(result.to_json(), client.policy)
     return result

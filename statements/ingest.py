@@ -121,14 +121,15 @@ def admit(
         if agent is None or agent.kind != pb.AGENT:
             raise Rejection.precondition(
                 f"approval.agent_id {st.approval.agent_id!r} is not a registered agent",
-                reason="session-chain",
+                reason="agent-unknown",
             )
         return None
     if body == "session":
         if st.session.op == pb.SessionEvent.OPEN and h.sequence != 0:
             raise Rejection.precondition(
                 f"a session's OPEN is its first statement (sequence 0); session "
-                f"{h.session_id!r} of {h.issuer!r} is at sequence {h.sequence}"
+                f"{h.session_id!r} of {h.issuer!r} is at sequence {h.sequence}",
+                reason="session-open-not-first",
             )
         return None
     if body == "grant_revocation":
@@ -179,7 +180,8 @@ def _check_session(h: pb.Header, state: LogState) -> None:
     if head is not None and head.closed_at is not None:
         raise Rejection.precondition(
             f"session {h.session_id!r} of {h.issuer!r} was closed at index {head.closed_at}; "
-            "nothing may be appended to a closed session: open a new one"
+            "nothing may be appended to a closed session: open a new one",
+            reason="session-closed",
         )
     expected, previous = (0, b"") if head is None else (head.next_sequence, head.last_leaf_hash)
     if h.sequence != expected or h.previous_hash != previous:

@@ -67,7 +67,7 @@ def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
                     act.effect_ref = f"commit:{n}"
                 actions.append(act.action_id)
             approved_id = uuid7()
-            approval = human.approve(approved_id, {"n": 9}).statement_id
+            approval = human.approve(approved_id, {"n": 9}, agent_id="bot").statement_id
             with agent.action(
                 "github.create_pull_request",
                 "repo:acme/r9",
