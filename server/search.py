@@ -204,6 +204,9 @@ def index_statement(
     values["session"] = [f.session]
     values["statement"] = [f.statement_id]
     if f.kind == "refusal":
+        # Found with `refused` (and then filtered by the claimed signer it holds as actor and
+        # key): never among what an identity itself signed, which actor / key_id return.
+        values["actor"] = values["key"] = []
         values["refused"] = ["1"]
     if f.verdict:
         values["verdict"] = [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))]
@@ -251,7 +254,7 @@ def _exact(request: pb.SearchRequest) -> list[tuple[str, list[str]]]:
         if values:
             out.append((name, sorted(set(values))))
     if request.refused:
-        out.append(("refused", ["1"]))
+        out.insert(0, ("refused", ["1"]))  # drives the scan: refusals are indexed only there
     order = ("statement", "action", "effect", "result", "subject", "trace", "session")
     out.sort(key=lambda item: order.index(item[0]) if item[0] in order else len(order))
     return out
