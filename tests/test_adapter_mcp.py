@@ -119,7 +119,8 @@ def test_calls_are_recorded_and_the_tools_listed_unchanged(log: AdapterLog, tmp_
     # create_release needs a human's approval of its exact arguments, named in _meta.
     release = {"repo": "acme/web", "tag": "v2.0"}
     action_id, other_id = uuid7(), uuid7()
-    approval_id = log.alice.approve(action_id, release, ticket="CHG-9").statement_id
+    approval = log.alice.approve(action_id, release, agent_id="mcp-recorded", ticket="CHG-9")
+    approval_id = approval.statement_id
     listed, [result, *releases] = anyio.run(
         lambda: session_calls(
             proxy(log, "mcp-recorded", grant_id, effects),
