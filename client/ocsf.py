@@ -9,8 +9,8 @@ the resources, and the trace context through the trace profile. What OCSF has no
 (the log index and leaf hash that prove the event, the digests, the grant ids) is under
 unmapped.affidavit. The field-by-field mapping is in statements/README.md ("OCSF export").
 
-The events are written against OCSF OCSF_VERSION and checked by the tests against a JSON Schema
-compiled from OCSF's published schema files (tests/ocsf_schema.py, tests/data/ocsf/).
+The events are written against OCSF OCSF_VERSION and checked by the tests against our own JSON
+Schema of the class, written from that version's specification (tests/ocsf_schema.py).
 """
 
 from __future__ import annotations
