@@ -345,6 +345,13 @@ def test_attack_and_honest_twin(world: World, case: Callable[[World], None]) -> 
     case(world)
 
 
+def touched_windows(began: float) -> int:
+    """How many refusal windows attempts made since began (monotonic) can have fallen in:
+    windows close on the log's own timer, so a loaded machine may spread a loop over several,
+    and each window is bounded on its own."""
+    return int((time.monotonic() - began) / WINDOW_S) + 2
+
+
 def refusal_records(world: World) -> list[pb.Refusal]:
     """Every refusal the log has recorded, once the last window has closed."""
     time.sleep(2 * WINDOW_S)
@@ -391,32 +398,40 @@ def test_a_flood_of_refused_attempts_costs_the_log_a_bounded_number_of_entries(
     before = len(refusal_records(w))
     size = w.server.checkpoint().size
     uses = 40
+    began = time.monotonic()
     for n in range(uses):
         signer = build.SessionSigner(stolen, session_id=uuid7())  # a fresh session each time
         leaf = signer.sign(intent("thief-9", [], params={"n": n}))
         with pytest.raises(grpc.RpcError) as caught:
             w.server.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
         assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    windows = touched_windows(began)
     records = refusal_records(w)[before:]
     assert sum(r.count for r in records) == uses
     assert {(r.key_id, r.identity_id, r.reason) for r in records} == {
         (stolen.key_id, "thief-9", "key-retired")
     }
-    assert len(records) <= 2 and w.server.checkpoint().size - size == len(records)
+    # One entry at once and one aggregate per window the attempts fell in.
+    assert len(records) <= 2 * windows
+    assert w.server.checkpoint().size - size == len(records)
     # Keys nobody registered, a new one each time: the first few on the record one by one,
     # the rest in one aggregate per source, every attempt counted.
     before += len(records)
+    began = time.monotonic()
     for n in range(30):
         stranger = IdentityKey.generate(f"stranger-{n}")
         leaf = build.SessionSigner(stranger).sign(intent(f"stranger-{n}", []))
         with pytest.raises(grpc.RpcError) as caught:
             w.server.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    windows = touched_windows(began)
     records = refusal_records(w)[before:]
     assert sum(r.count for r in records) == 30
     assert {r.reason for r in records} == {"key-unknown"}
-    assert len(records) <= 2 * MAX_DISTINCT
-    assert [r.identity_id for r in records if r.count > 1] == [""]  # the aggregate
+    assert len(records) <= 2 * MAX_DISTINCT * windows
+    if windows <= 3:  # at most 8 a window one by one: the rest went into aggregates
+        assert len(records) < 30 and any(r.count > 1 for r in records)
+    assert all(r.identity_id == "" for r in records if r.count > 1)  # aggregates claim no one
 
 
 def test_the_audit_reports_every_recorded_attack_as_a_violation(world: World) -> None:
