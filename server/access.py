@@ -35,6 +35,20 @@ class Auditors:
     def __init__(self, token_hashes: list[str]) -> None:
         self._hashes = [bytes.fromhex(h) for h in token_hashes]
 
+    @property
+    def configured(self) -> bool:
+        """Whether any auditor token is configured (with none, nobody reads entries)."""
+        return bool(self._hashes)
+
+    def allows(self, token: str) -> bool:
+        """Whether token is an auditor's (compared in constant time with every hash)."""
+        presented = hashlib.sha256(token.encode()).digest()
+        # Compare against every hash, always, so timing says nothing about which one matched.
+        ok = False
+        for h in self._hashes:
+            ok |= hmac.compare_digest(presented, h)
+        return ok
+
     def check(self, context: grpc.aio.ServicerContext[Any, Any]) -> None:
         """Pass, or raise RequestError: UNAUTHENTICATED without a token, PERMISSION_DENIED with
         one that is not an auditor's."""
@@ -48,12 +62,7 @@ class Auditors:
                 "reading entries and searching need an auditor token: "
                 "send 'authorization: Bearer <token>'",
             )
-        presented = hashlib.sha256(token.encode()).digest()
-        # Compare against every hash, always, so timing says nothing about which one matched.
-        ok = False
-        for h in self._hashes:
-            ok |= hmac.compare_digest(presented, h)
-        if not ok:
+        if not self.allows(token):
             raise RequestError(
                 grpc.StatusCode.PERMISSION_DENIED, "that token is not an auditor token of this log"
             )

@@ -14,12 +14,14 @@ from pathlib import Path
 import grpc
 from affidavit.merkle import keys, note
 from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
-from affidavit.server import config
+from affidavit.server import config, http_app
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
+from affidavit.server.http_tiles import TilesFace
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
 from affidavit.server.refusals import RefusalRecorder
+from affidavit.server.published import Published
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
@@ -231,13 +233,17 @@ async def serve(settings: ServeSettings) -> None:
                 f"{settings.data_dir} has no genesis entry (its creation was interrupted); "
                 "remove it and run `affidavit init` again"
             )
+        auditors = Auditors(list(settings.auditor_token_hashes))
+        witnesses = [note.parse_verifier(k) for k in settings.witness_keys]
+        published = Published(opened.storage, opened.sequencer, witnesses, 0)
         service = LogService(
             opened.storage,
             opened.sequencer,
             gate=opened.gate,
             refusals=opened.refusals,
-            auditors=Auditors(list(settings.auditor_token_hashes)),
-            witnesses=[note.parse_verifier(k) for k in settings.witness_keys],
+            auditors=auditors,
+            witnesses=witnesses,
+            published=published,
             max_entry_bytes=settings.max_entry_bytes,
             max_batch_entries=settings.max_batch_entries,
             page_size=settings.page_size,
@@ -266,6 +272,19 @@ async def serve(settings: ServeSettings) -> None:
         except RuntimeError:
             raise OSError(f"cannot listen on {settings.listen}: is the port in use?") from None
         await server.start()
+        http = None
+        if settings.http_listen is not None:
+            tiles = TilesFace(
+                opened.storage, lambda: opened.sequencer.checkpoint.size, published.note, auditors
+            )
+            http, http_port = await http_app.start(
+                http_app.make_app([tiles.face()]), settings.http_listen
+            )
+            log.info(
+                "affidavit HTTP at %s:%d (tlog-tiles at /)",
+                settings.http_listen.rsplit(":", 1)[0],
+                http_port,
+            )
         for name in ("", log_service):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
         health_task = asyncio.ensure_future(
@@ -301,5 +320,7 @@ async def serve(settings: ServeSettings) -> None:
             checks.cancel()
         await opened.sequencer.begin_shutdown()  # ends checkpoint watches
         await health_servicer.enter_graceful_shutdown()
+        if http is not None:
+            await http.cleanup()
         await server.stop(SHUTDOWN_GRACE_S)
     log.info("stopped at tree size %d", opened.sequencer.checkpoint.size)

@@ -22,6 +22,8 @@ from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, Sto
 DEFAULT_DATA_DIR = Path("data")
 EXIT_DAMAGED = 1
 """`check`'s exit code when it finds damage (the CLI's "verification failed")."""
+MAX_ENTRY_BYTES = 65535
+"""tlog-tiles entry bundles prefix each entry with a big-endian uint16 length."""
 
 data_dir_option = click.option(
     "--data-dir",
@@ -118,13 +120,21 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     help="host:port to serve gRPC on (port 0 picks a free one).",
 )
 @click.option(
+    "--http-listen",
+    envvar="AFFIDAVIT_HTTP_LISTEN",
+    show_envvar=True,
+    help="host:port to serve HTTP on: the C2SP tlog-tiles read API at the root (/checkpoint, "
+    "/tile/..., /tile/entries/... for auditors). Off unless given.",
+)
+@click.option(
     "--max-entry-bytes",
-    type=click.IntRange(1, 16 << 20),
-    default=64 * 1024,
+    type=click.IntRange(min=1),
+    default=MAX_ENTRY_BYTES,
     show_default=True,
     envvar="AFFIDAVIT_MAX_ENTRY_BYTES",
     show_envvar=True,
-    help="Largest entry accepted.",
+    help=f"Largest entry accepted; at most {MAX_ENTRY_BYTES:,}, the most a tlog-tiles entry "
+    "bundle holds (a 16-bit length).",
 )
 @click.option(
     "--batch-size",
@@ -232,6 +242,7 @@ def serve(
     entry_format: str,
     admin_id: str,
     listen: str,
+    http_listen: str | None,
     max_entry_bytes: int,
     batch_size: int,
     batch_wait_ms: float,
@@ -251,6 +262,12 @@ def serve(
     flight is finished first.
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    if max_entry_bytes > MAX_ENTRY_BYTES:
+        _fail(
+            f"--max-entry-bytes {max_entry_bytes} is too large: entries are at most "
+            f"{MAX_ENTRY_BYTES:,} bytes, the most a tlog-tiles entry bundle can hold "
+            "(each entry has a 16-bit length)"
+        )
     if (tls_cert is None) != (tls_key is None):
         _fail("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
@@ -294,10 +311,11 @@ def serve(
         tls_cert=tls_cert,
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
+        http_listen=http_listen,
     )
     try:
         asyncio.run(app.serve(settings))
-    except (StorageError, OSError) as e:
+    except (StorageError, OSError, ValueError) as e:
         _fail(str(e))
     except Exception as e:  # one line, whatever broke: the operator reads it first
         _fail(f"the server failed: {type(e).__name__}: {e}")

@@ -44,7 +44,7 @@ class ServeSettings:
 
     data_dir: Path
     listen: str = "127.0.0.1:7420"
-    max_entry_bytes: int = 64 * 1024
+    max_entry_bytes: int = 65535
     max_batch: int = 1000
     max_wait_ms: float = 0.0
     queue_size: int = 4096
@@ -59,6 +59,8 @@ class ServeSettings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     tls_client_ca: Path | None = None
+    http_listen: str | None = None
+    """host:port of the HTTP face (tlog-tiles at the root); None: no HTTP."""
 
 
 def is_initialised(data_dir: Path) -> bool:

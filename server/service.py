@@ -26,6 +26,7 @@ from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
 from affidavit.server.refusals import RefusalRecorder
+from affidavit.server.published import Published
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from affidavit.server.storage import (
@@ -76,6 +77,7 @@ class LogService(pb_grpc.LogServicer):
         refusals: RefusalRecorder | None = None,
         auditors: Auditors,
         witnesses: list[Verifier],
+        published: Published,
         max_entry_bytes: int,
         max_batch_entries: int,
         page_size: int,
@@ -86,6 +88,7 @@ class LogService(pb_grpc.LogServicer):
         self._refusals = refusals
         self._auditors = auditors
         self._witnesses = witnesses
+        self._published = published
         # Signature checks release the GIL: the threads verify in parallel, off the event loop.
         self._verifiers = ThreadPoolExecutor(
             max_workers=VERIFIER_THREADS, thread_name_prefix="verify"
@@ -115,7 +118,8 @@ class LogService(pb_grpc.LogServicer):
             elif len(entry) > self._max_entry:
                 outcomes[i] = _invalid(
                     f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
-                    "(the server's --max-entry-bytes)"
+                    "(the server's --max-entry-bytes; never more than 65,535, the most a "
+                    "tlog-tiles entry bundle can hold)"
                 )
             else:
                 positions.append(i)
@@ -300,7 +304,7 @@ class LogService(pb_grpc.LogServicer):
     def _checkpoint(self) -> pb.Checkpoint:
         cp = self._sequencer.checkpoint
         message = pb.Checkpoint(note=self._sequencer.note, size=cp.size, root_hash=cp.root_hash)
-        cosigned = self._storage.cosigned()
+        cosigned = self._published.cosigned()
         if cosigned is not None:
             message.cosigned_size, message.cosigned_note = cosigned
         return message
@@ -359,9 +363,7 @@ class LogService(pb_grpc.LogServicer):
         except MerkleError as e:
             raise _invalid(f"a cosignature does not verify: {e}") from None
         lines = "".join(sig.line() for sig in opened.signatures)
-        merged = note.merge([self._storage.cosigned_at(cp.size) or issued, f"{text}\n{lines}"])
-        self._storage.put_cosigned(cp.size, merged)
-        return merged
+        return self._published.add(cp.size, issued, f"{text}\n{lines}")
 
     def _tree_size(self, asked: int) -> int:
         size = self._sequencer.checkpoint.size

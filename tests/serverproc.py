@@ -106,6 +106,8 @@ _SERVING = re.compile(
     r"tree size (?P<size>\d+), log key (?P<key>\S+)"
 )
 
+_HTTP = re.compile(r"affidavit HTTP at (?P<host>\S+):(?P<port>\d+)")
+
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -194,6 +196,8 @@ class ServerProcess:
         self._public_stub: pb_grpc.LogStub | None = None
         self._stub: pb_grpc.LogStub | None = None
         self.port: int | None = None
+        self.http_port: int | None = None
+        """The HTTP face's port, when started with --http-listen."""
         self.logged_key: str | None = None
         self.logged_size: int | None = None
         self._lines: list[str] = []
@@ -227,6 +231,10 @@ class ServerProcess:
             with self._cond:
                 lines.append(line)
                 all_lines.append(line)
+                if lines is self._lines and self.http_port is None:
+                    h = _HTTP.search(line)
+                    if h is not None:
+                        self.http_port = int(h["port"])
                 if lines is self._lines and self.port is None:
                     m = _SERVING.search(line)
                     if m is not None:
@@ -252,6 +260,12 @@ class ServerProcess:
     def address(self) -> str:
         assert self.port is not None, "server not started"
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def http_url(self) -> str:
+        """http://127.0.0.1:<http port> (no trailing slash)."""
+        assert self.http_port is not None, "not started with --http-listen"
+        return f"http://127.0.0.1:{self.http_port}"
 
     @property
     def stub(self) -> pb_grpc.LogStub:
@@ -287,7 +301,7 @@ class ServerProcess:
         self.close_channel()
         with self._cond:
             self._lines, self._out = [], []
-            self.port = self.logged_key = self.logged_size = None
+            self.port = self.http_port = self.logged_key = self.logged_size = None
         self.proc = subprocess.Popen(
             self.command(),
             env=clean_env(self.env),

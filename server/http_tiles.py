@@ -1,0 +1,153 @@
+"""The C2SP tlog-tiles read API of a log, at the URL root (c2sp.org/tlog-tiles).
+
+    GET /checkpoint                    the published checkpoint (server.published), text/plain
+    GET /tile/<L>/<N>[.p/<W>]          hash tiles, height 8: the stored tile's first W hashes
+    GET /tile/entries/<N>[.p/<W>]      entry bundles: each entry as uint16 length ‖ bytes
+
+HEAD works wherever GET does (aiohttp answers it without a body); any other method is 405.
+Tiles and bundles carry a strong ETag (If-None-Match gives 304); full tiles and bundles never
+change and say so (immutable, a year), partial ones and the checkpoint are short-lived. Entry
+bundles are gzipped when the client accepts it (hashes do not compress). A tile path must be
+canonical (merkle.tiles.parse_path): anything else is 400, a tile the tree does not have 404.
+
+Entry contents are for auditors only (DESIGN.md, access): bundles need
+`Authorization: Bearer <auditor token>` (401 without one, 403 with a wrong one, and 403 when
+the log has no auditor tokens at all). Tiles and the checkpoint are public.
+
+Invariant: every byte served is read from the log's storage as committed under a signed
+checkpoint at least as large as the tile asked for; a client checks it against the checkpoint.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+
+from affidavit.merkle import tiles
+from affidavit.merkle.errors import TileError
+from affidavit.server.access import Auditors
+from affidavit.server.http_app import Face
+from affidavit.server.storage import Storage
+from aiohttp import web
+
+IMMUTABLE = "public, max-age=31536000, immutable"
+PARTIAL = "public, max-age=10"
+CHECKPOINT = "public, max-age=1"
+"""The checkpoint changes with every batch: cached for at most a second (tlog-tiles: a few)."""
+
+TEXT = "text/plain"
+"""Served with charset=utf-8."""
+BINARY = "application/octet-stream"
+
+
+class TilesFace:
+    """The tlog-tiles routes over one log: its storage, committed tree size, published note."""
+
+    def __init__(
+        self,
+        storage: Storage,
+        tree_size: Callable[[], int],
+        published_note: Callable[[], str],
+        auditors: Auditors,
+    ) -> None:
+        self._storage = storage
+        self._tree_size = tree_size
+        self._published = published_note
+        self._auditors = auditors
+
+    def face(self) -> Face:
+        return Face(
+            routes=[
+                web.get("/checkpoint", self.checkpoint),
+                web.get("/tile/entries/{path:.+}", self.entries),
+                web.get("/tile/{path:.+}", self.tile),
+            ]
+        )
+
+    async def checkpoint(self, request: web.Request) -> web.StreamResponse:
+        body = self._published().encode()
+        return _respond(request, body, TEXT, CHECKPOINT)
+
+    def _requested(self, path: str) -> tiles.Tile:
+        """The tile a path names, if the committed tree has it at that width; else HTTPError."""
+        try:
+            tile = tiles.parse_path(path)
+        except TileError as e:
+            raise _error(web.HTTPBadRequest, f"{e}; see c2sp.org/tlog-tiles") from None
+        size = self._tree_size()
+        try:
+            have = tiles.tile_at(tile.level, tile.index, size)
+        except TileError:
+            have = None
+        if have is None or have.width < tile.width:
+            raise _error(
+                web.HTTPNotFound, f"{path}: the log's tree (size {size}) does not have this tile"
+            )
+        return tile
+
+    async def tile(self, request: web.Request) -> web.StreamResponse:
+        tile = self._requested("tile/" + request.match_info["path"])
+        if tile.level == tiles.ENTRIES:  # only through the entries route
+            raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
+        (data,) = self._storage.read_tiles([tile])
+        body = bytes(data[: tile.width * 32])
+        return _respond(request, body, BINARY, _lifetime(tile))
+
+    async def entries(self, request: web.Request) -> web.StreamResponse:
+        self._authorise(request)
+        tile = self._requested("tile/entries/" + request.match_info["path"])
+        start = tile.index * tiles.WIDTH
+        parts = []
+        for _, entry in self._storage.entries(start, start + tile.width):
+            parts.append(len(entry).to_bytes(2, "big"))
+            parts.append(entry)
+        body = b"".join(parts)
+        return _respond(request, body, BINARY, _lifetime(tile), compress=True)
+
+    def _authorise(self, request: web.Request) -> None:
+        if not self._auditors.configured:
+            raise _error(
+                web.HTTPForbidden,
+                "entry bundles are for auditors, and this log has no auditor tokens "
+                "(its operator adds them with serve --auditor-token-hash)",
+            )
+        scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            raise _error(
+                web.HTTPUnauthorized,
+                "entry bundles need an auditor token: send 'Authorization: Bearer <token>'",
+                headers={"WWW-Authenticate": 'Bearer realm="affidavit"'},
+            )
+        if not self._auditors.allows(token.strip()):
+            raise _error(web.HTTPForbidden, "that token is not an auditor token of this log")
+
+
+def _lifetime(tile: tiles.Tile) -> str:
+    return IMMUTABLE if tile.width == tiles.WIDTH else PARTIAL
+
+
+def _error(
+    kind: type[web.HTTPError], message: str, headers: dict[str, str] | None = None
+) -> web.HTTPError:
+    return kind(text=message + "\n", content_type="text/plain", headers=headers)
+
+
+def _respond(
+    request: web.Request, body: bytes, content_type: str, cache: str, *, compress: bool = False
+) -> web.StreamResponse:
+    """body with its strong ETag and cache lifetime; 304 when the client holds it already."""
+    etag = hashlib.sha256(body).hexdigest()[:32]
+    # A compressed body is another representation of the same bytes: a weak validator then.
+    headers = {"Cache-Control": cache, "ETag": f'W/"{etag}"' if compress else f'"{etag}"'}
+    if compress:
+        headers["Vary"] = "Accept-Encoding"
+    matches = request.if_none_match
+    if matches is not None and any(m.value == etag or m.value == "*" for m in matches):
+        return web.Response(status=304, headers=headers)
+    response = web.Response(body=body, headers=headers)
+    response.content_type = content_type
+    if content_type == TEXT:
+        response.charset = "utf-8"
+    if compress and len(body) > 256:
+        response.enable_compression()
+    return response
