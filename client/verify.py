@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 from affidavit.client.errors import VerificationError
 from affidavit.merkle import checkpoint as checkpoints
-from affidavit.merkle import note
+from affidavit.merkle import note, tlogproof
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.keys import Verifier
+from affidavit.merkle.tlogproof import TlogProof
 
 from affidavit import merkle
 
@@ -112,3 +113,15 @@ def check_consistency(old: Checkpoint, new: Checkpoint, proof: Sequence[bytes]) 
         raise VerificationError(
             f"checkpoint {new.size} is not consistent with the trusted checkpoint {old.size}: {e}"
         ) from None
+
+
+def check_tlog_proof(text: str, entry: bytes, policy: TrustPolicy) -> tuple[TlogProof, Verified]:
+    """Check a c2sp.org/tlog-proof offline: its checkpoint passes the policy (log signature and
+    witness quorum) and proves entry at its index. VerificationError saying what failed."""
+    try:
+        proof = tlogproof.parse(text)
+    except MerkleError as e:
+        raise VerificationError(f"not a tlog-proof: {e}") from None
+    cp = open_checkpoint(proof.checkpoint, policy)
+    check_inclusion(merkle.leaf_hash(entry), proof.index, proof.hashes, cp.checkpoint)
+    return proof, cp

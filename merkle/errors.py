@@ -35,3 +35,7 @@ class InvalidSignatureError(MerkleError):
 
 class MalformedCheckpointError(MerkleError):
     """A note body does not follow the C2SP tlog-checkpoint format."""
+
+
+class MalformedProofError(MerkleError):
+    """A tlog-proof's text does not follow the C2SP tlog-proof format."""

@@ -27,6 +27,7 @@ from affidavit.client.cli import (
     reading,
     searching,
     sessions,
+    tiles,
     witnessing,
 )
 
@@ -119,11 +120,13 @@ for _command in (
     sessions.session,
     reading.prove,
     reading.verify,
+    reading.verify_proof,
     witnessing.witness,
     evidence.export,
     evidence.verify_bundle,
     evidence.who_authorised,
     auditing.audit,
+    tiles.tiles,
 ):
     main.add_command(_command)
 

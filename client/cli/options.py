@@ -16,6 +16,7 @@ import click
 from affidavit.client.client import Client, Receipt, Tls
 from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
 from affidavit.client.jsonform import message_json
+from affidavit.client.tiles import TileLog
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
@@ -109,10 +110,18 @@ class Conn:
             key_text(self.log_key), tuple(key_text(k) for k in self.witness_keys), self.quorum
         )
 
-    def client(self) -> Client:
+    def client(self, tiles_url: str | None = None) -> Client:
+        """A Client of the log; with tiles_url, reading checkpoints and proofs from its
+        tlog-tiles HTTP API (no gRPC)."""
         token = key_text(self.token) if self.token else None
+        tiles = None if tiles_url is None else TileLog(tiles_url, token=token)
         return Client(
-            self.server, self.policy(), trust_dir=self.trust_dir, token=token, tls=self.tls
+            self.server,
+            self.policy(),
+            trust_dir=self.trust_dir,
+            token=token,
+            tls=self.tls,
+            tiles=tiles,
         )
 
 
@@ -214,6 +223,20 @@ def connection(f: F) -> F:
         return f(conn=conn, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def tiles_option(f: F) -> F:
+    """Add --tiles URL: read through the log's tlog-tiles HTTP API instead of gRPC."""
+    return click.option(
+        "--tiles",
+        "tiles_url",
+        metavar="URL",
+        envvar="AFFIDAVIT_TILES",
+        show_envvar=True,
+        help="Read the log's C2SP tlog-tiles HTTP API at URL (e.g. http://127.0.0.1:7421) "
+        "instead of gRPC: proofs are built from its tiles and checked against its signed "
+        "checkpoint.",
+    )(f)
 
 
 def signing_key(f: F) -> F:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
-from typing import Any
+from pathlib import Path
+from typing import Any, TextIO
 
 import click
 from affidavit.client.cli.options import (
@@ -12,8 +13,11 @@ from affidavit.client.cli.options import (
     connection,
     handle_errors,
     message_dict,
+    tiles_option,
 )
 from affidavit.client.errors import VerificationError
+from affidavit.client.verify import check_tlog_proof
+from affidavit.merkle.tlogproof import TlogProof
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.build import statement_of
 from affidavit.statements.claims import producer_claims
@@ -76,16 +80,35 @@ def get(conn: Conn, index: int | None, statement_id: str | None, action_id: str 
 @click.command()
 @click.argument("index", type=int, required=False)
 @click.option("--leaf-hash", help="The entry's leaf hash (hex) instead of its index.")
+@click.option(
+    "--format",
+    "proof_format",
+    type=click.Choice(["text", "tlog-proof"]),
+    default="text",
+    show_default=True,
+    help="tlog-proof: print the proof as c2sp.org/tlog-proof@v1 text (index, proof, the "
+    "checkpoint with its cosignatures), checkable offline with `affidavit verify-proof`.",
+)
+@tiles_option
 @connection
 @handle_errors
-def prove(conn: Conn, index: int | None, leaf_hash: str | None) -> None:
+def prove(
+    conn: Conn,
+    index: int | None,
+    leaf_hash: str | None,
+    proof_format: str,
+    tiles_url: str | None,
+) -> None:
     """Prove an entry is in the log: a verified inclusion proof to a trusted checkpoint."""
     if (index is None) == (leaf_hash is None):
         raise click.UsageError("give an INDEX or --leaf-hash")
-    with conn.client() as client:
+    with conn.client(tiles_url) as client:
         proof, cp = client.prove(
             index=index, leaf_hash=bytes.fromhex(leaf_hash) if leaf_hash else None
         )
+    if proof_format == "tlog-proof":
+        click.echo(TlogProof(proof.index, tuple(proof.hashes), cp.note).format(), nl=False)
+        return
     data = {
         "index": proof.index,
         "leaf_hash": proof.leaf_hash.hex(),
@@ -103,12 +126,13 @@ def prove(conn: Conn, index: int | None, leaf_hash: str | None) -> None:
 
 
 @click.command()
+@tiles_option
 @connection
 @handle_errors
-def verify(conn: Conn) -> None:
+def verify(conn: Conn, tiles_url: str | None) -> None:
     """Check the log now: its checkpoint's signature (and witness quorum), and that it extends
     the checkpoint this client trusted before (catches rollbacks and forks)."""
-    with conn.client() as client:
+    with conn.client(tiles_url) as client:
         before = client.trusted.checkpoint.size if client.trusted else None
         cp = client.checkpoint()
     checks = [f"signed by {cp.checkpoint.origin}"]
@@ -127,5 +151,34 @@ def verify(conn: Conn) -> None:
             "witnesses": list(cp.witnesses),
             "previously_trusted_size": before,
             "note": cp.note,
+        },
+    )
+
+
+@click.command("verify-proof")
+@click.argument("proof_file", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@click.option(
+    "--entry",
+    required=True,
+    help="The entry the proof is about: @FILE (its exact bytes) or the text itself.",
+)
+@connection
+@handle_errors
+def verify_proof(conn: Conn, proof_file: TextIO, entry: str) -> None:
+    """Check a c2sp.org/tlog-proof offline (FILE, or - for standard input): the checkpoint is
+    signed by the log (--log-key) and cosigned by --quorum of the --witness-key witnesses, and
+    proves the entry at its index. Needs no log and no network."""
+    data = Path(entry[1:]).read_bytes() if entry.startswith("@") else entry.encode()
+    proof, cp = check_tlog_proof(proof_file.read(), data, conn.policy())
+    witnesses = f", cosigned by {', '.join(cp.witnesses)}" if cp.witnesses else ""
+    conn.out.emit(
+        f"entry {proof.index} is in {cp.checkpoint.origin} at size {cp.checkpoint.size}"
+        f"{witnesses}: proof verified",
+        {
+            "index": proof.index,
+            "origin": cp.checkpoint.origin,
+            "tree_size": cp.checkpoint.size,
+            "root_hash": cp.checkpoint.root_hash.hex(),
+            "witnesses": list(cp.witnesses),
         },
     )
