@@ -115,9 +115,16 @@ def check_consistency(old: Checkpoint, new: Checkpoint, proof: Sequence[bytes]) 
         ) from None
 
 
-def check_tlog_proof(text: str, entry: bytes, policy: TrustPolicy) -> tuple[TlogProof, Verified]:
+def check_tlog_proof(
+    text: str | bytes, entry: bytes, policy: TrustPolicy
+) -> tuple[TlogProof, Verified]:
     """Check a c2sp.org/tlog-proof offline: its checkpoint passes the policy (log signature and
     witness quorum) and proves entry at its index. VerificationError saying what failed."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise VerificationError("not a tlog-proof: the file is not UTF-8 text") from None
     try:
         proof = tlogproof.parse(text)
     except MerkleError as e:

@@ -303,6 +303,59 @@ def _describe(cp: Checkpoint) -> dict[str, Any]:
     return {"size": cp.size, "root_hash": cp.root_hash.hex()}
 
 
+@dataclass(frozen=True)
+class Evidence:
+    """What a refusal keeps: the problem (a key of _HEADLINES), why, whose log and witness,
+    the state it was checked against (saved note and its checkpoint), what was presented and
+    the consistency proof (first, second, hashes) or the log's failure to give one."""
+
+    problem: str
+    reason: str
+    origin: str
+    log_key: str
+    log_address: str
+    witness_key: str
+    saved: str | None
+    old: Checkpoint | None
+    received: str
+    cp: Checkpoint | None
+    proof: tuple[int, int, list[bytes]] | None = None
+    proof_error: str | None = None
+
+
+def write_evidence(store: StateStore, directory: Path, e: Evidence) -> Path:
+    """Write a self-contained evidence file (JSON, EVIDENCE_FORMAT) durably; its path."""
+    now = datetime.now(UTC)
+    evidence: dict[str, Any] = {
+        "format": EVIDENCE_FORMAT,
+        "problem": e.problem,
+        "reason": e.reason,
+        "time": now.isoformat(timespec="seconds"),
+        "unix_time": int(now.timestamp()),
+        "origin": e.origin,
+        "log_key": e.log_key,
+        "log_address": e.log_address,
+        "witness_key": e.witness_key,
+        "cosigned": None
+        if e.saved is None or e.old is None
+        else {"note": e.saved, **_describe(e.old)},
+        "presented": {"note": e.received, **(_describe(e.cp) if e.cp is not None else {})},
+        "consistency_proof": None
+        if e.proof is None
+        else {"first": e.proof[0], "second": e.proof[1], "hashes": [h.hex() for h in e.proof[2]]},
+        "proof_error": e.proof_error,
+    }
+    stamp = now.strftime("%Y%m%dT%H%M%SZ")
+    base = f"{store.stem(e.origin)}-{stamp}-{e.problem}"
+    path = directory / f"{base}.json"
+    n = 1
+    while path.exists():
+        n += 1
+        path = directory / f"{base}-{n}.json"
+    write_atomic(path, (json.dumps(evidence, indent=2, ensure_ascii=False) + "\n").encode())
+    return path
+
+
 class FollowedLog:
     """One followed log: its config, the client that talks to it, its verifier."""
 
@@ -519,37 +572,25 @@ class Witness:
     ) -> tuple[int, WitnessEvent]:
         """Under the lock: write the evidence and the block marker (the state is untouched);
         the event to emit once the lock is released."""
-        now = datetime.now(UTC)
-        evidence: dict[str, Any] = {
-            "format": EVIDENCE_FORMAT,
-            "problem": r.problem,
-            "reason": r.reason,
-            "time": now.isoformat(timespec="seconds"),
-            "unix_time": int(now.timestamp()),
-            "origin": entry.origin,
-            "log_key": entry.config.log_key,
-            "log_address": entry.address,
-            "witness_key": self.verifier.key_text(),
-            "cosigned": None if saved is None or old is None else {"note": saved, **_describe(old)},
-            "presented": {"note": received, **(_describe(cp) if cp is not None else {})},
-            "consistency_proof": None
-            if r.proof is None
-            else {
-                "first": r.proof.first,
-                "second": r.proof.second,
-                "hashes": [h.hex() for h in r.proof.hashes],
-            },
-            "proof_error": r.proof_error,
-        }
-        directory = self.config.evidence_path
-        stamp = now.strftime("%Y%m%dT%H%M%SZ")
-        base = f"{self.store.stem(entry.origin)}-{stamp}-{r.problem}"
-        path = directory / f"{base}.json"
-        n = 1
-        while path.exists():
-            n += 1
-            path = directory / f"{base}-{n}.json"
-        write_atomic(path, (json.dumps(evidence, indent=2, ensure_ascii=False) + "\n").encode())
+        proof = None if r.proof is None else (r.proof.first, r.proof.second, list(r.proof.hashes))
+        path = write_evidence(
+            self.store,
+            self.config.evidence_path,
+            Evidence(
+                r.problem,
+                r.reason,
+                entry.origin,
+                entry.config.log_key,
+                entry.address,
+                self.verifier.key_text(),
+                saved,
+                old,
+                received,
+                cp,
+                proof,
+                r.proof_error,
+            ),
+        )
         self.store.block(entry.origin, f"{_HEADLINES[r.problem]}: {r.reason}", path)
         size = None if cp is None else cp.size
         against = "" if old is None else f" (cosigned: {_where(entry.origin, old.size)})"

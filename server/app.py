@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 from affidavit.merkle import keys, note
+from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
 from affidavit.server import config, http_app
 from affidavit.server.access import Auditors
@@ -25,6 +26,7 @@ from affidavit.server.published import Published
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
+from affidavit.server.witness_push import Pusher, parse_target
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -234,8 +236,11 @@ async def serve(settings: ServeSettings) -> None:
                 "remove it and run `affidavit init` again"
             )
         auditors = Auditors(list(settings.auditor_token_hashes))
+        targets = [parse_target(t) for t in settings.witnesses]
         witnesses = [note.parse_verifier(k) for k in settings.witness_keys]
-        published = Published(opened.storage, opened.sequencer, witnesses, 0)
+        known = {v.key_text() for v in witnesses if isinstance(v, CosignatureV1Verifier)}
+        witnesses += [t.verifier for t in targets if t.verifier.key_text() not in known]
+        published = Published(opened.storage, opened.sequencer, witnesses, settings.witness_quorum)
         service = LogService(
             opened.storage,
             opened.sequencer,
@@ -272,6 +277,8 @@ async def serve(settings: ServeSettings) -> None:
         except RuntimeError:
             raise OSError(f"cannot listen on {settings.listen}: is the port in use?") from None
         await server.start()
+        pusher = Pusher(opened.storage, opened.sequencer, published, targets)
+        await pusher.start()
         http = None
         if settings.http_listen is not None:
             tiles = TilesFace(
@@ -320,6 +327,7 @@ async def serve(settings: ServeSettings) -> None:
             checks.cancel()
         await opened.sequencer.begin_shutdown()  # ends checkpoint watches
         await health_servicer.enter_graceful_shutdown()
+        await pusher.stop()
         if http is not None:
             await http.cleanup()
         await server.stop(SHUTDOWN_GRACE_S)

@@ -18,6 +18,7 @@ from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
+from affidavit.server.witness_push import parse_target
 
 DEFAULT_DATA_DIR = Path("data")
 EXIT_DAMAGED = 1
@@ -216,6 +217,27 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     "(C2SP cosignature/v1 key text, or @FILE); repeat for several (env var: space-separated).",
 )
 @click.option(
+    "--witness",
+    "witnesses",
+    multiple=True,
+    metavar="NAME=URL@VKEY",
+    envvar="AFFIDAVIT_WITNESSES",
+    show_envvar=True,
+    help="A witness to push every new checkpoint to (C2SP tlog-witness: URL/add-checkpoint), "
+    "with its cosignature/v1 verifier key (text or @FILE); repeatable (env var: "
+    "space-separated). Its cosignatures are stored and served; appends never wait for it.",
+)
+@click.option(
+    "--witness-quorum",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    envvar="AFFIDAVIT_WITNESS_QUORUM",
+    show_envvar=True,
+    help="Publish (at /checkpoint and in GetCheckpoint's cosigned checkpoint) the newest "
+    "checkpoint with at least this many witness cosignatures. 0: publish the latest.",
+)
+@click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     envvar="AFFIDAVIT_TLS_CERT",
@@ -252,6 +274,8 @@ def serve(
     refusal_window_s: float,
     auditor_token_hashes: tuple[str, ...],
     witness_keys: tuple[str, ...],
+    witnesses: tuple[str, ...],
+    witness_quorum: int,
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
@@ -288,6 +312,17 @@ def serve(
             _fail(f"--witness-key {key!r} is not a verifier key: {e}")
         if not isinstance(verifier, CosignatureV1Verifier):
             _fail(f"--witness-key {verifier.name!r} is not a witness (cosignature/v1) key")
+    keys = set(witness_keys)
+    for text in witnesses:
+        try:
+            keys.add(parse_target(text).verifier.key_text())
+        except (ValueError, OSError) as e:
+            _fail(str(e))
+    if witness_quorum > len(keys):
+        _fail(
+            f"--witness-quorum {witness_quorum} is more than the {len(keys)} witnesses "
+            "configured (--witness, --witness-key)"
+        )
     if not config.is_initialised(data_dir):
         _, admin_key = _create(data_dir, origin, entry_format, admin_id, min_free_mib << 20)
         logging.info(
@@ -312,6 +347,8 @@ def serve(
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
         http_listen=http_listen,
+        witnesses=witnesses,
+        witness_quorum=witness_quorum,
     )
     try:
         asyncio.run(app.serve(settings))

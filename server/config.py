@@ -61,6 +61,10 @@ class ServeSettings:
     tls_client_ca: Path | None = None
     http_listen: str | None = None
     """host:port of the HTTP face (tlog-tiles at the root); None: no HTTP."""
+    witnesses: tuple[str, ...] = ()
+    """Witnesses the log pushes its checkpoints to, each NAME=URL@VKEY (server.witness_push)."""
+    witness_quorum: int = 0
+    """Cosignatures a checkpoint needs to be published (0: publish the latest)."""
 
 
 def is_initialised(data_dir: Path) -> bool:

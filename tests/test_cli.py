@@ -58,7 +58,8 @@ EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
 
 
 def command_name(args: tuple[str, ...]) -> str:
-    return " ".join(args[:2]) if args[0] in ("identity", "session") else args[0]
+    """The command args run: "identity add", "tiles export", "witness serve", or "verify"."""
+    return " ".join(args[:2]) if " ".join(args[:2]) in all_commands() else args[0]
 
 
 EXERCISED: set[str] = set()
@@ -187,7 +188,10 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
     (work / "witness-1.key").write_text(w_signer + "\n")
     (work / "witness-1.pub").write_text(w_verifier + "\n")
     server = ServerProcess(
-        tmp / "srv", "--witness-key", w_verifier, origin=ORIGIN, entry_format="statements"
+        tmp / "srv",
+        *("--witness-key", w_verifier, "--http-listen", "127.0.0.1:0"),
+        origin=ORIGIN,
+        entry_format="statements",
     )
     try:
         server.start()
@@ -309,6 +313,10 @@ def test_help_of_every_command(tmp_path: Path) -> None:
         "prove",
         "verify",
         "witness",
+        "witness serve",
+        "tiles",
+        "tiles export",
+        "verify-proof",
         "audit",
         "export",
         "verify-bundle",
@@ -803,6 +811,37 @@ def test_prove(log: Log, story: Story) -> None:
     assert "give an INDEX or --leaf-hash" in usage_error("prove")
     assert "give an INDEX or --leaf-hash" in usage_error("prove", "1", "--leaf-hash", "00")
     assert "hex" in cli.fails(EXIT_USAGE, "prove", "--leaf-hash", "zz")
+
+
+def test_tiles_and_tlog_proofs(log: Log, story: Story) -> None:
+    cli, work = log.cli, log.work
+    tiles = ("--tiles", log.server.http_url)
+    offline = {"AFFIDAVIT_SERVER": f"127.0.0.1:{closed_port()}"}
+    v = cli.json("verify", *tiles, env=offline)
+    assert v["size"] == log.server.checkpoint().size
+    p = cli.json("prove", str(story.intent_index), *tiles, env=offline)
+    assert p["proof"] == cli.json("prove", str(story.intent_index))["proof"]
+    text = cli.ok("prove", str(story.intent_index), "--format", "tlog-proof").stdout
+    assert text.startswith(f"c2sp.org/tlog-proof@v1\nindex {story.intent_index}\n")
+    (work / "intent.tlog-proof").write_text(text)
+    (work / "intent.leaf").write_bytes(log.server.all_entries()[story.intent_index].data)
+    checked = cli.json("verify-proof", "intent.tlog-proof", "--entry", "@intent.leaf", env=offline)
+    assert checked["index"] == story.intent_index and checked["witnesses"] == []
+    line = cli.fails(EXIT_VERIFY, "verify-proof", "intent.tlog-proof", "--entry", "other")
+    assert "VERIFICATION FAILED" in line
+    assert "not a tlog-proof" in cli.fails(
+        EXIT_VERIFY, "verify-proof", "intent.leaf", "--entry", "@intent.leaf"
+    )
+    exported = cli.json("tiles", "export", "published", *tiles, "--entries")
+    assert exported["size"] == v["size"] and exported["bundles"] == 1
+    assert (work / "published" / "checkpoint").exists()
+    r = cli("tiles", "export", "again", *tiles, "--entries", env={"AFFIDAVIT_TOKEN": None})
+    assert r.returncode == EXIT_REFUSED and "auditor token" in r.stderr
+    assert not (work / "again" / "checkpoint").exists()
+    # The witness server refuses a key that is not a witness's, saying so.
+    assert "not a witness (cosignature/v1) key" in cli.fails(
+        EXIT_USAGE, *sh("witness serve --witness-key-file bot.key --log @log.pub --listen :0")
+    )
 
 
 # Witnessing, evidence, who authorised.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import json
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any, BinaryIO
 
 import click
 from affidavit.client.cli.options import (
@@ -156,7 +156,7 @@ def verify(conn: Conn, tiles_url: str | None) -> None:
 
 
 @click.command("verify-proof")
-@click.argument("proof_file", metavar="FILE", type=click.File("r", encoding="utf-8"))
+@click.argument("proof_file", metavar="FILE", type=click.File("rb"))
 @click.option(
     "--entry",
     required=True,
@@ -164,7 +164,7 @@ def verify(conn: Conn, tiles_url: str | None) -> None:
 )
 @connection
 @handle_errors
-def verify_proof(conn: Conn, proof_file: TextIO, entry: str) -> None:
+def verify_proof(conn: Conn, proof_file: BinaryIO, entry: str) -> None:
     """Check a c2sp.org/tlog-proof offline (FILE, or - for standard input): the checkpoint is
     signed by the log (--log-key) and cosigned by --quorum of the --witness-key witnesses, and
     proves the entry at its index. Needs no log and no network."""

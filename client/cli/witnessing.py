@@ -17,12 +17,11 @@ from affidavit.client.cli.options import (
 # Witnessing.
 
 
-@click.command()
+@click.group(invoke_without_command=True)
 @click.option(
     "--witness-key-file",
     "key_file",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    required=True,
     envvar="AFFIDAVIT_WITNESS_KEY_FILE",
     show_envvar=True,
     help="This witness's signer key (from `affidavit keygen --witness`).",
@@ -63,7 +62,7 @@ from affidavit.client.cli.options import (
 @handle_errors
 def witness(
     conn: Conn,
-    key_file: Path,
+    key_file: Path | None,
     logs: tuple[str, ...],
     state_dir: Path,
     evidence_dir: Path | None,
@@ -72,7 +71,15 @@ def witness(
     poll_interval: float | None,
 ) -> None:
     """Witness logs: check every new checkpoint is consistent with the last one cosigned, then
-    cosign it. On a fork or rollback: refuse, write evidence, exit 1 (or keep going)."""
+    cosign it. On a fork or rollback: refuse, write evidence, exit 1 (or keep going).
+
+    Without a subcommand, follow logs over gRPC (pull). `affidavit witness serve` instead
+    answers logs that push their checkpoints (C2SP tlog-witness over HTTP); both keep the same
+    state, so one witness can do either."""
+    if click.get_current_context().invoked_subcommand is not None:
+        return
+    if key_file is None:
+        raise click.UsageError("give --witness-key-file (this witness's signer key)")
     import logging
     import signal
     import threading
@@ -111,3 +118,70 @@ def witness(
             click.echo(json.dumps(data))
 
     sys.exit(witnessing.run(config, once=once, keep_going=keep_going, stop=stop, on_event=report))
+
+
+@witness.command("serve")
+@click.option(
+    "--listen",
+    default="127.0.0.1:7430",
+    show_default=True,
+    envvar="AFFIDAVIT_WITNESS_LISTEN",
+    show_envvar=True,
+    help="host:port to answer POST /add-checkpoint on (port 0 picks a free one).",
+)
+@click.option(
+    "--witness-key-file",
+    "key_file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    required=True,
+    envvar="AFFIDAVIT_WITNESS_KEY_FILE",
+    show_envvar=True,
+    help="This witness's signer key (from `affidavit keygen --witness`).",
+)
+@click.option(
+    "--log",
+    "log_keys",
+    multiple=True,
+    required=True,
+    metavar="LOGKEY",
+    help="The verifier key (text or @FILE) of a log to witness; its name is the log's origin. "
+    "Repeatable.",
+)
+@click.option(
+    "--state-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path(".affidavit-witness"),
+    show_default=True,
+    envvar="AFFIDAVIT_WITNESS_STATE",
+    show_envvar=True,
+    help="Where the last cosigned checkpoint of each log is kept.",
+)
+@click.option(
+    "--evidence-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="Where fork evidence is written (default: STATE_DIR/evidence).",
+)
+@handle_errors
+def serve(
+    listen: str,
+    key_file: Path,
+    log_keys: tuple[str, ...],
+    state_dir: Path,
+    evidence_dir: Path | None,
+) -> None:
+    """Answer C2SP tlog-witness: logs POST /add-checkpoint with a consistency proof from the
+    size this witness last cosigned; it checks and cosigns (or answers 409 with its size, 422
+    for a bad proof, and keeps evidence of a fork). Runs until Ctrl-C or SIGTERM.
+
+    \b
+    Then the log pushes to it:
+      affidavit serve --witness NAME=http://HOST:PORT@WITNESS_VKEY --witness-quorum 1
+    """
+    import asyncio
+    import logging
+
+    from affidavit.client import witness_server
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    check = witness_server.load(key_file, [key_text(k) for k in log_keys], state_dir, evidence_dir)
+    asyncio.run(witness_server.serve(check, listen))
