@@ -16,14 +16,17 @@ keys in this order, non-ASCII characters as they are, a final newline)::
         {
           "index": <0-based log index>,
           "leaf": "<standard padded base64 of the exact leaf bytes (a SignedStatement)>",
-          "proof": ["<base64 of a 32-byte hash>", ...]
+          "proof": ["<base64 of a 32-byte hash>", ...],
+          "tlog_proof": "<the same as c2sp.org/tlog-proof@v1 text: index, proof, checkpoint>"
         },
         ...
       ]
     }
 
 entries ascend strictly by index; each proof is the RFC 9162 inclusion proof (from the leaf up)
-of its leaf at its index in the tree of the checkpoint's size. The file makes no claim of its
+of its leaf at its index in the tree of the checkpoint's size. tlog_proof repeats index, proof
+and checkpoint as one C2SP tlog-proof, so each entry can be checked on its own by any tlog-proof
+verifier (`affidavit verify-proof`); it must be exactly that text. The file makes no claim of its
 own: which action it is about, who did what, on whose authority — everything verify reports is
 read from leaves and a note whose bytes it has verified. Base64 (in the JSON and in the note's
 signature lines) must be canonical and the text must be byte for byte what to_json writes, so
@@ -86,7 +89,7 @@ from typing import Any
 from affidavit.client.client import Client
 from affidavit.client.errors import ClientError, VerificationError
 from affidavit.client.verify import TrustPolicy, Verified, check_inclusion, open_checkpoint
-from affidavit.merkle import note
+from affidavit.merkle import note, tlogproof
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
@@ -102,7 +105,7 @@ MAX_ENTRIES = 10_000
 """Most entries a bundle may hold (a hostile file cannot make verify work without bound)."""
 
 _KEYS = ("format", "checkpoint", "entries")
-_ENTRY_KEYS = ("index", "leaf", "proof")
+_ENTRY_KEYS = ("index", "leaf", "proof", "tlog_proof")
 _ACTION_ENTRY_KEYS = (*_ENTRY_KEYS, "admitted_ms")
 """An agent action's entry also carries the log's admission time, which its windows are
 judged at (the log's word, like the verdict it recorded: not in the leaf)."""
@@ -121,6 +124,10 @@ class BundleEntry:
     proof: tuple[bytes, ...]
     admitted_ms: int = 0
 
+    def tlog_proof(self, checkpoint: str) -> str:
+        """This entry's proof as c2sp.org/tlog-proof@v1 text, to checkpoint."""
+        return tlogproof.format_proof(self.index, self.proof, checkpoint)
+
 
 @dataclass(frozen=True)
 class Bundle:
@@ -135,7 +142,12 @@ class Bundle:
             "format": FORMAT,
             "checkpoint": self.checkpoint,
             "entries": [
-                {"index": e.index, "leaf": _b64(e.leaf), "proof": [_b64(h) for h in e.proof]}
+                {
+                    "index": e.index,
+                    "leaf": _b64(e.leaf),
+                    "proof": [_b64(h) for h in e.proof],
+                    "tlog_proof": e.tlog_proof(self.checkpoint),
+                }
                 | ({"admitted_ms": e.admitted_ms} if e.admitted_ms else {})
                 for e in self.entries
             ],
@@ -168,6 +180,12 @@ class Bundle:
                     "strictly by index"
                 )
         bundle = cls(data["checkpoint"], entries)
+        for item, entry in zip(raw, entries, strict=True):
+            if item["tlog_proof"] != entry.tlog_proof(bundle.checkpoint):
+                raise VerificationError(
+                    f"entry {entry.index}'s tlog_proof is not its index and proof to the "
+                    "bundle's checkpoint"
+                )
         canonical = bundle.to_json()
         if canonical != text:
             at = next(
@@ -222,6 +240,8 @@ def _entry(item: object, n: int) -> BundleEntry:
     proof = tuple(_unb64(h, f"a hash in entry {index}'s proof") for h in item["proof"])
     if any(len(h) != merkle.HASH_SIZE for h in proof):
         raise VerificationError(f"entry {index}'s proof holds a hash that is not 32 bytes")
+    if not isinstance(item["tlog_proof"], str):
+        raise VerificationError(f"entry {index}'s tlog_proof must be a string")
     admitted_ms = item.get("admitted_ms", 0)
     if isinstance(admitted_ms, bool) or not isinstance(admitted_ms, int) or admitted_ms < 0:
         raise VerificationError(f"entry {index}'s admitted_ms must be Unix milliseconds")

@@ -12,11 +12,10 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import grpc
 from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
-from affidavit.client.tiles import TileLog
 from affidavit.client.trust import TrustStore
 from affidavit.client.verify import (
     TrustPolicy,
@@ -31,6 +30,9 @@ from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 
 from affidavit import merkle
+
+if TYPE_CHECKING:  # aiohttp is imported only by whoever reads tiles
+    from affidavit.client.tiles import TileLog
 
 T = TypeVar("T")
 

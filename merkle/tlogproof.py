@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Final
 
@@ -57,12 +58,20 @@ class TlogProof:
             raise MalformedProofError(f"the checkpoint is not a signed note: {e}") from None
 
     def format(self) -> str:
-        lines = [HEADER]
-        if self.extra is not None:
-            lines.append("extra " + base64.b64encode(self.extra).decode())
-        lines.append(f"index {self.index}")
-        lines += [base64.b64encode(h).decode() for h in self.hashes]
-        return "\n".join(lines) + "\n\n" + self.checkpoint
+        return format_proof(self.index, self.hashes, self.checkpoint, self.extra)
+
+
+def format_proof(
+    index: int, hashes: Sequence[bytes], checkpoint: str, extra: bytes | None = None
+) -> str:
+    """The tlog-proof text of these parts, as they are (TlogProof checks them; this only
+    writes, so a damaged checkpoint is written as damaged, for its reader to refuse)."""
+    lines = [HEADER]
+    if extra is not None:
+        lines.append("extra " + base64.b64encode(extra).decode())
+    lines.append(f"index {index}")
+    lines += [base64.b64encode(h).decode() for h in hashes]
+    return "\n".join(lines) + "\n\n" + checkpoint
 
 
 def _b64(text: str, what: str) -> bytes:

@@ -21,7 +21,7 @@ from affidavit.client.actor import Actor
 from affidavit.client.bundle import FORMAT, Bundle, BundleEntry, ExportError, Report, export, verify
 from affidavit.client.client import Client
 from affidavit.client.errors import VerificationError
-from affidavit.client.verify import TrustPolicy
+from affidavit.client.verify import TrustPolicy, check_tlog_proof
 from affidavit.merkle import keys, note
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
@@ -610,3 +610,16 @@ def test_random_content_flips_never_verify(
             tampered = replace_entry(pr_bundle, n, index=entry.index ^ 1)
     with pytest.raises(VerificationError):
         verify(tampered.to_json(), world.policy)
+
+
+def test_each_entry_carries_its_tlog_proof(world: World, pr_bundle: Bundle) -> None:
+    data = json.loads(pr_bundle.to_json())
+    for item, entry in zip(data["entries"], pr_bundle.entries, strict=True):
+        proof, cp = check_tlog_proof(item["tlog_proof"], entry.leaf, world.policy)
+        assert (proof.index, proof.hashes) == (entry.index, entry.proof)
+        assert proof.checkpoint == cp.note == pr_bundle.checkpoint
+    # A tlog_proof that is not the entry's own is refused, even if it is a valid proof.
+    first, second = data["entries"][0], data["entries"][1]
+    first["tlog_proof"] = second["tlog_proof"]
+    with pytest.raises(VerificationError, match="tlog_proof"):
+        Bundle.from_json(json.dumps(data, indent=2, ensure_ascii=False) + "\n")

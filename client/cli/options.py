@@ -16,7 +16,6 @@ import click
 from affidavit.client.client import Client, Receipt, Tls
 from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
 from affidavit.client.jsonform import message_json
-from affidavit.client.tiles import TileLog
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
@@ -113,6 +112,8 @@ class Conn:
     def client(self, tiles_url: str | None = None) -> Client:
         """A Client of the log; with tiles_url, reading checkpoints and proofs from its
         tlog-tiles HTTP API (no gRPC)."""
+        from affidavit.client.tiles import TileLog  # aiohttp, only when reading tiles
+
         token = key_text(self.token) if self.token else None
         tiles = None if tiles_url is None else TileLog(tiles_url, token=token)
         return Client(

@@ -6,8 +6,6 @@ from pathlib import Path
 
 import click
 from affidavit.client.cli.options import Conn, connection, handle_errors, key_text
-from affidavit.client.tiles import TileLog
-from affidavit.client.tiles_export import export as export_tree
 
 
 @click.group()
@@ -37,6 +35,9 @@ def export(conn: Conn, directory: Path, tiles_url: str, entries: bool) -> None:
     """Write DIRECTORY/checkpoint and DIRECTORY/tile/... for the log's published checkpoint,
     every file checked against the signed checkpoint first; the checkpoint is written last.
     Serve DIRECTORY from any static host or bucket: it is the same read API."""
+    from affidavit.client.tiles import TileLog  # aiohttp: imported when it runs
+    from affidavit.client.tiles_export import export as export_tree
+
     token = key_text(conn.token) if conn.token else None
     with TileLog(tiles_url, token=token) as log:
         done = export_tree(

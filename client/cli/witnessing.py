@@ -123,7 +123,7 @@ def witness(
 @witness.command("serve")
 @click.option(
     "--listen",
-    default="127.0.0.1:7430",
+    default="127.0.0.1:7440",
     show_default=True,
     envvar="AFFIDAVIT_WITNESS_LISTEN",
     show_envvar=True,
