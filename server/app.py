@@ -21,8 +21,8 @@ from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
 from affidavit.server.http_tiles import TilesFace
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
-from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.published import Published
+from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError

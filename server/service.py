@@ -25,8 +25,8 @@ from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
-from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.published import Published
+from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from affidavit.server.storage import (
