@@ -14,11 +14,14 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import pytest
 from affidavit.client.actor import Actor
 from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
@@ -105,6 +108,20 @@ class AdapterLog:
 
     def close(self) -> None:
         self.auditor.close()
+
+
+@contextmanager
+def running_log(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[AdapterLog]:
+    """A started `AdapterLog` in a fresh temporary directory, stopped and removed afterwards
+    (the body of each adapter test module's module-scoped `log` fixture)."""
+    tmp = tmp_path_factory.mktemp(name)
+    factory = ServerFactory(tmp)
+    try:
+        log = AdapterLog.start(factory, tmp)
+        yield log
+        log.close()
+    finally:
+        factory.cleanup()
 
 
 def intent_and_outcome(trail: list[Recorded], tool: str) -> tuple[Recorded, Recorded]:

@@ -27,6 +27,7 @@ from tests.adapterlog import (
     check_intent,
     intent_and_outcome,
     load_example,
+    running_log,
 )
 from tests.serverproc import RPC_TIMEOUT, ServerFactory
 
@@ -52,14 +53,8 @@ def script(*calls: tuple[str, dict[str, Any]]) -> ScriptedModel:
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterLog]:
-    tmp = tmp_path_factory.mktemp("langchain")
-    factory = ServerFactory(tmp)
-    try:
-        log = AdapterLog.start(factory, tmp)
+    with running_log(tmp_path_factory, "langchain") as log:
         yield log
-        log.close()
-    finally:
-        factory.cleanup()
 
 
 GRANT = {

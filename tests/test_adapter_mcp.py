@@ -25,7 +25,13 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from affidavit import merkle
-from tests.adapterlog import GITHUB_TOKEN, AdapterLog, check_intent, intent_and_outcome
+from tests.adapterlog import (
+    GITHUB_TOKEN,
+    AdapterLog,
+    check_intent,
+    intent_and_outcome,
+    running_log,
+)
 from tests.serverproc import AFFIDAVIT, ROOT, RPC_TIMEOUT, ServerFactory, clean_env, run_cli
 
 UPSTREAM = [sys.executable, str(ROOT / "examples" / "mcp_server.py")]
@@ -38,14 +44,8 @@ GRANT = {
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterLog]:
-    tmp = tmp_path_factory.mktemp("mcp")
-    factory = ServerFactory(tmp)
-    try:
-        log = AdapterLog.start(factory, tmp)
+    with running_log(tmp_path_factory, "mcp") as log:
         yield log
-        log.close()
-    finally:
-        factory.cleanup()
 
 
 def proxy(

@@ -33,6 +33,7 @@ from tests.adapterlog import (
     check_intent,
     intent_and_outcome,
     load_example,
+    running_log,
 )
 from tests.serverproc import RPC_TIMEOUT, ServerFactory
 
@@ -82,14 +83,8 @@ def run(agent: Agent[None], hooks: AuditHooks, prompt: Any = "go") -> RunResult:
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterLog]:
-    tmp = tmp_path_factory.mktemp("openai-agents")
-    factory = ServerFactory(tmp)
-    try:
-        log = AdapterLog.start(factory, tmp)
+    with running_log(tmp_path_factory, "openai-agents") as log:
         yield log
-        log.close()
-    finally:
-        factory.cleanup()
 
 
 GRANT = {

@@ -27,8 +27,9 @@ from tests.adapterlog import (
     check_intent,
     intent_and_outcome,
     load_example,
+    running_log,
 )
-from tests.serverproc import AFFIDAVIT, START_TIMEOUT, ServerFactory, clean_env
+from tests.serverproc import AFFIDAVIT, START_TIMEOUT, clean_env
 
 example = load_example("otel_agent")
 GRANT = {"tools": ["create_issue"], "resources": ["repo:acme/*"], "access": [pb.CREATE]}
@@ -50,14 +51,8 @@ MAPPING = [
 
 @pytest.fixture(scope="module")
 def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[AdapterLog]:
-    tmp = tmp_path_factory.mktemp("otel")
-    factory = ServerFactory(tmp)
-    try:
-        log = AdapterLog.start(factory, tmp)
+    with running_log(tmp_path_factory, "otel") as log:
         yield log
-        log.close()
-    finally:
-        factory.cleanup()
 
 
 def check_trail(log: AdapterLog, agent: str, grant_id: str, spans: InMemorySpanExporter) -> None:
