@@ -72,6 +72,16 @@ class Receipt:
     verdict_reason: str
 
 
+@dataclass(frozen=True)
+class _GivenProof:
+    """A consistency proof the log sent beside a receipt: from tree size first to the receipt's
+    checkpoint. Used only while first is still the trusted size; a log that sent none (older
+    servers) is asked for it. For first < size a proof is never empty (RFC 9162 2.1.4)."""
+
+    first: int
+    hashes: list[bytes]
+
+
 class Client:
     """A connection to one log, with the trust policy its answers are checked against.
 
@@ -145,11 +155,22 @@ class Client:
 
     # Trust.
 
-    def _prove_consistent(self, old: Verified, new: Verified) -> None:
-        """Check one of two checkpoints extends the other, asking the log for the proof."""
+    def _prove_consistent(
+        self, old: Verified, new: Verified, given: _GivenProof | None = None
+    ) -> None:
+        """Check one of two checkpoints extends the other, with the proof the log gave beside
+        a receipt when it is from the old size to the new one, else asking the log for it."""
         small, large = (old, new) if old.checkpoint.size <= new.checkpoint.size else (new, old)
         proof: list[bytes] = []
-        if 0 < small.checkpoint.size < large.checkpoint.size and self.tiles is not None:
+        if (
+            given is not None
+            and given.hashes
+            and given.first == small.checkpoint.size
+            and small is old
+            and 0 < small.checkpoint.size < large.checkpoint.size
+        ):
+            proof = given.hashes
+        elif 0 < small.checkpoint.size < large.checkpoint.size and self.tiles is not None:
             proof = self.tiles.consistency_proof(small.checkpoint.size, large.checkpoint.size)
         elif 0 < small.checkpoint.size < large.checkpoint.size:
             try:
@@ -167,11 +188,11 @@ class Client:
             proof = list(response.hashes)
         check_consistency(small.checkpoint, large.checkpoint, proof)
 
-    def observe(self, checkpoint: Verified) -> None:
+    def observe(self, checkpoint: Verified, given: _GivenProof | None = None) -> None:
         """Check a checkpoint against the trusted one; trust it if it is newer and the policy's
         quorum is met."""
         if self.trusted is not None:
-            self._prove_consistent(self.trusted, checkpoint)
+            self._prove_consistent(self.trusted, checkpoint, given)
             if checkpoint.checkpoint.size <= self.trusted.checkpoint.size:
                 return
         if len(checkpoint.witnesses) < self.policy.quorum:
@@ -215,16 +236,22 @@ class Client:
             ingest.prepare(leaf, lambda _key_id: None)
         except Rejection as e:
             raise RefusedError(e.code, f"refused before sending: {e.message}") from None
-        r = self.call(self.stub.Append, pb.AppendRequest(entry=leaf))
-        return self._verify_receipt(leaf, r)
+        return self._append(leaf)
 
     def append_opaque(self, entry: bytes) -> Receipt:
         """Append raw bytes to a log of opaque entries, verifying the receipt."""
-        return self._verify_receipt(
-            entry, self.call(self.stub.Append, pb.AppendRequest(entry=entry))
-        )
+        return self._append(entry)
 
-    def _verify_receipt(self, entry: bytes, r: pb.AppendResponse) -> Receipt:
+    def _append(self, entry: bytes) -> Receipt:
+        """One Append RPC; the receipt brings the consistency proof from the trusted size, so
+        checking the new checkpoint needs no second round trip."""
+        first = self.trusted.checkpoint.size if self.trusted is not None else 0
+        r = self.call(self.stub.Append, pb.AppendRequest(entry=entry, consistency_from=first))
+        return self._verify_receipt(entry, r, _GivenProof(first, list(r.consistency_proof)))
+
+    def _verify_receipt(
+        self, entry: bytes, r: pb.AppendResponse, given: _GivenProof | None = None
+    ) -> Receipt:
         leaf_hash = merkle.leaf_hash(entry)
         if r.leaf_hash != leaf_hash:
             raise VerificationError(
@@ -233,7 +260,7 @@ class Client:
             )
         cp = open_checkpoint(r.checkpoint, self.policy, require_quorum=False)
         check_inclusion(leaf_hash, r.index, r.inclusion_proof, cp.checkpoint)
-        self.observe(cp)
+        self.observe(cp, given)
         return Receipt(
             r.index,
             leaf_hash,

@@ -160,15 +160,22 @@ class AppendRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ENTRY_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_FROM_FIELD_NUMBER: _builtins.int
     entry: _builtins.bytes
+    consistency_from: _builtins.int
+    """The tree size of the checkpoint the client trusts (0: none). When it is smaller than the
+    receipt's checkpoint, the receipt carries the consistency proof from it, so a client checks
+    each append with one round trip. Ignored by AppendBatch and AppendStream.
+    """
     def __init__(
         self,
         *,
         entry: _builtins.bytes = ...,
+        consistency_from: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["entry", b"entry"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["consistency_from", b"consistency_from", "entry", b"entry"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -185,6 +192,7 @@ class AppendResponse(_message.Message):
     DUPLICATE_FIELD_NUMBER: _builtins.int
     VERDICT_FIELD_NUMBER: _builtins.int
     VERDICT_REASON_FIELD_NUMBER: _builtins.int
+    CONSISTENCY_PROOF_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     leaf_hash: _builtins.bytes
     checkpoint: _builtins.str
@@ -198,6 +206,12 @@ class AppendResponse(_message.Message):
     def inclusion_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
         """Inclusion proof of the entry in that checkpoint's tree."""
 
+    @_builtins.property
+    def consistency_proof(self) -> _containers.RepeatedScalarFieldContainer[_builtins.bytes]:
+        """RFC 9162 consistency proof from AppendRequest.consistency_from to the checkpoint's size;
+        empty when not asked for, or when that size is 0 or not smaller than the checkpoint's.
+        """
+
     def __init__(
         self,
         *,
@@ -208,10 +222,11 @@ class AppendResponse(_message.Message):
         duplicate: _builtins.bool = ...,
         verdict: Global___Verdict.ValueType = ...,
         verdict_reason: _builtins.str = ...,
+        consistency_proof: _abc.Iterable[_builtins.bytes] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "duplicate", b"duplicate", "inclusion_proof", b"inclusion_proof", "index", b"index", "leaf_hash", b"leaf_hash", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "consistency_proof", b"consistency_proof", "duplicate", b"duplicate", "inclusion_proof", b"inclusion_proof", "index", b"index", "leaf_hash", b"leaf_hash", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

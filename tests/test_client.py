@@ -37,6 +37,7 @@ from affidavit.client.errors import (
 )
 from affidavit.client.trust import TrustStore
 from affidavit.client.verify import TrustPolicy, open_checkpoint
+from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import keys, note
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
@@ -200,16 +201,24 @@ def _forge_root(r: pb.AppendResponse) -> pb.AppendResponse:
     return r
 
 
+def _forge_consistency(r: pb.AppendResponse) -> pb.AppendResponse:
+    """A receipt whose consistency proof from the trusted size is not the log's."""
+    r = copy_of(r)
+    r.consistency_proof[0] = bytes(32)
+    return r
+
+
 @pytest.mark.parametrize(
     ("forge", "words"),
     [
         (_forge_leaf_hash, "leaf hash"),
+        (_forge_consistency, "consistent"),
         (_forge_index, "inclusion proof"),
         (_forge_proof, "inclusion proof"),
         (_forge_signature, "does not verify"),
         (_forge_root, "does not verify"),
     ],
-    ids=["leaf-hash", "index", "proof", "signature", "checkpoint-body"],
+    ids=["leaf-hash", "index", "proof", "consistency", "signature", "checkpoint-body"],
 )
 def test_forged_receipts_are_refused(
     server: ServerProcess, tmp_path: Path, forge: Callable[[Any], Any], words: str
@@ -224,6 +233,61 @@ def test_forged_receipts_are_refused(
             client.append_opaque(b"d")
         assert client.trusted == trusted  # nothing that failed is trusted
     assert saved_size(tmp_path / "trust") == 3
+
+
+def test_an_append_is_checked_in_one_round_trip(server: ServerProcess, tmp_path: Path) -> None:
+    """The receipt brings the consistency proof from the trusted size: no second RPC."""
+    with connect(server, tmp_path / "trust") as client:
+        client.append_opaque(b"one round trip: first")
+        counted = Stub(client.stub)
+        client.stub = counted  # type: ignore[assignment]
+        receipts = [client.append_opaque(b"one round trip: %d" % i) for i in range(5)]
+        assert counted.calls == {"Append": 5}
+        assert client.trusted == receipts[-1].checkpoint
+    assert saved_size(tmp_path / "trust") == receipts[-1].checkpoint.checkpoint.size
+
+
+def test_a_receipt_without_a_consistency_proof_is_proven_by_asking(
+    server: ServerProcess, tmp_path: Path
+) -> None:
+    """A log that sends no proof beside the receipt (an older server) is asked for it."""
+
+    def without_proof(r: pb.AppendResponse) -> pb.AppendResponse:
+        r = copy_of(r)
+        del r.consistency_proof[:]
+        return r
+
+    with connect(server, tmp_path / "trust") as client:
+        client.append_opaque(b"older server: first")
+        real = client.stub
+        counted = Stub(real, Append=lambda r, **kw: without_proof(real.Append(r, **kw)))
+        client.stub = counted  # type: ignore[assignment]
+        receipt = client.append_opaque(b"older server: second")
+        assert counted.calls == {"Append": 1, "GetConsistencyProof": 1}
+        assert client.trusted == receipt.checkpoint
+
+
+def test_the_log_proves_consistency_beside_a_receipt(server: ServerProcess) -> None:
+    """AppendRequest.consistency_from: the proof verifies from that size to the receipt's
+    checkpoint; none for 0, for the receipt's own size or beyond it."""
+    stub = server.public_stub
+    for i in range(3):
+        stub.Append(pb.AppendRequest(entry=b"beside %d" % i), timeout=RPC_TIMEOUT)
+    old = checkpoints.parse(note.open(server.checkpoint().note, [server.verifier_key]))
+    size = old.size
+    r = stub.Append(
+        pb.AppendRequest(entry=b"beside last", consistency_from=size), timeout=RPC_TIMEOUT
+    )
+    new = checkpoints.parse(note.open(r.checkpoint, [server.verifier_key]))
+    assert new.size == size + 1 and r.consistency_proof
+    merkle.verify_consistency(
+        size, new.size, list(r.consistency_proof), old.root_hash, new.root_hash
+    )
+    for first in (0, new.size, new.size + 5):
+        again = stub.Append(
+            pb.AppendRequest(entry=b"beside last", consistency_from=first), timeout=RPC_TIMEOUT
+        )
+        assert again.duplicate and not again.consistency_proof
 
 
 def test_a_proof_of_another_entry_is_refused(server: ServerProcess, tmp_path: Path) -> None:
