@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
                 admin.register(key.identity_id, pb.AGENT, key.public_key, owner="alice")
             grants = {
                 key.identity_id: Actor(client, human)
-                .grant(key.identity_id, tools=[TOOL], resources=["repo:*"], access=[pb.CREATE])
+                .grant(key.identity_id, tools=[TOOL], resources=["repo:acme/*"], access=[pb.CREATE])
                 .statement_id
                 for key in (agent, raw)
             }
