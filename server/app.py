@@ -259,6 +259,9 @@ async def serve(settings: ServeSettings) -> None:
             options=[
                 ("grpc.max_receive_message_length", max_message),
                 ("grpc.max_send_message_length", max_message),
+                # gRPC binds with SO_REUSEPORT by default: a second server on a taken port would
+                # start and share it, and clients would reach one log or the other at random.
+                ("grpc.so_reuseport", 0),
             ],
         )
         affidavit_pb2_grpc.add_LogServicer_to_server(service, server)
@@ -275,7 +278,9 @@ async def serve(settings: ServeSettings) -> None:
             else:
                 port = server.add_secure_port(settings.listen, credentials)
         except RuntimeError:
-            raise OSError(f"cannot listen on {settings.listen}: is the port in use?") from None
+            port = 0
+        if port == 0:  # grpc.aio reports a failed bind by raising or by returning port 0
+            raise OSError(f"cannot listen on {settings.listen}: is the port in use?")
         await server.start()
         pusher = Pusher(opened.storage, opened.sequencer, published, targets)
         await pusher.start()

@@ -17,6 +17,7 @@ from affidavit.server import app, config
 from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
+from affidavit.server.listen import ListenAddressError, check_free, parse_listen
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
 from affidavit.server.witness_push import parse_target
 
@@ -70,6 +71,30 @@ def _fail(message: str) -> NoReturn:
     sys.exit(2)
 
 
+def _describe(e: Exception, about: Path | None = None) -> str:
+    """An error in words, without Python's [Errno n] prefix: the reason, and the file it is
+    about unless that is `about` (already named by the message)."""
+    if isinstance(e, OSError) and e.strerror:
+        if e.filename is None or (about is not None and Path(e.filename) == about):
+            return e.strerror
+        return f"{e.filename}: {e.strerror}"
+    return str(e)
+
+
+STARTUP_ERRORS = (StorageError, MalformedKeyError, OSError, ValueError)
+"""What a server can meet while starting (a directory it cannot create, a taken port, a
+malformed key): each becomes one line and exit 2, never a traceback."""
+
+
+def _check_listen(ctx: click.Context, param: click.Parameter, value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        return parse_listen(value, param.opts[0] if param.opts else "--listen").text()
+    except ListenAddressError as e:
+        raise click.BadParameter(str(e).split(": ", 1)[1]) from None
+
+
 def _create(
     data_dir: Path,
     origin: str,
@@ -79,8 +104,8 @@ def _create(
 ) -> tuple[str, Path | None]:
     try:
         return asyncio.run(app.create_log(data_dir, origin, entry_format, admin_id, min_free_bytes))
-    except (StorageError, MalformedKeyError) as e:
-        _fail(f"cannot create a log in {data_dir}: {e}")
+    except STARTUP_ERRORS as e:
+        _fail(f"cannot create a log in {data_dir}: {_describe(e, data_dir)}")
 
 
 @click.command()
@@ -118,12 +143,15 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     show_default=True,
     envvar="AFFIDAVIT_LISTEN",
     show_envvar=True,
-    help="host:port to serve gRPC on (port 0 picks a free one).",
+    callback=_check_listen,
+    help="host:port to serve gRPC on (port 0 picks a free one; IPv6 as [::1]:7420). "
+    "A port already in use is an error.",
 )
 @click.option(
     "--http-listen",
     envvar="AFFIDAVIT_HTTP_LISTEN",
     show_envvar=True,
+    callback=_check_listen,
     help="host:port to serve HTTP on: the C2SP tlog-tiles read API at the root (/checkpoint, "
     "/tile/..., /tile/entries/... for auditors). Off unless given.",
 )
@@ -302,9 +330,12 @@ def serve(
                 "--auditor-token-hash takes the 64-hex SHA-256 of a token "
                 "(see `affidavit auditor-token`)"
             )
-    witness_keys = tuple(
-        Path(k[1:]).read_text().strip() if k.startswith("@") else k for k in witness_keys
-    )
+    try:
+        witness_keys = tuple(
+            Path(k[1:]).read_text().strip() if k.startswith("@") else k for k in witness_keys
+        )
+    except OSError as e:
+        _fail(f"--witness-key: cannot read {_describe(e)}")
     for key in witness_keys:
         try:
             verifier = note.parse_verifier(key)
@@ -323,7 +354,19 @@ def serve(
             f"--witness-quorum {witness_quorum} is more than the {len(keys)} witnesses "
             "configured (--witness, --witness-key)"
         )
-    if not config.is_initialised(data_dir):
+    for flag, address in (("--listen", listen), ("--http-listen", http_listen)):
+        if address is None:
+            continue
+        try:
+            # A taken port fails here, before a log is created for a server that cannot run.
+            check_free(parse_listen(address, flag))
+        except OSError as e:
+            _fail(f"{e}; is another server running there? (choose another {flag})")
+    try:
+        initialised = config.is_initialised(data_dir)
+    except OSError as e:
+        _fail(f"cannot use --data-dir {data_dir}: {_describe(e, data_dir)}")
+    if not initialised:
         _, admin_key = _create(data_dir, origin, entry_format, admin_id, min_free_mib << 20)
         logging.info(
             "created log %s in %s%s",
@@ -352,8 +395,8 @@ def serve(
     )
     try:
         asyncio.run(app.serve(settings))
-    except (StorageError, OSError, ValueError) as e:
-        _fail(str(e))
+    except STARTUP_ERRORS as e:
+        _fail(_describe(e))
     except Exception as e:  # one line, whatever broke: the operator reads it first
         _fail(f"the server failed: {type(e).__name__}: {e}")
 
