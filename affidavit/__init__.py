@@ -23,6 +23,8 @@ The names an integrator needs, importable from `affidavit` itself::
     RefusedError    the log refused the request (gRPC status name and the log's reason)
     NotAuthorisedError  recorded, but the log judged the action OUT_OF_SCOPE or NO_GRANT, so
                     Actor.action (enforcing by default) did not run it
+    NotFoundError   (a RefusedError) the log holds no such entry, statement or action
+    NotSentError    a check made before sending (the log's own rule) stopped a statement
     UnavailableError    the log could not be reached after retries
 
 The parts live in subpackages: `affidavit.merkle` (proofs, notes, tiles; no I/O),
@@ -41,6 +43,8 @@ if TYPE_CHECKING:
     from affidavit.client.errors import (
         ClientError,
         NotAuthorisedError,
+        NotFoundError,
+        NotSentError,
         RefusedError,
         UnavailableError,
         VerificationError,
@@ -58,6 +62,8 @@ _EXPORTS = {
     "Tls": "affidavit.client.client",
     "ClientError": "affidavit.client.errors",
     "NotAuthorisedError": "affidavit.client.errors",
+    "NotFoundError": "affidavit.client.errors",
+    "NotSentError": "affidavit.client.errors",
     "RefusedError": "affidavit.client.errors",
     "UnavailableError": "affidavit.client.errors",
     "VerificationError": "affidavit.client.errors",
@@ -72,6 +78,8 @@ __all__ = [
     "ClientError",
     "IdentityKey",
     "NotAuthorisedError",
+    "NotFoundError",
+    "NotSentError",
     "Receipt",
     "RefusedError",
     "Tls",

@@ -5,8 +5,8 @@
     report = verify(Path("evidence.json").read_text(), TrustPolicy(log_key, witnesses, 2))
     print(report.summary())
 
-Format `affidavit-bundle/1`: UTF-8 JSON, exactly as Bundle.to_json writes it (2-space indent,
-keys in this order, non-ASCII characters as they are, a final newline)::
+Format `affidavit-bundle/1`: UTF-8 JSON (Bundle.to_json writes it with a 2-space indent, keys
+in this order, non-ASCII characters as they are, a final newline)::
 
     {
       "format": "affidavit-bundle/1",
@@ -17,7 +17,8 @@ keys in this order, non-ASCII characters as they are, a final newline)::
           "index": <0-based log index>,
           "leaf": "<standard padded base64 of the exact leaf bytes (a SignedStatement)>",
           "proof": ["<base64 of a 32-byte hash>", ...],
-          "tlog_proof": "<the same as c2sp.org/tlog-proof@v1 text: index, proof, checkpoint>"
+          "tlog_proof": "<the same as c2sp.org/tlog-proof@v1 text: index, proof, checkpoint>",
+          "decoded": {"key_id": "<signing key id>", "statement": {<the statement, proto3 JSON>}}
         },
         ...
       ]
@@ -26,12 +27,18 @@ keys in this order, non-ASCII characters as they are, a final newline)::
 entries ascend strictly by index; each proof is the RFC 9162 inclusion proof (from the leaf up)
 of its leaf at its index in the tree of the checkpoint's size. tlog_proof repeats index, proof
 and checkpoint as one C2SP tlog-proof, so each entry can be checked on its own by any tlog-proof
-verifier (`affidavit verify-proof`); it must be exactly that text. The file makes no claim of its
-own: which action it is about, who did what, on whose authority — everything verify reports is
-read from leaves and a note whose bytes it has verified. Base64 (in the JSON and in the note's
-signature lines) must be canonical and the text must be byte for byte what to_json writes, so
-changing any byte of the file fails verification — except inside a signature line by a key the
-verifier's policy does not know, which it ignores (as Go's note.Open does) and only counts.
+verifier (`affidavit verify-proof`); it must be exactly that text. "decoded" is the leaf decoded,
+for a person reading the file beside the exact bytes (optional; when present it must be exactly
+what the leaf decodes to, so it can never tell a story the leaf does not). The file makes no
+claim of its own: which action it is about, who did what, on whose authority — everything
+verify reports is read from leaves and a note whose bytes it has verified.
+
+What verify reads is the file's content, not its layout: indentation, key order and line
+endings (CRLF) may change, as editors and tools change them. Every value is held to one
+spelling — base64 (in the JSON and in the note's signature lines) must be canonical, no key may
+repeat or be unknown — so changing any value fails verification, except inside a signature line
+by a key the verifier's policy does not know, which it ignores (as Go's note.Open does) and
+only counts.
 
 What export puts in (entries up to the checkpoint's size): the action's INTENT and OUTCOME and
 every approval of it (Search action_id); the approval the INTENT names; every grant the INTENT
@@ -87,7 +94,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from affidavit.client.client import Client
-from affidavit.client.errors import ClientError, VerificationError
+from affidavit.client.errors import NotFoundError, VerificationError
 from affidavit.client.verify import TrustPolicy, Verified, check_inclusion, open_checkpoint
 from affidavit.merkle import note, tlogproof
 from affidavit.merkle.checkpoint import Checkpoint
@@ -97,6 +104,8 @@ from affidavit.statements import build, ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.scope import MAX_CHAIN
 from affidavit.statements.state import DictKV, KeyRecord, LogState, SessionHead, VerdictRecord
+from google.protobuf import json_format
+from google.protobuf.message import DecodeError
 
 from affidavit import merkle
 
@@ -109,9 +118,10 @@ _ENTRY_KEYS = ("index", "leaf", "proof", "tlog_proof")
 _ACTION_ENTRY_KEYS = (*_ENTRY_KEYS, "admitted_ms")
 """An agent action's entry also carries the log's admission time, which its windows are
 judged at (the log's word, like the verdict it recorded: not in the leaf)."""
+_ENTRY_VIEW = "decoded"
 
 
-class ExportError(ClientError):
+class ExportError(NotFoundError):
     """The log does not hold what a bundle of this action needs (e.g. a grant it names)."""
 
 
@@ -138,30 +148,32 @@ class Bundle:
 
     def to_json(self) -> str:
         """The bundle file's text: the only form verify accepts."""
-        data = {
-            "format": FORMAT,
-            "checkpoint": self.checkpoint,
-            "entries": [
-                {
-                    "index": e.index,
-                    "leaf": _b64(e.leaf),
-                    "proof": [_b64(h) for h in e.proof],
-                    "tlog_proof": e.tlog_proof(self.checkpoint),
-                }
-                | ({"admitted_ms": e.admitted_ms} if e.admitted_ms else {})
-                for e in self.entries
-            ],
-        }
+        entries = []
+        for e in self.entries:
+            item: dict[str, Any] = {
+                "index": e.index,
+                "leaf": _b64(e.leaf),
+                "proof": [_b64(h) for h in e.proof],
+                "tlog_proof": e.tlog_proof(self.checkpoint),
+            }
+            if e.admitted_ms:
+                item["admitted_ms"] = e.admitted_ms
+            decoded = _decoded(e.leaf)
+            if decoded is not None:
+                item[_ENTRY_VIEW] = decoded
+            entries.append(item)
+        data = {"format": FORMAT, "checkpoint": self.checkpoint, "entries": entries}
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
     def from_json(cls, text: str) -> Bundle:
-        """Parse a bundle file strictly; VerificationError says what is wrong with it."""
+        """Parse a bundle file strictly (its content: any layout); VerificationError says what
+        is wrong with it."""
         try:
             data = json.loads(text, object_pairs_hook=_object)
         except ValueError as e:
             raise VerificationError(f"the bundle is not valid JSON: {e}") from None
-        if not isinstance(data, dict) or tuple(data) != _KEYS:
+        if not isinstance(data, dict) or set(data) != set(_KEYS):
             raise VerificationError(f"the bundle must be a JSON object with keys {list(_KEYS)}")
         if data["format"] != FORMAT:
             raise VerificationError(
@@ -186,17 +198,6 @@ class Bundle:
                     f"entry {entry.index}'s tlog_proof is not its index and proof to the "
                     "bundle's checkpoint"
                 )
-        canonical = bundle.to_json()
-        if canonical != text:
-            at = next(
-                (i for i, (a, b) in enumerate(zip(canonical, text, strict=False)) if a != b),
-                min(len(canonical), len(text)),
-            )
-            line = text.count("\n", 0, at) + 1
-            raise VerificationError(
-                f"the bundle's text differs from its exported form at line {line} (character "
-                f"{at}): it was edited after export"
-            )
         return bundle
 
 
@@ -225,11 +226,26 @@ def _object(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+def _decoded(leaf: bytes) -> dict[str, Any] | None:
+    """A leaf decoded for reading: its key id and statement (proto3 JSON); None when it does
+    not decode (verify then says why)."""
+    try:
+        signed = pb.SignedStatement.FromString(leaf)
+        statement = build.statement_of(leaf)
+    except DecodeError:
+        return None
+    view = json_format.MessageToDict(statement, preserving_proto_field_name=True)
+    return {"key_id": signed.key_id, "statement": view}
+
+
 def _entry(item: object, n: int) -> BundleEntry:
-    if not isinstance(item, dict) or tuple(item) not in (_ENTRY_KEYS, _ACTION_ENTRY_KEYS):
+    if not isinstance(item, dict) or set(item) - {_ENTRY_VIEW} not in (
+        set(_ENTRY_KEYS),
+        set(_ACTION_ENTRY_KEYS),
+    ):
         raise VerificationError(
             f"entries[{n}] must be an object with keys {list(_ENTRY_KEYS)} (and admitted_ms, "
-            "for an agent action)"
+            f"for an agent action; optionally {_ENTRY_VIEW!r})"
         )
     index = item["index"]
     if isinstance(index, bool) or not isinstance(index, int) or index < 0:
@@ -245,6 +261,11 @@ def _entry(item: object, n: int) -> BundleEntry:
     admitted_ms = item.get("admitted_ms", 0)
     if isinstance(admitted_ms, bool) or not isinstance(admitted_ms, int) or admitted_ms < 0:
         raise VerificationError(f"entry {index}'s admitted_ms must be Unix milliseconds")
+    if _ENTRY_VIEW in item and item[_ENTRY_VIEW] != _decoded(leaf):
+        raise VerificationError(
+            f"entry {index}'s {_ENTRY_VIEW!r} is not what its leaf decodes to: the readable "
+            "copy was edited (the leaf's bytes are the evidence)"
+        )
     return BundleEntry(index, leaf, proof, admitted_ms)
 
 

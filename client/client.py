@@ -15,7 +15,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, TypeVar
 
 import grpc
-from affidavit.client.errors import RefusedError, UnavailableError, VerificationError
+from affidavit.client.errors import (
+    NotFoundError,
+    NotSentError,
+    RefusedError,
+    UnavailableError,
+    VerificationError,
+)
 from affidavit.client.trust import TrustStore
 from affidavit.client.verify import (
     TrustPolicy,
@@ -41,6 +47,14 @@ RETRYABLE = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.DEADLINE_EXCEEDED,
 }
+NOT_FOUND = {grpc.StatusCode.NOT_FOUND, grpc.StatusCode.OUT_OF_RANGE}
+
+
+def refusal(code: grpc.StatusCode, details: str | None) -> RefusedError:
+    """The error for a status the log answered: NotFoundError when it has no such thing."""
+    if code in NOT_FOUND:
+        return NotFoundError(details or "", code.name)
+    return RefusedError(code.name, details or "")
 
 
 @dataclass(frozen=True)
@@ -150,7 +164,7 @@ class Client:
                     continue
                 if code in RETRYABLE:
                     raise UnavailableError(f"{self.address}: {code.name}: {e.details()}") from None
-                raise RefusedError(code.name, e.details() or "") from None
+                raise refusal(code, e.details()) from None
         raise AssertionError("unreachable")
 
     # Trust.
@@ -235,7 +249,7 @@ class Client:
         try:
             ingest.prepare(leaf, lambda _key_id: None)
         except Rejection as e:
-            raise RefusedError(e.code, f"refused before sending: {e.message}") from None
+            raise NotSentError(e.code, e.message) from None
         return self._append(leaf)
 
     def append_opaque(self, entry: bytes) -> Receipt:
@@ -331,7 +345,7 @@ class Client:
                     raise UnavailableError(
                         f"{self.address}: {e.code().name}: {e.details()}"
                     ) from None
-                raise RefusedError(e.code().name, e.details() or "") from None
+                raise refusal(e.code(), e.details()) from None
             if start == first:  # an empty page would have us ask again forever
                 raise VerificationError(f"the log sent no entries for [{start}, {end})")
 

@@ -21,6 +21,26 @@ class RefusedError(ClientError):
         self.message = message
 
 
+class NotFoundError(RefusedError):
+    """What was asked for is not in the log: no entry at that index (yet), no entry with that
+    leaf hash, no statement or action with that id. code is the gRPC status the log answered
+    (NOT_FOUND or OUT_OF_RANGE), or NOT_FOUND when a search came back empty."""
+
+    def __init__(self, message: str, code: str = "NOT_FOUND") -> None:
+        super().__init__(code, message)
+
+
+class NotSentError(ClientError):
+    """A check made before sending stopped a statement (schema, sizes, the secret guard): the
+    same rule the log applies, so the log would refuse it too; nothing was sent. code is the
+    rule's reason code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
 class UnavailableError(ClientError):
     """The log could not be reached (after retries)."""
 

@@ -270,7 +270,7 @@ def test_position_file_is_checked(clean: CleanLog, tmp_path: Path) -> None:
     source = source_of(clean.entries)
     audit_entries(source, clean.checkpoint, resume=position)
     other = fake_checkpoint([e.data for e in clean.entries])
-    with pytest.raises(auditor.PositionError, match="another checkpoint"):
+    with pytest.raises(auditor.PositionError, match=r"is an audit of example\.com/test, not"):
         audit_entries(source, other, resume=position)
     raw = bytearray(position.read_bytes())
     raw[len(raw) // 2] ^= 1

@@ -531,9 +531,8 @@ def test_text_edits_fail(world: World, pr_bundle: Bundle) -> None:
     text = pr_bundle.to_json()
     data = json.loads(text)
     proof = data["entries"][0]["proof"][0]
+    decoded = data["entries"][0]["decoded"]
     cases: dict[str, tuple[str | bytes, str]] = {
-        "whitespace": (text.replace('"format": ', '"format":  ', 1), "differs from its exported"),
-        "no final newline": (text[:-1], "differs from its exported"),
         "claimed summary": (
             json.dumps({**data, "summary": "approved by the CEO"}, indent=2) + "\n",
             "keys",
@@ -543,6 +542,16 @@ def test_text_edits_fail(world: World, pr_bundle: Bundle) -> None:
         "duplicate key": (text.replace('"format"', '"format": "x", "format"', 1), "repeats"),
         "non-canonical base64": (text.replace(proof, non_canonical(proof)), "not canonical base64"),
         "not UTF-8": (text.encode()[:50] + b"\xff" + text.encode()[51:], "UTF-8"),
+        "edited readable copy": (
+            text.replace(json.dumps(decoded["key_id"]), json.dumps(decoded["key_id"][::-1]), 1),
+            "not what its leaf decodes to",
+        ),
+        "unknown entry key": (
+            json.dumps(
+                {**data, "entries": [{**data["entries"][0], "note": "x"}, *data["entries"][1:]]}
+            ),
+            "keys",
+        ),
     }
     for edited, reason in cases.values():
         with pytest.raises(VerificationError, match=reason):
@@ -564,6 +573,49 @@ def test_bundle_file_verifies_as_bytes(world: World, pr_bundle: Bundle, tmp_path
     assert isinstance(verify(path.read_bytes(), world.policy), Report)
 
 
+def test_harmless_reformatting_verifies_the_same(world: World, pr_bundle: Bundle) -> None:
+    """Content, not layout: what editors, `jq` and Windows do to a file changes nothing."""
+    text = pr_bundle.to_json()
+    data = json.loads(text)
+    expected = verify(text, world.policy).summary()
+    reformatted: dict[str, str | bytes] = {
+        "re-indented": json.dumps(data, indent=4, ensure_ascii=False),
+        "minified": json.dumps(data, separators=(",", ":")),
+        "CRLF": text.replace("\n", "\r\n"),
+        "CRLF bytes": text.replace("\n", "\r\n").encode(),
+        "keys sorted (jq -S)": json.dumps(data, indent=2, sort_keys=True),
+        "ASCII escapes": json.dumps(data, indent=1, ensure_ascii=True),
+        "no final newline": text[:-1],
+        "without the readable copies": json.dumps(
+            {
+                **data,
+                "entries": [{k: e[k] for k in ("index", "leaf", "proof")} for e in data["entries"]],
+            }
+        ),
+    }
+    for name, edited in reformatted.items():
+        assert verify(edited, world.policy).summary() == expected, name
+        assert Bundle.from_json(edited if isinstance(edited, str) else edited.decode()) == pr_bundle
+
+
+def test_each_entry_is_shown_decoded_beside_its_bytes(pr_bundle: Bundle) -> None:
+    data = json.loads(pr_bundle.to_json())
+    for item, entry in zip(data["entries"], pr_bundle.entries, strict=True):
+        signed = pb.SignedStatement.FromString(entry.leaf)
+        statement = build.statement_of(entry.leaf)
+        assert item["decoded"]["key_id"] == signed.key_id
+        shown = item["decoded"]["statement"]
+        assert shown["header"]["statement_id"] == statement.header.statement_id
+        assert set(shown) - {"header"} == {statement.WhichOneof("body")}
+    actions = [
+        i["decoded"]["statement"]["action"]
+        for i in data["entries"]
+        if "action" in i["decoded"]["statement"]
+    ]
+    assert {a["phase"] for a in actions} == {"INTENT", "OUTCOME"}
+    assert all(a["operation"]["tool_name"] == "github.create_pull_request" for a in actions)
+
+
 # Property: no change to the file verifies as a different story.
 
 
@@ -572,12 +624,17 @@ def test_bundle_file_verifies_as_bytes(world: World, pr_bundle: Bundle, tmp_path
 def test_random_byte_flips_never_verify(
     world: World, pr_bundle: Bundle, data: st.DataObject
 ) -> None:
+    """A flipped byte fails verification, unless it only changed the layout (whitespace
+    between JSON tokens): then the content read is exactly the exported bundle's."""
     raw = bytearray(pr_bundle.to_json().encode())
     at = data.draw(st.integers(0, len(raw) - 1), label="byte")
     value = data.draw(st.integers(0, 255).filter(lambda v: v != raw[at]), label="value")
     raw[at] = value
-    with pytest.raises(VerificationError):
+    try:
         verify(bytes(raw), world.policy)
+    except VerificationError:
+        return
+    assert Bundle.from_json(raw.decode()) == pr_bundle
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=list(HealthCheck))

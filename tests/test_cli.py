@@ -52,6 +52,7 @@ GITHUB_TOKEN = "ghp_" + "Zq8xW2vB7nR4tY6uI1oP3aS5dF9gH0jK2lM4"
 PR = {"repo": "acme/web", "title": "Fix login redirect", "head": "fix-login", "base": "main"}
 
 EXIT_OK, EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 0, 1, 2, 3, 4
+EXIT_NOT_AUTHORISED, EXIT_NOT_FOUND = 5, 6
 
 
 # Running the command.
@@ -98,7 +99,8 @@ class Cli:
         assert "Traceback" not in r.stderr, f"affidavit {' '.join(args)}:\n{r.stderr}"
         if "--help" not in args:
             EXERCISED.add(command_name(args))
-            if "--json" in args and r.returncode in (EXIT_OK, EXIT_VERIFY) and r.stdout.strip():
+            answered = (EXIT_OK, EXIT_VERIFY, EXIT_NOT_AUTHORISED)
+            if "--json" in args and r.returncode in answered and r.stdout.strip():
                 if args[0] == "witness":  # one JSON document per event
                     for line in r.stdout.splitlines():
                         json.loads(line)
@@ -112,8 +114,11 @@ class Cli:
         assert r.returncode == EXIT_OK, f"affidavit {' '.join(args)}: {r.returncode}\n{r.stderr}"
         return r
 
-    def json(self, *args: str, **kw: Any) -> Any:
-        return json.loads(self.ok(*args, "--json", **kw).stdout)
+    def json(self, *args: str, code: int = EXIT_OK, **kw: Any) -> Any:
+        """The JSON a command prints with --json, expecting exit code `code`."""
+        r = self(*args, "--json", **kw)
+        assert r.returncode == code, f"affidavit {' '.join(args)}: {r.returncode}\n{r.stderr}"
+        return json.loads(r.stdout)
 
     def new_id(self, *args: str, **kw: Any) -> str:
         """Run with -q: the output is the new id alone."""
@@ -258,11 +263,19 @@ def story(log: Log) -> Story:
     outcome_id = cli.new_id(
         *sh(f"append --key bot.key --outcome {action_id} --status ok --effect-ref commit:3f2a9c1e")
     )
-    stray = cli.json(
+    r = cli(
         *sh("append --key bot.key --tool shell.exec --resource host:prod-db --access execute"),
-        *("--grant", log.grant_id),
+        *("--grant", log.grant_id, "--json"),
     )
+    assert r.returncode == EXIT_NOT_AUTHORISED, r.stderr  # recorded, but not authorised
+    stray = json.loads(r.stdout)
     assert (stray["verdict"], stray["verdict_reason"]) == ("OUT_OF_SCOPE", "tool-not-granted")
+    error = json.loads(r.stderr)["error"]
+    assert (error["kind"], error["exit_code"], error["verdict"]) == (
+        "not-authorised",
+        EXIT_NOT_AUTHORISED,
+        "OUT_OF_SCOPE",
+    )
     return Story(
         action_id, approval_id, intent["index"], outcome_id, stray["action_id"], stray["index"]
     )
@@ -326,7 +339,10 @@ def test_help_of_every_command(tmp_path: Path) -> None:
     for name in commands:
         if " " not in name:
             assert re.search(rf"^  {re.escape(name)} ", top, re.M), name
-    assert "Exit codes: 0 done, 1 verification failed" in " ".join(top.split())
+    flat = " ".join(top.split())
+    assert "Exit codes: 0 done, 1 something did not verify" in flat
+    assert "5 the action is not authorised (append: recorded, but not authorised)" in flat
+    assert "6 no such entry, statement or action in the log" in flat
     runner = CliRunner()
     for name, command in commands.items():
         result = runner.invoke(main, [*name.split(), "--help"], env={"COLUMNS": "100"})
@@ -484,7 +500,8 @@ def test_identity_add_rotate_revoke(log: Log) -> None:
     assert added["tree_size"] > added["index"] >= 0
     assert added["verified"] == ["checkpoint signature", "inclusion proof", "consistency"]
     act = ("append", "--tool", "github.get_file", "--resource", "repo:acme/web", "--access", "read")
-    assert cli.json(*act, "--key", "temp.key")["verdict"] == "NO_GRANT"
+    no_grant = cli.json(*act, "--key", "temp.key", code=EXIT_NOT_AUTHORISED)
+    assert no_grant["verdict"] == "NO_GRANT"
 
     write_identity(work, "temp", name="temp-2")
     rotated = cli.json(
@@ -493,7 +510,7 @@ def test_identity_add_rotate_revoke(log: Log) -> None:
     assert rotated["index"] > added["index"]
     line = cli.fails(EXIT_REFUSED, *act, "--key", "temp.key")
     assert "PERMISSION_DENIED" in line and "retired" in line
-    cli.ok(*act, "--key", "temp-2.key")
+    assert cli(*act, "--key", "temp-2.key").returncode == EXIT_NOT_AUTHORISED
     revoked_id = cli.json("identity", "revoke", "temp", "--key", "admin.key")["statement_id"]
     assert (
         cli.json("get", "--statement-id", revoked_id)["statement"]["identity"]["identity_id"]
@@ -584,9 +601,20 @@ def test_approve_and_append(log: Log, story: Story) -> None:
     )
     assert o["intent_leaf_hash"] == intent["leaf_hash"]  # hashes: hex everywhere
 
-    # The INTENT is kept until its OUTCOME is recorded, then gone: a second OUTCOME is refused.
-    line = cli.fails(EXIT_USAGE, "append", "--key", "bot.key", "--outcome", story.action_id)
-    assert "no INTENT of action" in line
+    # The INTENT is kept until its OUTCOME is recorded, then gone: a second OUTCOME (its
+    # INTENT fetched from the log) is refused by the log.
+    line = cli.fails(EXIT_REFUSED, "append", "--key", "bot.key", "--outcome", story.action_id)
+    assert "already has an OUTCOME" in line
+    line = cli.fails(
+        EXIT_USAGE,
+        "append",
+        "--key",
+        "bot.key",
+        "--outcome",
+        story.action_id,
+        env={"AFFIDAVIT_TOKEN": None},
+    )
+    assert "was not recorded from here" in line and "AFFIDAVIT_TOKEN" in line
     line = cli.fails(EXIT_USAGE, "append", "--key", "bot.key", "--tool", "github.x")
     assert "an INTENT needs --tool, --resource and --access" in line
 
@@ -621,7 +649,8 @@ def test_secrets_are_redacted_or_refused(log: Log) -> None:
     before = log.server.checkpoint().size
     params = json.dumps({"repo": "acme/web", "token": GITHUB_TOKEN})
     act = ("append", "--key", "bot.key", "--tool", "github.get_file", "--access", "read")
-    r = cli.ok(*act, "--resource", "repo:acme/web", "--params", params, "--json")
+    r = cli(*act, "--resource", "repo:acme/web", "--params", params, "--json")
+    assert r.returncode == EXIT_NOT_AUTHORISED, r.stderr  # bot has no grant for reads here
     recorded = json.loads(r.stdout)
     entry = cli.ok("get", str(recorded["index"]))
     assert GITHUB_TOKEN not in r.stdout + r.stderr + entry.stdout
@@ -629,8 +658,9 @@ def test_secrets_are_redacted_or_refused(log: Log) -> None:
     assert "«redacted:github-token:" in op["parameters_json"]
     assert [x["path"] for x in op["redactions"]] == ["/token"]
     # A secret where nothing is redacted is refused here, before it is sent.
-    line = cli.fails(EXIT_REFUSED, *act, "--resource", f"repo:acme/web?t={GITHUB_TOKEN}")
-    assert "refused before sending" in line and "resource" in line and GITHUB_TOKEN not in line
+    line = cli.fails(EXIT_USAGE, *act, "--resource", f"repo:acme/web?t={GITHUB_TOKEN}")
+    assert "not sent" in line and "before sending" in line and "refused by the log" not in line
+    assert "resource" in line and GITHUB_TOKEN not in line
     assert log.server.checkpoint().size == before + 1
 
 
@@ -648,8 +678,8 @@ def test_get(log: Log, story: Story) -> None:
     )
     human = cli.ok("get", "--statement-id", story.approval_id).stdout
     assert story.action_id in human and "CHG-1042" in human
-    assert "OUT_OF_RANGE" in cli.fails(EXIT_REFUSED, "get", "100000")
-    assert "no such statement" in cli.fails(EXIT_USAGE, "get", "--statement-id", "nope")
+    assert "beyond the log" in cli.fails(EXIT_NOT_FOUND, "get", "100000")
+    assert "no such statement" in cli.fails(EXIT_NOT_FOUND, "get", "--statement-id", "nope")
     assert "give an INDEX" in cli.fails(EXIT_USAGE, "get")
     # Reading entries needs the auditor token; from AFFIDAVIT_TOKEN=@file or --token.
     line = cli.fails(EXIT_REFUSED, "get", "0", env={"AFFIDAVIT_TOKEN": None})
@@ -806,8 +836,8 @@ def test_prove(log: Log, story: Story) -> None:
     assert by_hash["index"] == story.intent_index
     human = cli.ok("prove", "0").stdout
     assert "entry 0" in human and "verified" in human
-    assert "OUT_OF_RANGE" in cli.fails(EXIT_REFUSED, "prove", "100000")
-    assert "NOT_FOUND" in cli.fails(EXIT_REFUSED, "prove", "--leaf-hash", "00" * 32)
+    assert "not in the tree" in cli.fails(EXIT_NOT_FOUND, "prove", "100000")
+    assert "leaf hash" in cli.fails(EXIT_NOT_FOUND, "prove", "--leaf-hash", "00" * 32)
     assert "give an INDEX or --leaf-hash" in usage_error("prove")
     assert "give an INDEX or --leaf-hash" in usage_error("prove", "1", "--leaf-hash", "00")
     assert "hex" in cli.fails(EXIT_USAGE, "prove", "--leaf-hash", "zz")
@@ -933,14 +963,16 @@ def test_verify_witness_export_and_verify_bundle(log: Log, story: Story) -> None
     )
     assert "does not exist" in cli.fails(EXIT_USAGE, "verify-bundle", "missing.json")
 
-    # An out-of-scope action exports (it is evidence too), and its bundle says so: exit 1.
+    # An out-of-scope action exports (it is evidence too), and its bundle says so: exit 5,
+    # as who-authorised does for the same action.
     stray = cli.json("export", "--index", str(story.stray_index), "--out", "stray.json")
     assert stray["in_scope"] is False and stray["verdict"] == "OUT_OF_SCOPE"
     r = cli("verify-bundle", "stray.json", env=offline)
-    assert r.returncode == EXIT_VERIFY and r.stderr == ""
+    assert r.returncode == EXIT_NOT_AUTHORISED and r.stderr == ""
     assert "NOT AUTHORISED (OUT_OF_SCOPE)" in r.stdout
     assert "give an ACTION_ID or --index" in cli.fails(EXIT_USAGE, "export", "--out", "x.json")
-    assert "no INTENT of action nope" in cli.fails(EXIT_USAGE, "export", "nope", "--out", "x.json")
+    line = cli.fails(EXIT_NOT_FOUND, "export", "nope", "--out", "x.json")
+    assert "no INTENT of action nope" in line
 
 
 def test_who_authorised(log: Log, story: Story) -> None:
@@ -951,12 +983,15 @@ def test_who_authorised(log: Log, story: Story) -> None:
     data = cli.json("who-authorised", "--index", str(story.intent_index + 1))  # by its OUTCOME
     assert data["action_id"] == story.action_id and data["approvals"][0]["approver"] == "alice"
     assert data["authority"][0]["grant_id"] == log.grant_id
-    stray = cli.json("who-authorised", story.stray_action_id)
+    stray = cli.json("who-authorised", story.stray_action_id, code=EXIT_NOT_AUTHORISED)
     assert stray["in_scope"] is False and stray["verdict_reason"] == "tool-not-granted"
+    assert "NOT AUTHORISED" in cli("who-authorised", story.stray_action_id).stdout
     assert "give an ACTION_ID or --index" in cli.fails(EXIT_USAGE, "who-authorised")
     assert "identity event, not an agent action" in cli.fails(
-        EXIT_USAGE, "who-authorised", "--index", "0"
+        EXIT_NOT_FOUND, "who-authorised", "--index", "0"
     )
+    line = cli.fails(EXIT_NOT_FOUND, "who-authorised", "0197aaaa-0000-7000-8000-000000000000")
+    assert "no INTENT of action" in line
     line = cli.fails(EXIT_REFUSED, "who-authorised", story.action_id, env={"AFFIDAVIT_TOKEN": None})
     assert "UNAUTHENTICATED" in line
 

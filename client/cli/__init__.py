@@ -7,14 +7,22 @@ the adapters' (adapters/cli.py: mcp-proxy, otlp-bridge) are imported only when o
 runs, the one place client-side code touches them. Every client command takes the connection
 options (also as AFFIDAVIT_* environment variables) and --json.
 
-Exit codes: 0 done; 1 something did not verify (or an audit found something); 2 usage error;
-3 the log refused the request; 4 the log could not be reached.
+Exit codes (options.EXIT_CODES): 0 done; 1 something did not verify (or an audit found
+something); 2 usage error or invalid input, nothing sent (a check made before sending included);
+3 the log refused the request; 4 the log could not be reached; 5 not authorised (`append`:
+recorded, but the log's verdict is OUT_OF_SCOPE or NO_GRANT; `who-authorised`, `verify-bundle`:
+the action was not authorised); 6 not found (no such entry, statement or action); 130
+interrupted. With --json, an error is one line of JSON on stderr:
+{"error": {"kind": ..., "exit_code": ..., "message": ...}}.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Sequence
 from importlib import import_module
 from importlib.metadata import PackageNotFoundError, version
+from typing import Any
 
 import click
 from affidavit.client.cli import (
@@ -30,6 +38,7 @@ from affidavit.client.cli import (
     tiles,
     witnessing,
 )
+from affidavit.client.cli.options import EXIT_CODES_TEXT, EXIT_USAGE, error_json
 
 # Commands that live beside what they drive, imported only when run (the client never imports
 # the server, or the parts built on the client, otherwise): name -> "module:attribute".
@@ -71,12 +80,35 @@ class _Affidavit(click.Group):
         command: click.Command = getattr(import_module(module), attribute)
         return command
 
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
+        """As click's, but a command line click rejects while --json is given is reported as
+        one line of JSON on stderr, like every other error of a --json command."""
+        argv = list(sys.argv[1:] if args is None else args)
+        if not standalone_mode or "--json" not in argv:
+            return super().main(argv, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            result = super().main(argv, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as e:
+            code = e.exit_code if isinstance(e, click.UsageError) else EXIT_USAGE
+            click.echo(error_json(e.format_message(), code), err=True)
+            sys.exit(code)
+        except click.Abort:
+            click.echo(error_json("aborted", EXIT_USAGE), err=True)
+            sys.exit(EXIT_USAGE)
+        sys.exit(result if isinstance(result, int) else 0)  # an int: click's Exit code
+
 
 @click.group(
     cls=_Affidavit,
     context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
-    epilog="Exit codes: 0 done, 1 verification failed or findings, 2 usage error, "
-    "3 refused by the log, 4 log unreachable. Shell completion: "
+    epilog=f"Exit codes: {EXIT_CODES_TEXT}. Shell completion: "
     'eval "$(affidavit completion bash)" (or zsh, fish).',
 )
 @click.version_option(_version(), prog_name="affidavit")

@@ -8,18 +8,25 @@ import click
 from affidavit.client.actor import Actor, Recorded, outcome_body
 from affidavit.client.cli.options import (
     ACCESS,
+    EXIT_NOT_AUTHORISED,
     Conn,
     connection,
+    fail,
     handle_errors,
     json_arg,
     receipt_data,
     receipt_line,
     signing_key,
 )
+from affidavit.client.client import Client, Receipt
+from affidavit.client.errors import NotFoundError, VerificationError
 from affidavit.client.sessionfile import SessionFile
 from affidavit.client.trust import write_atomic
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements.build import statement_of
 from affidavit.statements.signing import IdentityKey
+
+from affidavit import merkle
 
 # Actions.
 
@@ -27,8 +34,58 @@ POLICY = {"allow": pb.ALLOW, "deny": pb.DENY, "allow-if-approved": pb.ALLOW_IF_A
 STATUS = {"ok": pb.OK, "error": pb.ERROR, "denied": pb.DENIED, "timeout": pb.TIMEOUT}
 
 
+NOT_AUTHORISED = {"OUT_OF_SCOPE", "NO_GRANT"}
+"""Verdicts under which the log recorded an action that its grants do not authorise."""
+
+
 def _pending_path(conn: Conn, action_id: str) -> Path:
     return conn.trust_dir / "intents" / f"{action_id}.leaf"
+
+
+def _intent_leaf(conn: Conn, client: Client, key: IdentityKey, action_id: str) -> bytes:
+    """The exact bytes of the INTENT of action_id: kept under --trust-dir by the `append` that
+    recorded it, or else fetched from the log (with an auditor token), proven included in a
+    trusted checkpoint, and checked to be this identity's INTENT of that action."""
+    path = _pending_path(conn, action_id)
+    if path.exists():
+        return path.read_bytes()
+    if conn.token is None:
+        raise click.UsageError(
+            f"the INTENT of action {action_id} was not recorded from here ({path} is missing); "
+            "to fetch it from the log, give an auditor token: --token TOKEN or @FILE "
+            "(AFFIDAVIT_TOKEN), or use the --trust-dir that recorded it"
+        )
+    for hit in client.search(action_id=action_id):
+        entry = next(client.entries(hit.index, hit.index + 1))
+        statement = statement_of(entry.data)
+        action = statement.action
+        if statement.WhichOneof("body") != "action" or action.phase != pb.AgentAction.INTENT:
+            continue
+        proof, _ = client.prove(index=hit.index)
+        if proof.leaf_hash != merkle.leaf_hash(entry.data):
+            raise VerificationError(
+                f"entry {hit.index} as served is not the entry the log proves at that index"
+            )
+        if action.actor.agent_id != key.identity_id:
+            raise click.UsageError(
+                f"action {action_id} is {action.actor.agent_id}'s, not {key.identity_id}'s: "
+                "its OUTCOME is for the agent that recorded its INTENT"
+            )
+        return entry.data
+    raise NotFoundError(f"no INTENT of action {action_id} in the log")
+
+
+def _verdict_exit(conn: Conn, receipt: Receipt) -> None:
+    """Exit EXIT_NOT_AUTHORISED, saying so, when the log recorded the statement outside any
+    grant: it is on the record (the evidence stands), but it was not authorised."""
+    if receipt.verdict in NOT_AUTHORISED:
+        reason = f" ({receipt.verdict_reason})" if receipt.verdict_reason else ""
+        fail(
+            f"recorded, but NOT AUTHORISED: the log's verdict is {receipt.verdict}{reason}",
+            EXIT_NOT_AUTHORISED,
+            verdict=receipt.verdict,
+            verdict_reason=receipt.verdict_reason,
+        )
 
 
 @click.command()
@@ -114,7 +171,11 @@ def append(
     """Record an agent action: its INTENT (before acting), or with --outcome its OUTCOME.
 
     The INTENT is kept under --trust-dir until its OUTCOME is recorded, so the two can be
-    recorded by separate invocations. With --session, both go into that session's chain.
+    recorded by separate invocations (with --session, both go into that session's chain);
+    from elsewhere, --outcome fetches the INTENT from the log (needs --token).
+
+    Exits 5 when the log recorded the action but its verdict is OUT_OF_SCOPE or NO_GRANT:
+    recorded, but not authorised (the agent should not go ahead).
     """
     key = IdentityKey.load(key_file)
     with conn.client() as client:
@@ -128,16 +189,12 @@ def append(
             return actor.submit(body) if state is None else state.submit(actor, body)
 
         if outcome_of is not None:
-            path = _pending_path(conn, outcome_of)
-            if not path.exists():
-                raise ValueError(
-                    f"no INTENT of action {outcome_of} recorded from here ({path} is missing)"
-                )
+            intent_leaf = _intent_leaf(conn, client, key, outcome_of)
             outcome = pb.Outcome(
                 status=STATUS[status], effect_ref=effect_ref, error_code=error_code
             )
-            rec = submit(outcome_body(path.read_bytes(), outcome))
-            path.unlink()
+            rec = submit(outcome_body(intent_leaf, outcome))
+            _pending_path(conn, outcome_of).unlink(missing_ok=True)
             conn.out.emit(
                 receipt_line(f"OUTCOME of {outcome_of}:", rec.statement_id, rec.receipt),
                 {
@@ -147,6 +204,7 @@ def append(
                 },
                 rec.statement_id,
             )
+            _verdict_exit(conn, rec.receipt)
             return
         if not (tool and resource and access):
             raise click.UsageError(
@@ -187,3 +245,4 @@ def append(
         },
         act.action_id,
     )
+    _verdict_exit(conn, rec.receipt)

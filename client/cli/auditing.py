@@ -8,9 +8,11 @@ from pathlib import Path
 
 import click
 from affidavit.client.cli.options import (
+    EXIT_INTERRUPTED,
     EXIT_VERIFY,
     Conn,
     connection,
+    fail,
     handle_errors,
 )
 
@@ -21,10 +23,15 @@ from affidavit.client.cli.options import (
 @click.option(
     "--resume",
     type=click.Path(dir_okay=False, path_type=Path),
-    help="Save the audit's position here as it goes, and continue from it if it exists.",
+    help="Save the audit's position in this file as it goes (every 30 s, on Ctrl-C and at the "
+    "end); when it exists, continue from it to the log's current checkpoint, which the log "
+    "must prove consistent with the one saved.",
 )
 @click.option(
-    "--workers", type=click.IntRange(min=0), help="Processes verifying signatures (default: CPUs)."
+    "--workers",
+    type=click.IntRange(min=0),
+    help="Processes verifying signatures beside this one; 0 does everything in this process. "
+    "Default: 2 (fewer on a one-CPU machine) when 10,000 entries or more are left, else 0.",
 )
 @connection
 @handle_errors
@@ -52,6 +59,15 @@ def audit(conn: Conn, resume: Path | None, workers: int | None) -> None:
             report = auditing.audit(client, resume=resume, progress=show, workers=workers)
     except auditing.PositionError as e:  # an unusable --resume file: one line, not a traceback
         raise ValueError(str(e)) from None
+    except auditing.AuditInterrupted as e:
+        if interactive:
+            click.echo("", err=True)
+        saved = (
+            f"; position saved in {e.position}: run the same command again to continue"
+            if e.position is not None
+            else " (give --resume FILE to be able to continue an audit)"
+        )
+        fail(f"interrupted after {e.done} of {e.total} entries{saved}", EXIT_INTERRUPTED)
     if interactive:
         click.echo("", err=True)
     conn.out.emit(report.text(), report.to_json())

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 from affidavit.client.cli.options import (
-    EXIT_VERIFY,
+    EXIT_NOT_AUTHORISED,
     Conn,
     connection,
     handle_errors,
@@ -189,13 +189,13 @@ def _reports_data(reports: tuple[Any, ...]) -> dict[str, Any]:
 def verify_bundle(conn: Conn, file: Path) -> None:
     """Verify an evidence bundle offline, with public keys only (--log-key, --witness-key,
     --quorum), and say in plain words who did what, on whose authority, approved by whom.
-    Exits 1 if anything fails to verify or the action was not properly authorised."""
+    Exits 1 if anything fails to verify, 5 if it verifies but an action was not authorised."""
     from affidavit.client import bundleset
 
     reports = bundleset.verify_set(file.read_bytes(), conn.policy())
     conn.out.emit("\n\n".join(r.summary() for r in reports), _reports_data(reports))
     if not all(r.in_scope for r in reports):
-        sys.exit(EXIT_VERIFY)
+        sys.exit(EXIT_NOT_AUTHORISED)
 
 
 @click.command("who-authorised")
@@ -205,10 +205,13 @@ def verify_bundle(conn: Conn, file: Path) -> None:
 @handle_errors
 def who_authorised(conn: Conn, action_id: str | None, index: int | None) -> None:
     """Who authorised an action: the grant chain up to the human, the approval and its ticket,
-    each verified against the log (needs --token)."""
+    each verified against the log (needs --token). Exits 5 when the action was not
+    authorised (as verify-bundle does), 6 when the log has no such action."""
     from affidavit.client import bundle
 
     with conn.client() as client:
         b = bundle.export(client, **_action_target(action_id, index))
     report = bundle.verify(b.to_json(), conn.policy())
     conn.out.emit(report.summary(), _report_data(report))
+    if not report.in_scope:
+        sys.exit(EXIT_NOT_AUTHORISED)

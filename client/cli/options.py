@@ -14,7 +14,14 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 from affidavit.client.client import Client, Receipt, Tls
-from affidavit.client.errors import ClientError, RefusedError, UnavailableError, VerificationError
+from affidavit.client.errors import (
+    ClientError,
+    NotFoundError,
+    NotSentError,
+    RefusedError,
+    UnavailableError,
+    VerificationError,
+)
 from affidavit.client.jsonform import message_json
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle.errors import MerkleError
@@ -22,6 +29,24 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.errors import Rejection
 
 EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
+EXIT_NOT_AUTHORISED, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 5, 6, 130
+
+EXIT_CODES: dict[int, tuple[str, str]] = {
+    0: ("ok", "done"),
+    EXIT_VERIFY: ("verification-failed", "something did not verify, or an audit found something"),
+    EXIT_USAGE: ("usage", "usage error or invalid input; nothing was sent"),
+    EXIT_REFUSED: ("refused", "the log refused the request"),
+    EXIT_UNREACHABLE: ("unreachable", "the log could not be reached"),
+    EXIT_NOT_AUTHORISED: (
+        "not-authorised",
+        "the action is not authorised (append: recorded, but not authorised)",
+    ),
+    EXIT_NOT_FOUND: ("not-found", "no such entry, statement or action in the log"),
+    EXIT_INTERRUPTED: ("interrupted", "interrupted (Ctrl-C)"),
+}
+"""Every exit code of a client command: its name (the `kind` of a --json error) and meaning."""
+
+EXIT_CODES_TEXT = ", ".join(f"{code} {meaning}" for code, (_, meaning) in EXIT_CODES.items())
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -29,8 +54,25 @@ F = TypeVar("F", bound=Callable[..., Any])
 # Output and errors.
 
 
-def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"affidavit: {message}", err=True)
+def json_wanted() -> bool:
+    """Whether the command running was given --json (its errors are then JSON too)."""
+    ctx = click.get_current_context(silent=True)
+    return bool(ctx is not None and ctx.params.get("as_json"))
+
+
+def error_json(message: str, code: int, **more: str) -> str:
+    """An error as one line of JSON: {"error": {"kind", "exit_code", "message", ...}}."""
+    error = {"kind": EXIT_CODES[code][0], "exit_code": code, "message": message, **more}
+    return json.dumps({"error": error}, ensure_ascii=False, sort_keys=True)
+
+
+def fail(message: str, code: int, **more: str) -> NoReturn:
+    """Report a failure on stderr, one line (JSON with --json; more: extra JSON fields such
+    as the log's status), and exit with its documented code."""
+    if json_wanted():
+        click.echo(error_json(message, code, **more), err=True)
+    else:
+        click.echo(f"affidavit: {message}", err=True)
     sys.exit(code)
 
 
@@ -43,12 +85,25 @@ def handle_errors(f: F) -> F:
             return f(*args, **kwargs)
         except VerificationError as e:
             fail(f"VERIFICATION FAILED: {e}", EXIT_VERIFY)
+        except NotFoundError as e:
+            fail(f"not found: {e.message}", EXIT_NOT_FOUND, status=e.code)
         except RefusedError as e:
-            fail(f"refused ({e.code}): {e.message}", EXIT_REFUSED)
-        except Rejection as e:
-            fail(f"refused ({e.code}): {e.message}", EXIT_REFUSED)
+            fail(f"refused by the log ({e.code}): {e.message}", EXIT_REFUSED, status=e.code)
+        except (NotSentError, Rejection) as e:
+            fail(
+                f"not sent: {e.message} ({e.code}; checked here, before sending, by the rule "
+                "the log applies)",
+                EXIT_USAGE,
+                reason=e.code,
+            )
         except UnavailableError as e:
             fail(f"cannot reach the log: {e}", EXIT_UNREACHABLE)
+        except KeyboardInterrupt:
+            fail("interrupted", EXIT_INTERRUPTED)
+        except click.UsageError as e:
+            if not json_wanted():
+                raise
+            fail(e.format_message(), EXIT_USAGE)
         except (ClientError, MerkleError, OSError, ValueError) as e:
             fail(f"error: {e}", EXIT_USAGE)
 

@@ -15,7 +15,7 @@ from affidavit.client.cli.options import (
     message_dict,
     tiles_option,
 )
-from affidavit.client.errors import VerificationError
+from affidavit.client.errors import NotFoundError, VerificationError
 from affidavit.client.verify import check_tlog_proof
 from affidavit.merkle.tlogproof import TlogProof
 from affidavit.proto import affidavit_pb2 as pb
@@ -59,7 +59,7 @@ def get(conn: Conn, index: int | None, statement_id: str | None, action_id: str 
             hits = client.search(statement_id=statement_id or "", action_id=action_id or "")
             indexes = [h.index for h in hits]
             if not indexes:
-                raise ValueError("no such statement in the log")
+                raise NotFoundError("no such statement in the log")
         else:
             raise click.UsageError("give an INDEX, --statement-id or --action-id")
         shown = []
