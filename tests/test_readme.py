@@ -62,6 +62,7 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     # the log's record, and who-authorised shows the grant revoked.
     assert "refused, as it should be" in out and "key-retired" in out
     assert "REVOKED at log index" in out
+    assert "exit 5: recorded, but not authorised" in out
     assert "audit reported findings" in out
     bundle = (tmp_path / "evidence.json").read_text()
     assert '"format": "affidavit-bundle/1"' in bundle or '"format":"affidavit-bundle/1"' in bundle
