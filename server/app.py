@@ -6,7 +6,7 @@ import asyncio
 import logging
 import signal
 import ssl
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,12 +15,13 @@ import grpc
 from affidavit.merkle import keys, note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
-from affidavit.server import config, http_app
+from affidavit.server import config, http_app, metrics, reflection
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
 from affidavit.server.http_tiles import TilesFace
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
+from affidavit.server.listen import parse_listen
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
@@ -30,7 +31,6 @@ from affidavit.server.witness_push import Pusher, parse_target
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
 
 log = logging.getLogger("affidavit.server")
 
@@ -57,6 +57,7 @@ async def open_log(
     queue_size: int = 4096,
     min_free_bytes: int = MIN_FREE_BYTES,
     refusal_window_s: float = 10.0,
+    on_batch: Callable[[int, float], None] | None = None,
 ) -> AsyncIterator[OpenLog]:
     """Open and check a log, run its sequencer; on exit, finish what is queued and close."""
     signer, verifier_key = config.load_key(data_dir)
@@ -64,6 +65,13 @@ async def open_log(
     try:
         kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
         checkpoint, note_text = recover(storage, verifier_key, kept)
+        log.info(
+            "opened log %s in %s: checked up to tree size %d",
+            checkpoint.origin,
+            data_dir,
+            checkpoint.size,
+            extra={"event": "opened", "tree_size": checkpoint.size},
+        )
         damage = DamageNote(data_dir / config.DAMAGE_FILE)
         if damage.read() is not None:
             log.info("a check found damage in this log before: checking all of it again")
@@ -90,6 +98,7 @@ async def open_log(
             max_batch=max_batch,
             max_wait=max_wait_ms / 1000,
             queue_size=queue_size,
+            on_batch=on_batch,
         )
         sequencer.start()
         recorder = None
@@ -222,6 +231,7 @@ def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
 
 async def serve(settings: ServeSettings) -> None:
     """Serve the log in settings.data_dir until a stop signal; the in-flight batch completes."""
+    measured = metrics.Metrics()
     async with open_log(
         settings.data_dir,
         max_batch=settings.max_batch,
@@ -229,6 +239,7 @@ async def serve(settings: ServeSettings) -> None:
         queue_size=settings.queue_size,
         min_free_bytes=settings.min_free_bytes,
         refusal_window_s=settings.refusal_window_s,
+        on_batch=measured.batch,
     ) as opened:
         if opened.gate is not None and opened.sequencer.checkpoint.size == 0:
             raise StorageError(
@@ -252,6 +263,14 @@ async def serve(settings: ServeSettings) -> None:
             max_entry_bytes=settings.max_entry_bytes,
             max_batch_entries=settings.max_batch_entries,
             page_size=settings.page_size,
+            metrics=measured,
+        )
+        sequencer, storage = opened.sequencer, opened.storage
+        measured.watch_log(
+            lambda: sequencer.checkpoint.size,
+            lambda: sequencer.queued,
+            lambda: (storage.cosigned() or (0, None))[1],
+            witnesses,
         )
         max_message = settings.max_entry_bytes * settings.max_batch_entries + (1 << 20)
         server = grpc.aio.server(
@@ -268,9 +287,7 @@ async def serve(settings: ServeSettings) -> None:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         log_service = affidavit_pb2.DESCRIPTOR.services_by_name["Log"].full_name
-        reflection.enable_server_reflection(
-            (log_service, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-        )
+        reflection.enable((log_service, health.SERVICE_NAME), server)
         credentials = _tls(settings)
         try:
             if credentials is None:
@@ -281,6 +298,16 @@ async def serve(settings: ServeSettings) -> None:
             port = 0
         if port == 0:  # grpc.aio reports a failed bind by raising or by returning port 0
             raise OSError(f"cannot listen on {settings.listen}: is the port in use?")
+        metrics_runner = None
+        if settings.metrics_listen is not None:
+            at = parse_listen(settings.metrics_listen, "--metrics-listen")
+            metrics_runner, metrics_port = await metrics.start(measured, at.host, at.port)
+            log.info(
+                "metrics at http://%s:%d/metrics",
+                at.host,
+                metrics_port,
+                extra={"event": "metrics-listening", "port": metrics_port},
+            )
         await server.start()
         pusher = Pusher(opened.storage, opened.sequencer, published, targets)
         await pusher.start()
@@ -296,6 +323,7 @@ async def serve(settings: ServeSettings) -> None:
                 "affidavit HTTP at %s:%d (tlog-tiles at /)",
                 settings.http_listen.rsplit(":", 1)[0],
                 http_port,
+                extra={"event": "http-listening", "port": http_port},
             )
         for name in ("", log_service):
             await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -324,7 +352,7 @@ async def serve(settings: ServeSettings) -> None:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
-        log.info("stopping: finishing requests in flight")
+        log.info("stopping: finishing requests in flight", extra={"event": "stopping"})
         if opened.refusals is not None:
             await opened.refusals.stop()  # the window's count on the record while appends run
         health_task.cancel()
@@ -336,4 +364,11 @@ async def serve(settings: ServeSettings) -> None:
         if http is not None:
             await http.cleanup()
         await server.stop(SHUTDOWN_GRACE_S)
-    log.info("stopped at tree size %d", opened.sequencer.checkpoint.size)
+        log.info("gRPC stopped; integrating what is queued", extra={"event": "grpc-stopped"})
+        if metrics_runner is not None:
+            await metrics_runner.cleanup()
+    log.info(
+        "stopped at tree size %d",
+        opened.sequencer.checkpoint.size,
+        extra={"event": "stopped", "tree_size": opened.sequencer.checkpoint.size},
+    )

@@ -13,7 +13,7 @@ import click
 from affidavit.merkle import note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MalformedKeyError
-from affidavit.server import app, config
+from affidavit.server import app, config, logs
 from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
@@ -268,21 +268,50 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
 @click.option(
     "--tls-cert",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AFFIDAVIT_TLS_CERT",
+    envvar="AFFIDAVIT_SERVE_TLS_CERT",
     show_envvar=True,
     help="Serve TLS with this PEM certificate.",
 )
 @click.option(
     "--tls-key",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AFFIDAVIT_TLS_KEY",
+    envvar="AFFIDAVIT_SERVE_TLS_KEY",
     show_envvar=True,
     help="The certificate's PEM private key.",
 )
 @click.option(
+    "--metrics-listen",
+    envvar="AFFIDAVIT_METRICS_LISTEN",
+    show_envvar=True,
+    callback=_check_listen,
+    help="host:port to serve Prometheus metrics on, at /metrics (appends, refusals by code, "
+    "batch sizes, integration latency, queue, tree size, witness cosignature age, proof "
+    "requests). Off unless given.",
+)
+@click.option(
+    "--log-format",
+    type=click.Choice(logs.FORMATS),
+    default="text",
+    show_default=True,
+    envvar="AFFIDAVIT_LOG_FORMAT",
+    show_envvar=True,
+    help="Log lines on stderr as text, or one JSON object a line (time, level, logger, "
+    "message, event and its fields) for a log pipeline. A line per startup and shutdown step "
+    "and per refused entry; never an entry's contents or a secret.",
+)
+@click.option(
+    "--log-level",
+    type=click.Choice(logs.LEVELS),
+    default="info",
+    show_default=True,
+    envvar="AFFIDAVIT_LOG_LEVEL",
+    show_envvar=True,
+    help="The least important lines logged (warning: only problems).",
+)
+@click.option(
     "--tls-client-ca",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
-    envvar="AFFIDAVIT_TLS_CLIENT_CA",
+    envvar="AFFIDAVIT_SERVE_TLS_CLIENT_CA",
     show_envvar=True,
     help="Require client certificates signed by this CA (mTLS).",
 )
@@ -307,13 +336,16 @@ def serve(
     tls_cert: Path | None,
     tls_key: Path | None,
     tls_client_ca: Path | None,
+    metrics_listen: str | None,
+    log_format: str,
+    log_level: str,
 ) -> None:
     """Serve a log over gRPC (creating it in DATA_DIR on first run).
 
     Appends are answered once durable on disk. Stop with Ctrl-C or SIGTERM: the batch in
     flight is finished first.
     """
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    logs.configure(log_format, log_level)
     if max_entry_bytes > MAX_ENTRY_BYTES:
         _fail(
             f"--max-entry-bytes {max_entry_bytes} is too large: entries are at most "
@@ -354,7 +386,8 @@ def serve(
             f"--witness-quorum {witness_quorum} is more than the {len(keys)} witnesses "
             "configured (--witness, --witness-key)"
         )
-    for flag, address in (("--listen", listen), ("--http-listen", http_listen)):
+    listens = (("--listen", listen), ("--http-listen", http_listen))
+    for flag, address in (*listens, ("--metrics-listen", metrics_listen)):
         if address is None:
             continue
         try:
@@ -392,6 +425,7 @@ def serve(
         http_listen=http_listen,
         witnesses=witnesses,
         witness_quorum=witness_quorum,
+        metrics_listen=metrics_listen,
     )
     try:
         asyncio.run(app.serve(settings))

@@ -65,6 +65,8 @@ class ServeSettings:
     """Witnesses the log pushes its checkpoints to, each NAME=URL@VKEY (server.witness_push)."""
     witness_quorum: int = 0
     """Cosignatures a checkpoint needs to be published (0: publish the latest)."""
+    metrics_listen: str | None = None
+    """host:port for Prometheus metrics (GET /metrics); None: no metrics endpoint."""
 
 
 def is_initialised(data_dir: Path) -> bool:

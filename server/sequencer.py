@@ -119,8 +119,10 @@ class Sequencer:
         max_batch: int = 1000,
         max_wait: float = 0.0,
         queue_size: int = 4096,
+        on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._storage = storage
+        self._on_batch = on_batch  # told each batch's entries and integration seconds
         self._gate = gate
         self._origin = origin
         self._sign = sign
@@ -146,6 +148,11 @@ class Sequencer:
     def queue_size(self) -> int:
         """How many entries may wait in the queue (besides the batch being integrated)."""
         return self._queue_size
+
+    @property
+    def queued(self) -> int:
+        """Entries waiting in the queue now."""
+        return self._queued
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -296,12 +303,15 @@ class Sequencer:
             batch = await self._next_batch()
             entries = [e for p in batch for e in p.entries]
             prepared = [x for p in batch for x in p.prepared]
+            began = time.monotonic()
             try:
                 if self._halted is not None:
                     raise self._halted
                 outcomes = await loop.run_in_executor(
                     self._worker, self._integrate, entries, prepared
                 )
+                if self._on_batch is not None:
+                    self._on_batch(len(entries), time.monotonic() - began)
             except Exception as e:  # every waiter must hear of the failure
                 if isinstance(e, StorageError):
                     await self._set_fault(e)

@@ -25,6 +25,7 @@ from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
+from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Outcome as SequencerOutcome
@@ -41,6 +42,7 @@ from google.protobuf.message import DecodeError
 
 Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("affidavit.server")
+refusals = logging.getLogger("affidavit.server.refusals")
 
 RETRY_AFTER_MS = 100
 """The back-off suggested to appenders when the queue is full (also sent as retry-after-ms)."""
@@ -81,8 +83,10 @@ class LogService(pb_grpc.LogServicer):
         max_entry_bytes: int,
         max_batch_entries: int,
         page_size: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
+        self._metrics = metrics
         self._sequencer = sequencer
         self._gate = gate
         self._refusals = refusals
@@ -176,6 +180,7 @@ class LogService(pb_grpc.LogServicer):
             settled = []
             for outcome in outcomes:
                 assert outcome is not None, "every entry is refused, or queued and answered"
+                self._account(outcome)
                 settled.append(outcome)
             return settled
 
@@ -189,12 +194,30 @@ class LogService(pb_grpc.LogServicer):
             return await self._submit(entries, source)
         except Exception as e:
             failed: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-            failed.set_result([storage_refusal(e)] * len(entries))
+            refused = storage_refusal(e)
+            for _ in entries:
+                self._account(refused)
+            failed.set_result([refused] * len(entries))
             return failed
 
     def _note_refusal(self, entry: bytes, rejection: Rejection, source: str) -> None:
         if self._refusals is not None:
             self._refusals.note(entry, rejection, source)
+
+    def _account(self, outcome: Outcome) -> None:
+        """Count an entry's outcome; log a line for a refusal (its status and the rule's message,
+        which names a field and rule, never a value: Rejection's contract)."""
+        if isinstance(outcome, RequestError):
+            refusals.info(
+                "refused an entry: %s: %s",
+                outcome.code.name,
+                outcome.message,
+                extra={"event": "refusal", "code": outcome.code.name},
+            )
+            if self._metrics is not None:
+                self._metrics.refusals.labels(outcome.code.name).inc()
+        elif self._metrics is not None:
+            self._metrics.appends.labels("duplicate" if outcome.duplicate else "new").inc()
 
     async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
         """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
@@ -386,6 +409,8 @@ class LogService(pb_grpc.LogServicer):
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Context
     ) -> pb.InclusionProof:
+        if self._metrics is not None:
+            self._metrics.proof_requests.labels("inclusion").inc()
         try:
             size = self._tree_size(request.tree_size)
             if request.HasField("leaf_hash"):
@@ -414,6 +439,8 @@ class LogService(pb_grpc.LogServicer):
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: Context
     ) -> pb.ConsistencyProof:
+        if self._metrics is not None:
+            self._metrics.proof_requests.labels("consistency").inc()
         try:
             second = self._tree_size(request.second)
             if request.first == 0:

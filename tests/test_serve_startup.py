@@ -132,3 +132,20 @@ def test_health_of_the_one_server_on_a_port(server_factory: ServerFactory) -> No
     first = server_factory()
     with grpc.insecure_channel(first.address) as channel:
         assert serverproc.health_status(channel) == 1  # SERVING
+
+
+def test_a_taken_or_invalid_metrics_port_is_one_line(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        r = run_cli(
+            "serve",
+            *("--data-dir", str(tmp_path / "d"), "--listen", "127.0.0.1:0"),
+            *("--metrics-listen", f"127.0.0.1:{port}"),
+        )
+    assert r.returncode == 2
+    assert f"cannot listen on 127.0.0.1:{port}" in one_line_error(r.stderr)
+    r = run_cli("serve", "--data-dir", str(tmp_path / "d"), "--metrics-listen", "x:70000")
+    assert r.returncode == 2 and "--metrics-listen" in r.stderr and "65535" in r.stderr
+    assert not (tmp_path / "d").exists()
