@@ -60,6 +60,8 @@ EXIT_NOT_AUTHORISED, EXIT_NOT_FOUND = 5, 6
 
 def command_name(args: tuple[str, ...]) -> str:
     """The command args run: "identity add", "tiles export", "witness serve", or "verify"."""
+    if args[0] == "grant" and args[1:2] != ("list",):  # `grant GRANTEE` is `grant issue GRANTEE`
+        return "grant issue"
     return " ".join(args[:2]) if " ".join(args[:2]) in all_commands() else args[0]
 
 
@@ -351,6 +353,8 @@ def test_help_of_every_command(tmp_path: Path) -> None:
         for param in command.params:
             for var in [param.envvar] if isinstance(param.envvar, str) else param.envvar or []:
                 assert var in result.output, f"`{name} --help` does not mention {var}"
+            if isinstance(param, click.Option):
+                assert param.help, f"`{name} {param.opts[0]}` has no help text"
     # The connection settings are environment variables of every client command.
     append_help = runner.invoke(main, ["append", "--help"]).output
     for var in ("AFFIDAVIT_SERVER", "AFFIDAVIT_LOG_KEY", "AFFIDAVIT_TOKEN", "AFFIDAVIT_KEY"):
@@ -511,7 +515,19 @@ def test_identity_add_rotate_revoke(log: Log) -> None:
     line = cli.fails(EXIT_REFUSED, *act, "--key", "temp.key")
     assert "PERMISSION_DENIED" in line and "retired" in line
     assert cli(*act, "--key", "temp-2.key").returncode == EXIT_NOT_AUTHORISED
-    revoked_id = cli.json("identity", "revoke", "temp", "--key", "admin.key")["statement_id"]
+    revoked = cli.json("identity", "revoke", "temp", "--key", "admin.key")
+    revoked_id = revoked["statement_id"]
+    # The registry as the log's events left it.
+    listed = {i["identity_id"]: i for i in cli.json("identity", "list")}
+    assert {"admin", "alice", "bot", "carol", "temp"} <= set(listed)
+    assert listed["admin"]["registered_at"] == 0 and listed["admin"]["kind"] == "admin"
+    assert (listed["bot"]["kind"], listed["bot"]["owner"]) == ("agent", "alice")
+    assert listed["temp"]["revoked_at"] == revoked["index"]
+    assert listed["temp"]["rotated_at"] == [rotated["index"]]
+    assert listed["temp"]["key_id"] == IdentityKey.load(work / "temp-2.key").key_id
+    assert listed["carol"]["registered_by"] == "admin"
+    table = cli.ok("identity", "list").stdout
+    assert table.startswith("IDENTITY") and "revoked at #" in table and "key rotated at #" in table
     assert (
         cli.json("get", "--statement-id", revoked_id)["statement"]["identity"]["identity_id"]
         == "temp"
@@ -570,7 +586,46 @@ def test_grant(log: Log) -> None:
     )
     assert "shell.*" in line
     line = cli.fails(EXIT_USAGE, *grant, "--not-before", "soon", "--key", "alice.key")
-    assert "isoformat" in line
+    assert "--not-before" in line and "'soon' is not a time" in line and "yesterday" in line
+    # Relative times; the window must not be empty.
+    relative = cli.json(*grant, "--not-before", "now", "--not-after", "+8h", "--key", "alice.key")
+    window = cli.json("get", "--statement-id", relative["grant_id"])["statement"]["grant"]
+    assert int(window["not_after_ms"]) - int(window["not_before_ms"]) == 8 * 3600 * 1000
+    line = cli.fails(
+        EXIT_USAGE,
+        *grant,
+        "--not-before",
+        "today",
+        "--not-after",
+        "yesterday",
+        "--key",
+        "alice.key",
+    )
+    assert "--not-after" in line and "later than --not-before" in line
+    # `grant issue NAME` is the long form (for a grantee named like a subcommand).
+    long_form = cli.json("grant", "issue", *grant[1:], "--key", "alice.key")
+    assert UUID7.match(long_form["grant_id"])
+
+    # Listing: to a grantee, and under a grantor's authority.
+    to_bot = cli.json("grant", "list", "--grantee", "bot")
+    assert {g["grant_id"] for g in to_bot} >= {grant_id, log.grant_id, relative["grant_id"]}
+    assert all(g["grantee"] == "bot" for g in to_bot)
+    assert child["grant_id"] not in {g["grant_id"] for g in to_bot}
+    under_alice = {g["grant_id"]: g for g in cli.json("grant", "list", "--grantor", "alice")}
+    assert child["grant_id"] in under_alice  # bot's child grant is under alice's authority
+    assert under_alice[child["grant_id"]]["issuer"] == "bot"
+    assert under_alice[log.grant_id]["ticket"] == "CHG-1042"
+    mine = cli.json("grant", "list", "--grantee", "helper", "--grantor", "alice")
+    assert [g["grant_id"] for g in mine] == [child["grant_id"]]
+    human = cli.ok("grant", "list", "--grantee", "helper").stdout
+    assert f"grant {child['grant_id']}" in human and "bot -> helper" in human
+    assert f"(under {log.grant_id})" in human and "tools github.create_issue" in human
+    assert "no grants" in cli.ok("grant", "list", "--grantee", "nobody").stdout
+    assert "give --grantee, --grantor or both" in cli.fails(EXIT_USAGE, "grant", "list")
+    line = cli.fails(
+        EXIT_REFUSED, "grant", "list", "--grantee", "bot", env={"AFFIDAVIT_TOKEN": None}
+    )
+    assert "--token" in line and "AFFIDAVIT_TOKEN" in line
     assert "--access" in usage_error(
         "grant", "bot", "--tool", "x", "--resource", "y", "--key", str(log.work / "alice.key")
     )
@@ -626,9 +681,26 @@ def test_approve_and_append(log: Log, story: Story) -> None:
     )
     r = cli.json("get", "--statement-id", rejected["approval_id"])["statement"]["approval"]
     assert r["decision"] == "REJECT"
-    assert "Expecting" in cli.fails(
+    line = cli.fails(
         EXIT_USAGE, "approve", "x", "--agent", "bot", "--params", "{bad", "--key", "alice.key"
     )
+    assert "--params is not valid JSON" in line and "line 1, column 2" in line
+    (log.work / "bad.json").write_text('{"a": 1,}')
+    line = cli.fails(
+        EXIT_USAGE, "approve", "x", "--agent", "bot", "--params", "@bad.json", "--key", "alice.key"
+    )
+    assert "--params (from bad.json) is not valid JSON" in line
+    # A key file of the wrong kind says which file, and what kind of key was expected.
+    for wrong, what in [
+        ("alice.pub", "is a public key"),
+        ("witness-1.key", "is a witness key"),
+        ("log.pub", "is a verifier key"),
+        ("pr.json", "is not a key"),
+    ]:
+        line = cli.fails(
+            EXIT_USAGE, "approve", "x", "--agent", "bot", "--params", "{}", "--key", wrong
+        )
+        assert f"--key {wrong} {what}" in line and "affidavit keygen ID" in line, line
     # Humans approve; agents do not.
     line = cli.fails(
         EXIT_REFUSED,
@@ -749,7 +821,12 @@ def test_search(log: Log, story: Story) -> None:
     assert cli.ok("search", "--tool", "no.such.tool").stdout.strip() == "no matches"
     window = ("--from", "2000-01-01", "--to", "2000-01-02")
     assert cli.json("search", "--actor", "bot", *window)["hits"] == []
-    assert "isoformat" in cli.fails(EXIT_USAGE, "search", "--from", "someday")
+    line = cli.fails(EXIT_USAGE, "search", "--from", "someday")
+    assert "--from" in line and "'someday' is not a time" in line
+    # Relative times: what bot did since yesterday includes the story.
+    since = cli.json("search", "--actor", "bot", "--from", "yesterday")["hits"]
+    assert story.intent_index in {h["index"] for h in since}
+    assert cli.json("search", "--actor", "bot", "--from", "+1d")["hits"] == []
     assert "UNAUTHENTICATED" in cli.fails(
         EXIT_REFUSED, "search", "--actor", "bot", env={"AFFIDAVIT_TOKEN": None}
     )

@@ -122,6 +122,7 @@ def main() -> None:
       affidavit keygen code-agent            make an identity key
       affidavit identity add code-agent ...  register it (as an admin)
       affidavit grant code-agent ...         delegate a scope (as a human)
+      affidavit grant list --grantee ID      the grants an agent holds
       affidavit append ...                   record an agent action
       affidavit who-authorised ACTION_ID     answer the auditor's question
     """

@@ -14,6 +14,7 @@ from affidavit.client.cli.options import (
     fail,
     handle_errors,
     json_arg,
+    load_identity_key,
     receipt_data,
     receipt_line,
     signing_key,
@@ -177,7 +178,7 @@ def append(
     Exits 5 when the log recorded the action but its verdict is OUT_OF_SCOPE or NO_GRANT:
     recorded, but not authorised (the agent should not go ahead).
     """
-    key = IdentityKey.load(key_file)
+    key = load_identity_key(key_file)
     with conn.client() as client:
         actor = Actor(client, key)
         state = None

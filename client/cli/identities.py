@@ -14,6 +14,7 @@ from affidavit.client.cli.options import (
     connection,
     handle_errors,
     key_text,
+    load_identity_key,
     receipt_data,
     receipt_line,
     signing_key,
@@ -99,7 +100,45 @@ KINDS = {
 
 @click.group()
 def identity() -> None:
-    """Register, rotate or revoke identities (signed by an admin's --key)."""
+    """Register, rotate, revoke or list identities (changes are signed by an admin's --key)."""
+
+
+@identity.command("list")
+@connection
+@handle_errors
+def identity_list(conn: Conn) -> None:
+    """Every identity the log knows, as its identity events left it: kind, owner, current key,
+    where it was registered and by whom, rotations, revocation (needs --token)."""
+    from affidavit.client import registry
+
+    with conn.client() as client:
+        found = registry.identities(client)
+    lines = [f"{'IDENTITY':<24} {'KIND':<8} {'OWNER':<20} {'KEY ID':<16} REGISTERED  STATUS"]
+    for who in found:
+        status = f"revoked at #{who.revoked_at}" if who.revoked_at is not None else "active"
+        if who.rotations:
+            status += f", key rotated at #{', #'.join(map(str, who.rotations))}"
+        lines.append(
+            f"{who.identity_id:<24} {who.kind:<8} {who.owner or '-':<20} {who.key_id[:16]:<16} "
+            f"#{who.registered_at:<10} {status}"
+        )
+    conn.out.emit(
+        "\n".join(lines) if found else "no identities",
+        [
+            {
+                "identity_id": w.identity_id,
+                "kind": w.kind,
+                "owner": w.owner,
+                "display_name": w.display_name,
+                "key_id": w.key_id,
+                "registered_at": w.registered_at,
+                "registered_by": w.registered_by,
+                "rotated_at": w.rotations,
+                "revoked_at": w.revoked_at,
+            }
+            for w in found
+        ],
+    )
 
 
 @identity.command("add")
@@ -136,7 +175,7 @@ def identity_add(
     if len(attrs) != len(attributes):
         raise ValueError("--attribute takes KEY=VALUE")
     with conn.client() as client:
-        rec = Actor(client, IdentityKey.load(key_file)).register(
+        rec = Actor(client, load_identity_key(key_file)).register(
             identity_id,
             KINDS[kind],
             _public_key(public_key),
@@ -162,7 +201,9 @@ def identity_add(
 def identity_rotate(conn: Conn, identity_id: str, public_key: str, key_file: Path) -> None:
     """Give IDENTITY_ID a new key; the old one is refused from this entry on."""
     with conn.client() as client:
-        rec = Actor(client, IdentityKey.load(key_file)).rotate(identity_id, _public_key(public_key))
+        rec = Actor(client, load_identity_key(key_file)).rotate(
+            identity_id, _public_key(public_key)
+        )
     conn.out.emit(
         receipt_line(f"key of {identity_id} rotated:", rec.statement_id, rec.receipt),
         {"statement_id": rec.statement_id, **receipt_data(rec.receipt)},
@@ -178,7 +219,7 @@ def identity_rotate(conn: Conn, identity_id: str, public_key: str, key_file: Pat
 def identity_revoke(conn: Conn, identity_id: str, key_file: Path) -> None:
     """Revoke IDENTITY_ID: nothing it signs is accepted from this entry on."""
     with conn.client() as client:
-        rec = Actor(client, IdentityKey.load(key_file)).revoke(identity_id)
+        rec = Actor(client, load_identity_key(key_file)).revoke(identity_id)
     conn.out.emit(
         receipt_line(f"{identity_id} revoked:", rec.statement_id, rec.receipt),
         {"statement_id": rec.statement_id, **receipt_data(rec.receipt)},

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
@@ -24,9 +25,11 @@ from affidavit.client.errors import (
 )
 from affidavit.client.jsonform import message_json
 from affidavit.client.verify import TrustPolicy
+from affidavit.merkle import keys
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.errors import Rejection
+from affidavit.statements.signing import IdentityKey
 
 EXIT_VERIFY, EXIT_USAGE, EXIT_REFUSED, EXIT_UNREACHABLE = 1, 2, 3, 4
 EXIT_NOT_AUTHORISED, EXIT_NOT_FOUND, EXIT_INTERRUPTED = 5, 6, 130
@@ -88,7 +91,12 @@ def handle_errors(f: F) -> F:
         except NotFoundError as e:
             fail(f"not found: {e.message}", EXIT_NOT_FOUND, status=e.code)
         except RefusedError as e:
-            fail(f"refused by the log ({e.code}): {e.message}", EXIT_REFUSED, status=e.code)
+            hint = ""
+            if e.code == "UNAUTHENTICATED" and "auditor token" in e.message:
+                hint = "; give it with --token TOKEN or --token @FILE (or AFFIDAVIT_TOKEN)"
+            elif e.code == "PERMISSION_DENIED" and "not an auditor token" in e.message:
+                hint = "; check --token (or AFFIDAVIT_TOKEN)"
+            fail(f"refused by the log ({e.code}): {e.message}{hint}", EXIT_REFUSED, status=e.code)
         except (NotSentError, Rejection) as e:
             fail(
                 f"not sent: {e.message} ({e.code}; checked here, before sending, by the rule "
@@ -160,9 +168,25 @@ class Conn:
             raise click.UsageError(
                 "give the log's verifier key: --log-key KEY or @FILE (AFFIDAVIT_LOG_KEY)"
             )
-        return TrustPolicy(
-            key_text(self.log_key), tuple(key_text(k) for k in self.witness_keys), self.quorum
-        )
+        try:
+            log_key = key_text(self.log_key)
+            TrustPolicy(log_key).log_verifier()
+        except (MerkleError, OSError, ValueError) as e:
+            raise ValueError(
+                f"--log-key {self.log_key}: {e}; give the log's verifier key "
+                "(NAME+HASH+KEY, as in data/log.pub) or @FILE holding it"
+            ) from None
+        witnesses = []
+        for k in self.witness_keys:
+            try:
+                witnesses.append(key_text(k))
+                TrustPolicy(log_key, (witnesses[-1],)).witness_verifiers()
+            except (MerkleError, OSError, ValueError) as e:
+                raise ValueError(
+                    f"--witness-key {k}: {e}; give a witness's verifier key (the .pub of "
+                    "`affidavit keygen --witness`) or @FILE holding it"
+                ) from None
+        return TrustPolicy(log_key, tuple(witnesses), self.quorum)
 
     def client(self, tiles_url: str | None = None) -> Client:
         """A Client of the log; with tiles_url, reading checkpoints and proofs from its
@@ -242,14 +266,14 @@ def connection(f: F) -> F:
     @click.option(
         "--tls-cert",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        envvar="AFFIDAVIT_TLS_CERT",
+        envvar="AFFIDAVIT_CLIENT_TLS_CERT",
         show_envvar=True,
         help="Client certificate (mTLS).",
     )
     @click.option(
         "--tls-key",
         type=click.Path(dir_okay=False, exists=True, path_type=Path),
-        envvar="AFFIDAVIT_TLS_KEY",
+        envvar="AFFIDAVIT_CLIENT_TLS_KEY",
         show_envvar=True,
         help="Client certificate's key (mTLS).",
     )
@@ -293,6 +317,34 @@ def tiles_option(f: F) -> F:
         "instead of gRPC: proofs are built from its tiles and checked against its signed "
         "checkpoint.",
     )(f)
+
+
+def load_identity_key(path: Path, flag: str = "--key") -> IdentityKey:
+    """The identity key in path; ValueError naming the flag, the file and the key expected."""
+    expected = (
+        "expected the private key file of an identity, as `affidavit keygen ID` writes it "
+        "(ID.key, one line starting PRIVATE+KEY+)"
+    )
+    try:
+        text = path.read_text().strip()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ValueError(f"{flag} {path}: cannot read it ({e}); {expected}") from None
+    try:
+        return IdentityKey.from_text(text)
+    except (MerkleError, ValueError) as e:
+        if text.startswith("PRIVATE+KEY+"):
+            try:
+                keys.parse_signer_key(text)
+                what = "a witness key (from keygen --witness), not an identity key"
+            except MerkleError:
+                what = f"a damaged signer key ({e})"
+        elif len(text) == 44 and text.endswith("="):
+            what = "a public key (the .pub beside the .key): give the private .key"
+        elif text.count("+") >= 2:
+            what = "a verifier key (public), not a private key"
+        else:
+            what = "not a key"
+        raise ValueError(f"{flag} {path} is {what}; {expected}") from None
 
 
 def signing_key(f: F) -> F:
@@ -346,22 +398,77 @@ def utc_text(ms: int) -> str:
     return f"{datetime.fromtimestamp(ms / 1000, UTC):%Y-%m-%d %H:%M:%S}Z"
 
 
-def time_ms(value: str | None) -> int:
-    """ISO 8601 (UTC if no zone) or Unix milliseconds; None/empty is 0 (unbounded)."""
+TIME_FORMS = (
+    "ISO 8601 (2026-12-04T09:30:00Z or 2026-12-04; UTC if no zone), Unix milliseconds, or "
+    "relative to now: now, today, yesterday, -2h, +30m, 7d ago (units s, m, h, d, w)"
+)
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+_RELATIVE = re.compile(r"^(?:([+-])\s*(\d+)\s*([smhdw])|(\d+)\s*([smhdw])\s+ago)$")
+
+
+def time_ms(value: str | None, now: datetime | None = None) -> int:
+    """A time as a person writes it (TIME_FORMS) in Unix milliseconds; None or empty is 0
+    (unbounded). ValueError, naming the forms, for anything else."""
     if not value:
         return 0
-    if value.isdigit():
-        return int(value)
-    moment = datetime.fromisoformat(value)
+    text = value.strip().lower()
+    now = now or datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    named = {"now": now, "today": midnight, "yesterday": midnight - timedelta(days=1)}
+    if text in named:
+        return int(named[text].timestamp() * 1000)
+    if text.isdigit():
+        return int(text)
+    relative = _RELATIVE.match(text)
+    if relative:
+        sign, amount, unit, ago_amount, ago_unit = relative.groups()
+        seconds = int(amount or ago_amount) * _UNITS[unit or ago_unit]
+        return int((now.timestamp() + (seconds if sign == "+" else -seconds)) * 1000)
+    try:
+        moment = datetime.fromisoformat(value.strip())
+    except ValueError:
+        raise ValueError(f"{value!r} is not a time; give {TIME_FORMS}") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return int(moment.timestamp() * 1000)
 
 
-def json_arg(value: str) -> Any:
-    """JSON given inline, as @FILE, or - for standard input."""
-    if value == "-":
-        return json.load(sys.stdin)
-    if value.startswith("@"):
-        return json.loads(Path(value[1:]).read_text())
-    return json.loads(value)
+class TimeParam(click.ParamType):
+    """A time option (TIME_FORMS), converted to Unix milliseconds; click names the option in
+    the error."""
+
+    name = "time"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
+        if isinstance(value, int):
+            return value
+        try:
+            return time_ms(value)
+        except ValueError as e:
+            self.fail(str(e), param, ctx)
+
+
+TIME = TimeParam()
+
+
+def json_arg(value: str, flag: str = "--params") -> Any:
+    """JSON given inline, as @FILE, or - for standard input; ValueError naming the flag and
+    where the JSON is broken."""
+    where = "standard input" if value == "-" else value[1:] if value.startswith("@") else ""
+    try:
+        if value == "-":
+            text = sys.stdin.read()
+        elif value.startswith("@"):
+            text = Path(value[1:]).read_text()
+        else:
+            text = value
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        source = f" (from {where})" if where else ""
+        raise ValueError(
+            f"{flag}{source} is not valid JSON: {e.msg} at line {e.lineno}, column {e.colno}; "
+            'give JSON inline (quote it for the shell: \'{"repo": "acme/web"}\'), '
+            "@FILE, or - for standard input"
+        ) from None
+    except OSError as e:
+        raise ValueError(f"{flag}: cannot read {where}: {e.strerror}") from None

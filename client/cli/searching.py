@@ -11,7 +11,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import click
-from affidavit.client.cli.options import Conn, connection, handle_errors, time_ms, utc_text
+from affidavit.client.cli.options import (
+    TIME,
+    TIME_FORMS,
+    Conn,
+    connection,
+    handle_errors,
+    utc_text,
+)
 from affidavit.client.client import search_request
 from affidavit.proto import affidavit_pb2 as pb
 
@@ -116,8 +123,10 @@ def search_row(h: dict[str, Any]) -> list[str]:
 )
 @click.option("--effect-ref", multiple=True, help="An OUTCOME's effect, e.g. commit:3f2a9c1e.")
 @click.option("--result-digest", multiple=True, help="An OUTCOME's result digest (SHA-256 hex).")
-@click.option("--from", "time_from", help="Client time from (ISO 8601 or Unix ms).")
-@click.option("--to", "time_to", help="Client time before (ISO 8601 or Unix ms).")
+@click.option(
+    "--from", "time_from", type=TIME, help=f"Statements made at or after this time: {TIME_FORMS}."
+)
+@click.option("--to", "time_to", type=TIME, help="Statements made before this time (same forms).")
 @click.option(
     "--limit",
     type=click.IntRange(1, MAX_LIMIT),
@@ -137,8 +146,8 @@ def search(
     limit: int,
     after: int | None,
     verdict: tuple[str, ...],
-    time_from: str | None,
-    time_to: str | None,
+    time_from: int | None,
+    time_to: int | None,
     **criteria: tuple[str, ...],
 ) -> None:
     """Find statements by who and what they concern (needs --token).
@@ -150,8 +159,8 @@ def search(
     request = search_request(
         **criteria,
         verdict=[VERDICTS[v] for v in verdict],
-        time_from_ms=time_ms(time_from),
-        time_to_ms=time_ms(time_to),
+        time_from_ms=time_from or 0,
+        time_to_ms=time_to or 0,
         start_index=0 if after is None else after + 1,
         page_size=limit,
     )
