@@ -433,7 +433,7 @@ def time_ms(value: str | None, now: datetime | None = None) -> int:
     return int(moment.timestamp() * 1000)
 
 
-class TimeParam(click.ParamType):
+class TimeParam(click.ParamType[int]):
     """A time option (TIME_FORMS), converted to Unix milliseconds; click names the option in
     the error."""
 
