@@ -2,13 +2,13 @@
 
 The names an integrator needs, importable from `affidavit` itself::
 
-    from affidavit import Actor, Client, IdentityKey, TrustPolicy
+    from affidavit import AccessKind, Actor, Client, IdentityKey, TrustPolicy
 
     policy = TrustPolicy(log_key=open("log.pub").read().strip())
     with Client("127.0.0.1:7420", policy, trust_dir=".affidavit") as client:
         agent = Actor(client, IdentityKey.load("code-agent.key"))
-        with agent.action("github.create_pull_request", "repo:acme/web", "create", params,
-                          grant_ids=[grant_id]) as act:
+        with agent.action("github.create_pull_request", "repo:acme/web", AccessKind.CREATE,
+                          params, grant_ids=[grant_id]) as act:
             act.effect_ref = open_pull_request(params)
 
     Client          a connection to one log; verifies every checkpoint, proof and receipt
@@ -18,6 +18,7 @@ The names an integrator needs, importable from `affidavit` itself::
     Tls             TLS / mTLS settings for a Client
     Receipt         a verified append: index, leaf hash, checkpoint, proof, verdict
     Verdict         the log's scope verdict enum (IN_SCOPE, OUT_OF_SCOPE, NO_GRANT, ...)
+    AccessKind      what an action does to its resource (READ, CREATE, UPDATE, DELETE, EXECUTE)
     ClientError     base of every error below
     VerificationError   something the log sent does not verify (never carry on past it)
     RefusedError    the log refused the request (gRPC status name and the log's reason)
@@ -50,7 +51,7 @@ if TYPE_CHECKING:
         VerificationError,
     )
     from affidavit.client.verify import TrustPolicy
-    from affidavit.proto.affidavit_pb2 import Verdict
+    from affidavit.proto.affidavit_pb2 import AccessKind, Verdict
     from affidavit.statements.signing import IdentityKey
 
 # Loaded on first use, so that `import affidavit.merkle` (or the server) does not pay for,
@@ -69,10 +70,12 @@ _EXPORTS = {
     "VerificationError": "affidavit.client.errors",
     "TrustPolicy": "affidavit.client.verify",
     "Verdict": "affidavit.proto.affidavit_pb2",
+    "AccessKind": "affidavit.proto.affidavit_pb2",
     "IdentityKey": "affidavit.statements.signing",
 }
 
 __all__ = [
+    "AccessKind",
     "Actor",
     "Client",
     "ClientError",

@@ -63,8 +63,9 @@ class IdentityKey:
         return cls(skey.name, skey.seed)
 
     @classmethod
-    def load(cls, path: Path) -> IdentityKey:
-        return cls.from_text(path.read_text())
+    def load(cls, path: str | Path) -> IdentityKey:
+        """The key in a file written by `affidavit keygen` (ID.key)."""
+        return cls.from_text(Path(path).read_text())
 
     def text(self) -> str:
         return keys.format_signer_key(self.identity_id, keys.ALG_ED25519, self.seed)

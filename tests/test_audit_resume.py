@@ -45,7 +45,12 @@ def stray(client: Client, data_dir: Path) -> None:
     """An agent acting outside its grant: recorded OUT_OF_SCOPE, a violation for the audit."""
     c = cast(client, data_dir)
     with c.bot.action(
-        "shell.exec", "host:prod-db", pb.EXECUTE, {"cmd": "ls"}, grant_ids=[c.grant.statement_id]
+        "shell.exec",
+        "host:prod-db",
+        pb.EXECUTE,
+        {"cmd": "ls"},
+        grant_ids=[c.grant.statement_id],
+        enforce=False,  # recorded and run: the violation the audit must find
     ):
         pass
 
@@ -63,7 +68,12 @@ def test_resume_audits_what_the_log_added_since(
         # The log grows: more work in scope, and an action outside any grant.
         pull_request(c.bot, c.grant.statement_id, 1)
         with c.bot.action(
-            "shell.exec", "host:db", pb.EXECUTE, {"cmd": "ls"}, grant_ids=[c.grant.statement_id]
+            "shell.exec",
+            "host:db",
+            pb.EXECUTE,
+            {"cmd": "ls"},
+            grant_ids=[c.grant.statement_id],
+            enforce=False,
         ):
             pass
         size = client.checkpoint().checkpoint.size
