@@ -7,7 +7,6 @@ Uses the shared log of tests/test_cli.py (alice granted bot github.* on repo:acm
 
 from __future__ import annotations
 
-import base64
 import json
 import shutil
 from pathlib import Path
@@ -60,7 +59,7 @@ def test_outcome_recorded_from_another_directory(log: Log, tmp_path: Path) -> No
     recorded = other.json("get", str(outcome["index"]))["statement"]["action"]
     assert recorded["phase"] == "OUTCOME"
     intent_leaf_hash = bytes.fromhex(intent["leaf_hash"])
-    assert base64.b64decode(recorded["intent_leaf_hash"]) == intent_leaf_hash
+    assert bytes.fromhex(recorded["intent_leaf_hash"]) == intent_leaf_hash  # hashes: hex
 
     # Fetching needs the auditor token, and the INTENT must be the signer's own.
     second = cli.json(
