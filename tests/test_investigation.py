@@ -337,9 +337,11 @@ def test_a_session_opened_closed_and_then_appended_to(tmp_path: Path) -> None:
             "--credential-key-id",
             "jti-1",
         )
-        first = log.json(*act)
-        log.json("append", *key, "--session", session, "--outcome", first["action_id"])
-        second = log.json(*act, "--parent-action", first["action_id"])
+        # carol holds no grant: each is recorded, but not authorised (exit 5).
+        first = log.json(*act, code=5)
+        outcome = ("append", *key, "--session", session, "--outcome", first["action_id"])
+        log.json(*outcome, code=5)
+        second = log.json(*act, "--parent-action", first["action_id"], code=5)
         closed = log.json("session", "close", session, *key)
         assert closed["statements_before_close"] == 4  # OPEN, INTENT, OUTCOME, INTENT
 

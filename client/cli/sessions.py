@@ -22,6 +22,7 @@ from affidavit.client.cli.options import (
     Conn,
     connection,
     handle_errors,
+    load_identity_key,
     receipt_data,
     receipt_line,
     signing_key,
@@ -30,7 +31,6 @@ from affidavit.client.errors import RefusedError
 from affidavit.client.sessionfile import SessionFile
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.ids import uuid7
-from affidavit.statements.signing import IdentityKey
 
 
 @click.group()
@@ -56,7 +56,7 @@ def session_open(conn: Conn, session_id: str | None, purpose: str, key_file: Pat
     if state.exists():
         raise ValueError(f"session {sid} is already kept at {state.path}")
     with conn.client() as client:
-        actor = Actor(client, IdentityKey.load(key_file), session_id=sid)
+        actor = Actor(client, load_identity_key(key_file), session_id=sid)
         try:
             rec = state.submit(actor, pb.SessionEvent(op=pb.SessionEvent.OPEN, purpose=purpose))
         except RefusedError:
@@ -80,7 +80,7 @@ def session_close(conn: Conn, session_id: str, key_file: Path) -> None:
     it. The CLOSE's sequence is the number of statements the session holds before it."""
     state = SessionFile(key_file, session_id)
     with conn.client() as client:
-        actor = Actor(client, IdentityKey.load(key_file), session_id=session_id)
+        actor = Actor(client, load_identity_key(key_file), session_id=session_id)
         state.resume(actor)
         held = actor.signer.sequence
         rec = state.submit(actor, pb.SessionEvent(op=pb.SessionEvent.CLOSE), closes=True)
