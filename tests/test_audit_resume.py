@@ -151,7 +151,7 @@ def grown(tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[RecordedEnt
             for n in range(12):
                 pull_request(c.bot, c.grant.statement_id, n)
             yield [
-                RecordedEntry(e.index, e.data, e.verdict, e.verdict_reason)
+                RecordedEntry(e.index, e.data, e.verdict, e.verdict_reason, e.admitted_ms)
                 for e in client.entries(0, client.checkpoint().checkpoint.size)
             ]
     finally:

@@ -1279,7 +1279,7 @@ def test_grant_that_requires_approval_and_its_revocation(log: Log) -> None:
         "append --key bot.key --tool github.update_file --resource repo:acme/docs "
         f"--access update --grant {gid}"
     )
-    unapproved = cli.json(*append)
+    unapproved = cli.json(*append, code=EXIT_NOT_AUTHORISED)
     assert (unapproved["verdict"], unapproved["verdict_reason"]) == (
         "OUT_OF_SCOPE",
         "approval-missing",
@@ -1288,7 +1288,7 @@ def test_grant_that_requires_approval_and_its_revocation(log: Log) -> None:
     revoked = cli.json("revoke-grant", gid, "--reason", "key rotation", "--key", "alice.key")
     assert revoked["grant_id"] == gid and UUID7.match(revoked["revocation_id"])
     assert "already revoked" in cli.fails(EXIT_REFUSED, "revoke-grant", gid, "--key", "alice.key")
-    after = cli.json(*append)
+    after = cli.json(*append, code=EXIT_NOT_AUTHORISED)
     assert (after["verdict"], after["verdict_reason"]) == ("OUT_OF_SCOPE", "grant-revoked")
 
 

@@ -304,7 +304,7 @@ def revoke_grant(conn: Conn, grant_id: str, reason: str, key_file: Path) -> None
     """Withdraw GRANT_ID (and every grant delegated from it) from now on; by its grantor or an
     admin. Actions under it after this entry are out of scope (grant-revoked)."""
     with conn.client() as client:
-        rec = Actor(client, IdentityKey.load(key_file)).revoke_grant(grant_id, reason=reason)
+        rec = Actor(client, load_identity_key(key_file)).revoke_grant(grant_id, reason=reason)
     conn.out.emit(
         receipt_line("grant revocation", rec.statement_id, rec.receipt),
         {"revocation_id": rec.statement_id, "grant_id": grant_id, **receipt_data(rec.receipt)},
