@@ -13,6 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from affidavit.client.client import Client
+from affidavit.client.errors import NotFoundError
 from affidavit.client.proven import fetch_proven
 from affidavit.client.verify import Verified
 from affidavit.proto import affidavit_pb2 as pb
@@ -56,7 +57,7 @@ class History:
 
 
 def identity_history(client: Client, identity_id: str) -> History:
-    """The history of identity_id; ValueError if the log has no REGISTER of it."""
+    """The history of identity_id; NotFoundError if the log has no REGISTER of it."""
     verified = client.checkpoint()
     size = verified.checkpoint.size
     indexes = [h.index for h in client.search(subject=identity_id) if h.index < size]
@@ -66,7 +67,7 @@ def identity_history(client: Client, identity_id: str) -> History:
         if st.WhichOneof("body") == "identity" and st.identity.identity_id == identity_id:
             events.append((entry.index, st))
     if not events or events[0][1].identity.op != pb.IdentityEvent.REGISTER:
-        raise ValueError(f"identity {identity_id!r} is not registered in this log")
+        raise NotFoundError(f"identity {identity_id!r} is not registered in this log")
     first = events[0][1].identity
     spans: list[KeySpan] = []
     rows: list[IdentityEventRow] = []

@@ -320,8 +320,8 @@ def load(
 async def serve(check: AddCheckpoint, listen: str) -> None:
     """Serve add-checkpoint on listen (host:port; port 0 picks one) until SIGTERM or SIGINT."""
     host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ValueError(f"--listen takes HOST:PORT, not {listen!r}")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(f"--listen takes HOST:PORT with a port from 0 to 65535, not {listen!r}")
     runner = web.AppRunner(make_app(check), access_log=None, handle_signals=False)
     await runner.setup()
     try:

@@ -40,25 +40,42 @@ class Face:
     mounts: Mapping[str, web.Application] | None = None
 
 
-def make_app(faces: Iterable[Face], *, max_in_flight: int = MAX_IN_FLIGHT) -> web.Application:
+def make_app(
+    faces: Iterable[Face],
+    *,
+    max_in_flight: int = MAX_IN_FLIGHT,
+    on_answer: Callable[[int], None] | None = None,
+) -> web.Application:
     """One application holding every face: root routes, then each mount under its prefix
-    (a prefix such as "/console" serves /console/...)."""
+    (a prefix such as "/console" serves /console/...). on_answer is told each answer's status
+    (server.metrics counts them)."""
     in_flight = 0
 
     @web.middleware
     async def limit(request: web.Request, handler: Handler) -> web.StreamResponse:
         nonlocal in_flight
         if in_flight >= max_in_flight:
-            return web.Response(
+            busy = web.Response(
                 status=503,
                 text=f"busy: {max_in_flight} requests in flight; retry in a second\n",
                 headers={"Retry-After": "1"},
             )
+            if on_answer is not None:
+                on_answer(busy.status)
+            return busy
         in_flight += 1
+        status = 500  # unless the handler answers
         try:
-            return await handler(request)
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as e:  # aiohttp's answers raised as exceptions (404, ...)
+            status = e.status
+            raise
         finally:
             in_flight -= 1
+            if on_answer is not None:
+                on_answer(status)
 
     app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[limit])
     for face in faces:
@@ -72,8 +89,10 @@ async def start(app: web.Application, listen: str) -> tuple[web.AppRunner, int]:
     """Serve app on listen (host:port; port 0 picks one): the runner (cleanup() stops it) and
     the port bound. OSError, saying so, if the address cannot be bound."""
     host, _, port_text = listen.rpartition(":")
-    if not host or not port_text.isdigit():
-        raise ValueError(f"--http-listen takes HOST:PORT, not {listen!r}")
+    if not host or not port_text.isdigit() or int(port_text) > 65535:
+        raise ValueError(
+            f"--http-listen takes HOST:PORT with a port from 0 to 65535, not {listen!r}"
+        )
     runner = web.AppRunner(
         app,
         access_log=None,

@@ -109,3 +109,18 @@ def test_errors_are_json_with_json(log: Log, tmp_path: Path) -> None:
     )
     shutil.copy(log.work / "log.pub", tmp_path / "log.pub")
     assert json_error(unreachable, EXIT_UNREACHABLE, "verify")["kind"] == "unreachable"
+
+
+def test_not_found_and_times_alike_in_every_command(log: Log, tmp_path: Path) -> None:
+    """The investigation commands main gained answer as the others do: what is not in the log
+    exits 6, and every time option takes the same forms and names itself when it cannot."""
+    error = json_error(log.cli, EXIT_NOT_FOUND, "identity", "history", "nobody")
+    assert "nobody" in str(error["message"])
+    out = str(tmp_path / "none.json")
+    error = json_error(log.cli, EXIT_NOT_FOUND, "export", "--session", "no-such", "--out", out)
+    assert "no actions match" in str(error["message"])
+    assert not Path(out).exists()
+    assert log.cli.json("timeline", "--actor", "bot", "--since", "yesterday", "--until", "+1h")
+    for args in (("timeline", "--actor", "bot"), ("export", "--actor", "bot", "--out", out)):
+        line = log.cli.fails(EXIT_USAGE, *args, "--since", "soonish")
+        assert "--since" in line and "yesterday" in line

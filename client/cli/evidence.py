@@ -9,12 +9,14 @@ from typing import Any
 import click
 from affidavit.client.cli.options import (
     EXIT_NOT_AUTHORISED,
+    TIME,
+    TIME_FORMS,
     Conn,
     connection,
     handle_errors,
     message_dict,
-    time_ms,
 )
+from affidavit.client.errors import NotFoundError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.claims import producer_claims
 
@@ -76,8 +78,12 @@ def _action_target(action_id: str | None, index: int | None) -> dict[str, Any]:
 @click.option("--session", default="", help="Every action (or statement) of this session.")
 @click.option("--trace", default="", help="Every action (or statement) of this W3C trace id.")
 @click.option("--actor", default="", help="Every action (or statement) this identity issued.")
-@click.option("--since", help="With a selection: from this client time (ISO 8601 or Unix ms).")
-@click.option("--until", help="With a selection: before this client time (ISO 8601 or Unix ms).")
+@click.option(
+    "--since", type=TIME, default=0, help=f"With a selection: from this client time: {TIME_FORMS}."
+)
+@click.option(
+    "--until", type=TIME, default=0, help="With a selection: before this client time (same forms)."
+)
 @click.option(
     "--format",
     "fmt",
@@ -119,12 +125,12 @@ def export(
     from affidavit.client import bundle, bundleset
     from affidavit.client.cli.exporting import export_ocsf
 
-    selection = {
+    selection: dict[str, object] = {
         "session_id": session,
         "trace_id": trace,
         "actor": actor,
-        "time_from_ms": time_ms(since),
-        "time_to_ms": time_ms(until),
+        "time_from_ms": since,
+        "time_to_ms": until,
     }
     selected = any((session, trace, actor))
     if (since or until) and not selected:
@@ -156,7 +162,7 @@ def export(
             if selected:
                 ids |= {h.action_id for h in client.search(**selection) if h.kind == "action"}
             if not ids:
-                raise ValueError("no actions match: nothing to bundle")
+                raise NotFoundError("no actions match the selection: nothing to bundle")
             b = bundleset.export_set(client, ids)
     text = b.to_json()
     out.write_text(text)

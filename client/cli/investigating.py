@@ -13,10 +13,11 @@ from typing import Any
 import click
 from affidavit.client.cli.options import (
     EXIT_VERIFY,
+    TIME,
+    TIME_FORMS,
     Conn,
     connection,
     handle_errors,
-    time_ms,
     utc_text,
 )
 from affidavit.client.cli.searching import table
@@ -225,12 +226,12 @@ def _timeline_json(tl: Timeline) -> dict[str, Any]:
 @click.option("--session", default="", help="Every statement of this session id.")
 @click.option("--trace", default="", help="Every statement of this W3C trace id.")
 @click.option("--actor", default="", help="Every statement this identity issued.")
-@click.option("--since", help="Only from this client time (ISO 8601 or Unix ms).")
-@click.option("--until", help="Only before this client time (ISO 8601 or Unix ms).")
+@click.option("--since", type=TIME, default=0, help=f"Only from this client time: {TIME_FORMS}.")
+@click.option("--until", type=TIME, default=0, help="Only before this client time (same forms).")
 @connection
 @handle_errors
 def timeline_command(
-    conn: Conn, session: str, trace: str, actor: str, since: str | None, until: str | None
+    conn: Conn, session: str, trace: str, actor: str, since: int, until: int
 ) -> None:
     """Every statement of a session, trace or actor in log order: phase, tool, resource,
     verdict and effect (needs --token).
@@ -248,8 +249,8 @@ def timeline_command(
             session=session,
             trace=trace,
             actor=actor,
-            since_ms=time_ms(since),
-            until_ms=time_ms(until),
+            since_ms=since,
+            until_ms=until,
         )
     subject = f"session {session}" if session else f"trace {trace}" if trace else f"actor {actor}"
     title = (
