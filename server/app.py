@@ -309,7 +309,7 @@ async def serve(settings: ServeSettings) -> None:
                 extra={"event": "metrics-listening", "port": metrics_port},
             )
         await server.start()
-        pusher = Pusher(opened.storage, opened.sequencer, published, targets)
+        pusher = Pusher(opened.storage, opened.sequencer, published, targets, metrics=measured)
         await pusher.start()
         http = None
         if settings.http_listen is not None:
@@ -317,7 +317,11 @@ async def serve(settings: ServeSettings) -> None:
                 opened.storage, lambda: opened.sequencer.checkpoint.size, published.note, auditors
             )
             http, http_port = await http_app.start(
-                http_app.make_app([tiles.face()]), settings.http_listen
+                http_app.make_app(
+                    [tiles.face()],
+                    on_answer=lambda status: measured.http_requests.labels(str(status)).inc(),
+                ),
+                settings.http_listen,
             )
             log.info(
                 "affidavit HTTP at %s:%d (tlog-tiles at /)",

@@ -7,6 +7,10 @@ Counted as they happen (by the service and the sequencer):
     affidavit_batch_entries                    entries per integrated batch (histogram)
     affidavit_integration_seconds              time to integrate and sync one batch (histogram)
     affidavit_proof_requests_total{kind}       inclusion | consistency proofs asked for
+    affidavit_http_requests_total{code}        HTTP face (tlog-tiles) requests answered, by status
+    affidavit_witness_pushes_total{witness,result}
+                                               checkpoints pushed to a witness (serve --witness):
+                                               cosigned | refused | unreachable
 
 Read from the log when scraped (never stale, nothing to keep in step):
 
@@ -14,7 +18,8 @@ Read from the log when scraped (never stale, nothing to keep in step):
     affidavit_queue_entries                    entries waiting for the integrator
     affidavit_witness_cosignature_age_seconds{witness}
                                                age of each trusted witness's newest cosignature
-                                               (absent until the witness has cosigned)
+                                               (absent until the witness has cosigned): from the
+                                               stored cosigned checkpoint and from every push
 
 Each server has its own registry (no process-wide state), and nothing here ever holds an
 entry's contents or a credential: labels are status names, result kinds and witness names.
@@ -47,11 +52,15 @@ class _LogState(Collector):
         queued: Callable[[], int],
         cosigned_note: Callable[[], str | None],
         witnesses: Sequence[Verifier],
+        newest: dict[str, int],
     ) -> None:
         self._tree_size = tree_size
         self._queued = queued
         self._cosigned_note = cosigned_note
         self._witnesses = list(witnesses)
+        # Newest cosignature time per witness name, kept across scrapes: a witness that stops
+        # cosigning (its cosignature missing from the newest checkpoint) ages, not vanishes.
+        self._newest = newest
 
     def collect(self) -> Iterable[Metric]:
         yield GaugeMetricFamily(
@@ -69,6 +78,8 @@ class _LogState(Collector):
         )
         now = time.time()
         for name, timestamp in self._newest_cosignatures():
+            self._newest[name] = max(timestamp, self._newest.get(name, 0))
+        for name, timestamp in sorted(self._newest.items()):
             ages.add_metric([name], max(0.0, now - timestamp))
         yield ages
 
@@ -120,6 +131,25 @@ class Metrics:
             ["kind"],
             registry=self.registry,
         )
+        self.http_requests = Counter(
+            "affidavit_http_requests",
+            "Requests the HTTP face (tlog-tiles) answered, by status code.",
+            ["code"],
+            registry=self.registry,
+        )
+        self.witness_pushes = Counter(
+            "affidavit_witness_pushes",
+            "Checkpoints pushed to a witness, by the witness's key name and result: cosigned, "
+            "refused (an HTTP answer other than a cosignature) or unreachable.",
+            ["witness", "result"],
+            registry=self.registry,
+        )
+        self._newest_cosignature: dict[str, int] = {}
+
+    def witness_cosigned(self, witness: str, timestamp: int) -> None:
+        """A pushed checkpoint came back cosigned by witness at timestamp (Unix seconds)."""
+        self.witness_pushes.labels(witness, "cosigned").inc()
+        self._newest_cosignature[witness] = max(timestamp, self._newest_cosignature.get(witness, 0))
 
     def watch_log(
         self,
@@ -129,7 +159,9 @@ class Metrics:
         witnesses: Sequence[Verifier],
     ) -> None:
         """Expose the gauges read from the log when scraped."""
-        self.registry.register(_LogState(tree_size, queued, cosigned_note, witnesses))
+        self.registry.register(
+            _LogState(tree_size, queued, cosigned_note, witnesses, self._newest_cosignature)
+        )
 
     def batch(self, entries: int, seconds: float) -> None:
         """One batch integrated (called by the sequencer)."""

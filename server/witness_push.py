@@ -33,6 +33,7 @@ from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import TileCache, TileHashReader
+from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.storage import Storage
@@ -87,8 +88,10 @@ class Pusher:
         targets: list[WitnessTarget],
         *,
         min_interval: float = MIN_INTERVAL_S,
+        metrics: Metrics | None = None,
     ) -> None:
         self._storage = storage
+        self._metrics = metrics
         self._sequencer = sequencer
         self._published = published
         self._targets = targets
@@ -138,6 +141,10 @@ class Pusher:
                     outcome = await self._submit(target, known, cp, signed)
             except (aiohttp.ClientError, TimeoutError, OSError) as e:
                 outcome = f"no answer ({e or type(e).__name__})"
+                self._count(target, "unreachable")
+            else:
+                if outcome is not None:
+                    self._count(target, "refused")
             if outcome is None:
                 known = cosigned = cp.size
                 backoff = 0.0
@@ -164,6 +171,10 @@ class Pusher:
                 outcome,
                 backoff,
             )
+
+    def _count(self, target: WitnessTarget, result: str) -> None:
+        if self._metrics is not None:
+            self._metrics.witness_pushes.labels(target.verifier.name, result).inc()
 
     async def _submit(
         self, target: WitnessTarget, old: int, cp: Checkpoint, signed: str
@@ -196,6 +207,9 @@ class Pusher:
         except MerkleError as e:
             return f"its answer holds no valid cosignature by its key: {e}"
         lines_ok = "".join(s.line() for s in opened.signatures)
+        if self._metrics is not None:
+            for sig in opened.signatures:
+                self._metrics.witness_cosigned(sig.name, sig.timestamp or 0)
         loop = asyncio.get_running_loop()
         # A synced write: off the event loop, so appends do not wait for it.
         await loop.run_in_executor(

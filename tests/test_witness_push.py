@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -160,3 +161,55 @@ def test_forks_are_caught_with_evidence(
     # Neither fork ever got a cosignature.
     assert f1.checkpoint().cosigned_size < grown
     assert f2.checkpoint().cosigned_size < grown
+
+
+def test_metrics_of_pushes_and_http(
+    server_factory: ServerFactory, witnesses: tuple[Path, list[WitnessProcess]]
+) -> None:
+    """Pushes counted per witness and result; a witness's cosignature age outlives its
+    absence from the newest checkpoint; HTTP answers counted by status."""
+    from tests.test_operable import scrape
+
+    log_dir, ws = witnesses
+    s = server_factory(
+        *push_flags(ws, 1),
+        "--metrics-listen",
+        "127.0.0.1:0",
+        data_dir=log_dir,
+        origin=None,
+        entry_format=None,
+    )
+    size = append(s, 3, "m")
+    wait_for(
+        "both witnesses' cosignatures",
+        lambda: (
+            cosigners(http_checkpoint(s), ws) == {w.name for w in ws}
+            and checkpoints.parse(note.open(http_checkpoint(s), [s.verifier_key])).size >= size
+        ),
+    )
+    with pytest.raises(urllib.error.HTTPError) as missing:
+        urllib.request.urlopen(s.http_url + "/tile/0/999", timeout=RPC_TIMEOUT)
+    assert missing.value.code == 404
+
+    def sample(name: str, **labels: str) -> float:
+        return scrape(s).get((name, tuple(sorted(labels.items()))), 0.0)
+
+    for w in ws:
+        assert sample("affidavit_witness_pushes_total", witness=w.name, result="cosigned") >= 1
+        assert 0 <= sample("affidavit_witness_cosignature_age_seconds", witness=w.name) < 3600
+    assert sample("affidavit_http_requests_total", code="200") >= 2
+    assert sample("affidavit_http_requests_total", code="404") == 1
+    # One witness goes away: the other keeps the quorum; the lost one's failures are counted
+    # and its age still shows (growing), though the newest checkpoint lacks its cosignature.
+    ws[1].kill()
+    append(s, 2, "n")
+    wait_for(
+        "a failed push to the dead witness",
+        lambda: (
+            sample("affidavit_witness_pushes_total", witness=ws[1].name, result="unreachable") >= 1
+        ),
+    )
+    assert (
+        "affidavit_witness_cosignature_age_seconds",
+        (("witness", ws[1].name),),
+    ) in scrape(s)
