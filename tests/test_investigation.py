@@ -35,7 +35,7 @@ from tests import serverproc
 from tests.serverproc import RPC_TIMEOUT, ServerProcess
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
-EXIT_OK, EXIT_FINDINGS = 0, 1
+EXIT_OK, EXIT_FINDINGS, EXIT_NOT_FOUND = 0, 1, 6
 
 
 @dataclass
@@ -206,7 +206,7 @@ def test_identity_history(log: Log) -> None:
     alice = log.json("identity", "history", "alice")
     assert [k["ended_by"] for k in alice["keys"]] == [""] and alice["revoked_at"] is None
     r = log.run("identity", "history", "nobody")
-    assert r.returncode == 2 and "not registered" in r.stderr
+    assert r.returncode == EXIT_NOT_FOUND and "not registered" in r.stderr
 
 
 def test_a_statement_the_search_hides_is_reported_as_a_gap(tmp_path: Path) -> None:
