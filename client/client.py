@@ -294,7 +294,9 @@ class Client:
             if index is None:
                 raise ValueError("reading tiles, give the entry's index (tiles have no hash index)")
             if index >= cp.checkpoint.size:
-                raise ValueError(f"entry {index} is not in the tree of size {cp.checkpoint.size}")
+                raise NotFoundError(
+                    f"entry {index} is not in the tree of size {cp.checkpoint.size}", "OUT_OF_RANGE"
+                )
             leaf, hashes = self.tiles.inclusion_proof(index, cp.checkpoint.size)
             check_inclusion(leaf, index, hashes, cp.checkpoint)
             return pb.InclusionProof(

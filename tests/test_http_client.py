@@ -92,7 +92,7 @@ def test_verify_and_prove_from_tiles_alone(log: ServerProcess, tmp_path: Path) -
         assert got["proof"] == [h.hex() for h in grpc_proof.hashes]
         assert got["leaf_hash"] == grpc_proof.leaf_hash.hex()
     rc, _, err = cli(log, tmp_path, "prove", str(SIZE), "--tiles", log.http_url)
-    assert rc == 2 and "not in the tree" in err
+    assert rc == 6 and "not in the tree" in err  # not found, as over gRPC
     rc, _, err = cli(log, tmp_path, "prove", "--leaf-hash", "00" * 32, "--tiles", log.http_url)
     assert rc == 2 and "give the entry's index" in err
 
