@@ -6,6 +6,13 @@ A key is valid from the entry that registers it (REGISTER, ROTATE_KEY) up to, no
 the entry that retires it (the next ROTATE_KEY, or REVOKE); the log refuses statements signed
 with it outside that span. Times are the clocks of the admins who signed the events, which the
 log held to within minutes of its own at ingest.
+
+Beside the keys, the attempts the log refused that claimed the identity as issuer or one of its
+keys as signer (a retired key still in use, a revoked agent trying on): the log's own `Refusal`
+records (statements.refusals), each proven included and its signature checked against the
+log's key. A record may stand for many attempts (count, over first..last by the log's clock).
+A source's window-end aggregate over several claimed identities names none of them, so it
+cannot be shown here: `affidavit search --refused` finds it.
 """
 
 from __future__ import annotations
@@ -13,11 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from affidavit.client.client import Client
-from affidavit.client.errors import NotFoundError
-from affidavit.client.proven import fetch_proven
+from affidavit.client.errors import NotFoundError, VerificationError
+from affidavit.client.proven import ProvenEntry, fetch_proven
 from affidavit.client.verify import Verified
+from affidavit.merkle import keys
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import refusals
 from affidavit.statements.build import statement_of
+from affidavit.statements.errors import Rejection
 from affidavit.statements.signing import key_id
 
 
@@ -45,6 +55,23 @@ class IdentityEventRow:
 
 
 @dataclass(frozen=True)
+class RefusedAttempt:
+    """A log record of count refused attempts claiming issuer and key_id, received from source
+    between first_ms and last_ms (the log's clock); index is the record's own log index."""
+
+    index: int
+    leaf_hash: bytes
+    refused_leaf_hash: bytes
+    issuer: str
+    key_id: str
+    reason: str
+    source: str
+    count: int
+    first_ms: int
+    last_ms: int
+
+
+@dataclass(frozen=True)
 class History:
     identity_id: str
     kind: str
@@ -53,7 +80,58 @@ class History:
     keys: tuple[KeySpan, ...]
     events: tuple[IdentityEventRow, ...]
     revoked_at: int | None
+    refused: tuple[RefusedAttempt, ...]
     checkpoint: Verified
+
+    def refused_count(self, key: str) -> int:
+        """Attempts refused that claimed key (the records' counts summed)."""
+        return sum(r.count for r in self.refused if r.key_id == key)
+
+
+def _refused(
+    client: Client, identity_id: str, key_ids: list[str], verified: Verified
+) -> tuple[RefusedAttempt, ...]:
+    """The log's refusal records of attempts claiming identity_id or one of key_ids, each
+    proven included in verified and signed by the log; VerificationError otherwise."""
+    size = verified.checkpoint.size
+    found = {h.index for h in client.search(refused=True, actor=identity_id) if h.index < size}
+    if key_ids:
+        found |= {h.index for h in client.search(refused=True, key_id=key_ids) if h.index < size}
+    log_key = keys.parse_verifier_key(client.policy.log_key).public_key
+    out = []
+    for entry in fetch_proven(client, found, verified):
+        r = refusal_of(entry, log_key)
+        if r is not None and (r.identity_id == identity_id or r.key_id in key_ids):
+            out.append(
+                RefusedAttempt(
+                    entry.index,
+                    entry.leaf_hash,
+                    r.leaf_hash,
+                    r.identity_id,
+                    r.key_id,
+                    r.reason,
+                    r.source,
+                    r.count,
+                    r.first_ms,
+                    r.last_ms,
+                )
+            )
+    return tuple(out)
+
+
+def refusal_of(entry: ProvenEntry, log_key: bytes) -> pb.Refusal | None:
+    """The Refusal at entry, checked to be the log's own; None if entry holds another kind."""
+    signed = pb.SignedStatement.FromString(entry.leaf)
+    statement = pb.Statement.FromString(signed.statement)
+    if statement.WhichOneof("body") != "refusal":
+        return None
+    try:
+        refusals.check(signed, statement, log_key)
+    except Rejection as e:
+        raise VerificationError(
+            f"the refusal record at index {entry.index} is not the log's own: {e.message}"
+        ) from None
+    return statement.refusal
 
 
 def identity_history(client: Client, identity_id: str) -> History:
@@ -98,5 +176,6 @@ def identity_history(client: Client, identity_id: str) -> History:
         tuple(spans),
         tuple(rows),
         revoked_at,
+        _refused(client, identity_id, [k.key_id for k in spans], verified),
         verified,
     )

@@ -2,7 +2,9 @@
 
 Each statement of the log is an API call an identity made, as its author signed it: an agent's
 tool call (its INTENT, then its OUTCOME), or an admin's, human's or agent's call to the log
-itself (registering an identity, delegating a grant, approving an action). The event carries
+itself (registering an identity, delegating or revoking a grant, approving an action); the
+log's record of a refused attempt is the claimant's call to append, failed (status Failure, the
+reason code as status_detail, an aggregate's count over start_time..end_time). The event carries
 the actor (user, session, credential), the authorisation (the policy decision at the
 enforcement point, the log's scope verdict, the grants) through the security_control profile,
 the resources, and the trace context through the trace profile. What OCSF has no attribute for
@@ -44,7 +46,7 @@ _STATUS = {  # OCSF status_id: 0 Unknown, 1 Success, 2 Failure
     pb.DENIED: (2, "Failure"),
     pb.TIMEOUT: (2, "Failure"),
 }
-_SEVERITY = {1: "Informational", 4: "High"}
+_SEVERITY = {1: "Informational", 3: "Medium", 4: "High"}
 
 
 def _product_version() -> str:
@@ -105,6 +107,54 @@ def _action_fields(a: pb.AgentAction, verdict: int, reason: str) -> dict[str, An
             policy["version"] = a.authorization.policy_version
         fields["policy"] = policy
     return fields
+
+
+def _endpoint(source: str) -> dict[str, Any]:
+    """The network endpoint of a gRPC peer address (ipv4:1.2.3.4:5, ipv6:[::1]:5); its text
+    as the endpoint's name when it is neither."""
+    family, _, rest = source.partition(":")
+    host, _, port = rest.rpartition(":")
+    if family in ("ipv4", "ipv6") and host and port.isdigit() and int(port) <= 65535:
+        return {"ip": host.strip("[]"), "port": int(port)}
+    return {"name": source or "unknown"}
+
+
+def _refusal(r: pb.Refusal, actor: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """A refused attempt: a call to append to the log (Create) that failed, the log's reason
+    as status_detail, the claimed issuer and key as the actor (the log signed the record, but
+    the attempt is theirs); an aggregate's count over [start_time, end_time]."""
+    user: dict[str, Any] = {"uid": r.identity_id} if r.identity_id else {"name": "several"}
+    if r.key_id:
+        user["credential_uid"] = r.key_id
+    actor.clear()
+    actor["user"] = user
+    fields: dict[str, Any] = {
+        "activity_id": 1,
+        "activity_name": "Create",
+        "api": {"operation": "append", "service": {"name": "affidavit"}},
+        "status_id": 2,
+        "status": "Failure",
+        "status_detail": r.reason,
+        "action_id": 2,
+        "action": "Denied",
+        "disposition_id": 2,
+        "disposition": "Blocked",
+        "is_alert": True,
+        "count": r.count,
+        "src_endpoint": _endpoint(r.source),
+        "resources": [],
+    }
+    if r.first_ms:
+        fields["start_time"], fields["end_time"] = r.first_ms, r.last_ms or r.first_ms
+    unmapped = {
+        "refused_leaf_hash": r.leaf_hash.hex(),
+        "claimed_issuer": r.identity_id,
+        "claimed_key_id": r.key_id,
+        "reason": r.reason,
+        "source": r.source,
+        "count": r.count,
+    }
+    return fields, unmapped
 
 
 def event(
@@ -247,6 +297,24 @@ def event(
             }
         )
         what = f"approval ({pb.Approval.Decision.Name(ap.decision)}) of action {ap.action_id}"
+    elif body == "grant_revocation":
+        gr = st.grant_revocation
+        fields = {
+            "activity_id": 4,
+            "activity_name": "Delete",
+            "api": {"operation": "grant.revoke", "service": {"name": "affidavit"}},
+            "resources": [{"uid": f"grant:{gr.grant_id}", "type": "grant"}],
+            "status_id": 1,
+            "status": "Success",
+        }
+        affidavit.update({"grant_id": gr.grant_id, "revocation_reason": gr.reason})
+        what = f"revocation of grant {gr.grant_id}"
+    elif body == "refusal":
+        r = st.refusal
+        fields, refused = _refusal(r, actor)
+        affidavit.update(refused)
+        claimed = r.identity_id or "several identities"
+        what = f"refused {r.count} attempt(s) claiming {claimed}: {r.reason}"
     else:  # a kind this mapping does not name yet: an API call to the log, by its kind
         fields = {
             "activity_id": 99,
@@ -260,6 +328,9 @@ def event(
     if not fields["resources"]:
         del fields["resources"]
     severity_id = 4 if verdict in (pb.OUT_OF_SCOPE, pb.NO_GRANT) else 1
+    if body == "refusal":
+        severity_id = 3  # stopped at the door: below an out-of-scope action, which was recorded
+        src = fields.pop("src_endpoint")
     activity_id = fields["activity_id"]
     return {
         "class_uid": CLASS_UID,

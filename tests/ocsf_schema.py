@@ -14,8 +14,8 @@ client/ocsf.py claims, OCSF_VERSION); no OCSF file is copied here. It states:
   profile's, which these events do not apply);
 - the enum values: activity_id, severity_id, status_id, disposition_id, action_id;
 - the type of every attribute client/ocsf.py emits: integer_t (32-bit), long_t and
-  timestamp_t (64-bit, milliseconds), string_t, boolean_t, arrays, objects; unmapped is
-  OCSF's free-form object;
+  timestamp_t (64-bit, milliseconds), string_t, boolean_t, ip_t (an IPv4 or IPv6 address),
+  port_t (0 to 65535), arrays, objects; unmapped is OCSF's free-form object;
 - closed objects: the event and every object in it hold only the attributes listed here, and
   each one listed is an attribute OCSF 1.8.0 defines at that place (the event's from the base
   event, API Activity, and the security_control and trace profiles the events apply, which
@@ -77,6 +77,8 @@ INTEGER: dict[str, Any] = {"type": "integer", "minimum": -(2**31), "maximum": 2*
 LONG: dict[str, Any] = {"type": "integer", "minimum": -(2**63), "maximum": 2**63 - 1}
 TIMESTAMP = LONG  # milliseconds since the epoch
 BOOLEAN: dict[str, Any] = {"type": "boolean"}
+IP: dict[str, Any] = {"type": "string", "anyOf": [{"format": "ipv4"}, {"format": "ipv6"}]}
+PORT: dict[str, Any] = {"type": "integer", "minimum": 0, "maximum": 65535}
 
 
 def _strings() -> dict[str, Any]:
@@ -121,7 +123,7 @@ _POLICY = _object(
     at_least_one=("name", "type", "uid"),
 )
 _ENDPOINT = _object(
-    {"name": STRING, "uid": STRING, "svc_name": STRING},
+    {"name": STRING, "uid": STRING, "svc_name": STRING, "ip": IP, "port": PORT},
     at_least_one=(
         "ip", "uid", "name", "hostname", "svc_name", "instance_uid", "interface_uid",
         "interface_name", "domain",
@@ -196,6 +198,10 @@ _EVENT_PROPERTIES: dict[str, Any] = {
     "status_id": _enum(STATUS),
     "status": STRING,
     "status_code": STRING,
+    "status_detail": STRING,
+    "count": INTEGER,
+    "start_time": TIMESTAMP,
+    "end_time": TIMESTAMP,
     "message": STRING,
     "metadata": {"$ref": "#/$defs/metadata"},
     "unmapped": {"type": "object"},

@@ -40,7 +40,9 @@ server_factory = serverproc.server_factory
 def validator() -> jsonschema.Draft202012Validator:
     schema = ocsf_schema.api_activity_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
-    return jsonschema.Draft202012Validator(schema)
+    return jsonschema.Draft202012Validator(
+        schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+    )
 
 
 def errors(document: dict[str, Any]) -> list[str]:
@@ -129,6 +131,28 @@ def test_the_schema_refuses_what_ocsf_does_not_allow() -> None:
     no_actor = copy.deepcopy(good)
     no_actor["actor"] = {"authorizations": []}  # OCSF wants a user, session, app...
     assert errors(no_actor)
+    refused = sample_event(refusal("ipv4:127.0.0.1:50051"))
+    assert errors(refused) == []
+    for endpoint in ({"ip": "not-an-address"}, {"ip": "127.0.0.1", "port": 70000}):
+        bad = copy.deepcopy(refused)
+        bad["src_endpoint"] = endpoint
+        assert errors(bad), endpoint
+    bad_count = copy.deepcopy(refused)
+    bad_count["count"] = "12"
+    assert errors(bad_count)
+
+
+def refusal(source: str, identity_id: str = "bot", key_id: str = "bot+1a2b3c4d") -> pb.Refusal:
+    return pb.Refusal(
+        leaf_hash=b"\x01" * 32,
+        key_id=key_id,
+        identity_id=identity_id,
+        reason="key-retired",
+        source=source,
+        count=3,
+        first_ms=1_700_000_000_000,
+        last_ms=1_700_000_004_000,
+    )
 
 
 _ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
@@ -136,7 +160,19 @@ _ids = st.text("abcdefghijklmnopqrstuvwxyz0123456789-", min_size=1, max_size=12)
 
 @st.composite
 def statements(draw: st.DrawFn) -> tuple[build.Body, int, str]:
-    kind = draw(st.sampled_from(["intent", "outcome", "identity", "grant", "approval", "session"]))
+    kind = draw(
+        st.sampled_from(
+            ["intent", "outcome", "identity", "grant", "approval", "session", "refusal", "revoke"]
+        )
+    )
+    if kind == "refusal":
+        source = draw(
+            st.sampled_from(["ipv4:127.0.0.1:50051", "ipv6:[::1]:443", "unix:/run/a.sock", ""])
+        )
+        aggregate = draw(st.booleans())  # a source's remainder names no identity or key
+        return refusal(source, *(("", "") if aggregate else ())), 0, ""
+    if kind == "revoke":
+        return pb.GrantRevocation(grant_id=uuid7(), reason=draw(st.sampled_from(["", "x"]))), 0, ""
     if kind == "session":
         session_op = draw(st.sampled_from([pb.SessionEvent.OPEN, pb.SessionEvent.CLOSE]))
         opens = session_op == pb.SessionEvent.OPEN

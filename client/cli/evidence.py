@@ -79,6 +79,12 @@ def _action_target(action_id: str | None, index: int | None) -> dict[str, Any]:
 @click.option("--trace", default="", help="Every action (or statement) of this W3C trace id.")
 @click.option("--actor", default="", help="Every action (or statement) this identity issued.")
 @click.option(
+    "--refused",
+    is_flag=True,
+    help="With --format ocsf: the log's records of refused attempts (with --actor: those "
+    "claiming that identity).",
+)
+@click.option(
     "--since", type=TIME, default=0, help=f"With a selection: from this client time: {TIME_FORMS}."
 )
 @click.option(
@@ -107,6 +113,7 @@ def export(
     session: str,
     trace: str,
     actor: str,
+    refused: bool,
     since: str | None,
     until: str | None,
     fmt: str,
@@ -120,7 +127,8 @@ def export(
     checkpoint: one ACTION_ID (or --index), several, or every action of a --session, --trace
     or --actor, sharing one authority chain and one checkpoint.
     With --format ocsf: one OCSF API Activity event per statement, of the whole log (checked
-    against the checkpoint's root) or of a --session, --trace, --actor and time window.
+    against the checkpoint's root) or of a --session, --trace, --actor and time window, or
+    the log's records of refused attempts (--refused).
     """
     from affidavit.client import bundle, bundleset
     from affidavit.client.cli.exporting import export_ocsf
@@ -129,12 +137,17 @@ def export(
         "session_id": session,
         "trace_id": trace,
         "actor": actor,
+        "refused": refused,
         "time_from_ms": since,
         "time_to_ms": until,
     }
-    selected = any((session, trace, actor))
+    selected = any((session, trace, actor, refused))
     if (since or until) and not selected:
         raise click.UsageError("--since / --until narrow a --session, --trace or --actor")
+    if refused and fmt != "ocsf":
+        raise click.UsageError(
+            "--refused exports OCSF events (--format ocsf); a bundle is of actions"
+        )
     if fmt == "ocsf":
         if action_ids or index is not None:
             raise click.UsageError(

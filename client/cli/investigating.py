@@ -21,7 +21,7 @@ from affidavit.client.cli.options import (
     utc_text,
 )
 from affidavit.client.cli.searching import table
-from affidavit.client.history import identity_history
+from affidavit.client.history import History, identity_history
 from affidavit.client.jsonform import message_json
 from affidavit.client.timeline import Event, SessionStatus, Timeline, timeline
 from affidavit.proto import affidavit_pb2 as pb
@@ -265,15 +265,14 @@ def timeline_command(
 # Identity history.
 
 
-@click.command("history")
-@click.argument("identity_id")
-@connection
-@handle_errors
-def identity_history_command(conn: Conn, identity_id: str) -> None:
-    """Each key IDENTITY_ID held, with the log indexes and times in which it was valid, how
-    it ended (rotation, revocation), and every identity event about it (needs --token)."""
-    with conn.client() as client:
-        h = identity_history(client, identity_id)
+def _received(first_ms: int, last_ms: int) -> str:
+    """When the log received refused attempts: one time, or the span of an aggregate."""
+    if first_ms == last_ms:
+        return utc_text(first_ms)
+    return f"{utc_text(first_ms)} .. {utc_text(last_ms)}"
+
+
+def _history_text(h: History) -> str:
     status = "revoked" if h.revoked_at is not None else "active"
     head = f"identity {h.identity_id} ({h.kind}), {status}" + (
         f", owner {h.owner}" if h.owner else ""
@@ -284,25 +283,51 @@ def identity_history_command(conn: Conn, identity_id: str) -> None:
             f"{k.from_index} ({utc_text(k.from_time_ms)})",
             "-" if k.until_index is None else f"{k.until_index} ({utc_text(k.until_time_ms or 0)})",
             k.ended_by or "current",
+            str(h.refused_count(k.key_id)),
         ]
         for k in h.keys
     ]
     event_rows = [
         [str(e.index), utc_text(e.time_ms), e.op, e.signed_by, e.key_id or "-"] for e in h.events
     ]
-    text = "\n".join(
-        [
-            head,
-            "",
-            table(("KEY ID", "VALID FROM INDEX", "UNTIL INDEX", "ENDED BY"), key_rows),
-            "",
-            table(("INDEX", "TIME (UTC)", "EVENT", "SIGNED BY", "KEY ID"), event_rows),
-            "",
-            f"proven in the checkpoint of size {h.checkpoint.checkpoint.size}; statements a "
-            "key signed: affidavit search --key-id KEY_ID",
+    lines = [
+        head,
+        "",
+        table(("KEY ID", "VALID FROM INDEX", "UNTIL INDEX", "ENDED BY", "REFUSED"), key_rows),
+        "",
+        table(("INDEX", "TIME (UTC)", "EVENT", "SIGNED BY", "KEY ID"), event_rows),
+        "",
+    ]
+    if h.refused:
+        attempts = sum(r.count for r in h.refused)
+        lines.append(
+            f"refused attempts: {attempts} in {len(h.refused)} record(s) signed by the log"
+        )
+        rows = [
+            [
+                str(r.index),
+                _received(r.first_ms, r.last_ms),
+                r.issuer or "-",
+                r.key_id or "-",
+                r.reason,
+                str(r.count),
+                r.source,
+            ]
+            for r in h.refused
         ]
+        header = ("INDEX", "RECEIVED (UTC)", "CLAIMED ISSUER", "CLAIMED KEY", "REASON", "ATTEMPTS")
+        lines += [table((*header, "SOURCE"), rows), ""]
+    else:
+        lines += ["refused attempts: none on the record", ""]
+    lines.append(
+        f"proven in the checkpoint of size {h.checkpoint.checkpoint.size}; statements a "
+        "key signed: affidavit search --key-id KEY_ID"
     )
-    data = {
+    return "\n".join(lines)
+
+
+def _history_json(h: History) -> dict[str, Any]:
+    return {
         "identity_id": h.identity_id,
         "kind": h.kind,
         "owner": h.owner,
@@ -317,6 +342,7 @@ def identity_history_command(conn: Conn, identity_id: str) -> None:
                 "valid_until_index": k.until_index,
                 "valid_until_time_ms": k.until_time_ms,
                 "ended_by": k.ended_by,
+                "refused_attempts": h.refused_count(k.key_id),
             }
             for k in h.keys
         ],
@@ -330,6 +356,39 @@ def identity_history_command(conn: Conn, identity_id: str) -> None:
             }
             for e in h.events
         ],
+        "refused": [
+            {
+                "index": r.index,
+                "leaf_hash": r.leaf_hash.hex(),
+                "refused_leaf_hash": r.refused_leaf_hash.hex(),
+                "claimed_issuer": r.issuer,
+                "claimed_key_id": r.key_id,
+                "reason": r.reason,
+                "source": r.source,
+                "count": r.count,
+                "first_ms": r.first_ms,
+                "last_ms": r.last_ms,
+            }
+            for r in h.refused
+        ],
         "checkpoint_size": h.checkpoint.checkpoint.size,
     }
-    conn.out.emit(text, data)
+
+
+@click.command("history")
+@click.argument("identity_id")
+@connection
+@handle_errors
+def identity_history_command(conn: Conn, identity_id: str) -> None:
+    """Each key IDENTITY_ID held, with the log indexes and times in which it was valid, how
+    it ended (rotation, revocation), every identity event about it, and the attempts the log
+    refused that claimed it or one of its keys (needs --token).
+
+    Everything shown is proven included in one trusted checkpoint; the refusal records are
+    the log's own statements, checked against the log's key. A record may stand for several
+    attempts (ATTEMPTS, over the RECEIVED span): the log records the first few distinct
+    attempts per source at once and counts the rest until its refusal window closes.
+    """
+    with conn.client() as client:
+        h = identity_history(client, identity_id)
+    conn.out.emit(_history_text(h), _history_json(h))
