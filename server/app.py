@@ -229,6 +229,17 @@ def _tls(settings: ServeSettings) -> grpc.ServerCredentials | None:
     )
 
 
+def _console(settings: ServeSettings, grpc_port: int) -> http_app.Face:
+    """The console's face, reading this server's gRPC as its own TLS settings require."""
+    from affidavit.server.http_console import ConsoleTls, console_face
+
+    tls = None
+    if settings.tls_cert is not None:
+        ca = settings.console_tls_ca or settings.tls_cert
+        tls = ConsoleTls(ca, settings.console_tls_cert, settings.console_tls_key)
+    return console_face(settings.listen, grpc_port, tls)
+
+
 async def serve(settings: ServeSettings) -> None:
     """Serve the log in settings.data_dir until a stop signal; the in-flight batch completes."""
     measured = metrics.Metrics()
@@ -316,17 +327,21 @@ async def serve(settings: ServeSettings) -> None:
             tiles = TilesFace(
                 opened.storage, lambda: opened.sequencer.checkpoint.size, published.note, auditors
             )
+            faces = [tiles.face()]
+            if settings.console:
+                faces.append(_console(settings, port))
             http, http_port = await http_app.start(
                 http_app.make_app(
-                    [tiles.face()],
+                    faces,
                     on_answer=lambda status: measured.http_requests.labels(str(status)).inc(),
                 ),
                 settings.http_listen,
             )
             log.info(
-                "affidavit HTTP at %s:%d (tlog-tiles at /)",
+                "affidavit HTTP at %s:%d (tlog-tiles at /%s)",
                 settings.http_listen.rsplit(":", 1)[0],
                 http_port,
+                ", console at /console/" if settings.console else "",
                 extra={"event": "http-listening", "port": http_port},
             )
         for name in ("", log_service):

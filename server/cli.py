@@ -153,7 +153,42 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     show_envvar=True,
     callback=_check_listen,
     help="host:port to serve HTTP on: the C2SP tlog-tiles read API at the root (/checkpoint, "
-    "/tile/..., /tile/entries/... for auditors). Off unless given.",
+    "/tile/..., /tile/entries/... for auditors) and the investigator's console under "
+    "/console/. Off unless given.",
+)
+@click.option(
+    "--console/--no-console",
+    default=True,
+    show_default=True,
+    envvar="AFFIDAVIT_CONSOLE",
+    show_envvar=True,
+    help="With --http-listen: serve the investigator's console under /console/ (log in with "
+    "an auditor token and the log's verifier key). It reads this server's own gRPC address "
+    "like any client, over the same TLS. Browsers verify in the page only on HTTPS or "
+    "localhost: put a TLS proxy in front to serve it elsewhere.",
+)
+@click.option(
+    "--console-tls-ca",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_CONSOLE_TLS_CA",
+    show_envvar=True,
+    help="With --tls-cert: the CA the console trusts for this server's certificate "
+    "(default: --tls-cert itself, right for a self-signed one). The certificate must name the "
+    "--listen host (loopback for 0.0.0.0).",
+)
+@click.option(
+    "--console-tls-cert",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_CONSOLE_TLS_CERT",
+    show_envvar=True,
+    help="With --tls-client-ca: the console's client certificate (signed by that CA).",
+)
+@click.option(
+    "--console-tls-key",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    envvar="AFFIDAVIT_CONSOLE_TLS_KEY",
+    show_envvar=True,
+    help="The console's client certificate's key.",
 )
 @click.option(
     "--max-entry-bytes",
@@ -322,6 +357,10 @@ def serve(
     admin_id: str,
     listen: str,
     http_listen: str | None,
+    console: bool,
+    console_tls_ca: Path | None,
+    console_tls_cert: Path | None,
+    console_tls_key: Path | None,
     max_entry_bytes: int,
     batch_size: int,
     batch_wait_ms: float,
@@ -343,7 +382,8 @@ def serve(
     """Serve a log over gRPC (creating it in DATA_DIR on first run).
 
     Appends are answered once durable on disk. Stop with Ctrl-C or SIGTERM: the batch in
-    flight is finished first.
+    flight is finished first. With --http-listen, HTTP too: the tlog-tiles read API at the
+    root and the investigator's console at /console/ (--no-console to leave it out).
     """
     logs.configure(log_format, log_level)
     if max_entry_bytes > MAX_ENTRY_BYTES:
@@ -356,6 +396,13 @@ def serve(
         _fail("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
         _fail("--tls-client-ca needs --tls-cert and --tls-key")
+    if (console_tls_cert is None) != (console_tls_key is None):
+        _fail("--console-tls-cert and --console-tls-key go together")
+    if console and http_listen and tls_client_ca is not None and console_tls_cert is None:
+        _fail(
+            "the console reads this log over its mTLS: give it a client certificate "
+            "(--console-tls-cert, --console-tls-key) signed by --tls-client-ca, or --no-console"
+        )
     for h in auditor_token_hashes:
         if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
             _fail(
@@ -423,6 +470,10 @@ def serve(
         tls_key=tls_key,
         tls_client_ca=tls_client_ca,
         http_listen=http_listen,
+        console=console,
+        console_tls_ca=console_tls_ca,
+        console_tls_cert=console_tls_cert,
+        console_tls_key=console_tls_key,
         witnesses=witnesses,
         witness_quorum=witness_quorum,
         metrics_listen=metrics_listen,

@@ -61,6 +61,13 @@ class ServeSettings:
     tls_client_ca: Path | None = None
     http_listen: str | None = None
     """host:port of the HTTP face (tlog-tiles at the root); None: no HTTP."""
+    console: bool = True
+    """With an HTTP face: the investigator's console under /console/ (server.http_console)."""
+    console_tls_ca: Path | None = None
+    """With TLS: the CA the console trusts for this server's certificate (None: tls_cert)."""
+    console_tls_cert: Path | None = None
+    console_tls_key: Path | None = None
+    """With mTLS (tls_client_ca): the console's client certificate and key."""
     witnesses: tuple[str, ...] = ()
     """Witnesses the log pushes its checkpoints to, each NAME=URL@VKEY (server.witness_push)."""
     witness_quorum: int = 0

@@ -273,9 +273,9 @@ def _values_of(f: Facets, name: str) -> list[str]:
     return values
 
 
-def _matches(f: Facets, request: pb.SearchRequest) -> bool:
-    for name, wanted in _exact(request):
-        if not set(wanted) & set(_values_of(f, name)):
+def _matches(f: Facets, request: pb.SearchRequest, exact: list[tuple[str, set[str]]]) -> bool:
+    for name, wanted in exact:
+        if not wanted & set(_values_of(f, name)):
             return False
     prefixes = [p for p in request.resource_prefix if p]
     if prefixes and not any(r.startswith(p) for r in f.resource for p in prefixes):
@@ -291,9 +291,10 @@ def _field_scan(storage: Storage, name: str, value: str, start: int) -> Iterator
         yield int.from_bytes(key[-8:], "big")
 
 
-def _candidates(storage: Storage, request: pb.SearchRequest) -> Iterator[int]:
+def _candidates(
+    storage: Storage, request: pb.SearchRequest, exact: list[tuple[str, list[str]]]
+) -> Iterator[int]:
     """Indexes that may match, ascending from start_index, from the most direct index."""
-    exact = _exact(request)
     start = request.start_index
     if exact:
         name, values = exact[0]
@@ -345,12 +346,13 @@ def search(storage: Storage, request: pb.SearchRequest) -> pb.SearchResponse:
             raise SearchError(f"{request_field} has more than {MAX_VALUES} values")
     limit = min(request.page_size or MAX_PAGE, MAX_PAGE)
     hits: list[pb.SearchHit] = []
-    for index in _candidates(storage, request):
+    wanted = [(name, set(values)) for name, values in exact]  # once, not per candidate
+    for index in _candidates(storage, request, exact):
         raw = storage.get(_HIT + _u64(index))
         if raw is None:
             continue
         f = Facets(**json.loads(raw))
-        if _matches(f, request):
+        if _matches(f, request, wanted):
             if len(hits) == limit:  # a next page exists: it starts with this hit
                 return pb.SearchResponse(hits=hits, next_index=index)
             hits.append(f.hit())

@@ -3,6 +3,7 @@
     console = ConsoleProcess(server.address).start()   # a real HTTP server on a free port
     console.url("/search")                              # http://127.0.0.1:PORT/console/search
     console.stop()
+    MountedConsole(server.http_url).url("/search")      # the one `serve --http-listen` mounts
 
 `chromium()` finds the system's Chromium for Playwright: Debian's `chromium` package, which
 .ci/run installs. Where none is found the browser tests say so with the install line; under CI
@@ -25,6 +26,23 @@ from tests.serverproc import AFFIDAVIT, START_TIMEOUT, STOP_TIMEOUT, clean_env
 
 _AT = re.compile(r"affidavit console at (?P<url>http://\S+?)/console/ ")
 INSTALL = "apt-get install -y chromium"
+
+
+class MountedConsole:
+    """The console a log serves itself (`affidavit serve --http-listen`), under /console/ of
+    its HTTP face at base (http://127.0.0.1:PORT): nothing of its own to start or stop."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base
+
+    def url(self, path: str = "/") -> str:
+        return f"{self.base}/console{path}"
+
+    def start(self) -> MountedConsole:
+        return self
+
+    def stop(self) -> int:
+        return 0
 
 
 class ConsoleProcess:

@@ -19,7 +19,7 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.ids import uuid7
 from affidavit.statements.signing import IdentityKey
 
-from tests.consoleproc import ConsoleProcess
+from tests.consoleproc import ConsoleProcess, MountedConsole
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
 
 PR = {"repo": "acme/web", "title": "Fix login redirect", "head": "fix-login", "base": "main"}
@@ -29,7 +29,7 @@ COMMIT = "commit:3f2a9c1e"
 @dataclass
 class Story:
     server: ServerProcess
-    console: ConsoleProcess
+    console: ConsoleProcess | MountedConsole
     witness_signer: str
     witness_key: str
     grant_id: str

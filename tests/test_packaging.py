@@ -79,6 +79,21 @@ def test_importing_a_part_does_not_load_the_client() -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_the_server_loads_the_console_only_when_it_serves_it() -> None:
+    # The console (and its templates' jinja2) is mounted lazily by `serve --http-listen`: the
+    # server's modules, its HTTP face included, must not import it.
+    program = (
+        "import sys\n"
+        "import affidavit.server.app, affidavit.server.cli, affidavit.server.http_console\n"
+        "loaded = [m for m in sys.modules if m.startswith('affidavit.console') or m == 'jinja2']\n"
+        "assert not loaded, loaded\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", program], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+
+
 def test_the_base_install_never_imports_an_agent_framework() -> None:
     # The adapters' frameworks are optional extras: the library, the CLI group and its help
     # must not import them (nor the adapters) unless an adapter command runs.
