@@ -7,7 +7,8 @@ approvals, INTENT/OUTCOME pairs, one in a thousand out of scope), appends it to 
 loopback, so the figure is the console's own time plus well under a millisecond):
 
 - the HTTP floor: GET of the console's stylesheet (aiohttp serving a static file);
-- the data floor of a 1,000-row search: the Search RPC for 1,000 hits alone;
+- the data floor of a 1,000-row search: the Search RPC for 1,000 hits with their entries'
+  bytes (what the page reads), before anything is decoded or rendered;
 - the action page (an action's evidence exported and verified, then rendered), first render
   per action: each sample is a different action;
 - a 1,000-row search page.
@@ -119,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
                 # The floor of a 1,000-row search page: the Search RPC alone, before any entry
                 # is read or anything rendered.
                 floor: list[float] = []
-                request = pb.SearchRequest(verdict=[pb.IN_SCOPE], page_size=1000)
+                request = pb.SearchRequest(verdict=[pb.IN_SCOPE], page_size=1000, with_entries=True)
                 for _ in range(args.runs):
                     timed(floor, lambda: client.call(client.stub.Search, request))
                 emit(summary("search_1000_rpc_floor", floor))

@@ -232,11 +232,18 @@ class SearchPage:
 
 
 def search(client: Client, criteria: dict[str, Any], start: int, page_size: int) -> SearchPage:
-    """One page of a search (criteria as SearchRequest fields), each hit read and decoded."""
-    request = search_request(**criteria, start_index=start, page_size=page_size)
+    """One page of a search (criteria as SearchRequest fields), each row decoded from its
+    entry's exact bytes: carried by the hits (one RPC), each checked against the hit's leaf
+    hash; read separately only where a log sends none."""
+    request = search_request(**criteria, start_index=start, page_size=page_size, with_entries=True)
     response = client.call(client.stub.Search, request)
     hits = list(response.hits)
-    leaves = _leaves(client, [h.index for h in hits])
+    leaves = _leaves(client, [h.index for h in hits if not h.entry])
+    for h in hits:
+        if h.entry:
+            if merkle.leaf_hash(h.entry) != h.leaf_hash:
+                raise VerificationError(f"entry {h.index} from the log is not what it claims")
+            leaves[h.index] = h.entry
     rows = tuple(row_of(h.index, leaves[h.index], h.verdict, h.verdict_reason) for h in hits)
     return SearchPage(rows, response.next_index)
 

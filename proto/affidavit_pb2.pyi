@@ -1516,6 +1516,7 @@ class SearchRequest(_message.Message):
     RESULT_DIGEST_FIELD_NUMBER: _builtins.int
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     REFUSED_FIELD_NUMBER: _builtins.int
+    WITH_ENTRIES_FIELD_NUMBER: _builtins.int
     time_from_ms: _builtins.int
     """Client time window, Unix milliseconds, [from, to); 0 leaves that side open."""
     time_to_ms: _builtins.int
@@ -1525,6 +1526,11 @@ class SearchRequest(_message.Message):
     """At most this many hits (default and maximum 1000)."""
     refused: _builtins.bool
     """Only the log's records of refused statements (with actor / key_id: by the claimed signer)."""
+    with_entries: _builtins.bool
+    """Each hit carries its entry's exact bytes (SearchHit.entry), so a reader showing the
+    statements needs no second read; a page then ends early rather than exceed
+    MAX_ENTRY_PAGE_BYTES (next_index says where the rest starts).
+    """
     @_builtins.property
     def actor(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Issuer of the statement (an agent for actions, a human for grants and approvals)."""
@@ -1598,10 +1604,11 @@ class SearchRequest(_message.Message):
         result_digest: _abc.Iterable[_builtins.str] | None = ...,
         page_size: _builtins.int = ...,
         refused: _builtins.bool = ...,
+        with_entries: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "effect_ref", b"effect_ref", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "refused", b"refused", "resource_prefix", b"resource_prefix", "result_digest", b"result_digest", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "ticket", b"ticket", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "actor", b"actor", "approver", b"approver", "effect_ref", b"effect_ref", "grantor", b"grantor", "key_id", b"key_id", "page_size", b"page_size", "refused", b"refused", "resource_prefix", b"resource_prefix", "result_digest", b"result_digest", "session_id", b"session_id", "start_index", b"start_index", "statement_id", b"statement_id", "subject", b"subject", "ticket", b"ticket", "time_from_ms", b"time_from_ms", "time_to_ms", b"time_to_ms", "tool", b"tool", "trace_id", b"trace_id", "verdict", b"verdict", "with_entries", b"with_entries"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1625,6 +1632,7 @@ class SearchHit(_message.Message):
     RESOURCE_FIELD_NUMBER: _builtins.int
     SESSION_ID_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    ENTRY_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     leaf_hash: _builtins.bytes
     statement_id: _builtins.str
@@ -1642,6 +1650,8 @@ class SearchHit(_message.Message):
     session_id: _builtins.str
     """The issuer's session and the statement's place in it."""
     sequence: _builtins.int
+    entry: _builtins.bytes
+    """With SearchRequest.with_entries: the entry's exact bytes (their leaf hash is leaf_hash)."""
     def __init__(
         self,
         *,
@@ -1659,10 +1669,11 @@ class SearchHit(_message.Message):
         resource: _builtins.str = ...,
         session_id: _builtins.str = ...,
         sequence: _builtins.int = ...,
+        entry: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "client_time_ms", b"client_time_ms", "index", b"index", "issuer", b"issuer", "kind", b"kind", "leaf_hash", b"leaf_hash", "phase", b"phase", "resource", b"resource", "sequence", b"sequence", "session_id", b"session_id", "statement_id", b"statement_id", "tool", b"tool", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_id", b"action_id", "client_time_ms", b"client_time_ms", "entry", b"entry", "index", b"index", "issuer", b"issuer", "kind", b"kind", "leaf_hash", b"leaf_hash", "phase", b"phase", "resource", b"resource", "sequence", b"sequence", "session_id", b"session_id", "statement_id", b"statement_id", "tool", b"tool", "verdict", b"verdict", "verdict_reason", b"verdict_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -31,6 +31,8 @@ from affidavit.statements.scope import MAX_CHAIN
 from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
 
 MAX_PAGE = 1000
+MAX_ENTRY_PAGE_BYTES = 3 << 20
+"""Most entry bytes a page carries with with_entries: under gRPC's default 4 MiB message."""
 MAX_RANGE_SCAN = 200_000
 """Most index keys a prefix or time-window search reads before asking for a narrower query."""
 
@@ -347,13 +349,19 @@ def search(storage: Storage, request: pb.SearchRequest) -> pb.SearchResponse:
     limit = min(request.page_size or MAX_PAGE, MAX_PAGE)
     hits: list[pb.SearchHit] = []
     wanted = [(name, set(values)) for name, values in exact]  # once, not per candidate
+    entry_bytes = 0
     for index in _candidates(storage, request, exact):
         raw = storage.get(_HIT + _u64(index))
         if raw is None:
             continue
         f = Facets(**json.loads(raw))
         if _matches(f, request, wanted):
-            if len(hits) == limit:  # a next page exists: it starts with this hit
-                return pb.SearchResponse(hits=hits, next_index=index)
-            hits.append(f.hit())
+            entry = storage.entry(index) if request.with_entries else None
+            entry_bytes += len(entry or b"")
+            if len(hits) == limit or (hits and entry_bytes > MAX_ENTRY_PAGE_BYTES):
+                return pb.SearchResponse(hits=hits, next_index=index)  # the next page's first
+            hit = f.hit()
+            if entry is not None:
+                hit.entry = entry
+            hits.append(hit)
     return pb.SearchResponse(hits=hits, next_index=0)

@@ -697,6 +697,21 @@ def test_reading_entries_and_searching_need_the_auditor_token(log: Log) -> None:
     assert log.search(actor="admin")[0].index == 0
 
 
+def test_search_with_entries_carries_each_hits_exact_bytes(log: Log) -> None:
+    """with_entries: every hit holds its entry's bytes (those GetEntries serves, hashing to the
+    hit's leaf hash), pages break where they do without them; without it, no bytes."""
+    plain = log.search(time_from_ms=1)  # everything: several pages of 50
+    carried = log.search(time_from_ms=1, with_entries=True)
+    assert [h.index for h in carried] == [h.index for h in plain] and len(plain) > 50
+    assert all(not h.entry for h in plain)
+    for hit in carried:
+        assert hashing.leaf_hash(hit.entry) == hit.leaf_hash
+        hit.ClearField("entry")
+    assert carried == plain
+    (first,) = log.entries(plain[0].index, plain[0].index + 1)
+    assert log.search(time_from_ms=1, with_entries=True)[0].entry == first.data
+
+
 def test_an_auditor_replaying_the_log_reaches_the_servers_verdicts(log: Log) -> None:
     """Runs last: every entry the scenarios left, replayed through the same rules."""
     size = log.checkpoint().size
