@@ -62,6 +62,7 @@ def test_readme_walkthrough(tmp_path: Path) -> None:
     # The stolen key: its use is recorded, the grant withdrawn, the next attempt refused and on
     # the log's record, and who-authorised shows the grant revoked.
     assert "refused, as it should be" in out and "key-retired" in out
+    assert "refused attempts: 1 in 1 record(s) signed by the log" in out  # identity history
     assert "REVOKED at log index" in out
     assert "exit 5: recorded, but not authorised" in out
     assert "audit reported findings" in out
