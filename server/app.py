@@ -237,7 +237,7 @@ def _console(settings: ServeSettings, grpc_port: int) -> http_app.Face:
     if settings.tls_cert is not None:
         ca = settings.console_tls_ca or settings.tls_cert
         tls = ConsoleTls(ca, settings.console_tls_cert, settings.console_tls_key)
-    return console_face(settings.listen, grpc_port, tls)
+    return console_face(settings.listen, grpc_port, tls, settings.console_audit_report)
 
 
 async def serve(settings: ServeSettings) -> None:

@@ -168,6 +168,13 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     "localhost: put a TLS proxy in front to serve it elsewhere.",
 )
 @click.option(
+    "--console-audit-report",
+    type=click.Path(dir_okay=False, path_type=Path),
+    envvar="AFFIDAVIT_CONSOLE_AUDIT_REPORT",
+    show_envvar=True,
+    help="A report from `affidavit audit --json > FILE`, shown on the console's log page.",
+)
+@click.option(
     "--console-tls-ca",
     type=click.Path(dir_okay=False, exists=True, path_type=Path),
     envvar="AFFIDAVIT_CONSOLE_TLS_CA",
@@ -358,6 +365,7 @@ def serve(
     listen: str,
     http_listen: str | None,
     console: bool,
+    console_audit_report: Path | None,
     console_tls_ca: Path | None,
     console_tls_cert: Path | None,
     console_tls_key: Path | None,
@@ -471,6 +479,7 @@ def serve(
         tls_client_ca=tls_client_ca,
         http_listen=http_listen,
         console=console,
+        console_audit_report=console_audit_report,
         console_tls_ca=console_tls_ca,
         console_tls_cert=console_tls_cert,
         console_tls_key=console_tls_key,

@@ -63,6 +63,8 @@ class ServeSettings:
     """host:port of the HTTP face (tlog-tiles at the root); None: no HTTP."""
     console: bool = True
     """With an HTTP face: the investigator's console under /console/ (server.http_console)."""
+    console_audit_report: Path | None = None
+    """A report from `affidavit audit --json`, shown on the console's log page."""
     console_tls_ca: Path | None = None
     """With TLS: the CA the console trusts for this server's certificate (None: tls_cert)."""
     console_tls_cert: Path | None = None

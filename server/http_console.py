@@ -36,11 +36,16 @@ def dial_address(listen: str, port: int) -> str:
     return f"{_WILDCARDS.get(host, host)}:{port}"
 
 
-def console_face(listen: str, port: int, tls: ConsoleTls | None) -> Face:
-    """The console as a face of the HTTP app, reading the log at listen (bound to port)."""
+def console_face(
+    listen: str, port: int, tls: ConsoleTls | None, audit_report: Path | None = None
+) -> Face:
+    """The console as a face of the HTTP app, reading the log at listen (bound to port); its
+    log page shows audit_report (from `affidavit audit --json`) when given."""
     from affidavit.client.client import Tls
     from affidavit.console.app import Settings, console_app
 
     client_tls = None if tls is None else Tls(tls.ca, tls.cert, tls.key)
-    settings = Settings(dial_address(listen, port), prefix=PREFIX, tls=client_tls)
+    settings = Settings(
+        dial_address(listen, port), prefix=PREFIX, tls=client_tls, audit_report=audit_report
+    )
     return Face(mounts={PREFIX: console_app(settings)})

@@ -59,10 +59,18 @@ _LINK = re.compile(r'(?:href|src|action)="([^"]*)"')
 def story(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Story]:
     """The README's story in a log serving HTTP, its console mounted (the default)."""
     signer, verifier = keys.generate_key("witness-1.example", keys.ALG_COSIGNATURE_V1)
-    factory = ServerFactory(tmp_path_factory.mktemp("console-mounted"))
+    tmp = tmp_path_factory.mktemp("console-mounted")
+    factory = ServerFactory(tmp)
     try:
+        report = tmp / "audit.json"  # written by a test; the console reads it per page
         server = factory(
-            "--witness-key", verifier, "--http-listen", "127.0.0.1:0", entry_format="statements"
+            "--witness-key",
+            verifier,
+            "--http-listen",
+            "127.0.0.1:0",
+            "--console-audit-report",
+            str(report),
+            entry_format="statements",
         )
         assert "console at /console/" in server.stderr
         s = tell(server, verifier)
@@ -107,6 +115,31 @@ def test_the_tiles_api_stays_at_the_root(story: Story) -> None:
     assert status == 200 and body.startswith("example.com/test\n")
     status, _ = _get(story.server.http_url + "/console")  # the prefix without its slash
     assert status in (200, 404)
+
+
+def test_the_log_page_shows_the_audit_report_serve_was_given(story: Story) -> None:
+    reader = Reader(story)
+    reader.login()
+    assert "no audit report given" in reader.get("/")[2]
+    env = {
+        "AFFIDAVIT_SERVER": story.server.address,
+        "AFFIDAVIT_LOG_KEY": story.server.verifier_key,
+        "AFFIDAVIT_TOKEN": story.server.auditor_token,
+    }
+    audit = subprocess.run(
+        [str(AFFIDAVIT), "audit", "--json"],
+        env=clean_env(env),
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert audit.returncode in (0, 1), audit.stderr  # 1: findings (the out-of-scope attempt)
+    report = story.server.data_dir.parent / "audit.json"  # the fixture's --console-audit-report
+    report.write_text(audit.stdout)
+    body = reader.get("/")[2]
+    audit_box = body.split('<dd id="audit">')[1].split("</dd>")[0]
+    assert str(report) in audit_box and "up to size" in audit_box, audit_box
 
 
 def test_no_console_leaves_it_out(server_factory_tmp: ServerFactory) -> None:
