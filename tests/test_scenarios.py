@@ -29,6 +29,7 @@ from affidavit.merkle import hashing, keys, note, verify_inclusion
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from affidavit.server.access import new_token
+from affidavit.server.search import MAX_ENTRY_PAGE_BYTES
 from affidavit.statements import build, ingest, secrets, signing
 from affidavit.statements.canonical import canonical_json
 from affidavit.statements.ids import uuid7
@@ -697,12 +698,34 @@ def test_reading_entries_and_searching_need_the_auditor_token(log: Log) -> None:
     assert log.search(actor="admin")[0].index == 0
 
 
+def test_search_with_entries_ends_a_page_before_too_many_bytes(log: Log) -> None:
+    """Hits with large entries: a page stops before MAX_ENTRY_PAGE_BYTES of entries (so a
+    plain gRPC client, 4 MiB at most, can take it), and the next page resumes with the rest."""
+    owner = log.register("bulk-owner@acme.example", pb.HUMAN)
+    agent = log.register("bulk-agent@acme.example", pb.AGENT)
+    gid = log.grant(
+        owner, "bulk-agent@acme.example", tools=["s3.*"], resources=["s3:bulk/*"], access=[1]
+    )
+    note = "the same long note " * 1600  # about 30 KB of parameters each
+    count = MAX_ENTRY_PAGE_BYTES // 30_000 + 10
+    for n in range(count):
+        op = operation("s3.get_object", f"s3:bulk/{n}", pb.READ, {"note": note})
+        log.append(agent, intent(agent, [gid], op))
+    request = search_request(actor="bulk-agent@acme.example", with_entries=True)
+    first = log.stub.Search(request, metadata=log.auth, timeout=RPC_TIMEOUT)
+    assert 0 < len(first.hits) < count and first.next_index > first.hits[-1].index
+    assert sum(len(h.entry) for h in first.hits) <= MAX_ENTRY_PAGE_BYTES
+    carried = log.search(actor="bulk-agent@acme.example", with_entries=True)
+    assert len(carried) == count and all(h.entry for h in carried)
+    assert [h.index for h in carried] == log.indexes(actor="bulk-agent@acme.example")
+
+
 def test_search_with_entries_carries_each_hits_exact_bytes(log: Log) -> None:
     """with_entries: every hit holds its entry's bytes (those GetEntries serves, hashing to the
     hit's leaf hash), pages break where they do without them; without it, no bytes."""
-    plain = log.search(time_from_ms=1)  # everything: several pages of 50
+    plain = log.search(time_from_ms=1)  # everything
     carried = log.search(time_from_ms=1, with_entries=True)
-    assert [h.index for h in carried] == [h.index for h in plain] and len(plain) > 50
+    assert [h.index for h in carried] == [h.index for h in plain]  # after the bulk: pages
     assert all(not h.entry for h in plain)
     for hit in carried:
         assert hashing.leaf_hash(hit.entry) == hit.leaf_hash
