@@ -126,8 +126,10 @@ def test_the_log_page_shows_the_audit_report_serve_was_given(story: Story) -> No
         "AFFIDAVIT_LOG_KEY": story.server.verifier_key,
         "AFFIDAVIT_TOKEN": story.server.auditor_token,
     }
+    report = story.server.data_dir.parent / "audit.json"  # the fixture's --console-audit-report
     audit = subprocess.run(
         [str(AFFIDAVIT), "audit", "--json"],
+        cwd=report.parent,  # the client's trust dir (.affidavit) goes there
         env=clean_env(env),
         capture_output=True,
         text=True,
@@ -135,7 +137,6 @@ def test_the_log_page_shows_the_audit_report_serve_was_given(story: Story) -> No
         check=False,
     )
     assert audit.returncode in (0, 1), audit.stderr  # 1: findings (the out-of-scope attempt)
-    report = story.server.data_dir.parent / "audit.json"  # the fixture's --console-audit-report
     report.write_text(audit.stdout)
     body = reader.get("/")[2]
     audit_box = body.split('<dd id="audit">')[1].split("</dd>")[0]
