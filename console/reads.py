@@ -18,13 +18,13 @@ from typing import Any
 
 from affidavit.client import bundle as bundles
 from affidavit.client.client import Client, search_request
-from affidavit.client.errors import VerificationError
+from affidavit.client.errors import NotFoundError, VerificationError
+from affidavit.client.history import History, identity_history
 from affidavit.merkle import note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MerkleError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
-from affidavit.statements.signing import key_id
 from google.protobuf import json_format
 
 from affidavit import merkle
@@ -392,64 +392,13 @@ def session(client: Client, session_id: str) -> tuple[Chain, ...]:
 # An identity.
 
 
-@dataclass(frozen=True)
-class KeySpan:
-    """One key of an identity and the log indexes (and client times) in which it was valid."""
-
-    key_id: str
-    from_index: int
-    from_time_ms: int
-    until_index: int | None
-    until_time_ms: int | None
-    ended_by: str
-    """"" while it is current, else "rotation" or "revocation"."""
-
-
-@dataclass(frozen=True)
-class IdentityView:
-    identity_id: str
-    kind: str
-    owner: str
-    display_name: str
-    events: tuple[Row, ...]
-    keys: tuple[KeySpan, ...]
-    revoked_at: int | None
-
-
-def identity(client: Client, identity_id: str) -> IdentityView:
-    """An identity's lifecycle: registration, each key and when it was valid, revocation."""
-    hits = _all_hits(client, subject=identity_id)
-    if not hits:
-        raise NotFound(f"no identity event about {identity_id!r} is in the log")
-    leaves = _leaves(client, [h.index for h in hits])
-    kind = owner = display_name = ""
-    spans: list[KeySpan] = []
-    revoked_at: int | None = None
-    rows = []
-    for h in sorted(hits, key=lambda hit: hit.index):
-        st = build.statement_of(leaves[h.index])
-        if st.WhichOneof("body") != "identity" or st.identity.identity_id != identity_id:
-            continue
-        rows.append(row_of(h.index, leaves[h.index]))
-        event, when = st.identity, st.header.client_time_ms
-        ended = {pb.IdentityEvent.ROTATE_KEY: "rotation", pb.IdentityEvent.REVOKE: "revocation"}
-        if spans and spans[-1].until_index is None and event.op in ended:
-            last = spans[-1]
-            spans[-1] = KeySpan(
-                last.key_id, last.from_index, last.from_time_ms, h.index, when, ended[event.op]
-            )
-        if event.op == pb.IdentityEvent.REGISTER:
-            kind = pb.IdentityKind.Name(event.kind).lower()
-            owner, display_name = event.owner, event.display_name
-        if event.op in (pb.IdentityEvent.REGISTER, pb.IdentityEvent.ROTATE_KEY):
-            spans.append(KeySpan(key_id(event.public_key), h.index, when, None, None, ""))
-        if event.op == pb.IdentityEvent.REVOKE:
-            revoked_at = h.index
-    if not rows:
-        raise NotFound(f"no identity event about {identity_id!r} is in the log")
-    return IdentityView(
-        identity_id, kind, owner, display_name, tuple(rows), tuple(spans), revoked_at
-    )
+def identity(client: Client, identity_id: str) -> History:
+    """An identity's lifecycle, each key and when it was valid, and the attempts the log
+    refused in its name: `affidavit identity history`'s reading (client.history), one rule."""
+    try:
+        return identity_history(client, identity_id)
+    except NotFoundError as e:
+        raise NotFound(e.message) from None
 
 
 def now() -> float:

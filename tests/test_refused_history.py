@@ -11,9 +11,12 @@ identity and key together, and their OCSF events must validate against our schem
 
 from __future__ import annotations
 
+import http.cookiejar
 import json
 import subprocess
 import time
+import urllib.parse
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,6 +36,7 @@ from affidavit.statements.signing import IdentityKey
 
 from affidavit import merkle
 from tests import serverproc
+from tests.consoleproc import ConsoleProcess
 from tests.serverproc import RPC_TIMEOUT, ServerProcess
 from tests.test_ocsf import errors
 
@@ -233,3 +237,35 @@ def test_a_refusal_not_signed_by_the_log_does_not_verify(story: Story) -> None:
     forged = ProvenEntry(0, leaf, merkle.leaf_hash(leaf), (), 0, "")
     with pytest.raises(VerificationError, match="not the log's own"):
         refusal_of(forged, public)
+
+
+def test_the_console_identity_page_shows_the_refused_attempts(story: Story) -> None:
+    """The console reads an identity as `identity history` does (one reading, client.history):
+    each key's refused-attempt count and the log's records, and none for alice."""
+    console = ConsoleProcess(story.server.address).start()
+    try:
+        jar = http.cookiejar.CookieJar()
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
+        form = {"token": story.server.auditor_token, "log_key": story.server.verifier_key}
+        with opener.open(console.url("/login"), urllib.parse.urlencode(form).encode()) as r:
+            assert r.status == 200 and r.url.endswith("/console/")
+
+        def page(path: str) -> str:
+            with opener.open(console.url(path), timeout=60) as r:
+                assert r.status == 200
+                text: str = r.read().decode()
+                return text
+
+        bot, alice = page("/identity/bot"), page("/identity/alice")
+    finally:
+        console.stop()
+    records = story.json("identity", "history", "bot")["refused"]
+    table = bot.split('<table id="refused">', 1)[1].split("</table>", 1)[0]
+    assert table.count("<tr><td>") == len(records)
+    for r in records:
+        assert f'/entry/{r["index"]}"' in table
+    assert table.count("key-retired") == len(records)
+    keys = bot.split('<table id="keys">', 1)[1].split("</table>", 1)[0]
+    assert f'<span class="badge bad">{OLD_KEY_TRIES}</span>' in keys
+    assert f'<span class="badge bad">{NEW_KEY_TRIES}</span>' in keys
+    assert 'id="refused-none"' in alice and '<table id="refused">' not in alice
