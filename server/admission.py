@@ -16,7 +16,7 @@ from affidavit.server.storage import Storage
 from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
 from affidavit.statements.ingest import Prepared
-from affidavit.statements.state import LogState
+from affidavit.statements.state import LogState, RecordCache
 
 _UNREAD = object()
 """What the committed-record cache holds for a key it has not read (None is an absent record)."""
@@ -94,9 +94,11 @@ class StatementGate:
         self._log_key = log_key  # the log's public key: its own refusal records verify with it
         self._last_admitted = 0  # admission times never go backwards, whatever the clock does
         self._committed = _CommittedKV(storage)
-        self.committed = LogState(self._committed)
+        # One cache of decoded records for both views: it checks the bytes behind each record.
+        self._records = RecordCache()
+        self.committed = LogState(self._committed, self._records)
         self._batch = _BatchKV(self._committed)
-        self._state = LogState(self._batch)
+        self._state = LogState(self._batch, self._records)
 
     def prepare(self, entry: bytes) -> Prepared:
         """History-free checks; raises Rejection. Thread-safe."""
@@ -104,7 +106,7 @@ class StatementGate:
 
     def begin(self) -> None:
         self._batch = _BatchKV(self._committed)
-        self._state = LogState(self._batch)
+        self._state = LogState(self._batch, self._records)
 
     def admit(
         self, entry: bytes, prepared: object, leaf_hash: bytes, index: int

@@ -9,14 +9,14 @@ function, so both reach the same state from the same entries.
 
 from __future__ import annotations
 
+import functools
 import json
+import threading
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, TypeVar
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.signing import key_id
-
-_K = b"s/"  # every state key starts with this
 
 
 class KV(Protocol):
@@ -84,8 +84,14 @@ class GrantRecord:
     revoked_at: int | None = None
     revoked_by: str = ""
 
-    def decoded(self) -> pb.Grant:
+    @functools.cached_property
+    def _grant(self) -> pb.Grant:
         return pb.Grant.FromString(self.grant)
+
+    def decoded(self) -> pb.Grant:
+        """The grant, parsed once per record (records are shared by RecordCache: read it, never
+        modify it)."""
+        return self._grant
 
 
 @dataclass(frozen=True)
@@ -131,102 +137,158 @@ R = TypeVar("R")
 
 
 _ENCODER = json.JSONEncoder(separators=(",", ":"))
-_BYTES_FIELDS: dict[type, tuple[str, ...]] = {}
 
 
-def _bytes_fields(cls: type) -> tuple[str, ...]:
-    """The fields of a record class that hold bytes (stored as hex), computed once per class."""
-    names = _BYTES_FIELDS.get(cls)
+_FIELDS: dict[type, tuple[tuple[str, ...], tuple[str, ...]]] = {}
+
+
+def _fields(cls: type) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """A record class's field names, and those of them that hold bytes (stored as hex),
+    computed once per class."""
+    names = _FIELDS.get(cls)
     if names is None:
-        names = _BYTES_FIELDS[cls] = tuple(f.name for f in fields(cls) if f.type == "bytes")
+        all_fields = fields(cls)
+        names = _FIELDS[cls] = (
+            tuple(f.name for f in all_fields),
+            tuple(f.name for f in all_fields if f.type == "bytes"),
+        )
     return names
 
 
 def _encode(record: Any) -> bytes:
-    data = dict(vars(record))  # records are flat: no asdict() deep copy needed
-    for name in _bytes_fields(type(record)):
+    # Records are flat: no asdict() deep copy; fields only (not what a record caches).
+    names, bytes_names = _fields(type(record))
+    data = {name: getattr(record, name) for name in names}
+    for name in bytes_names:
         data[name] = data[name].hex()
     return _ENCODER.encode(data).encode()
 
 
-def _decode(cls: type[R], raw: bytes | None) -> R | None:
-    if raw is None:
-        return None
+def _decode(cls: type[R], raw: bytes) -> R:
     data = json.loads(raw)
-    for name in _bytes_fields(cls):
+    for name in _fields(cls)[1]:
         data[name] = bytes.fromhex(data[name])
     return cls(**data)
 
 
-def _key(kind: bytes, *parts: str | int) -> bytes:
-    return (
-        _K
-        + kind
-        + b"/"
-        + b"\x00".join(p.to_bytes(8, "big") if isinstance(p, int) else p.encode() for p in parts)
-    )
+# Keys: b"s/" + kind + b"/" + parts joined by 0x00 (strings UTF-8, integers 8 bytes big-endian).
+_KEY_KEY, _IDENTITY, _SESSION, _GRANT, _USES = b"s/k/", b"s/i/", b"s/q/", b"s/g/", b"s/u/"
+_APPROVAL, _REJECTION, _INTENT, _STATEMENT = b"s/a/", b"s/r/", b"s/x/", b"s/s/"
+_VERDICT, _ADMIN = b"s/v/", b"s/m/admin"
+
+
+def _session_key(issuer: str, session_id: str) -> bytes:
+    return _SESSION + issuer.encode() + b"\x00" + session_id.encode()
+
+
+class RecordCache:
+    """Decoded records by state key, each beside the exact bytes it was decoded from.
+
+    A record is returned only when the store still holds those bytes, so a cache can never
+    serve a stale record, whichever store (or LogState over it) filled it: it only saves the
+    decoding. Records are frozen and shared; at most MAX_RECORDS are kept, oldest dropped first.
+    Safe from any thread (the server's RPC threads read through it while a batch is admitted).
+    """
+
+    MAX_RECORDS = 65_536
+
+    def __init__(self) -> None:
+        self._records: dict[bytes, tuple[bytes, Any]] = {}
+        self._lock = threading.Lock()
+
+    def read(self, cls: type[R], key: bytes, raw: bytes | None) -> R | None:
+        if raw is None:
+            return None
+        hit = self._records.get(key)
+        if hit is not None and hit[0] == raw:
+            record: R = hit[1]
+            return record
+        record = _decode(cls, raw)
+        self.keep(key, raw, record)
+        return record
+
+    def keep(self, key: bytes, raw: bytes, record: object) -> None:
+        records = self._records
+        with self._lock:
+            records[key] = (raw, record)
+            if len(records) > self.MAX_RECORDS:
+                del records[next(iter(records))]
 
 
 class LogState:
     """Typed reads and the one transition function over a KV."""
 
-    def __init__(self, kv: KV) -> None:
+    def __init__(self, kv: KV, cache: RecordCache | None = None) -> None:
         self.kv = kv
+        self.cache = RecordCache() if cache is None else cache
+        self._read = self.cache.read
+
+    def _put(self, key: bytes, record: object) -> None:
+        raw = _encode(record)
+        self.kv.put(key, raw)
+        self.cache.keep(key, raw, record)
 
     def key(self, kid: str) -> KeyRecord | None:
-        return _decode(KeyRecord, self.kv.get(_key(b"k", kid)))
+        key = _KEY_KEY + kid.encode()
+        return self._read(KeyRecord, key, self.kv.get(key))
 
     def identity(self, identity_id: str) -> IdentityRecord | None:
-        return _decode(IdentityRecord, self.kv.get(_key(b"i", identity_id)))
+        key = _IDENTITY + identity_id.encode()
+        return self._read(IdentityRecord, key, self.kv.get(key))
 
     def session(self, issuer: str, session_id: str) -> SessionHead | None:
-        return _decode(SessionHead, self.kv.get(_key(b"q", issuer, session_id)))
+        key = _session_key(issuer, session_id)
+        return self._read(SessionHead, key, self.kv.get(key))
 
     def grant(self, grant_id: str) -> GrantRecord | None:
-        return _decode(GrantRecord, self.kv.get(_key(b"g", grant_id)))
+        key = _GRANT + grant_id.encode()
+        return self._read(GrantRecord, key, self.kv.get(key))
 
     def grant_uses(self, grant_id: str) -> int:
-        raw = self.kv.get(_key(b"u", grant_id))
+        raw = self.kv.get(_USES + grant_id.encode())
         return 0 if raw is None else int(raw)
 
     def approval(self, approval_id: str) -> ApprovalRecord | None:
-        return _decode(ApprovalRecord, self.kv.get(_key(b"a", approval_id)))
+        key = _APPROVAL + approval_id.encode()
+        return self._read(ApprovalRecord, key, self.kv.get(key))
 
     def rejection(self, action_id: str) -> str:
         """The statement id of the first REJECT of an action, or ""."""
-        raw = self.kv.get(_key(b"r", action_id))
+        raw = self.kv.get(_REJECTION + action_id.encode())
         return "" if raw is None else raw.decode()
 
     def intent(self, action_id: str) -> IntentRecord | None:
-        return _decode(IntentRecord, self.kv.get(_key(b"x", action_id)))
+        key = _INTENT + action_id.encode()
+        return self._read(IntentRecord, key, self.kv.get(key))
 
     def statement_index(self, statement_id: str) -> int | None:
-        raw = self.kv.get(_key(b"s", statement_id))
+        raw = self.kv.get(_STATEMENT + statement_id.encode())
         return None if raw is None else int.from_bytes(raw, "big")
 
     def verdict(self, index: int) -> VerdictRecord | None:
-        return _decode(VerdictRecord, self.kv.get(_key(b"v", index)))
+        key = _VERDICT + index.to_bytes(8, "big")
+        return self._read(VerdictRecord, key, self.kv.get(key))
 
     def has_admin(self) -> bool:
-        return self.kv.get(_key(b"m", "admin")) is not None
+        return self.kv.get(_ADMIN) is not None
 
     def apply(
         self, index: int, leaf_hash: bytes, statement: pb.Statement, verdict: VerdictRecord | None
     ) -> None:
         """Record an admitted statement at index: the only way the state changes."""
         h = statement.header
-        self.kv.put(_key(b"s", h.statement_id), index.to_bytes(8, "big"))
+        self.kv.put(_STATEMENT + h.statement_id.encode(), index.to_bytes(8, "big"))
         body = statement.WhichOneof("body")
         closes = body == "session" and statement.session.op == pb.SessionEvent.CLOSE
         head = SessionHead(h.sequence + 1, leaf_hash, index if closes else None)
-        self.kv.put(_key(b"q", h.issuer, h.session_id), _encode(head))
+        self._put(_session_key(h.issuer, h.session_id), head)
         if body == "identity":
             self._apply_identity(index, statement.identity)
         elif body == "grant":
             record = GrantRecord(
                 h.statement_id, index, h.issuer, statement.grant.SerializeToString()
             )
-            self.kv.put(_key(b"g", h.statement_id), _encode(record))
+            self._put(_GRANT + h.statement_id.encode(), record)
         elif body == "approval":
             a = statement.approval
             approval = ApprovalRecord(
@@ -238,25 +300,25 @@ class LogState:
                 a.decision,
                 a.agent_id,
             )
-            self.kv.put(_key(b"a", h.statement_id), _encode(approval))
+            self._put(_APPROVAL + h.statement_id.encode(), approval)
             if a.decision == pb.Approval.REJECT and not self.rejection(a.action_id):
-                self.kv.put(_key(b"r", a.action_id), h.statement_id.encode())
+                self.kv.put(_REJECTION + a.action_id.encode(), h.statement_id.encode())
         elif body == "grant_revocation":
             grant = self.grant(statement.grant_revocation.grant_id)
             assert grant is not None  # admission checked it
             revoked = replace(grant, revoked_at=index, revoked_by=h.issuer)
-            self.kv.put(_key(b"g", grant.grant_id), _encode(revoked))
+            self._put(_GRANT + grant.grant_id.encode(), revoked)
         elif body == "action":
             assert verdict is not None
-            self.kv.put(_key(b"v", index), _encode(verdict))
+            self._put(_VERDICT + index.to_bytes(8, "big"), verdict)
             self._apply_action(index, leaf_hash, statement, verdict)
 
     def _apply_identity(self, index: int, event: pb.IdentityEvent) -> None:
         current = self.identity(event.identity_id)
         if event.op == pb.IdentityEvent.REGISTER:
             kid = key_id(event.public_key)
-            self.kv.put(
-                _key(b"k", kid), _encode(KeyRecord(kid, event.identity_id, event.public_key, index))
+            self._put(
+                _KEY_KEY + kid.encode(), KeyRecord(kid, event.identity_id, event.public_key, index)
             )
             record = IdentityRecord(
                 event.identity_id,
@@ -266,22 +328,22 @@ class LogState:
                 index,
                 roles=event.attributes.get("roles", ""),
             )
-            self.kv.put(_key(b"i", event.identity_id), _encode(record))
+            self._put(_IDENTITY + event.identity_id.encode(), record)
             if event.kind == pb.ADMIN:
-                self.kv.put(_key(b"m", "admin"), b"1")
+                self.kv.put(_ADMIN, b"1")
             return
         assert current is not None
         old = self.key(current.key_id)
         assert old is not None
-        self.kv.put(_key(b"k", old.key_id), _encode(replace(old, retired_at=index)))
+        self._put(_KEY_KEY + old.key_id.encode(), replace(old, retired_at=index))
         if event.op == pb.IdentityEvent.ROTATE_KEY:
             kid = key_id(event.public_key)
-            self.kv.put(
-                _key(b"k", kid), _encode(KeyRecord(kid, event.identity_id, event.public_key, index))
+            self._put(
+                _KEY_KEY + kid.encode(), KeyRecord(kid, event.identity_id, event.public_key, index)
             )
-            self.kv.put(_key(b"i", event.identity_id), _encode(replace(current, key_id=kid)))
+            self._put(_IDENTITY + event.identity_id.encode(), replace(current, key_id=kid))
         else:  # REVOKE
-            self.kv.put(_key(b"i", event.identity_id), _encode(replace(current, revoked_at=index)))
+            self._put(_IDENTITY + event.identity_id.encode(), replace(current, revoked_at=index))
 
     def _apply_action(
         self, index: int, leaf_hash: bytes, statement: pb.Statement, verdict: VerdictRecord
@@ -302,7 +364,7 @@ class LogState:
                 access=a.operation.access,
                 operation_name=a.operation.operation_name,
             )
-            self.kv.put(_key(b"x", a.action_id), _encode(intent))
+            self._put(_INTENT + a.action_id.encode(), intent)
             # An action in scope uses up one use of the grant it was in, and of every grant up
             # its chain: authority delegated from a grant is that grant's authority, so a child
             # grant cannot multiply its parent's uses. Parents precede children: this ends.
@@ -311,10 +373,10 @@ class LogState:
             grant_id = "" if denied else verdict.grant_id
             while grant_id:
                 uses = self.grant_uses(grant_id) + 1
-                self.kv.put(_key(b"u", grant_id), str(uses).encode())
+                self.kv.put(_USES + grant_id.encode(), str(uses).encode())
                 record = self.grant(grant_id)
                 grant_id = record.decoded().parent_grant_id if record is not None else ""
         else:
             done = self.intent(a.action_id)
             assert done is not None
-            self.kv.put(_key(b"x", a.action_id), _encode(replace(done, outcome_index=index)))
+            self._put(_INTENT + a.action_id.encode(), replace(done, outcome_index=index))
