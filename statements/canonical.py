@@ -30,6 +30,10 @@ RESULT_COMMITMENT = "affidavit/v1/result"
 """Purpose of an OUTCOME's result commitment; its subject is the action id."""
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # unrolled: no alternation per character
+_FLOAT_OR_LONG = re.compile(r"\d[.eE]|\d{16}")  # outside strings: a float, or maybe > 2**53 - 1
+_UTF16_ORDER = re.compile("[\ud800-\udfff\ue000-\U0010ffff]")  # sorts otherwise in UTF-16
+_COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+_DIGEST = re.compile(r"[0-9a-f]{64}")
 _BRACKETS = re.compile(r"[\[\]{}]")
 _MARKER_FINGERPRINT = re.compile(r"(«redacted:[a-z0-9-]+):[0-9a-f]{8}»")
 
@@ -45,6 +49,24 @@ def canonical_json(value: Any) -> str:
         return rfc8785.dumps(value).decode()
     except (ValueError, TypeError) as e:  # out-of-domain numbers, lone surrogates, non-JSON types
         raise JSONLimitError(f"is not canonicalizable JSON: {e}") from None
+
+
+def is_canonical(text: str, parsed: Any) -> bool:
+    """Whether text is canonical_json(parsed), for parsed = loads(text).
+
+    A shortcut settles most parameters: for JSON of strings, integers below 2**53, booleans and
+    null, whose characters sort alike in UTF-16 and in code points, the standard library's
+    sorted, compact dumps writes exactly RFC 8785's text (the same escapes: \\b \\t \\n \\f \\r,
+    else \\u00xx). It only ever says yes; anything else is decided by canonical_json, so the
+    answer is always RFC 8785's (tests compare the two on generated values).
+    """
+    if (
+        not _UTF16_ORDER.search(text)
+        and not _FLOAT_OR_LONG.search(_STRING.sub("", text))
+        and _COMPACT.encode(parsed) == text
+    ):
+        return True
+    return canonical_json(parsed) == text
 
 
 def loads(text: str) -> Any:
@@ -117,4 +139,4 @@ def commitment(key: bytes, data: str | bytes) -> str:
 
 def is_digest(text: str) -> bool:
     """64 lowercase hex characters."""
-    return len(text) == 64 and all(c in "0123456789abcdef" for c in text)
+    return _DIGEST.fullmatch(text) is not None

@@ -19,7 +19,7 @@ from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import secret_values, secrets
-from affidavit.statements.canonical import canonical_json, loads, shown_digest
+from affidavit.statements.canonical import canonical_json, is_canonical, loads, shown_digest
 from affidavit.statements.secret_values import pointer_part
 
 
@@ -62,7 +62,7 @@ def check_shown(
     ``parsed`` is ``parameters_json`` parsed (canonical.loads). The problem names the field
     and never quotes a parameter.
     """
-    if canonical_json(parsed) != parameters_json:
+    if not is_canonical(parameters_json, parsed):
         return "parameters_json must be canonical JSON (RFC 8785: sorted keys, no spaces)"
     if shown_digest(parameters_json) != digest:
         return (

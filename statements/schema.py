@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import re
 from collections.abc import Iterator
+from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import names, redact, secret_values, secrets
@@ -135,7 +136,8 @@ def _collect(message: Message, path: str, found: list[tuple[str, str, str | None
 
 def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     """Schema, sizes and the secret guard; Rejection names the first field that fails."""
-    _guard_secrets(statement)
+    parameters = _parse_parameters(statement)
+    _guard_secrets(statement, parameters)
     if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
     _check_header(statement)
@@ -145,25 +147,39 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
             "statement has no body: set identity, grant, approval, action or grant_revocation"
             " (or, for the log itself, refusal)"
         )
+    if body == "action":
+        _check_action(statement, parameters)
+        return
     {
         "identity": _check_identity,
         "grant": _check_grant,
         "approval": _check_approval,
-        "action": _check_action,
         "session": _check_session_event,
         "grant_revocation": _check_grant_revocation,
         "refusal": _check_refusal,
     }[body](statement)
 
 
+def _parse_parameters(statement: pb.Statement) -> Any:
+    """An action's parameters_json parsed once, for the guard and the action's rules: the
+    value, the JSONLimitError that parsing raised, or None when there are none to parse."""
+    text = statement.action.operation.parameters_json
+    if not text:
+        return None
+    try:
+        return loads(text)
+    except JSONLimitError as e:
+        return e
+
+
 PARAMETERS = "action.operation.parameters_json"
 
 
-def _guard_secrets(statement: pb.Statement) -> None:
+def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
     """Every string field of every statement kind through the secret guard: parameters as the
-    JSON they hold, each map with its keys and sibling keys as context (secret_values.py),
-    every other field as text. The Rejection names the field, the JSON pointer and the rule,
-    never the value."""
+    JSON they hold (parsed by _parse_parameters; their text when they are not JSON), each map
+    with its keys and sibling keys as context (secret_values.py), every other field as text.
+    The Rejection names the field, the JSON pointer and the rule, never the value."""
     maps: dict[str, dict[str, str]] = {}
     fields = list(_strings(statement))
     # Parameters and map entries are walked with their context below: left out of this pass.
@@ -175,10 +191,8 @@ def _guard_secrets(statement: pb.Statement) -> None:
             maps.setdefault(path[: len(path) - len(f"[{key!r}]")], {})[key] = text
             continue
         if path == PARAMETERS:
-            try:
-                value = loads(text)
-            except JSONLimitError:
-                value = text  # refused as not JSON later; its text is still guarded here
+            # Refused as not JSON later; its text is still guarded here.
+            value = text if isinstance(parameters, JSONLimitError) else parameters
             _refuse_hits(path, secret_values.scan_value(value))
             continue
         findings = secrets.scan(text) if i in loud else []
@@ -341,7 +355,8 @@ def _check_session_event(statement: pb.Statement) -> None:
     )
 
 
-def _check_action(statement: pb.Statement) -> None:
+def _check_action(statement: pb.Statement, parsed: Any) -> None:
+    """parsed: the parameters as _parse_parameters gave them."""
     a = statement.action
     _require(a.phase != pb.AgentAction.PHASE_UNSPECIFIED, "action.phase must be INTENT or OUTCOME")
     _require(bool(a.action_id), "action.action_id must be set")
@@ -370,10 +385,8 @@ def _check_action(statement: pb.Statement) -> None:
     # The digest is checked on every action, whatever its redactions say: it is what an
     # approval binds to, so parameters not shown here can never appear approved (redact.py).
     _require(bool(op.parameters_json), "action.operation.parameters_json must be set ({} for none)")
-    try:
-        parsed = loads(op.parameters_json)
-    except JSONLimitError as e:
-        raise Rejection.invalid(f"action.operation.parameters_json {e}") from None
+    if isinstance(parsed, JSONLimitError):
+        raise Rejection.invalid(f"action.operation.parameters_json {parsed}")
     try:
         problem = redact.check_shown(
             op.parameters_json, parsed, op.parameters_digest, op.redactions
