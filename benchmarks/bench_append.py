@@ -675,9 +675,12 @@ def _serve_help(exe: str) -> str:
     ).stdout
 
 
-def start_log_server(data_dir: Path, *, statements: bool = False) -> Process:
+def start_log_server(
+    data_dir: Path, *, statements: bool = False, ingest_workers: int | None = None
+) -> Process:
     """`affidavit serve` creating a log in data_dir: of opaque entries (random bytes are not
-    signed statements), or with statements=True the default, checked signed statements."""
+    signed statements), or with statements=True the default, checked signed statements (with
+    --ingest-workers when given)."""
     exe = shutil.which("affidavit", path=str(Path(sys.executable).parent)) or shutil.which(
         "affidavit"
     )
@@ -686,6 +689,8 @@ def start_log_server(data_dir: Path, *, statements: bool = False) -> Process:
     argv = [exe, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
     if not statements and "--entry-format" in _serve_help(exe):
         argv += ["--entry-format", "opaque"]
+    if ingest_workers is not None:
+        argv += ["--ingest-workers", str(ingest_workers)]
     srv = Process(
         argv,
         r" at 127\.0\.0\.1:(\d+),",
@@ -1189,13 +1194,17 @@ def setup_agents(target: str, data_dir: Path, agents: int) -> tuple[list[str], l
     return keys, grants
 
 
-def statements_section(args: argparse.Namespace, b: Bench, tmp: Path) -> dict[str, Any]:
+def statements_section(
+    args: argparse.Namespace, b: Bench, tmp: Path, workers: int | None = None
+) -> dict[str, Any]:
     """Durable signed statements/s through AppendBatch (100 per call) on a statements log with
     every ingest check on: each statement is an AgentAction INTENT of its own session chain
     under a grant, so decoding, schema, secret scan, signature, key, chain and scope checks all
-    run, and the verdict is recorded and indexed."""
-    data_dir = tmp / "statements-log"
-    srv = start_log_server(data_dir, statements=True)
+    run, and the verdict is recorded and indexed. workers: the server's --ingest-workers (its
+    default when None); the figure is named statements_batch_<N>_workers then."""
+    data_dir = tmp / f"statements-log-{workers}"
+    srv = start_log_server(data_dir, statements=True, ingest_workers=workers)
+    bench = "statements_batch" if workers is None else f"statements_batch_{workers}_workers"
     b.server = srv
     procs = args.procs
     try:
@@ -1209,7 +1218,7 @@ def statements_section(args: argparse.Namespace, b: Bench, tmp: Path) -> dict[st
 
         figs = [
             b.load(
-                "statements_batch", srv.target, "statements_batch", c, "aio", procs,
+                bench, srv.target, "statements_batch", c, "aio", procs,
                 before=build_for(c, args.warmup + args.duration),
             )
             for c in (4, 16)
@@ -1224,9 +1233,9 @@ def statements_section(args: argparse.Namespace, b: Bench, tmp: Path) -> dict[st
                     duration=seconds, **extra,
                 )  # fmt: skip
 
-            b.profile("statements_batch" + ("" if gil else "_all_threads"), srv.pid, run, gil=gil)
+            b.profile(bench + ("" if gil else "_all_threads"), srv.pid, run, gil=gil)
         rss, hwm = srv.rss_kb()
-        emit({"bench": "server_rss", "log": "statements", "entries": _tree_size(srv.target),
+        emit({"bench": "server_rss", "log": bench, "entries": _tree_size(srv.target),
               "rss_kb": rss, "hwm_kb": hwm})  # fmt: skip
         return best
     finally:
@@ -1332,6 +1341,13 @@ def main(argv: list[str] | None = None) -> int:
         "proof RPCs, in-process proofs), statements (Ed25519 ceiling, signed statements "
         "through AppendBatch); default all",
     )
+    p.add_argument(
+        "--ingest-workers",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=[0, os.cpu_count() or 1],
+        help="the statements section once per value of the server's --ingest-workers, "
+        "comma-separated (default: 0 and the CPU count)",
+    )
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     unknown = set(args.sections.split(",")) - {"appends", "proofs", "statements"}
@@ -1378,7 +1394,8 @@ def main(argv: list[str] | None = None) -> int:
         if "statements" in sections:
             figs["ed25519"] = ed25519_ceiling(args)
             with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-affidavit-") as tmp:
-                figs["statements"] = statements_section(args, b, Path(tmp))
+                for workers in args.ingest_workers:
+                    figs[f"statements_{workers}"] = statements_section(args, b, Path(tmp), workers)
 
         # Ratios against the targets.
         if "appends" in sections:
@@ -1409,10 +1426,11 @@ def main(argv: list[str] | None = None) -> int:
                 inproc["inclusion"] / TARGET_PROOFS_IN_PROCESS,
                 1.0,
             )
-        if "statements" in sections:
-            rate = figs["statements"]["entries_per_s"]
-            ratio("statements_batch/target", rate / TARGET_STATEMENTS, 1.0)
-            emit({"ratio": "statements_batch/ed25519_verify_2_threads",
+        for workers in args.ingest_workers if "statements" in sections else ():
+            rate = figs[f"statements_{workers}"]["entries_per_s"]
+            name = f"statements_batch_{workers}_workers"
+            ratio(f"{name}/target", rate / TARGET_STATEMENTS, 1.0)
+            emit({"ratio": f"{name}/ed25519_verify_2_threads",
                   "value": r3(rate / figs["ed25519"]["threads2"])})  # fmt: skip
         # Context, no targets: how close each path is to what is beneath it.
         if "appends" in sections:

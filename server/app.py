@@ -15,11 +15,12 @@ import grpc
 from affidavit.merkle import keys, note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.proto import affidavit_pb2, affidavit_pb2_grpc
-from affidavit.server import config, http_app, metrics, reflection
+from affidavit.server import config, http_app, ingest_workers, metrics, reflection
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.config import ServeSettings
 from affidavit.server.http_tiles import TilesFace
+from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
 from affidavit.server.listen import parse_listen
 from affidavit.server.published import Published
@@ -263,6 +264,9 @@ async def serve(settings: ServeSettings) -> None:
         known = {v.key_text() for v in witnesses if isinstance(v, CosignatureV1Verifier)}
         witnesses += [t.verifier for t in targets if t.verifier.key_text() not in known]
         published = Published(opened.storage, opened.sequencer, witnesses, settings.witness_quorum)
+        workers = settings.ingest_workers
+        workers = ingest_workers.default_workers() if workers is None else workers
+        ingest = IngestWorkers(workers) if opened.gate is not None and workers > 0 else None
         service = LogService(
             opened.storage,
             opened.sequencer,
@@ -275,6 +279,7 @@ async def serve(settings: ServeSettings) -> None:
             max_batch_entries=settings.max_batch_entries,
             page_size=settings.page_size,
             metrics=measured,
+            ingest_workers=ingest,
         )
         sequencer, storage = opened.sequencer, opened.storage
         measured.watch_log(
@@ -386,6 +391,8 @@ async def serve(settings: ServeSettings) -> None:
         log.info("gRPC stopped; integrating what is queued", extra={"event": "grpc-stopped"})
         if metrics_runner is not None:
             await metrics_runner.cleanup()
+        if ingest is not None:
+            ingest.close()
     log.info(
         "stopped at tree size %d",
         opened.sequencer.checkpoint.size,

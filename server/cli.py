@@ -236,6 +236,17 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     help="Entries waiting at most; beyond it appends get RESOURCE_EXHAUSTED and should retry.",
 )
 @click.option(
+    "--ingest-workers",
+    type=click.IntRange(min=0),
+    default=None,
+    envvar="AFFIDAVIT_INGEST_WORKERS",
+    show_envvar=True,
+    help="Processes that check signed statements before admission (decoding, schema, secret "
+    "guard, signature), beside the server's interpreter. Admission stays in log order, one "
+    "statement at a time. 0: checked in the server's threads. Default: one per CPU when "
+    "there are two or more, else 0.",
+)
+@click.option(
     "--min-free-mib",
     type=click.IntRange(min=0),
     default=MIN_FREE_BYTES >> 20,
@@ -373,6 +384,7 @@ def serve(
     batch_size: int,
     batch_wait_ms: float,
     queue_size: int,
+    ingest_workers: int | None,
     min_free_mib: int,
     check_hours: float,
     refusal_window_s: float,
@@ -470,6 +482,7 @@ def serve(
         max_wait_ms=batch_wait_ms,
         refusal_window_s=refusal_window_s,
         queue_size=queue_size,
+        ingest_workers=ingest_workers,
         min_free_bytes=min_free_mib << 20,
         check_interval_s=check_hours * 3600,
         auditor_token_hashes=auditor_token_hashes,

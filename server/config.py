@@ -48,6 +48,8 @@ class ServeSettings:
     max_batch: int = 1000
     max_wait_ms: float = 0.0
     queue_size: int = 4096
+    ingest_workers: int | None = None
+    """Processes preparing signed statements (None: server.ingest_workers.default_workers)."""
     min_free_bytes: int = MIN_FREE_BYTES
     check_interval_s: float = 0.0
     """Seconds between whole-log checks while serving (0: none)."""

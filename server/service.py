@@ -25,6 +25,7 @@ from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
+from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
@@ -84,6 +85,7 @@ class LogService(pb_grpc.LogServicer):
         max_batch_entries: int,
         page_size: int,
         metrics: Metrics | None = None,
+        ingest_workers: IngestWorkers | None = None,
     ) -> None:
         self._storage = storage
         self._metrics = metrics
@@ -93,10 +95,11 @@ class LogService(pb_grpc.LogServicer):
         self._auditors = auditors
         self._witnesses = witnesses
         self._published = published
-        # Signature checks release the GIL: the threads verify in parallel, off the event loop.
-        self._verifiers = ThreadPoolExecutor(
-            max_workers=VERIFIER_THREADS, thread_name_prefix="verify"
-        )
+        # Signature checks release the GIL: the threads verify in parallel, off the event loop;
+        # with ingest workers, each thread hands its run to a worker process and waits.
+        self._ingest = ingest_workers
+        self._runs = max(VERIFIER_THREADS, ingest_workers.workers if ingest_workers else 0)
+        self._verifiers = ThreadPoolExecutor(max_workers=self._runs, thread_name_prefix="verify")
         # Proofs and leaf hashes are read through one tile cache (bounded; see TileCache).
         self._tiles = TileCache(storage.read_tiles)
         self._max_entry = max_entry_bytes
@@ -221,10 +224,11 @@ class LogService(pb_grpc.LogServicer):
 
     async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
         """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
-        verifier threads: the entries split in one contiguous run per thread."""
+        verifier threads (or the ingest workers): the entries split in one contiguous run per
+        thread."""
         assert self._gate is not None
         loop = asyncio.get_running_loop()
-        step = -(-len(entries) // VERIFIER_THREADS)
+        step = -(-len(entries) // self._runs)
         runs = [entries[at : at + step] for at in range(0, len(entries), step)]
         done = await asyncio.gather(
             *(loop.run_in_executor(self._verifiers, self._prepare_run, run) for run in runs)
@@ -233,6 +237,11 @@ class LogService(pb_grpc.LogServicer):
 
     def _prepare_run(self, entries: Sequence[bytes]) -> list[object]:
         assert self._gate is not None
+        if self._ingest is not None:
+            try:
+                return list(self._ingest.prepare(entries, self._gate.committed.key))
+            except Exception as e:  # a worker failed: this run's entries fail, nothing else
+                return [unexpected_failure(e)] * len(entries)
         out: list[object] = []
         for entry in entries:
             try:
