@@ -837,10 +837,10 @@ def audit_entries(
     saved at an older checkpoint of the same log continues to this one: the caller has proved
     the two consistent (audit() does), and the root recomputed over every entry must match
     this checkpoint's. progress is called after every chunk. workers: processes preparing
-    entries (None: 2 when at least INLINE_BELOW entries are left and the machine has the cores,
-    else 0 — everything in this process). Raises PositionError for an unusable position file,
-    AuditInterrupted on Ctrl-C (after saving the position) and RuntimeError if a worker
-    process fails; what the source raises passes through.
+    entries (None: one per CPU when at least INLINE_BELOW entries are left and there are two
+    CPUs or more, else 0 — everything in this process). Raises PositionError for an unusable
+    position file, AuditInterrupted on Ctrl-C (after saving the position) and RuntimeError if
+    a worker process fails; what the source raises passes through.
     log_key is the log's Ed25519 public key, which the log's own refusal records must verify
     with (without it, any refusal record is a finding).
     """
@@ -857,7 +857,8 @@ def audit_entries(
     start = replay.next_index
     left = cp.size - start
     if workers is None:
-        workers = min(2, os.cpu_count() or 1) if left >= INLINE_BELOW else 0
+        cpus = os.cpu_count() or 1
+        workers = cpus if left >= INLINE_BELOW and cpus >= 2 else 0
     save = None if resume is None else (lambda: save_position(resume, replay))
     with _stop_on_sigint() as stop:
         clock = _Clock(start, cp.size, progress, save, save_every, stop, resume)

@@ -30,8 +30,9 @@ from affidavit.client.cli.options import (
 @click.option(
     "--workers",
     type=click.IntRange(min=0),
-    help="Processes verifying signatures beside this one; 0 does everything in this process. "
-    "Default: 2 (fewer on a one-CPU machine) when 10,000 entries or more are left, else 0.",
+    help="Processes checking entries (decoding, schema, secret guard, signature) while this one "
+    "replays them in log order; 0: everything in this one. Default: one per CPU when 10,000 "
+    "entries or more are left and there are two CPUs or more, else 0.",
 )
 @connection
 @handle_errors
