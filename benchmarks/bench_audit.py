@@ -656,13 +656,27 @@ def ceilings(log: Log, sample: int) -> float:
     return ceiling[2]
 
 
+def cpu_seconds() -> float:
+    """CPU time of this process and of its children that have ended (the audit's workers are
+    joined when it returns)."""
+    own, children = (
+        resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+    )
+    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+
+
 def in_memory_figure(
     log: Log, cp: Verified, workers: int, runs: int, verify_2p: float | None
 ) -> dict[str, Any]:
-    rates = []
+    """The audit's rate (median of runs), and its CPU time per entry, workers included: on a
+    machine shared with other work, the figure that says what the audit costs (C free cores
+    reach at most C / cpu_us_per_entry)."""
+    rates, cpu = [], []
     for run in range(runs):
         note_(f"audit in memory, {workers} worker(s), run {run + 1}/{runs}")
+        began = cpu_seconds()
         report = audit_in_memory(log, cp, workers)
+        cpu.append((cpu_seconds() - began) / report.entries * 1e6)
         check_report(report, log)
         rates.append(report.rate)
     median = statistics.median(rates)
@@ -672,6 +686,7 @@ def in_memory_figure(
         "workers": workers,
         "per_s": round(median),
         "runs_per_s": [round(r) for r in rates],
+        "cpu_us_per_entry": round(statistics.median(cpu), 1),
         "ratio_to_target": round(median / TARGET, 3),
         "findings": report.finding_counts,
         "load_average_1m": round(os.getloadavg()[0], 2),
