@@ -435,15 +435,19 @@ def time_ms(value: str | None, now: datetime | None = None) -> int:
 
 class TimeParam(click.ParamType[int]):
     """A time option (TIME_FORMS), converted to Unix milliseconds; click names the option in
-    the error."""
+    the error. Every relative time of one command is relative to the same instant (the clock
+    read once per command), so `--not-before now --not-after +8h` is exactly 8 hours."""
 
     name = "time"
 
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> int:
         if isinstance(value, int):
             return value
+        now = None
+        if ctx is not None:
+            now = ctx.find_root().meta.setdefault("affidavit.now", datetime.now(UTC))
         try:
-            return time_ms(value)
+            return time_ms(value, now)
         except ValueError as e:
             self.fail(str(e), param, ctx)
 
