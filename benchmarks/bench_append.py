@@ -264,21 +264,26 @@ async def _aio_job(job: dict[str, Any]) -> dict[str, Any]:
     # Requests of req_t None are bytes already (prebuilt): sent as they are.
     serialize = _as_is if req_t is None else req_t.SerializeToString
     tally = _Tally()
-    async with grpc.aio.insecure_channel(job["target"], options=CHANNEL_OPTIONS) as channel:
-        await asyncio.wait_for(channel.channel_ready(), 10)
-        if streaming:
-            method: Any = channel.stream_stream(
-                path, request_serializer=serialize, response_deserializer=resp_t.FromString
+    # Several comma-separated targets (frontends of one log): caller k calls target k mod n.
+    async with contextlib.AsyncExitStack() as stack:
+        methods: list[Any] = []
+        for target in job["target"].split(","):
+            channel = await stack.enter_async_context(
+                grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
             )
-        else:
-            method = channel.unary_unary(
-                path, request_serializer=serialize, response_deserializer=resp_t.FromString
+            await asyncio.wait_for(channel.channel_ready(), 10)
+            make_method = channel.stream_stream if streaming else channel.unary_unary
+            methods.append(
+                make_method(
+                    path, request_serializer=serialize, response_deserializer=resp_t.FromString
+                )
             )
         t_start, t_measure, t_end = _clock(job)
         callers = job["callers"]
         rate = job.get("rate")  # calls/s for this process, open loop; None = closed loop
 
         async def unary_caller(k: int) -> None:
+            method = methods[k % len(methods)]
             rng = random.Random(job["seed"] * 1000 + k)
             make, per_call = _request_maker(job, rng, k)
             interval = callers / rate if rate else 0.0
@@ -321,6 +326,7 @@ async def _aio_job(job: dict[str, Any]) -> dict[str, Any]:
                     tally.verdicts(resp)
 
         async def stream_caller(k: int) -> None:
+            method = methods[k % len(methods)]
             rng = random.Random(job["seed"] * 1000 + k)
             make, _ = _request_maker(job, rng, k)
             call = method(timeout=job["warmup"] + job["duration"] + 60)
@@ -350,6 +356,7 @@ async def _aio_job(job: dict[str, Any]) -> dict[str, Any]:
             await w
 
         async def fill_caller(k: int, remaining: list[int]) -> None:
+            method = methods[k % len(methods)]
             rng = random.Random(job["seed"] * 1000 + k)
             while remaining[0] > 0:
                 n = min(job["batch"], remaining[0])
@@ -597,10 +604,12 @@ def _proc_status(pid: int, field: str) -> int:
 class Process:
     """A server subprocess whose port is read from its output; stderr is drained to a tail."""
 
-    def __init__(self, argv: list[str], port_re: str, *, stream: str) -> None:
+    def __init__(
+        self, argv: list[str], port_re: str, *, stream: str, env: dict[str, str] | None = None
+    ) -> None:
         # The repository first on the path: the server runs this checkout's code even when the
         # editable install's package list is behind it.
-        env = dict(os.environ)
+        env = {**os.environ, **(env or {})}
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), env.get("PYTHONPATH")]))
         self.proc = subprocess.Popen(
             argv,
@@ -676,26 +685,28 @@ def _serve_help(exe: str) -> str:
 
 
 def start_log_server(
-    data_dir: Path, *, statements: bool = False, ingest_workers: int | None = None
+    data_dir: Path,
+    *,
+    statements: bool = False,
+    ingest_workers: int | None = None,
+    extra: list[str] | None = None,
+    env: dict[str, str] | None = None,
 ) -> Process:
     """`affidavit serve` creating a log in data_dir: of opaque entries (random bytes are not
     signed statements), or with statements=True the default, checked signed statements (with
-    --ingest-workers when given)."""
+    --ingest-workers when given); extra flags and environment (the storage section's
+    --storage, --objects)."""
     exe = shutil.which("affidavit", path=str(Path(sys.executable).parent)) or shutil.which(
         "affidavit"
     )
     if exe is None:
         raise RuntimeError("the `affidavit` command is not installed in this environment")
-    argv = [exe, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
+    argv = [exe, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *(extra or [])]
     if not statements and "--entry-format" in _serve_help(exe):
         argv += ["--entry-format", "opaque"]
     if ingest_workers is not None:
         argv += ["--ingest-workers", str(ingest_workers)]
-    srv = Process(
-        argv,
-        r" at 127\.0\.0\.1:(\d+),",
-        stream="stderr",
-    )
+    srv = Process(argv, r" at 127\.0\.0\.1:(\d+),", stream="stderr", env=env)
     srv.wait_serving()
     return srv
 
@@ -1339,7 +1350,9 @@ def main(argv: list[str] | None = None) -> int:
         help="which parts to run, comma-separated: appends (echo and LevelDB ceilings, unary, "
         "batch and stream appends of opaque entries), proofs (the log grown to --log-entries, "
         "proof RPCs, in-process proofs), statements (Ed25519 ceiling, signed statements "
-        "through AppendBatch); default all",
+        "through AppendBatch); default all of those. storage (not in the default): the same "
+        "AppendBatch and signed-statement loads on PostgreSQL + S3 with 1, 2 and 3 frontends "
+        "beside LevelDB, with PostgreSQL and S3 ceilings (see benchmarks/storage_bench.py)",
     )
     p.add_argument(
         "--ingest-workers",
@@ -1350,7 +1363,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    unknown = set(args.sections.split(",")) - {"appends", "proofs", "statements"}
+    unknown = set(args.sections.split(",")) - {"appends", "proofs", "statements", "storage"}
     if unknown:
         p.error(f"--sections: no section {', '.join(sorted(unknown))}")
     if args.echo_server:
@@ -1391,6 +1404,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if sections & {"appends", "proofs"}:
             inproc = opaque_sections(args, b, figs, sections)
+        if "storage" in sections:
+            import storage_bench  # beside this script
+
+            storage_bench.storage_section(args, b)
         if "statements" in sections:
             figs["ed25519"] = ed25519_ceiling(args)
             with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-affidavit-") as tmp:

@@ -8,15 +8,20 @@ that lands in the batch's one WriteBatch, so state and indexes never drift from 
 
 from __future__ import annotations
 
+import contextlib
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 from affidavit.server import search
-from affidavit.server.storage import Storage
+from affidavit.server.logstore import LogStore
 from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
+from affidavit.statements.errors import Rejection
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.state import LogState, RecordCache
+
+PREFETCH_ROUNDS = 3
+"""Queries a run's prefetch makes at most (each can uncover records the next one reads)."""
 
 _UNREAD = object()
 """What the committed-record cache holds for a key it has not read (None is an absent record)."""
@@ -29,15 +34,17 @@ class _CommittedKV:
     Derived records change only through the batches this gate admits (the sequencer commits
     writes() with each batch, and nothing else writes the derived namespaces), so once a
     batch is durable, committed() updates every cached record the batch wrote, and a cached
-    value is the committed one. A value read from storage is cached only if no batch was
-    committed while it was read (that read may have raced the commit). At most MAX_RECORDS
+    value is the committed one. On a log shared by several frontends, others commit too: the
+    sequencer sees it when the head it extends is not its own, and clear() drops the cache.
+    A value read from storage is cached only if no batch was committed (or cleared) while it
+    was read (that read may have raced the commit). At most MAX_RECORDS
     are kept (absent ones too: most reads of new ids find nothing), the oldest dropped first.
     """
 
     MAX_RECORDS = 20_000
     """A few MB: the records the last few thousand statements read."""
 
-    def __init__(self, storage: Storage) -> None:
+    def __init__(self, storage: LogStore) -> None:
         self._storage = storage
         self._cache: dict[bytes, bytes | None] = {}
         self._commits = 0
@@ -59,6 +66,28 @@ class _CommittedKV:
     def put(self, key: bytes, value: bytes, /) -> None:
         raise RuntimeError("committed state changes only through a batch")
 
+    def cached(self, key: bytes) -> tuple[bool, bytes | None]:
+        """Whether key is cached, and its cached value."""
+        value = self._cache.get(key, _UNREAD)
+        return (False, None) if value is _UNREAD else (True, value)  # type: ignore[return-value]
+
+    def fetch(self, keys: Sequence[bytes]) -> None:
+        """Read keys in one storage call and cache them (as get() does, one by one)."""
+        commits = self._commits
+        values = self._storage.get_many(keys)
+        with self._lock:
+            if self._commits == commits:
+                for key in keys:
+                    self._cache[key] = values.get(key)
+                while len(self._cache) > self.MAX_RECORDS:
+                    del self._cache[next(iter(self._cache))]
+
+    def clear(self) -> None:
+        """Another frontend committed: no cached record can be trusted (nor a read racing)."""
+        with self._lock:
+            self._commits += 1
+            self._cache.clear()
+
     def committed(self, writes: Mapping[bytes, bytes]) -> None:
         """A batch with these writes is durable: cached records it wrote take their values."""
         with self._lock:
@@ -67,6 +96,24 @@ class _CommittedKV:
             for key, value in writes.items():
                 if key in cache:
                     cache[key] = value
+
+
+class _Wanted:
+    """The cached committed records, recording every key asked for that is not cached (as
+    absent, for now)."""
+
+    def __init__(self, committed: _CommittedKV) -> None:
+        self._committed = committed
+        self.keys: dict[bytes, None] = {}
+
+    def get(self, key: bytes, /) -> bytes | None:
+        found, value = self._committed.cached(key)
+        if not found:
+            self.keys[key] = None
+        return value
+
+    def put(self, key: bytes, value: bytes, /) -> None:
+        raise RuntimeError("prefetching never writes")
 
 
 class _BatchKV:
@@ -88,11 +135,15 @@ class StatementGate:
     """Implements server.sequencer.Gate for signed statements."""
 
     def __init__(
-        self, storage: Storage, clock: Callable[[], int] = now_ms, *, log_key: bytes | None = None
+        self, storage: LogStore, clock: Callable[[], int] = now_ms, *, log_key: bytes | None = None
     ) -> None:
         self._clock = clock
         self._log_key = log_key  # the log's public key: its own refusal records verify with it
         self._last_admitted = 0  # admission times never go backwards, whatever the clock does
+        # A shared store is a database across the network: a record read costs a round trip.
+        # read_ahead() then reads what admission will read, in the verifier threads and outside
+        # the integrator's critical section, so the integrator finds it cached.
+        self._prefetch = storage.shared
         self._committed = _CommittedKV(storage)
         # One cache of decoded records for both views: it checks the bytes behind each record.
         self._records = RecordCache()
@@ -103,6 +154,25 @@ class StatementGate:
     def prepare(self, entry: bytes) -> Prepared:
         """History-free checks; raises Rejection. Thread-safe."""
         return ingest.prepare(entry, self.committed.key)
+
+    def read_ahead(self, prepared: Sequence[object]) -> None:
+        """On a remote store, read what admitting prepared (entries prepare() passed; anything
+        else is skipped) will read, in a few queries for the whole run: admission is tried
+        against the cached records, every record it asks for that is not cached is fetched in
+        one query, and again while that uncovers more (a grant's grantor, ...). The integrator
+        then finds them cached, in its critical section. Nothing on a local store."""
+        if not self._prefetch:
+            return
+        ready = [p for p in prepared if isinstance(p, Prepared)]
+        for _ in range(PREFETCH_ROUNDS):
+            wanted = _Wanted(self._committed)
+            state = LogState(wanted)
+            for p in ready:
+                with contextlib.suppress(Rejection):  # the integrator judges, in log order
+                    ingest.admit(p, state, None)
+            if not wanted.keys:
+                return
+            self._committed.fetch(list(wanted.keys))
 
     def begin(self) -> None:
         self._batch = _BatchKV(self._committed)
@@ -125,6 +195,12 @@ class StatementGate:
     def durable(self) -> None:
         """The batch's writes are committed, durably (the sequencer says so)."""
         self._committed.committed(self._batch.writes)
+
+    def reset(self, prepared: Sequence[object]) -> None:
+        """The log grew by another frontend's batches (the sequencer says so): drop the
+        cache, and read ahead what admitting prepared (the batch to come) will read."""
+        self._committed.clear()
+        self.read_ahead(prepared)
 
     def known(self, index: int) -> tuple[int, str]:
         verdict = self.committed.verdict(index)

@@ -23,11 +23,12 @@ from affidavit.server.http_tiles import TilesFace
 from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
 from affidavit.server.listen import parse_listen
+from affidavit.server.logstore import LogStore, StoreSpec, open_store
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
 from affidavit.server.service import LogService, StrictRequests
-from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
+from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, StorageError
 from affidavit.server.witness_push import Pusher, parse_target
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey
@@ -42,7 +43,7 @@ SHUTDOWN_GRACE_S = 10.0
 
 @dataclass
 class OpenLog:
-    storage: Storage
+    storage: LogStore
     sequencer: Sequencer
     gate: StatementGate | None
     verifier_key: str
@@ -59,10 +60,12 @@ async def open_log(
     min_free_bytes: int = MIN_FREE_BYTES,
     refusal_window_s: float = 10.0,
     on_batch: Callable[[int, float], None] | None = None,
+    spec: StoreSpec | None = None,
 ) -> AsyncIterator[OpenLog]:
-    """Open and check a log, run its sequencer; on exit, finish what is queued and close."""
+    """Open and check a log (its keys in data_dir, its storage as spec says: by default the
+    LevelDB in data_dir), run its sequencer; on exit, finish what is queued and close."""
     signer, verifier_key = config.load_key(data_dir)
-    storage = Storage(data_dir / config.DB_DIR, min_free_bytes=min_free_bytes)
+    storage = open_store(spec or StoreSpec(data_dir), min_free_bytes=min_free_bytes)
     try:
         kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
         checkpoint, note_text = recover(storage, verifier_key, kept)
@@ -100,6 +103,7 @@ async def open_log(
             max_wait=max_wait_ms / 1000,
             queue_size=queue_size,
             on_batch=on_batch,
+            verifier_key=verifier_key,
         )
         sequencer.start()
         recorder = None
@@ -124,12 +128,13 @@ async def create_log(
     entry_format: str,
     admin_id: str,
     min_free_bytes: int = MIN_FREE_BYTES,
+    spec: StoreSpec | None = None,
 ) -> tuple[str, Path | None]:
     """Create a log; a statements log gets its genesis entry: the first admin, self-registered.
 
     Returns the log's verifier key and where the admin's key was written (mode 0600).
     """
-    verifier = config.init_log(data_dir, origin, entry_format)
+    verifier = config.init_log(data_dir, origin, entry_format, spec)
     if entry_format != "statements":
         return verifier, None
     admin = IdentityKey.generate(admin_id)
@@ -140,7 +145,7 @@ async def create_log(
             admin_id, affidavit_pb2.ADMIN, admin.public_key, display_name="genesis admin"
         )
     )
-    async with open_log(data_dir, min_free_bytes=min_free_bytes) as opened:
+    async with open_log(data_dir, min_free_bytes=min_free_bytes, spec=spec) as opened:
         await opened.sequencer.append(genesis)
     return verifier, path
 
@@ -252,10 +257,11 @@ async def serve(settings: ServeSettings) -> None:
         min_free_bytes=settings.min_free_bytes,
         refusal_window_s=settings.refusal_window_s,
         on_batch=measured.batch,
+        spec=settings.store,
     ) as opened:
         if opened.gate is not None and opened.sequencer.checkpoint.size == 0:
             raise StorageError(
-                f"{settings.data_dir} has no genesis entry (its creation was interrupted); "
+                f"{opened.storage.location} has no genesis entry (its creation was interrupted); "
                 "remove it and run `affidavit init` again"
             )
         auditors = Auditors(list(settings.auditor_token_hashes))

@@ -18,6 +18,7 @@ from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
 from affidavit.server.listen import ListenAddressError, check_free, parse_listen
+from affidavit.server.logstore import StoreSpec
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
 from affidavit.server.witness_push import parse_target
 
@@ -65,6 +66,52 @@ admin_option = click.option(
 )
 
 
+storage_option = click.option(
+    "--storage",
+    "storage_url",
+    metavar="URL",
+    envvar="AFFIDAVIT_STORAGE",
+    show_envvar=True,
+    help="Keep the log in PostgreSQL (postgresql://USER[:PASSWORD]@HOST:PORT/DATABASE) instead "
+    "of the LevelDB in --data-dir; with --objects. Any number of `serve` processes may share "
+    "one database and bucket: each needs a --data-dir holding a copy of log.key and log.pub.",
+)
+objects_option = click.option(
+    "--objects",
+    "objects_url",
+    metavar="s3://BUCKET/PREFIX",
+    envvar="AFFIDAVIT_OBJECTS",
+    show_envvar=True,
+    help="Object storage for tiles, entry bundles and checkpoints, laid out as the C2SP "
+    "tlog-tiles API under PREFIX/ (make it public to serve reads from the bucket). Endpoint and "
+    "credentials from the standard settings: AWS_ENDPOINT_URL_S3, AWS_ACCESS_KEY_ID, "
+    "AWS_SECRET_ACCESS_KEY, AWS_REGION.",
+)
+private_objects_option = click.option(
+    "--private-objects",
+    "private_objects_url",
+    metavar="s3://BUCKET/PREFIX",
+    envvar="AFFIDAVIT_PRIVATE_OBJECTS",
+    show_envvar=True,
+    help="Where entry bundles go (only auditors may read entries): default the sibling "
+    "prefix PREFIX.private/ of --objects, never under the public PREFIX/.",
+)
+
+
+def _store(
+    data_dir: Path,
+    storage_url: str | None,
+    objects_url: str | None,
+    private_objects_url: str | None,
+) -> StoreSpec:
+    spec = StoreSpec(data_dir, storage_url, objects_url, private_objects_url)
+    try:
+        spec.check()
+    except StorageError as e:
+        _fail(str(e))
+    return spec
+
+
 def _fail(message: str) -> NoReturn:
     """One line, exit 2 (usage error), as every affidavit command reports its errors."""
     click.echo(f"affidavit: error: {message}", err=True)
@@ -100,12 +147,16 @@ def _create(
     origin: str,
     entry_format: str,
     admin_id: str,
+    spec: StoreSpec,
     min_free_bytes: int = MIN_FREE_BYTES,
 ) -> tuple[str, Path | None]:
     try:
-        return asyncio.run(app.create_log(data_dir, origin, entry_format, admin_id, min_free_bytes))
+        return asyncio.run(
+            app.create_log(data_dir, origin, entry_format, admin_id, min_free_bytes, spec)
+        )
     except STARTUP_ERRORS as e:
-        _fail(f"cannot create a log in {data_dir}: {_describe(e, data_dir)}")
+        where = data_dir if spec.storage_url is None else spec.storage_url.split("@")[-1]
+        _fail(f"cannot create a log in {where}: {_describe(e, data_dir)}")
 
 
 @click.command()
@@ -113,7 +164,18 @@ def _create(
 @origin_option
 @format_option
 @admin_option
-def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
+@storage_option
+@objects_option
+@private_objects_option
+def init(
+    data_dir: Path,
+    origin: str,
+    entry_format: str,
+    admin_id: str,
+    storage_url: str | None,
+    objects_url: str | None,
+    private_objects_url: str | None,
+) -> None:
     """Create a new log: its Ed25519 signing key, database, and genesis admin.
 
     \b
@@ -121,9 +183,11 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
       DATA_DIR/log.key    the log's private signer key (mode 0600): keep it on the server
       DATA_DIR/log.pub    its verifier key: give it to clients, auditors and witnesses
       DATA_DIR/admin.key  the first admin's key (mode 0600): move it to its owner
-      DATA_DIR/db/        the LevelDB database
+      DATA_DIR/db/        the LevelDB database (with --storage: the PostgreSQL schema and
+                          the bucket's checkpoint instead)
     """
-    verifier, admin_key = _create(data_dir, origin, entry_format, admin_id)
+    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
+    verifier, admin_key = _create(data_dir, origin, entry_format, admin_id, spec)
     click.echo(f"created log {origin} in {data_dir}")
     click.echo(f"log verifier key (share it): {verifier}")
     if admin_key is not None:
@@ -368,6 +432,9 @@ def init(data_dir: Path, origin: str, entry_format: str, admin_id: str) -> None:
     show_envvar=True,
     help="Require client certificates signed by this CA (mTLS).",
 )
+@storage_option
+@objects_option
+@private_objects_option
 def serve(
     data_dir: Path,
     origin: str,
@@ -398,6 +465,9 @@ def serve(
     metrics_listen: str | None,
     log_format: str,
     log_level: str,
+    storage_url: str | None,
+    objects_url: str | None,
+    private_objects_url: str | None,
 ) -> None:
     """Serve a log over gRPC (creating it in DATA_DIR on first run).
 
@@ -462,12 +532,13 @@ def serve(
             check_free(parse_listen(address, flag))
         except OSError as e:
             _fail(f"{e}; is another server running there? (choose another {flag})")
+    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
     try:
         initialised = config.is_initialised(data_dir)
     except OSError as e:
         _fail(f"cannot use --data-dir {data_dir}: {_describe(e, data_dir)}")
     if not initialised:
-        _, admin_key = _create(data_dir, origin, entry_format, admin_id, min_free_mib << 20)
+        _, admin_key = _create(data_dir, origin, entry_format, admin_id, spec, min_free_mib << 20)
         logging.info(
             "created log %s in %s%s",
             origin,
@@ -499,6 +570,9 @@ def serve(
         witnesses=witnesses,
         witness_quorum=witness_quorum,
         metrics_listen=metrics_listen,
+        storage_url=storage_url,
+        objects_url=objects_url,
+        private_objects_url=private_objects_url,
     )
     try:
         asyncio.run(app.serve(settings))
@@ -588,3 +662,67 @@ def auditor_token(out: Path | None) -> None:
         return
     click.echo(f"token (give to the auditor, shown once): {token}")
     click.echo(f"hash (for serve --auditor-token-hash):   {digest}")
+
+
+@click.command()
+@click.option(
+    "--from",
+    "source",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    required=True,
+    help="The LevelDB log's data directory (its keys and db/); stop its server first.",
+)
+@click.option(
+    "--to",
+    "storage_url",
+    metavar="URL",
+    required=True,
+    envvar="AFFIDAVIT_STORAGE",
+    show_envvar=True,
+    help="PostgreSQL URL of an empty database (postgresql://USER@HOST:PORT/DATABASE).",
+)
+@objects_option
+@private_objects_option
+def migrate(
+    source: Path, storage_url: str, objects_url: str | None, private_objects_url: str | None
+) -> None:
+    """Move a LevelDB log to PostgreSQL and object storage, verifying it on the way.
+
+    Every signed checkpoint is checked (the log's signature, and the root of the tiles grown
+    from its entries) and replayed as the batch it was; statement state, search index and
+    witness cosignatures are copied; at the end the new storage must give the same latest
+    checkpoint, recomputed from its tiles. Nothing is re-signed: origin, key and every proof
+    stay valid. Then serve it with `affidavit serve --data-dir FROM --storage URL --objects
+    s3://…` (the keys stay in FROM; db/ there is no longer used).
+
+    \b
+      affidavit migrate --from ./data --to postgresql://affidavit@db:5432/log \\
+          --objects s3://audit-log/prod
+    """
+    from affidavit.server.migrate import Progress
+    from affidavit.server.migrate import migrate as run
+
+    spec = _store(source, storage_url, objects_url, private_objects_url)
+    if objects_url is None:
+        _fail("--objects s3://BUCKET/PREFIX is required: tiles and entries go there")
+    last = [0.0]
+
+    def show(p: Progress) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 2.0 or p.size == p.total:
+            last[0] = now
+            click.echo(
+                f"migrated {p.size}/{p.total} entries ({p.checkpoints} checkpoints)", err=True
+            )
+
+    if not config.is_initialised(source):
+        _fail(f"{source} holds no log (no {config.KEY_FILE})")
+    try:
+        done = run(source, spec, show)
+    except StorageError as e:
+        _fail(f"migration stopped: {e}")
+    click.echo(
+        f"migrated {done.size} entries, {done.checkpoints} checkpoints, {done.records} state "
+        f"and index records, {done.cosigned} cosigned checkpoints; the latest checkpoint "
+        "verifies against the new storage's tiles"
+    )

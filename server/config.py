@@ -4,7 +4,10 @@
     <data dir>/log.pub   its verifier key text, to hand to clients and witnesses
     <data dir>/admin.key the first admin identity's signing key, mode 0600, written by init
                          for a statements log: move it off the server
-    <data dir>/db/       the LevelDB (see server.storage)
+    <data dir>/db/       the LevelDB (see server.storage), unless the log is kept in
+                         PostgreSQL and object storage (--storage, --objects; see
+                         server.logstore): then every frontend's data dir holds a copy of the
+                         keys and nothing else
     <data dir>/checkpoint the latest checkpoint the log signed, kept outside the database to
                          detect a database that lost writes (see server.integrity)
     <data dir>/damage    present only while a whole-log check has found damage: what it found
@@ -23,12 +26,13 @@ from affidavit.merkle import hashing, keys, note
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.errors import MalformedKeyError
 from affidavit.server.integrity import KeptCheckpoint
-from affidavit.server.storage import MIN_FREE_BYTES, Batch, Storage, StorageError
+from affidavit.server.logstore import DB_DIR as DB_DIR  # where the LevelDB is, for commands
+from affidavit.server.logstore import StoreSpec, open_store
+from affidavit.server.storage import MIN_FREE_BYTES, Batch, StorageError
 
 KEY_FILE = "log.key"
 PUB_FILE = "log.pub"
 ADMIN_KEY_FILE = "admin.key"
-DB_DIR = "db"
 CHECKPOINT_FILE = "checkpoint"
 DAMAGE_FILE = "damage"
 ENTRY_FORMATS = ("statements", "opaque")
@@ -78,6 +82,15 @@ class ServeSettings:
     """Cosignatures a checkpoint needs to be published (0: publish the latest)."""
     metrics_listen: str | None = None
     """host:port for Prometheus metrics (GET /metrics); None: no metrics endpoint."""
+    storage_url: str | None = None
+    objects_url: str | None = None
+    private_objects_url: str | None = None
+
+    @property
+    def store(self) -> StoreSpec:
+        return StoreSpec(
+            self.data_dir, self.storage_url, self.objects_url, self.private_objects_url
+        )
 
 
 def is_initialised(data_dir: Path) -> bool:
@@ -105,12 +118,16 @@ def _write_public(path: Path, text: str) -> None:
         os.close(fd)
 
 
-def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> str:
-    """Create a log in data_dir: a new key pair and a database holding the signed empty tree.
+def init_log(
+    data_dir: Path, origin: str, entry_format: str = "statements", spec: StoreSpec | None = None
+) -> str:
+    """Create a log: a new key pair in data_dir and storage (LevelDB in data_dir unless spec
+    says otherwise) holding the signed empty tree.
 
-    Returns the verifier key text. Refuses a directory that already has a log. A statements log
-    still needs its genesis entry (see server.app.create_log).
+    Returns the verifier key text. Refuses a directory or database that already has a log. A
+    statements log still needs its genesis entry (see server.app.create_log).
     """
+    spec = spec or StoreSpec(data_dir)
     keys.check_name(origin)
     if entry_format not in ENTRY_FORMATS:
         raise ValueError(f"entry format must be one of {ENTRY_FORMATS}")
@@ -118,11 +135,12 @@ def init_log(data_dir: Path, origin: str, entry_format: str = "statements") -> s
         raise StorageError(f"{data_dir} already holds a log; pick another --data-dir")
     data_dir.mkdir(parents=True, exist_ok=True)
     signer_text, verifier_text = note.generate_key(origin)
-    storage = Storage(data_dir / DB_DIR, create=True, min_free_bytes=0)  # a few bytes
+    storage = open_store(spec, create=True, min_free_bytes=0)  # a few bytes
     try:
         storage.set_entry_format(entry_format)
         # The empty tree's checkpoint, so a log always has one to serve and extend.
         empty = note.sign(Checkpoint(origin, 0, hashing.EMPTY_ROOT).format(), signer_text)
+        storage.lock_head()
         storage.commit(Batch(0, (), (), {}, empty), previous=None)
     finally:
         storage.close()

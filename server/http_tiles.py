@@ -27,7 +27,7 @@ from affidavit.merkle import tiles
 from affidavit.merkle.errors import TileError
 from affidavit.server.access import Auditors
 from affidavit.server.http_app import Face
-from affidavit.server.storage import Storage
+from affidavit.server.logstore import LogStore
 from aiohttp import web
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -45,7 +45,7 @@ class TilesFace:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: LogStore,
         tree_size: Callable[[], int],
         published_note: Callable[[], str],
         auditors: Auditors,

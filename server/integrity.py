@@ -28,7 +28,8 @@ from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.compact import CompactRange
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import WIDTH, Tile, TileHashReader, grow, tile_hashes
-from affidavit.server.storage import DataLossError, Storage, StorageError
+from affidavit.server.logstore import LogStore
+from affidavit.server.storage import DataLossError, StorageError
 
 EDGE_ENTRIES = 1024
 """Entries at the right edge that startup reads back and hashes: more than one batch's worth
@@ -106,16 +107,16 @@ def open_checkpoint(text: str, verifier_key: str, where: str) -> Checkpoint:
 
 
 def recover(
-    storage: Storage, verifier_key: str, kept: KeptCheckpoint | None = None
+    storage: LogStore, verifier_key: str, kept: KeptCheckpoint | None = None
 ) -> tuple[Checkpoint, str]:
     """The latest checkpoint and its note, once the stored log is shown to match it (see the
     module doc); brings the kept copy up to it. StorageError otherwise."""
     text = storage.checkpoint()
     if text is None:
         raise StorageError(
-            f"{storage.path} holds no checkpoint; it was not made by `affidavit init`"
+            f"{storage.location} holds no checkpoint; it was not made by `affidavit init`"
         )
-    cp = open_checkpoint(text, verifier_key, f"stored in {storage.path}")
+    cp = open_checkpoint(text, verifier_key, f"stored in {storage.location}")
     last = storage.last_entry_index()
     stored = 0 if last is None else last + 1
     if stored != cp.size:
@@ -181,7 +182,7 @@ def _check_not_behind(
         )
 
 
-def check_entries(storage: Storage, start: int, end: int, reader: TileHashReader) -> None:
+def check_entries(storage: LogStore, start: int, end: int, reader: TileHashReader) -> None:
     """Entries [start, end) are stored, readable, and hash to their leaves in the tiles
     (DataLossError naming the first that is not)."""
     for at in range(start, end, CHECK_CHUNK):
@@ -190,7 +191,7 @@ def check_entries(storage: Storage, start: int, end: int, reader: TileHashReader
         _compare(storage, at, stop, leaves)
 
 
-def _compare(storage: Storage, start: int, end: int, leaves: list[bytes]) -> None:
+def _compare(storage: LogStore, start: int, end: int, leaves: list[bytes]) -> None:
     try:
         stored = list(storage.entries(start, end))
     except DataLossError:
@@ -200,10 +201,10 @@ def _compare(storage: Storage, start: int, end: int, leaves: list[bytes]) -> Non
     hashes = hashing.leaf_hashes([data for _, data in stored])
     for offset, index in enumerate(range(start, end)):
         if offset >= len(stored) or stored[offset][0] != index:
-            raise DataLossError(f"entry {index} is missing from {storage.path}")
+            raise DataLossError(f"entry {index} is missing from {storage.location}")
         if hashes[offset] != leaves[offset]:
             raise DataLossError(
-                f"entry {index} in {storage.path} does not hash to its leaf in the log's tree; "
+                f"entry {index} in {storage.location} does not hash to its leaf in the log's tree; "
                 "the database was altered or damaged"
             )
 
@@ -224,7 +225,7 @@ class CheckReport:
 
 
 def check_log(
-    storage: Storage,
+    storage: LogStore,
     verifier_key: str,
     kept: KeptCheckpoint | None = None,
     progress: Callable[[int, int], None] | None = None,
@@ -242,8 +243,8 @@ def check_log(
     """
     text = storage.checkpoint()
     if text is None:
-        raise StorageError(f"{storage.path} holds no checkpoint")
-    cp = open_checkpoint(text, verifier_key, f"stored in {storage.path}")
+        raise StorageError(f"{storage.location} holds no checkpoint")
+    cp = open_checkpoint(text, verifier_key, f"stored in {storage.location}")
     report = CheckReport(cp.size)
     problems = report.problems
     if kept is not None:
@@ -275,7 +276,7 @@ def check_log(
                 problems.append(str(e))
                 continue
             if stored[: len(data)] != data:
-                problems.append(f"{tile.path()} in {storage.path} is not the log's tile")
+                problems.append(f"{tile.path()} in {storage.location} is not the log's tile")
         size, root = end, growth.root()
         if progress is not None:
             progress(size, cp.size)
@@ -283,13 +284,13 @@ def check_log(
             time.sleep(pause)
     if size == cp.size and root != cp.root_hash:
         problems.append(
-            f"the tree rebuilt from {storage.path} has root {root.hex()}, not the root of the "
+            f"the tree rebuilt from {storage.location} has root {root.hex()}, not the root of the "
             f"signed checkpoint of size {cp.size}"
         )
     return report
 
 
-def _check_level0(storage: Storage, start: int, end: int, problems: list[str]) -> list[bytes]:
+def _check_level0(storage: LogStore, start: int, end: int, problems: list[str]) -> list[bytes]:
     """The leaf hashes of [start, end) from the stored level-0 tile (or, if it is unreadable,
     from the entries), recording every entry that does not match its leaf."""
     tile = Tile(0, start // WIDTH, end - start if end - start < WIDTH else WIDTH)
@@ -316,10 +317,10 @@ def _check_level0(storage: Storage, start: int, end: int, problems: list[str]) -
     for offset, index in enumerate(range(start, end)):
         if index not in stored:
             if index not in unreadable:
-                problems.append(f"entry {index} is missing from {storage.path}")
+                problems.append(f"entry {index} is missing from {storage.location}")
         elif leaves is not None and hashes[index] != leaves[offset]:
             problems.append(
-                f"entry {index} in {storage.path} does not hash to its leaf in the log's tree"
+                f"entry {index} in {storage.location} does not hash to its leaf in the log's tree"
             )
     if leaves is not None:
         return leaves

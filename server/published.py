@@ -16,8 +16,8 @@ from collections.abc import Sequence
 from affidavit.merkle import note
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.keys import Verifier
+from affidavit.server.logstore import LogStore
 from affidavit.server.sequencer import Sequencer
-from affidavit.server.storage import Storage
 
 
 def count_cosigners(text: str, witnesses: Sequence[Verifier]) -> int:
@@ -37,7 +37,7 @@ class Published:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: LogStore,
         sequencer: Sequencer,
         witnesses: Sequence[Verifier],
         quorum: int,

@@ -25,7 +25,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.server.storage import Storage
+from affidavit.server.logstore import LogStore
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.scope import MAX_CHAIN
 from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
@@ -287,14 +287,14 @@ def _matches(f: Facets, request: pb.SearchRequest, exact: list[tuple[str, set[st
     return not (request.time_to_ms and f.client_time_ms >= request.time_to_ms)
 
 
-def _field_scan(storage: Storage, name: str, value: str, start: int) -> Iterator[int]:
+def _field_scan(storage: LogStore, name: str, value: str, start: int) -> Iterator[int]:
     prefix = _FIELD + name.encode() + b"\x00" + value.encode() + b"\x00"
     for key, _ in storage.scan(prefix, _u64(start)):
         yield int.from_bytes(key[-8:], "big")
 
 
 def _candidates(
-    storage: Storage, request: pb.SearchRequest, exact: list[tuple[str, list[str]]]
+    storage: LogStore, request: pb.SearchRequest, exact: list[tuple[str, list[str]]]
 ) -> Iterator[int]:
     """Indexes that may match, ascending from start_index, from the most direct index."""
     start = request.start_index
@@ -333,7 +333,7 @@ def _candidates(
     yield from sorted(set(found))
 
 
-def search(storage: Storage, request: pb.SearchRequest) -> pb.SearchResponse:
+def search(storage: LogStore, request: pb.SearchRequest) -> pb.SearchResponse:
     """One page of hits, oldest first; next_index is the next hit's index, 0 when there is none
     (so a client can say for certain whether more results exist)."""
     exact = _exact(request)

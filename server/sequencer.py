@@ -30,19 +30,22 @@ from affidavit.merkle import hashing, proofs
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
 from affidavit.server.errors import unexpected_failure
-from affidavit.server.integrity import KeptCheckpoint
+from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
+from affidavit.server.logstore import LogStore, StorageUnavailableError
 from affidavit.server.storage import (
     Batch,
     ConflictError,
     DataLossError,
     DiskFullError,
-    Storage,
     StorageError,
 )
 from affidavit.statements.errors import Rejection
 
 FAULT_PROBE_S = 1.0
 """How often a failing log (a full disk) checks whether it can write again while idle."""
+
+FOLLOW_INTERVAL = 0.25
+"""Seconds between looks at a shared log's head for growth made by other frontends."""
 
 
 class Receipt(NamedTuple):
@@ -89,6 +92,11 @@ class Gate(Protocol):
 
     def known(self, index: int) -> tuple[int, str]: ...
 
+    def reset(self, prepared: Sequence[object]) -> None:
+        """The log grew by another frontend's hand: forget every cached record (and read
+        ahead those admitting prepared, the batch to come, will need)."""
+        ...
+
 
 Outcome = Receipt | Rejection
 """What one queued entry comes to: its receipt, or the gate's refusal."""
@@ -108,7 +116,7 @@ class Sequencer:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: LogStore,
         origin: str,
         sign: Callable[[str], str],
         checkpoint: Checkpoint,
@@ -120,9 +128,11 @@ class Sequencer:
         max_wait: float = 0.0,
         queue_size: int = 4096,
         on_batch: Callable[[int, float], None] | None = None,
+        verifier_key: str | None = None,
     ) -> None:
         self._storage = storage
         self._on_batch = on_batch  # told each batch's entries and integration seconds
+        self._verifier_key = verifier_key  # to adopt other frontends' checkpoints
         self._gate = gate
         self._origin = origin
         self._sign = sign
@@ -138,6 +148,7 @@ class Sequencer:
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrator")
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
+        self._follower: asyncio.Task[None] | None = None
         self._grown = asyncio.Condition()
         self._kept = kept
         self._fault: StorageError | None = None  # why the last integration failed, if it did
@@ -192,7 +203,69 @@ class Sequencer:
             self._faults.notify_all()
 
     def start(self) -> None:
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="integrator")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="integrator")
+        if self._storage.shared:
+            self._follower = loop.create_task(self._follow(), name="follower")
+
+    async def _follow(self) -> None:
+        """Other frontends extend a shared log: pick up their growth while idle, so checkpoint
+        watches see it (at most FOLLOW_INTERVAL late)."""
+        while not self._stopping:
+            await asyncio.sleep(FOLLOW_INTERVAL)
+            await self.refresh()
+
+    async def refresh(self) -> None:
+        """On a shared log, adopt the newest stored checkpoint now: a reader that got a
+        checkpoint from one frontend finds it (or a newer one) at any other. While the storage
+        is unreachable, the checkpoint held stays (the next batch reports the fault)."""
+        if not self._storage.shared or self._stopping:
+            return
+        loop = asyncio.get_running_loop()
+        try:
+            grew = await loop.run_in_executor(self._worker, self._refresh)
+        except StorageUnavailableError:
+            return
+        except StorageError as e:
+            await self._set_fault(e)
+            return
+        if grew:
+            async with self._grown:
+                self._grown.notify_all()
+
+    def _refresh(self) -> bool:
+        """Adopt the stored checkpoint if it is newer (in the integrator thread)."""
+        text = self._storage.checkpoint()
+        if text is None or text == self._note:
+            return False
+        return self._adopt(text, ())
+
+    def _adopt(self, text: str, prepared: Sequence[object]) -> bool:
+        """Make the stored checkpoint note the head to extend (a shared log's, grown by other
+        frontends): it must carry the log's signature, and extend the one held (not smaller,
+        not another tree of the same size). Whether it grew. ConflictError otherwise, as on a
+        log only this process may write."""
+        where = self._storage.location
+        if not self._storage.shared or self._verifier_key is None:
+            raise ConflictError(
+                f"the latest checkpoint stored in {where} is not the one this server signed "
+                "last: another process wrote to the log; refusing to sign over it"
+            )
+        cp = open_checkpoint(text, self._verifier_key, f"stored in {where}")
+        if cp.size < self._checkpoint.size or (
+            cp.size == self._checkpoint.size and cp.root_hash != self._checkpoint.root_hash
+        ):
+            raise ConflictError(
+                f"{where} holds a tree of size {cp.size} that does not extend the one of size "
+                f"{self._checkpoint.size} this server holds (lost entries or a fork); refusing "
+                "to extend it"
+            )
+        if cp.size == self._checkpoint.size:
+            return False
+        self._checkpoint, self._note = cp, text
+        if self._gate is not None:
+            self._gate.reset(prepared)
+        return True
 
     async def stop(self) -> None:
         """Refuse new appends, integrate everything already queued, then stop."""
@@ -202,6 +275,10 @@ class Sequencer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        if self._follower is not None:
+            self._follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._follower
         self._worker.shutdown(wait=True)
 
     async def wait_beyond(self, size: int) -> bool:
@@ -332,7 +409,24 @@ class Sequencer:
                 self._grown.notify_all()
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> list[Outcome]:
-        """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
+        """Add a batch to the log durably; runs in the integrator thread, one call at a time.
+
+        The batch extends the head the storage gives, held locked until commit (or released):
+        with several frontends on one log, that may be another frontend's latest checkpoint.
+        """
+        head = self._storage.lock_head()
+        try:
+            if head != self._note and head is not None:
+                self._adopt(head, prepared)
+            return self._integrate_locked(entries, prepared)
+        except BaseException:
+            self._storage.unlock_head()  # a no-op once commit() has released it
+            raise
+
+    def _integrate_locked(
+        self, entries: Sequence[bytes], prepared: Sequence[object]
+    ) -> list[Outcome]:
+        """_integrate, with the head locked; commit() or unlock_head() releases it."""
         size = self._checkpoint.size
         leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
@@ -381,11 +475,12 @@ class Sequencer:
             # merkle.tiles.grow), so it is the root of the tiles written with it: a checkpoint
             # is never signed over anything but what is stored.
             checkpoint = Checkpoint(self._origin, growth.size, growth.root())
-            # Never sign over a head other than the one this log signed last.
-            if self._storage.checkpoint() != self._note:
+            # Never sign over a head other than the one this log signed last (a shared log's
+            # head is locked by lock_head until the commit).
+            if not self._storage.shared and self._storage.checkpoint() != self._note:
                 raise ConflictError(
-                    f"the latest checkpoint stored in {self._storage.path} is not the one this "
-                    "server signed last: another process wrote to the log; refusing to sign"
+                    f"the latest checkpoint stored in {self._storage.location} is not the one "
+                    "this server signed last: another process wrote to the log; refusing to sign"
                 )
             note = self._sign(checkpoint.format())
             extra = gate.writes() if gate is not None else {}
@@ -404,6 +499,8 @@ class Sequencer:
                     if e.errno in (errno.ENOSPC, errno.EDQUOT):
                         raise DiskFullError(f"{message}; free space there") from None
                     raise StorageError(message) from None
+        else:
+            self._storage.unlock_head()
 
         proof_of = self._proofs(
             [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth

@@ -1,4 +1,4 @@
-"""The gRPC service affidavit.v1.Log over a Storage and its Sequencer.
+"""The gRPC service affidavit.v1.Log over a LogStore and its Sequencer.
 
 Every refusal is a gRPC status with a message a person can act on, and a refused request
 changes nothing. Proofs are served from stored tiles: O(log n) tile reads each.
@@ -26,6 +26,7 @@ from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
 from affidavit.server.errors import RequestError, unexpected_failure
 from affidavit.server.ingest_workers import IngestWorkers
+from affidavit.server.logstore import LogStore
 from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
@@ -35,7 +36,6 @@ from affidavit.server.storage import (
     ConflictError,
     DataLossError,
     DiskFullError,
-    Storage,
     StorageError,
 )
 from affidavit.statements.errors import Rejection
@@ -73,7 +73,7 @@ def _out_of_range(message: str) -> RequestError:
 class LogService(pb_grpc.LogServicer):
     def __init__(
         self,
-        storage: Storage,
+        storage: LogStore,
         sequencer: Sequencer,
         *,
         gate: StatementGate | None,
@@ -250,6 +250,7 @@ class LogService(pb_grpc.LogServicer):
                 out.append(e)
             except Exception as e:  # this entry alone fails
                 out.append(unexpected_failure(e))
+        self._gate.read_ahead(out)
         return out
 
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
@@ -356,6 +357,7 @@ class LogService(pb_grpc.LogServicer):
     async def GetCheckpoint(
         self, request: pb.GetCheckpointRequest, context: Context
     ) -> pb.Checkpoint:
+        await self._sequencer.refresh()  # several frontends: the newest any of them made
         return self._checkpoint()
 
     async def WatchCheckpoints(
@@ -409,6 +411,12 @@ class LogService(pb_grpc.LogServicer):
         lines = "".join(sig.line() for sig in opened.signatures)
         return self._published.add(cp.size, issued, f"{text}\n{lines}")
 
+    async def _catch_up(self, asked: int) -> None:
+        """The current tree (asked 0) or one this frontend has not seen may be another
+        frontend's newer one: on a shared log, look first."""
+        if not asked or asked > self._sequencer.checkpoint.size:
+            await self._sequencer.refresh()
+
     def _tree_size(self, asked: int) -> int:
         size = self._sequencer.checkpoint.size
         if asked > size:
@@ -421,6 +429,7 @@ class LogService(pb_grpc.LogServicer):
         if self._metrics is not None:
             self._metrics.proof_requests.labels("inclusion").inc()
         try:
+            await self._catch_up(request.tree_size)
             size = self._tree_size(request.tree_size)
             if request.HasField("leaf_hash"):
                 if len(request.leaf_hash) != 32:
@@ -436,6 +445,9 @@ class LogService(pb_grpc.LogServicer):
                 index = request.index
             else:
                 raise _invalid("give the entry's index or its leaf_hash")
+            if index >= size and not request.tree_size:
+                await self._catch_up(index + 1)  # appended through another frontend
+                size = self._tree_size(0)
             if index >= size:
                 raise _out_of_range(f"entry {index} is not in the tree of size {size}")
             reader = TileHashReader(size, self._tiles)
@@ -451,6 +463,7 @@ class LogService(pb_grpc.LogServicer):
         if self._metrics is not None:
             self._metrics.proof_requests.labels("consistency").inc()
         try:
+            await self._catch_up(max(request.first, request.second))
             second = self._tree_size(request.second)
             if request.first == 0:
                 raise _invalid(
@@ -470,6 +483,7 @@ class LogService(pb_grpc.LogServicer):
     ) -> AsyncIterator[pb.Entry]:
         try:
             self._auditors.check(context)
+            await self._catch_up(request.end)
             end = self._tree_size(request.end)
             if request.start >= end:
                 raise _out_of_range(f"start {request.start} is not before end {end}")

@@ -223,6 +223,14 @@ class Storage:
                 "restore the data directory from a backup"
             ) from None
 
+    @property
+    def location(self) -> str:
+        return str(self.path)
+
+    @property
+    def shared(self) -> bool:
+        return False  # its lock file: one process at a time
+
     def close(self) -> None:
         """Close the database once reads in flight end (or after 10 s: at exit, regardless),
         then release the lock."""
@@ -376,6 +384,22 @@ class Storage:
         """A derived record (s/ or x/ namespace)."""
         return self._get(key)
 
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        """Derived records among keys that exist."""
+        found = {}
+        for key in keys:
+            value = self._get(key)
+            if value is not None:
+                found[key] = value
+        return found
+
+    def signed_checkpoints(self) -> Iterator[tuple[int, str]]:
+        """Every checkpoint note the log signed, by tree size (`affidavit migrate` replays
+        them)."""
+        with self._reading() as db:
+            for key, value in db.iterator(prefix=_CHECKPOINT_AT, verify_checksums=True):
+                yield int.from_bytes(key[len(_CHECKPOINT_AT) :], "big"), value.decode()
+
     def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
         """Derived records under prefix, in key order, from prefix + start on."""
         stop = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes are ASCII, never end in 0xff
@@ -391,6 +415,13 @@ class Storage:
                 raise DataLossError(f"tile {tile.path()} is missing or short in {self.path}")
             out.append(data)
         return out
+
+    def lock_head(self) -> str | None:
+        """The latest checkpoint note: this process is the only writer (its lock file)."""
+        return self.checkpoint()
+
+    def unlock_head(self) -> None:
+        """Nothing to release (see lock_head)."""
 
     def commit(self, batch: Batch, previous: str | None) -> None:
         """Write one integration atomically and durably (WriteBatch, sync=True), only if the

@@ -33,10 +33,10 @@ from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import TileCache, TileHashReader
+from affidavit.server.logstore import LogStore
 from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.sequencer import Sequencer
-from affidavit.server.storage import Storage
 
 log = logging.getLogger("affidavit.server.witnesses")
 
@@ -82,7 +82,7 @@ class Pusher:
 
     def __init__(
         self,
-        storage: Storage,
+        storage: LogStore,
         sequencer: Sequencer,
         published: Published,
         targets: list[WitnessTarget],

@@ -43,8 +43,13 @@ from affidavit.statements.signing import IdentityKey
 from click.testing import CliRunner
 
 from affidavit import merkle
-from tests import serverproc
+from tests import backends, serverproc
 from tests.serverproc import AFFIDAVIT, RPC_TIMEOUT, ServerFactory, ServerProcess
+
+backends_root = backends.backends_root
+postgres = backends.postgres
+objects = backends.objects
+scaleout = backends.scaleout
 
 ORIGIN = "example.com/cli"
 UUID7 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
@@ -1146,6 +1151,92 @@ def test_audit_catches_a_verdict_changed_in_the_database(tmp_path: Path) -> None
         assert r.returncode == EXIT_VERIFY, r.stderr
         assert "verdict-mismatch" in r.stdout and "integrity" in r.stdout
         assert cli.json("get", str(at), *token)["verdict"] == "OUT_OF_SCOPE"  # as now served
+    finally:
+        server.kill()
+
+
+def test_migrate_to_postgres_and_object_storage_then_audit(
+    tmp_path: Path, scaleout: backends.Scaleout
+) -> None:
+    """A LevelDB log with statements, a witness cosignature and several batches moves to
+    PostgreSQL + S3: the same checkpoint, served from the new storage, audits clean."""
+    w_signer, w_verifier = keys.generate_key("witness-m", keys.ALG_COSIGNATURE_V1)
+    (tmp_path / "w.key").write_text(w_signer + "\n")
+    server = ServerProcess(
+        tmp_path / "srv",
+        "--witness-key",
+        w_verifier,
+        origin="example.com/moved",
+        entry_format="statements",
+    )
+    try:
+        server.start()
+        with Client(
+            server.address, TrustPolicy(server.verifier_key), timeout=RPC_TIMEOUT
+        ) as client:
+            admin = Actor(client, IdentityKey.load(server.data_dir / "admin.key"))
+            alice, bot = IdentityKey.generate("alice"), IdentityKey.generate("bot")
+            admin.register("alice", pb.HUMAN, alice.public_key)
+            admin.register("bot", pb.AGENT, bot.public_key, owner="alice")
+            grant = Actor(client, alice).grant(
+                "bot", tools=["github.*"], resources=["repo:acme/*"], access=[pb.CREATE]
+            )
+            with Actor(client, bot).action(
+                "github.create_pull_request",
+                "repo:acme/web",
+                pb.CREATE,
+                PR,
+                grant_ids=[grant.statement_id],
+            ) as act:
+                act.effect_ref = "commit:1"
+        cli = Cli(tmp_path, scaleout.env())
+        cli.ok(
+            "witness",
+            "--witness-key-file",
+            "w.key",
+            "--once",
+            "--state-dir",
+            "state",
+            "--server",
+            server.address,
+            "--log-key",
+            server.verifier_key,
+        )
+        before = server.checkpoint()
+        assert before.cosigned_size == before.size
+        assert server.stop() == 0
+
+        to = ("--to", scaleout.storage_url, "--objects", scaleout.objects_url)
+        r = cli.ok("migrate", "--from", str(server.data_dir), *to)
+        assert f"migrated {before.size} entries" in r.stdout, r.stdout
+        assert "already holds a log" in cli.fails(
+            EXIT_USAGE, "migrate", "--from", str(server.data_dir), *to
+        )
+        assert "no log" in cli.fails(EXIT_USAGE, "migrate", "--from", str(tmp_path), *to)
+
+        moved = ServerProcess(
+            server.data_dir,
+            "--storage",
+            scaleout.storage_url,
+            "--objects",
+            scaleout.objects_url,
+            "--witness-key",
+            w_verifier,
+            origin=None,
+            entry_format=None,
+            env=scaleout.env(),
+        )
+        try:
+            moved.start()
+            now = moved.checkpoint()
+            assert (now.note, now.cosigned_size) == (before.note, before.size)
+            cli.env.update(
+                {"AFFIDAVIT_SERVER": moved.address, "AFFIDAVIT_LOG_KEY": moved.verifier_key}
+            )
+            clean = cli.json("audit", "--workers", "0", "--token", moved.auditor_token)
+            assert clean["findings"] == [] and clean["checkpoint"]["size"] == before.size
+        finally:
+            moved.kill()
     finally:
         server.kill()
 

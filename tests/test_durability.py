@@ -3,7 +3,8 @@
 Each round starts the server on the same data dir, runs concurrent appenders (unary Append and
 AppendBatch, some re-sending entries acknowledged in earlier rounds), kills the server with
 SIGKILL at a random moment, restarts it and checks everything it ever acknowledged against the
-recovered log. The default is bounded (3 short rounds, seconds each); AFFIDAVIT_SLOW=1 runs the
+recovered log, once on the embedded LevelDB and once on PostgreSQL + S3 (tests/backends.py).
+The default is bounded (3 short rounds, seconds each); AFFIDAVIT_SLOW=1 runs the
 long version (10 longer rounds), marked `slow`.
 AFFIDAVIT_SEED=<n> replays a run (the seed is printed on failure).
 """
@@ -29,15 +30,19 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 
 from affidavit import merkle
-from tests import serverproc
+from tests import backends, serverproc
 from tests.serverproc import (
     RPC_TIMEOUT,
     ServerFactory,
     ServerProcess,
 )
 
-# Fixtures, from the shared helper.
+# Fixtures, from the shared helpers.
 server_factory = serverproc.server_factory
+backends_root = backends.backends_root
+postgres = backends.postgres
+objects = backends.objects
+scaleout = backends.scaleout
 
 SLOW = os.environ.get("AFFIDAVIT_SLOW") == "1"
 ROUNDS = 10 if SLOW else 3
@@ -286,10 +291,12 @@ def retry_unacked(s: ServerProcess, record: Record, rng: random.Random) -> None:
         record.acks.append(Ack(entry, r.index, r.checkpoint, list(r.inclusion_proof)))
 
 
-def run_rounds(data_dir: Path, factory: ServerFactory, rounds: int, crash: bool) -> None:
+def run_rounds(
+    data_dir: Path, factory: ServerFactory, rounds: int, crash: bool, deployment: Deployment
+) -> None:
     rng = random.Random(SEED)
     record = Record()
-    s = factory.create(data_dir=data_dir)
+    s = factory.create(*deployment.args, data_dir=data_dir, env=deployment.env)
     for _ in range(rounds):
         s.start()
         if record.acks:
@@ -304,19 +311,39 @@ def run_rounds(data_dir: Path, factory: ServerFactory, rounds: int, crash: bool)
     assert s.stop() == 0
 
 
+@dataclass
+class Deployment:
+    """Where the log is stored: flags and environment for `serve`."""
+
+    args: list[str]
+    env: dict[str, str]
+
+
+@pytest.fixture(params=["leveldb", "postgres+s3"])
+def deployment(request: pytest.FixtureRequest) -> Deployment:
+    if request.param == "leveldb":
+        return Deployment([], {})
+    where: backends.Scaleout = request.getfixturevalue("scaleout")
+    return Deployment(where.args(), where.env())
+
+
 @long_version
-def test_acknowledged_entries_survive_kill_9(server_factory: ServerFactory) -> None:
+def test_acknowledged_entries_survive_kill_9(
+    server_factory: ServerFactory, deployment: Deployment
+) -> None:
     try:
-        run_rounds(server_factory.new_dir(), server_factory, ROUNDS, crash=True)
+        run_rounds(server_factory.new_dir(), server_factory, ROUNDS, True, deployment)
     except BaseException:
         print(f"AFFIDAVIT_SEED={SEED} replays this run")
         raise
 
 
 @long_version
-def test_sigterm_under_load_finishes_cleanly(server_factory: ServerFactory) -> None:
+def test_sigterm_under_load_finishes_cleanly(
+    server_factory: ServerFactory, deployment: Deployment
+) -> None:
     try:
-        run_rounds(server_factory.new_dir(), server_factory, 2 if SLOW else 1, crash=False)
+        run_rounds(server_factory.new_dir(), server_factory, 2 if SLOW else 1, False, deployment)
     except BaseException:
         print(f"AFFIDAVIT_SEED={SEED} replays this run")
         raise

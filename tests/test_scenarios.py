@@ -19,7 +19,7 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -37,6 +37,12 @@ from affidavit.statements.redact import parameters_digest
 from affidavit.statements.signing import IdentityKey
 from affidavit.statements.state import DictKV, LogState
 from google.protobuf.message import Message
+
+from tests import backends
+
+backends_root = backends.backends_root
+postgres = backends.postgres
+objects = backends.objects
 
 HOUR = 3_600_000
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
@@ -167,25 +173,30 @@ def _env() -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
-    """One statements log for the module: `affidavit init`, then `affidavit serve` with an
-    auditor token's hash, as an operator would run them."""
-    data_dir = tmp_path_factory.mktemp("scenarios") / "log"
-    init = subprocess.run(
-        [str(AFFIDAVIT), "init", "--data-dir", str(data_dir), "--origin", ORIGIN],
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=START_TIMEOUT,
-        check=False,
-    )
-    assert init.returncode == 0, init.stderr
-    token, token_hash = new_token()
+DEPLOYMENTS = ["leveldb", "postgres+s3, two frontends"]
+
+
+class _RoundRobin:
+    """A Log stub whose every call goes to the next frontend in turn: on the scale-out log,
+    each step of a scenario may land on a different frontend."""
+
+    def __init__(self, stubs: list[pb_grpc.LogStub]) -> None:
+        self._stubs = stubs
+        self._next = 0
+
+    def __getattr__(self, name: str) -> Any:
+        stub = self._stubs[self._next % len(self._stubs)]
+        self._next += 1
+        return getattr(stub, name)
+
+
+def _serve(
+    data_dir: Path, args: list[str], env: dict[str, str]
+) -> tuple[subprocess.Popen[str], str]:
+    """Start `affidavit serve`; the process and its address once it serves."""
     proc = subprocess.Popen(
-        [str(AFFIDAVIT), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0"]
-        + ["--auditor-token-hash", token_hash],
-        env=_env(),
+        [str(AFFIDAVIT), "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *args],
+        env=env,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
@@ -202,26 +213,61 @@ def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
         lines.put(None)
 
     threading.Thread(target=read, daemon=True).start()
+    deadline = time.monotonic() + START_TIMEOUT
+    while True:
+        line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
+        assert line is not None, f"affidavit serve exited:\n{''.join(stderr)}"
+        if m := _SERVING.search(line):
+            return proc, f"{m['host']}:{m['port']}"
+
+
+@pytest.fixture(scope="module", params=DEPLOYMENTS)
+def log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+    """One statements log for the module: `affidavit init`, then `affidavit serve` with an
+    auditor token's hash, as an operator would run them. On PostgreSQL and object storage,
+    two frontends serve it and the scenario's calls alternate between them."""
+    data_dir = tmp_path_factory.mktemp("scenarios") / "log"
+    storage: list[str] = []
+    env = _env()
+    if request.param != "leveldb":
+        where = backends.new_scaleout(
+            request.getfixturevalue("postgres"), request.getfixturevalue("objects")
+        )
+        storage, env = where.args(), {**env, **where.env()}
+    init = subprocess.run(
+        [str(AFFIDAVIT), "init", "--data-dir", str(data_dir), "--origin", ORIGIN, *storage],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT,
+        check=False,
+    )
+    assert init.returncode == 0, init.stderr
+    token, token_hash = new_token()
+    procs: list[subprocess.Popen[str]] = []
+    channels: list[grpc.Channel] = []
     try:
-        deadline = time.monotonic() + START_TIMEOUT
-        address = None
-        while address is None:
-            line = lines.get(timeout=max(0.0, deadline - time.monotonic()))
-            assert line is not None, f"affidavit serve exited:\n{''.join(stderr)}"
-            if m := _SERVING.search(line):
-                address = f"{m['host']}:{m['port']}"
-        with grpc.insecure_channel(address) as channel:
+        for _ in range(2 if storage else 1):
+            proc, address = _serve(data_dir, ["--auditor-token-hash", token_hash, *storage], env)
+            procs.append(proc)
+            channel = grpc.insecure_channel(address)
+            channels.append(channel)
             grpc.channel_ready_future(channel).result(timeout=START_TIMEOUT)
-            admin = IdentityKey.load(data_dir / "admin.key")
-            signer = build.SessionSigner(admin, session_id="scenario-admin")
-            yield Log(data_dir, pb_grpc.LogStub(channel), token, signer)
+        stubs = [pb_grpc.LogStub(c) for c in channels]
+        stub = stubs[0] if len(stubs) == 1 else cast(pb_grpc.LogStub, _RoundRobin(stubs))
+        admin = IdentityKey.load(data_dir / "admin.key")
+        signer = build.SessionSigner(admin, session_id="scenario-admin")
+        yield Log(data_dir, stub, token, signer)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=START_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        for channel in channels:
+            channel.close()
+        for proc in procs:
+            proc.terminate()
+            try:
+                proc.wait(timeout=START_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
 
 
 def status_of(call: Any, request: Any, **kwargs: Any) -> grpc.RpcError:

@@ -19,7 +19,7 @@ from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2
 
 from affidavit import merkle
-from tests import serverproc
+from tests import backends, serverproc
 from tests.serverproc import (
     ORIGIN,
     RPC_TIMEOUT,
@@ -29,9 +29,20 @@ from tests.serverproc import (
     status_of,
 )
 
-# Fixtures, from the shared helper.
+# Fixtures, from the shared helpers.
 server = serverproc.server
 server_factory = serverproc.server_factory
+backends_root = backends.backends_root
+postgres = backends.postgres
+objects = backends.objects
+
+
+@pytest.fixture(params=backends.DEPLOYMENTS)
+def deployed_server(request: pytest.FixtureRequest, server_factory: ServerFactory) -> ServerProcess:
+    """A fresh log served by a real process, on each storage deployment in turn."""
+    args, env = backends.deployment(request)
+    return server_factory(*args, env=env)
+
 
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 OUT_OF_RANGE = grpc.StatusCode.OUT_OF_RANGE
@@ -96,19 +107,19 @@ def entries_page(s: ServerProcess, start: int, end: int = 0) -> list[pb.Entry]:
 # Appends.
 
 
-def test_append_returns_a_verifiable_receipt(server: ServerProcess) -> None:
-    key = server.verifier_key
+def test_append_returns_a_verifiable_receipt(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
     assert key.startswith(ORIGIN + "+")
-    assert server.logged_key == key  # the startup line names the same key
-    assert server.logged_size == 0
+    assert deployed_server.logged_key == key  # the startup line names the same key
+    assert deployed_server.logged_size == 0
     entries = [b"first entry", b"second entry", bytes(range(256)), b"\x00"]
     for i, entry in enumerate(entries):
-        r = append(server, entry)
+        r = append(deployed_server, entry)
         assert r.index == i
         assert not r.duplicate
         cp = check_receipt(r, entry, key)
         assert cp.size == i + 1  # sequential appends: each one's own checkpoint
-    latest = server.checkpoint()
+    latest = deployed_server.checkpoint()
     assert latest.size == len(entries)
     assert latest.root_hash == merkle.root_hash([merkle.leaf_hash(e) for e in entries])
 
@@ -137,14 +148,16 @@ def test_append_batch_fails_bad_entries_alone(server_factory: ServerFactory) -> 
     assert got == {results[i].ok.index: batch[i] for i in good}
 
 
-def test_append_stream_answers_in_order(server: ServerProcess) -> None:
-    key = server.verifier_key
+def test_append_stream_answers_in_order(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
     entries = [f"stream entry {i}".encode() for i in range(300)]
     entries[150] = b""  # a bad one fails alone, in its place
     entries[200] = entries[10]  # a duplicate within the stream
 
     responses = list(
-        server.stub.AppendStream((pb.AppendRequest(entry=e) for e in entries), timeout=RPC_TIMEOUT)
+        deployed_server.stub.AppendStream(
+            (pb.AppendRequest(entry=e) for e in entries), timeout=RPC_TIMEOUT
+        )
     )
     assert len(responses) == len(entries)
     assert responses[150].WhichOneof("result") == "error"
@@ -161,7 +174,7 @@ def test_append_stream_answers_in_order(server: ServerProcess) -> None:
     assert responses[200].ok.duplicate
     assert responses[200].ok.index == responses[10].ok.index
     assert sorted(indexes) == list(range(298))
-    stored = {e.index: e.data for e in server.all_entries()}
+    stored = {e.index: e.data for e in deployed_server.all_entries()}
     assert len(stored) == 298
     for entry, result in zip(entries, responses, strict=True):
         if result.WhichOneof("result") == "ok":
@@ -179,14 +192,14 @@ def test_long_append_stream(server: ServerProcess) -> None:
     assert server_size(server) == 3000
 
 
-def test_cancelled_append_stream_leaves_the_server_well(server: ServerProcess) -> None:
+def test_cancelled_append_stream_leaves_the_server_well(deployed_server: ServerProcess) -> None:
     def endless() -> Iterator[pb.AppendRequest]:
         i = 0
         while True:
             yield pb.AppendRequest(entry=f"endless {i}".encode())
             i += 1
 
-    stream = server.stub.AppendStream(endless(), timeout=RPC_TIMEOUT)
+    stream = deployed_server.stub.AppendStream(endless(), timeout=RPC_TIMEOUT)
     got = [next(stream) for _ in range(50)]
     stream.cancel()
     with pytest.raises(grpc.RpcError) as info:
@@ -194,11 +207,11 @@ def test_cancelled_append_stream_leaves_the_server_well(server: ServerProcess) -
             pass
     assert info.value.code() == grpc.StatusCode.CANCELLED
     assert [r.ok.index for r in got] == list(range(50))
-    assert server.channel is not None
-    assert health_status(server.channel) == health_pb2.HealthCheckResponse.SERVING
+    assert deployed_server.channel is not None
+    assert health_status(deployed_server.channel) == health_pb2.HealthCheckResponse.SERVING
     # Entries the stream had sent may still land; the log stays whole and goes on.
-    r = append(server, b"after the stream")
-    data = [e.data for e in server.all_entries()]
+    r = append(deployed_server, b"after the stream")
+    data = [e.data for e in deployed_server.all_entries()]
     assert data[r.index] == b"after the stream"
     rest = [d for d in data if d != b"after the stream"]
     assert rest == [f"endless {i}".encode() for i in range(len(rest))]
@@ -235,24 +248,24 @@ def test_full_queue_asks_to_retry(server_factory: ServerFactory) -> None:
     assert server_size(s) == len(ok) + 40
 
 
-def test_duplicate_append_returns_first_index(server: ServerProcess) -> None:
-    key = server.verifier_key
-    append(server, b"before")
-    first = append(server, b"the entry")
-    append(server, b"after")
-    again = append(server, b"the entry")
+def test_duplicate_append_returns_first_index(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
+    append(deployed_server, b"before")
+    first = append(deployed_server, b"the entry")
+    append(deployed_server, b"after")
+    again = append(deployed_server, b"the entry")
     assert not first.duplicate
     assert again.duplicate
     assert again.index == first.index == 1
     assert again.leaf_hash == first.leaf_hash
     cp = check_receipt(again, b"the entry", key)
     assert cp.size == 3  # the duplicate did not grow the log
-    assert server_size(server) == 3
+    assert server_size(deployed_server) == 3
 
 
-def test_concurrent_duplicates_get_one_index(server: ServerProcess) -> None:
-    key = server.verifier_key
-    append(server, b"something else")
+def test_concurrent_duplicates_get_one_index(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
+    append(deployed_server, b"something else")
     n = 16
     barrier = threading.Barrier(n)
     results: list[pb.AppendResponse | BaseException] = [RuntimeError("no answer")] * n
@@ -260,7 +273,7 @@ def test_concurrent_duplicates_get_one_index(server: ServerProcess) -> None:
     def appender(i: int) -> None:
         try:
             barrier.wait(timeout=RPC_TIMEOUT)
-            results[i] = append(server, b"the same bytes")
+            results[i] = append(deployed_server, b"the same bytes")
         except BaseException as e:
             results[i] = e
 
@@ -275,14 +288,14 @@ def test_concurrent_duplicates_get_one_index(server: ServerProcess) -> None:
     assert sum(not r.duplicate for r in receipts) == 1
     for r in receipts:
         check_receipt(r, b"the same bytes", key)
-    assert server_size(server) == 2
+    assert server_size(deployed_server) == 2
 
 
-def test_duplicates_within_one_batch(server: ServerProcess) -> None:
-    key = server.verifier_key
-    old = append(server, b"old")
+def test_duplicates_within_one_batch(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
+    old = append(deployed_server, b"old")
     batch = [b"a", b"b", b"a", b"old", b"a", b"c"]
-    results = append_batch(server, batch)
+    results = append_batch(deployed_server, batch)
     assert all(r.WhichOneof("result") == "ok" for r in results), results
     got = [(r.ok.index, r.ok.duplicate) for r in results]
     a, b, c = results[0].ok.index, results[1].ok.index, results[5].ok.index
@@ -297,22 +310,22 @@ def test_duplicates_within_one_batch(server: ServerProcess) -> None:
     ]
     for entry, r in zip(batch, results, strict=True):
         check_receipt(r.ok, entry, key)
-    assert server_size(server) == 4
+    assert server_size(deployed_server) == 4
 
 
 # Reads.
 
 
-def test_get_checkpoint(server: ServerProcess) -> None:
-    key = server.verifier_key
-    cp = server.checkpoint()
+def test_get_checkpoint(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
+    cp = deployed_server.checkpoint()
     body = open_checkpoint(cp.note, key)
     assert (body.origin, body.size, body.root_hash) == (ORIGIN, 0, merkle.EMPTY_ROOT)
     assert (cp.size, cp.root_hash) == (0, merkle.EMPTY_ROOT)
     assert f"\n\n\u2014 {ORIGIN} " in cp.note  # signed by the log's key name
 
-    r = append(server, b"one")
-    cp = server.checkpoint()
+    r = append(deployed_server, b"one")
+    cp = deployed_server.checkpoint()
     assert cp.note == r.checkpoint
     body = open_checkpoint(cp.note, key)
     assert (body.size, body.root_hash) == (cp.size, cp.root_hash) == (1, r.leaf_hash)
@@ -334,11 +347,14 @@ class BigLog:
 BATCHES = [1, 1, 1, 5, 248, 1, 255, 1, 300, 1000, 487]  # sizes 1 2 3 8 256 257 512 513 ... 2300
 
 
-@pytest.fixture(scope="module")
-def big_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BigLog]:
+@pytest.fixture(scope="module", params=backends.DEPLOYMENTS)
+def big_log(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[BigLog]:
     factory = ServerFactory(tmp_path_factory.mktemp("big"))
     try:
-        log = BigLog(factory())
+        args, env = backends.deployment(request)
+        log = BigLog(factory(*args, env=env))
         key = log.server.verifier_key
         for n in BATCHES:
             batch = [f"entry {len(log.entries) + i:05d}".encode() for i in range(n)]
@@ -440,11 +456,14 @@ class SmallLog:
     entries: list[bytes]
 
 
-@pytest.fixture(scope="module")
-def small_log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SmallLog]:
+@pytest.fixture(scope="module", params=backends.DEPLOYMENTS)
+def small_log(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[SmallLog]:
     factory = ServerFactory(tmp_path_factory.mktemp("small"))
     try:
-        s = factory("--max-entry-bytes", str(MAX_ENTRY))
+        args, env = backends.deployment(request)
+        s = factory("--max-entry-bytes", str(MAX_ENTRY), *args, env=env)
         entries = [f"small {i}".encode() for i in range(10)]
         for r in append_batch(s, entries):
             assert r.WhichOneof("result") == "ok", r
@@ -621,15 +640,15 @@ def test_refusals(small_log: SmallLog, call: Call, code: grpc.StatusCode, words:
         assert e.code() == NOT_FOUND
 
 
-def test_refusals_on_an_empty_log(server: ServerProcess) -> None:
-    before = server.checkpoint()
-    e = status_of(server.stub.GetInclusionProof, pb.GetInclusionProofRequest(index=0))
+def test_refusals_on_an_empty_log(deployed_server: ServerProcess) -> None:
+    before = deployed_server.checkpoint()
+    e = status_of(deployed_server.stub.GetInclusionProof, pb.GetInclusionProofRequest(index=0))
     assert e.code() == OUT_OF_RANGE
-    e = status_of(server.stub.GetEntries, pb.GetEntriesRequest(start=0))
+    e = status_of(deployed_server.stub.GetEntries, pb.GetEntriesRequest(start=0))
     assert e.code() == OUT_OF_RANGE
-    e = status_of(server.stub.GetConsistencyProof, pb.GetConsistencyProofRequest(first=1))
+    e = status_of(deployed_server.stub.GetConsistencyProof, pb.GetConsistencyProofRequest(first=1))
     assert e.code() == INVALID
-    assert server.checkpoint().note == before.note
+    assert deployed_server.checkpoint().note == before.note
 
 
 @pytest.mark.parametrize(
@@ -663,51 +682,51 @@ def test_malformed_request_is_refused(small_log: SmallLog, method: str, raw: byt
 # The process: restart, health, reflection, locking, startup checks.
 
 
-def test_restart_keeps_everything(server: ServerProcess) -> None:
-    key = server.verifier_key
+def test_restart_keeps_everything(deployed_server: ServerProcess) -> None:
+    key = deployed_server.verifier_key
     entries = [f"kept {i}".encode() for i in range(300)]
     receipts = []
     for chunk in (entries[:1], entries[1:40], entries[40:]):
-        receipts += [r.ok for r in append_batch(server, chunk)]
+        receipts += [r.ok for r in append_batch(deployed_server, chunk)]
     old_checkpoints = [open_checkpoint(r.checkpoint, key) for r in receipts]
-    before = server.checkpoint()
+    before = deployed_server.checkpoint()
 
-    assert server.stop() == 0
-    assert "stopped at tree size 300" in server.stderr
-    server.start()
-    assert server.logged_size == 300
-    assert server.verifier_key == key
+    assert deployed_server.stop() == 0
+    assert "stopped at tree size 300" in deployed_server.stderr
+    deployed_server.start()
+    assert deployed_server.logged_size == 300
+    assert deployed_server.verifier_key == key
 
-    after = server.checkpoint()
+    after = deployed_server.checkpoint()
     assert after.note == before.note
     for entry, r in zip(entries, receipts, strict=True):
-        p = inclusion(server, leaf_hash=merkle.leaf_hash(entry))
+        p = inclusion(deployed_server, leaf_hash=merkle.leaf_hash(entry))
         assert p.index == r.index
         merkle.verify_inclusion(p.leaf_hash, p.index, after.size, list(p.hashes), after.root_hash)
     for cp in {c.size: c for c in old_checkpoints}.values():
-        c = consistency(server, cp.size, 0)
+        c = consistency(deployed_server, cp.size, 0)
         merkle.verify_consistency(
             cp.size, after.size, list(c.hashes), cp.root_hash, after.root_hash
         )
     # The log goes on where it stopped; a retried entry is still a duplicate.
-    assert append(server, b"kept 5").index == 5
-    r = append(server, b"after restart")
+    assert append(deployed_server, b"kept 5").index == 5
+    r = append(deployed_server, b"after restart")
     assert (r.index, r.duplicate) == (300, False)
     check_receipt(r, b"after restart", key)
 
 
-def test_health_and_reflection(server: ServerProcess) -> None:
-    assert server.channel is not None
+def test_health_and_reflection(deployed_server: ServerProcess) -> None:
+    assert deployed_server.channel is not None
     for name in ("", "affidavit.v1.Log"):
-        status = health_status(server.channel, name)
+        status = health_status(deployed_server.channel, name)
         assert status == health_pb2.HealthCheckResponse.SERVING, name
     with pytest.raises(grpc.RpcError) as info:
-        health_status(server.channel, "no.such.Service")
+        health_status(deployed_server.channel, "no.such.Service")
     assert info.value.code() == NOT_FOUND
 
     reflect: grpc.StreamStreamMultiCallable[
         reflection_pb2.ServerReflectionRequest, reflection_pb2.ServerReflectionResponse
-    ] = server.channel.stream_stream(
+    ] = deployed_server.channel.stream_stream(
         "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
         request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
         response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
@@ -737,9 +756,9 @@ def test_health_and_reflection(server: ServerProcess) -> None:
     }
 
 
-def test_entries_need_an_auditor_token(server: ServerProcess) -> None:
-    r = append(server, b"secret-ish")
-    public = server.public_stub
+def test_entries_need_an_auditor_token(deployed_server: ServerProcess) -> None:
+    r = append(deployed_server, b"secret-ish")
+    public = deployed_server.public_stub
     # Checkpoints, proofs and appends need no credential...
     assert public.GetCheckpoint(pb.GetCheckpointRequest(), timeout=RPC_TIMEOUT).size == 1
     p = public.GetInclusionProof(pb.GetInclusionProofRequest(index=0), timeout=RPC_TIMEOUT)
@@ -755,7 +774,7 @@ def test_entries_need_an_auditor_token(server: ServerProcess) -> None:
         metadata=(("authorization", "Bearer afv_not-a-token"),),
     )
     assert e.code() == grpc.StatusCode.PERMISSION_DENIED
-    assert [x.data for x in server.all_entries()] == [b"secret-ish", b"more"]
+    assert [x.data for x in deployed_server.all_entries()] == [b"secret-ish", b"more"]
 
 
 def test_data_dir_in_use_is_refused(server: ServerProcess, server_factory: ServerFactory) -> None:

@@ -47,6 +47,7 @@ _SERVER_COMMANDS = {
     "check": "affidavit.server.cli:check",
     "console": "affidavit.console.cli:console",
     "init": "affidavit.server.cli:init",
+    "migrate": "affidavit.server.cli:migrate",
     "serve": "affidavit.server.cli:serve",
 }
 # The adapters' commands (adapters/cli.py), imported the same way: client code never imports

@@ -1,0 +1,202 @@
+"""A log's objects in S3-compatible storage, laid out as the C2SP tlog-tiles read API.
+
+    s3://BUCKET/PREFIX/checkpoint              the latest published checkpoint note (replaced)
+    s3://BUCKET/PREFIX/tile/<L>/<N>[.p/<W>]    tiles: full ones and each published partial width
+    PRIVATE/tile/entries/<N>[.p/<W>]           entry bundles (tlog-tiles: uint16 length-prefixed)
+
+PREFIX/ is public: give it public read (or put a CDN in front of it) and it is the log's tiles
+API; a client needs nothing else to check checkpoints and proofs. Entry bundles hold the
+entries themselves, which only auditors may read, so they live in a private location: by
+default the sibling prefix PREFIX.private/ in the same bucket (never under PREFIX/, so a public
+PREFIX/ cannot expose them), or a separate bucket given by --private-objects.
+
+Every tile and bundle object is immutable once written: a full tile never changes, and a
+partial tile's path names its width. They are written create-only (If-None-Match: *); finding
+one already there (a redone publication) is fine only if its bytes are the same, otherwise the
+bucket belongs to another log or was altered, and that is a StorageError. Objects are cached in
+memory by path (bounded), which is safe for the same reason.
+
+Endpoint and credentials come from the standard S3 settings (AWS_ENDPOINT_URL_S3 or
+AWS_ENDPOINT_URL for a non-AWS store, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or any other
+boto3 credential source, AWS_REGION); with a custom endpoint, path-style addressing is used.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+from urllib.parse import urlsplit
+
+import boto3
+import botocore.exceptions
+from affidavit.server.logstore import StorageUnavailableError
+from affidavit.server.storage import StorageError
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3 import S3Client
+
+CHECKPOINT = "checkpoint"
+CACHE_BYTES = 32 << 20
+"""Objects kept in memory at most (about 4,000 full tiles)."""
+WRITERS = 8
+"""Objects written in parallel while publishing a batch."""
+
+
+@dataclass(frozen=True)
+class Location:
+    """A bucket and a key prefix (no leading or trailing slash; may be empty)."""
+
+    bucket: str
+    prefix: str
+
+    @classmethod
+    def parse(cls, url: str) -> Location:
+        parts = urlsplit(url)
+        if parts.scheme != "s3" or not parts.netloc:
+            raise StorageError(f"{url!r} is not an object store URL; give s3://BUCKET[/PREFIX]")
+        return cls(parts.netloc, parts.path.strip("/"))
+
+    def key(self, path: str) -> str:
+        return f"{self.prefix}/{path}" if self.prefix else path
+
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+    def private(self) -> Location:
+        """The default private location: the sibling prefix PREFIX.private."""
+        return Location(self.bucket, f"{self.prefix}.private" if self.prefix else "private")
+
+
+def _client() -> S3Client:
+    endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
+    config = Config(
+        s3={"addressing_style": "path" if endpoint else "auto"},
+        retries={"max_attempts": 3, "mode": "standard"},
+        # No extra CRC over every object: SigV4 already covers the payload's SHA-256.
+        request_checksum_calculation="when_required",
+        response_checksum_validation="when_required",
+        connect_timeout=5,
+        read_timeout=30,
+        max_pool_connections=WRITERS * 2,
+    )
+    return boto3.client("s3", config=config)
+
+
+class ObjectStore:
+    """The public and private locations of one log, through one S3 client (thread-safe)."""
+
+    def __init__(self, public: Location, private: Location | None = None) -> None:
+        self.public = public
+        self.private = private or public.private()
+        if self.private.bucket == public.bucket and (
+            not public.prefix or self.private.prefix.startswith(public.prefix + "/")
+        ):
+            raise StorageError(
+                f"the private location {self.private.url()} is inside the public one "
+                f"{public.url()}; entry bundles would be public"
+            )
+        self._s3 = _client()
+        self._cache: OrderedDict[tuple[bool, str], bytes] = OrderedDict()
+        self._cached = 0
+        self._lock = threading.Lock()
+        self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="s3-put")
+
+    def close(self) -> None:
+        self._writers.shutdown(wait=True)
+
+    def _where(self, path: str) -> tuple[str, str, bool]:
+        private = path.startswith("tile/entries/")
+        loc = self.private if private else self.public
+        return loc.bucket, loc.key(path), private
+
+    def get(self, path: str) -> bytes | None:
+        """An object's bytes (tile and bundle objects through the cache), or None if absent."""
+        bucket, key, private = self._where(path)
+        immutable = path != CHECKPOINT
+        if immutable:
+            with self._lock:
+                data = self._cache.get((private, key))
+                if data is not None:
+                    self._cache.move_to_end((private, key))
+                    return data
+        try:
+            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+        except botocore.exceptions.ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
+                return None
+            raise _unavailable(e, f"read s3://{bucket}/{key}") from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise _unavailable(e, f"read s3://{bucket}/{key}") from None
+        if immutable:
+            self._remember(private, key, body)
+        return body
+
+    def _remember(self, private: bool, key: str, data: bytes) -> None:
+        with self._lock:
+            if (private, key) not in self._cache:
+                self._cache[(private, key)] = data
+                self._cached += len(data)
+            while self._cached > CACHE_BYTES:
+                _, old = self._cache.popitem(last=False)
+                self._cached -= len(old)
+
+    def put_immutable(self, path: str, data: bytes) -> None:
+        """Create path with data; if it exists, it must hold exactly data (StorageError)."""
+        bucket, key, private = self._where(path)
+        try:
+            self._s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
+        except botocore.exceptions.ClientError as e:
+            code = e.response.get("Error", {}).get("Code")
+            if code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
+                raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+            existing = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
+            if existing != data:
+                raise StorageError(
+                    f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
+                    "to another log or was altered, refusing to overwrite it"
+                ) from None
+        except botocore.exceptions.BotoCoreError as e:
+            raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+        self._remember(private, key, data)
+
+    def put_many(self, objects: Sequence[tuple[str, bytes]]) -> None:
+        """put_immutable each (path, data), in parallel; returns once all are written."""
+        for done in [self._writers.submit(self.put_immutable, p, d) for p, d in objects]:
+            done.result()
+
+    def put_checkpoint(self, note: str) -> None:
+        """Replace the published checkpoint (callers serialise this: it must never go back)."""
+        bucket, key, _ = self._where(CHECKPOINT)
+        try:
+            self._s3.put_object(
+                Bucket=bucket,
+                Key=key,
+                Body=note.encode(),
+                ContentType="text/plain; charset=utf-8",
+                CacheControl="no-cache",
+            )
+        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+            raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+
+    def check_reachable(self) -> None:
+        """Fail early, with the URL, when a location's bucket cannot be reached."""
+        for loc in {self.public.bucket, self.private.bucket}:
+            try:
+                self._s3.head_bucket(Bucket=loc)
+            except botocore.exceptions.ClientError as e:
+                raise StorageError(
+                    f"cannot use bucket {loc!r}: {e.response.get('Error', {}).get('Message', e)}"
+                    " (create it first, and check the S3 credentials and endpoint settings)"
+                ) from None
+            except botocore.exceptions.BotoCoreError as e:
+                raise _unavailable(e, f"reach bucket {loc!r}") from None
+
+
+def _unavailable(e: Exception, what: str) -> StorageUnavailableError:
+    return StorageUnavailableError(f"cannot {what}: {e}")

@@ -1,0 +1,581 @@
+"""A log in PostgreSQL and object storage: any number of frontends, one log.
+
+PostgreSQL holds what is transactional with sequencing; the object store (server.objects_s3)
+holds what is immutable or public. Tables, schema version 1 (created and checked by the log):
+
+    affidavit_meta        name -> value: schema_version, entry_format
+    affidavit_head        the one row (id 1) every batch locks: size and note of the latest
+                          signed checkpoint; published size and note (its tiles, bundles and
+                          checkpoint object are all in the object store); pending: the entries
+                          of the one batch between the two (uint32-length-prefixed), or NULL
+    affidavit_leaf        leaf hash -> index of its first entry (dedup, proofs by leaf hash)
+    affidavit_checkpoint  tree size -> every checkpoint note the log signed
+    affidavit_cosigned    tree size -> the note with every witness cosignature received
+    affidavit_record      derived records: statement state (s/...) and search index (x/...)
+
+Order of writes, one batch (crash-safe; every step idempotent):
+
+ 1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends wait here). If a previous
+    batch is pending (its frontend died after step 2), publish it first (step 3) and commit.
+    The caller extends exactly the head it got: every batch reads the current head.
+ 2. sequence: in the same transaction insert the leaf-hash rows, derived records and the
+    signed checkpoint, set the head to the new size with the batch's entries as pending;
+    COMMIT. The batch is now durable: a crash from here on loses nothing.
+ 3. publish: lock the head row again; if still pending, write the entry bundles and tiles
+    (create-only; a redo finds identical bytes), then the checkpoint object, then set
+    published = size, pending = NULL; COMMIT. Appenders are answered after this step.
+
+The checkpoint object is written only after every tile and bundle it covers, and only under
+the head lock (so it never goes back); a reader of the bucket never sees a checkpoint whose
+tiles are missing. checkpoint() answers the published checkpoint, so a frontend never serves
+a tree whose tiles are not readable.
+
+SQL relied on: BIGINT, BYTEA, TEXT; primary keys; SELECT ... FOR UPDATE; INSERT ... SELECT
+FROM unnest(array, array); INSERT ... ON CONFLICT (key) DO UPDATE; ORDER BY/LIMIT on a
+BYTEA key (bytewise order); information_schema.tables. Known to work: PostgreSQL 12 and later
+(tested on 16); the same subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora
+PostgreSQL document as supported (not tested here). The session setting
+idle_in_transaction_session_timeout is set where the engine has it, so a frontend that hangs
+holding the head lock loses it.
+
+Sizing (per entry, PostgreSQL): one affidavit_leaf row, 32 + 8 bytes of data and about 28 of
+row header (~70 B heap) plus its primary-key B-tree entry (~50 B): ~120 B per entry, growing
+with the log; its index is the only per-entry index and costs one B-tree insert per append.
+A statement adds its state and search records in affidavit_record (typically 4–8 rows of
+50–300 B each, one B-tree entry each). Per batch: one affidavit_checkpoint row (~250 B) and
+one head-row update carrying the batch's entries once as pending (written, then cleared: WAL
+and TOAST churn about the size of the batch). Object storage per entry: its bytes + 2 in a
+bundle, 32 B in its level-0 tile, ~1/8 B in higher tiles; per batch one partial tile object
+per tile level and one partial bundle (kept, as each names its width; they can be deleted
+once the full tile exists).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import psycopg
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note
+from affidavit.merkle.errors import MerkleError, TileError
+from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
+from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
+from affidavit.server.objects_s3 import ObjectStore
+from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
+from psycopg_pool import ConnectionPool
+
+SCHEMA_VERSION = "1"
+SCAN_PAGE = 500
+POOL_SIZE = 8
+CONNECT_TIMEOUT_S = 3
+"""How long a request waits for a database connection before it is answered UNAVAILABLE."""
+
+_SCHEMA = (
+    "CREATE TABLE affidavit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
+    "CREATE TABLE affidavit_head (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT,"
+    " published BIGINT NOT NULL, published_note TEXT, pending BYTEA)",
+    "CREATE TABLE affidavit_leaf (leaf_hash BYTEA PRIMARY KEY, leaf_index BIGINT NOT NULL)",
+    "CREATE TABLE affidavit_checkpoint (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
+    "CREATE TABLE affidavit_cosigned (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
+    "CREATE TABLE affidavit_record (record_key BYTEA PRIMARY KEY, record_value BYTEA NOT NULL)",
+)
+_HEAD = (
+    "SELECT size, note, published, pending IS NOT NULL FROM affidavit_head WHERE id = 1 FOR UPDATE"
+)
+
+
+def _redacted(url: str) -> str:
+    """The URL without its password, for messages."""
+    try:
+        info = psycopg.conninfo.conninfo_to_dict(url)
+    except psycopg.ProgrammingError:
+        return "the --storage URL"
+    return f"postgresql://{info.get('user', '')}@{info.get('host', '')}:{info.get('port', '')}/" + (
+        f"{info.get('dbname', '')}"
+    )
+
+
+def _first_line(e: Exception) -> str:
+    """libpq's messages run over several lines; the first says what failed."""
+    return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+
+
+def _pack(entries: Sequence[bytes]) -> bytes:
+    return b"".join(len(e).to_bytes(4, "big") + e for e in entries)
+
+
+def _unpack(data: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 4], "big")
+        out.append(data[at + 4 : at + 4 + n])
+        at += 4 + n
+    return out
+
+
+def bundle_entries(data: bytes) -> list[bytes]:
+    """The entries of a tlog-tiles entry bundle (each uint16-length-prefixed)."""
+    out, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 2], "big")
+        if at + 2 + n > len(data):
+            raise StorageError("an entry bundle is truncated")
+        out.append(data[at + 2 : at + 2 + n])
+        at += 2 + n
+    return out
+
+
+def _bundle(entries: Sequence[bytes]) -> bytes:
+    return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+
+
+def _configure(conn: psycopg.Connection[Any]) -> None:
+    # An engine without the setting holds the lock until the session ends.
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SET idle_in_transaction_session_timeout = '60s'")
+
+
+class PostgresStorage:
+    """Implements server.logstore.LogStore over PostgreSQL and an ObjectStore."""
+
+    def __init__(self, url: str, objects: ObjectStore, *, create: bool = False) -> None:
+        self._url = _redacted(url)
+        self._objects = objects
+        self._published = 0
+        self._held: psycopg.Connection[Any] | None = None
+        self._cosigned: tuple[int, str] | None = None
+        self._lock = threading.Lock()
+        try:  # one plain connection first: a wrong URL fails now, in one line
+            psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
+        except psycopg.Error as e:
+            raise StorageError(f"cannot connect to {self._url}: {_first_line(e)}") from None
+        try:
+            self._pool: ConnectionPool[psycopg.Connection[Any]] = ConnectionPool(
+                url,
+                min_size=1,
+                max_size=POOL_SIZE,
+                kwargs={"autocommit": True, "connect_timeout": CONNECT_TIMEOUT_S},
+                configure=_configure,
+                open=False,
+                timeout=CONNECT_TIMEOUT_S,
+            )
+            self._pool.open(wait=True, timeout=15)
+        except (psycopg.Error, Exception) as e:
+            raise StorageError(f"cannot connect to {self._url}: {_first_line(e)}") from None
+        try:
+            objects.check_reachable()
+            if create:
+                self._create()
+            self._check_schema()
+        except BaseException:
+            self.close()
+            raise
+        if not create:
+            self._finish_pending()
+            self._refresh_cosigned()
+
+    # Schema.
+
+    def _tables(self) -> set[str]:
+        rows = self._read(
+            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE %s",
+            ("affidavit_%",),
+        )
+        return {r[0] for r in rows}
+
+    def _create(self) -> None:
+        if self._tables():
+            raise StorageError(f"{self._url} already holds a log; use another database")
+        with self._pool.connection() as conn, conn.transaction():
+            for statement in _SCHEMA:
+                conn.execute(statement)
+            conn.execute(
+                "INSERT INTO affidavit_meta (name, value) VALUES ('schema_version', %s)",
+                (SCHEMA_VERSION,),
+            )
+            conn.execute(
+                "INSERT INTO affidavit_head (id, size, published) VALUES (1, 0, 0)",
+            )
+
+    def _check_schema(self) -> None:
+        if "affidavit_meta" not in self._tables():
+            raise StorageError(f"no log in {self._url} (run `affidavit init --storage …` first)")
+        rows = self._read("SELECT value FROM affidavit_meta WHERE name = 'schema_version'")
+        version = rows[0][0] if rows else None
+        if version != SCHEMA_VERSION:
+            raise StorageError(
+                f"{self._url} has schema version {version!r}; "
+                f"this affidavit reads version {SCHEMA_VERSION!r}"
+            )
+
+    # The boundary.
+
+    @property
+    def location(self) -> str:
+        return f"{self._url} with objects in {self._objects.public.url()}"
+
+    @property
+    def shared(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        if self._held is not None:
+            self.unlock_head()
+        self._pool.close()
+        self._objects.close()
+
+    def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
+        """One read, in autocommit; retried once on a broken connection (a restarted server)."""
+        for attempt in (0, 1):
+            try:
+                with self._pool.connection() as conn:
+                    return conn.execute(sql, params).fetchall()
+            except psycopg.OperationalError as e:
+                if attempt:
+                    raise StorageUnavailableError(
+                        f"cannot read from {self._url}: {_first_line(e)}"
+                    ) from None
+            except psycopg.Error as e:
+                raise StorageError(f"reading from {self._url} failed: {_first_line(e)}") from None
+        raise AssertionError("unreachable")
+
+    def entry_format(self) -> str:
+        rows = self._read("SELECT value FROM affidavit_meta WHERE name = 'entry_format'")
+        if not rows:
+            raise StorageError(f"{self._url} records no entry format; run `affidavit init`")
+        return str(rows[0][0])
+
+    def set_entry_format(self, entry_format: str) -> None:
+        with self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO affidavit_meta (name, value) VALUES ('entry_format', %s) "
+                "ON CONFLICT (name) DO UPDATE SET value = EXCLUDED.value",
+                (entry_format,),
+            )
+
+    def checkpoint(self) -> str | None:
+        """The published checkpoint; also refreshes the cosigned one that cosigned() gives
+        (the sequencer calls this often on a shared log, off the event loop)."""
+        rows = self._read("SELECT published, published_note FROM affidavit_head WHERE id = 1")
+        self._refresh_cosigned()
+        if not rows or rows[0][1] is None:
+            return None
+        with self._lock:
+            self._published = max(self._published, rows[0][0])
+        return str(rows[0][1])
+
+    def _refresh_cosigned(self) -> None:
+        rows = self._read(
+            "SELECT tree_size, note FROM affidavit_cosigned ORDER BY tree_size DESC LIMIT 1"
+        )
+        with self._lock:
+            self._cosigned = (int(rows[0][0]), str(rows[0][1])) if rows else None
+
+    def checkpoint_at(self, size: int) -> str | None:
+        rows = self._read("SELECT note FROM affidavit_checkpoint WHERE tree_size = %s", (size,))
+        return str(rows[0][0]) if rows else None
+
+    def cosigned(self) -> tuple[int, str] | None:
+        """The newest cosigned checkpoint, as last read: served with every checkpoint, so it
+        never waits for the database (other frontends' cosignatures show within a refresh)."""
+        with self._lock:
+            return self._cosigned
+
+    def cosigned_at(self, size: int) -> str | None:
+        rows = self._read("SELECT note FROM affidavit_cosigned WHERE tree_size = %s", (size,))
+        return str(rows[0][0]) if rows else None
+
+    def put_cosigned(self, size: int, note_text: str) -> None:
+        try:
+            with self._pool.connection() as conn:
+                conn.execute(
+                    "INSERT INTO affidavit_cosigned (tree_size, note) VALUES (%s, %s) "
+                    "ON CONFLICT (tree_size) DO UPDATE SET note = EXCLUDED.note",
+                    (size, note_text),
+                )
+        except psycopg.OperationalError as e:
+            raise StorageUnavailableError(
+                f"cannot write to {self._url}: {_first_line(e)}"
+            ) from None
+        with self._lock:
+            if self._cosigned is None or size >= self._cosigned[0]:
+                self._cosigned = (size, note_text)
+
+    def index_of(self, leaf_hash: bytes) -> int | None:
+        rows = self._read(
+            "SELECT leaf_index FROM affidavit_leaf WHERE leaf_hash = %s", (leaf_hash,)
+        )
+        return int(rows[0][0]) if rows else None
+
+    def get(self, key: bytes) -> bytes | None:
+        rows = self._read("SELECT record_value FROM affidavit_record WHERE record_key = %s", (key,))
+        return bytes(rows[0][0]) if rows else None
+
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        if not keys:
+            return {}
+        rows = self._read(
+            "SELECT record_key, record_value FROM affidavit_record WHERE record_key = ANY(%s)",
+            (list(keys),),
+        )
+        return {bytes(k): bytes(v) for k, v in rows}
+
+    def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
+        stop = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes are ASCII, never end in 0xff
+        at, inclusive = prefix + start, True
+        while True:
+            rows = self._read(
+                "SELECT record_key, record_value FROM affidavit_record WHERE record_key "
+                + (">=" if inclusive else ">")
+                + " %s AND record_key < %s ORDER BY record_key LIMIT %s",
+                (at, stop, SCAN_PAGE),
+            )
+            for key, value in rows:
+                yield bytes(key), bytes(value)
+            if len(rows) < SCAN_PAGE:
+                return
+            at, inclusive = bytes(rows[-1][0]), False
+
+    def _published_size(self) -> int:
+        with self._lock:
+            return self._published
+
+    def _object_for(self, tile: Tile) -> str:
+        """The path of the object holding at least tile's width: its own when full, else the
+        tile as it stands at the published size (partial objects exist only at those sizes)."""
+        if tile.width == WIDTH:
+            return tile.path()
+        try:
+            stored = tile_at(tile.level, tile.index, self._published_size())
+        except TileError:
+            stored = tile
+        if stored.width < tile.width:
+            raise StorageError(f"tile {tile.path()} is beyond the published tree")
+        return stored.path()
+
+    def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        out = []
+        for tile in tiles:
+            path = self._object_for(tile)
+            data = self._objects.get(path)
+            if data is None or len(data) < tile.width * hashing.HASH_SIZE:
+                raise StorageError(f"tile {path} is missing or short in the object store")
+            out.append(data)
+        return out
+
+    def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
+        """Entries from the bundles; stops early (the caller reports it) at a missing one."""
+        index = start
+        while index < end:
+            base = index // WIDTH * WIDTH
+            want = min(end - base, WIDTH)
+            data = self._objects.get(self._object_for(Tile(ENTRIES, base // WIDTH, want)))
+            if data is None:
+                return
+            bundle = bundle_entries(data)
+            for offset in range(index - base, min(len(bundle), want)):
+                yield base + offset, bundle[offset]
+            index = base + WIDTH
+
+    def entry(self, index: int) -> bytes | None:
+        return next((e for _, e in self.entries(index, index + 1)), None)
+
+    def check_writable(self) -> None:
+        self._read("SELECT 1")
+
+    def last_entry_index(self) -> int | None:
+        size = self._published_size()
+        if size == 0:
+            return None
+        path = tile_at(ENTRIES, (size - 1) // WIDTH, size).path()
+        data = self._objects.get(path)
+        if data is None:
+            raise StorageError(f"entry bundle {path} is missing from the object store")
+        return (size - 1) // WIDTH * WIDTH + len(bundle_entries(data)) - 1
+
+    # Extending the log.
+
+    def lock_head(self) -> str | None:
+        if self._held is not None:
+            raise RuntimeError("the head is already locked by this process")
+        try:
+            conn = self._pool.getconn()
+        except Exception as e:
+            raise StorageUnavailableError(f"cannot reach {self._url}: {_first_line(e)}") from None
+        try:
+            while True:  # another frontend may sequence between our COMMIT and BEGIN
+                conn.execute("BEGIN")
+                size, head, published, pending = conn.execute(_HEAD).fetchone()  # type: ignore[misc]
+                if not pending:
+                    break
+                self._publish(conn, size, head, published, None)
+                conn.execute("COMMIT")
+            with self._lock:
+                self._published = published
+        except psycopg.Error as e:
+            self._release(conn, rollback=True)
+            raise StorageUnavailableError(
+                f"cannot lock the log head in {self._url}: {_first_line(e)}"
+            ) from None
+        except BaseException:
+            self._release(conn, rollback=True)
+            raise
+        self._held = conn
+        return None if head is None else str(head)
+
+    def _release(self, conn: psycopg.Connection[Any], *, rollback: bool) -> None:
+        if rollback:
+            with contextlib.suppress(psycopg.Error):  # broken: the pool discards it
+                conn.execute("ROLLBACK")
+        self._pool.putconn(conn)
+
+    def unlock_head(self) -> None:
+        conn, self._held = self._held, None
+        if conn is not None:
+            self._release(conn, rollback=True)
+
+    def commit(self, batch: Batch, previous: str | None) -> None:
+        conn, self._held = self._held, None
+        if conn is None:
+            raise RuntimeError("commit without lock_head")
+        new_size = batch.first_index + len(batch.entries)
+        try:
+            self._sequence(conn, batch, new_size, previous)
+        except psycopg.OperationalError as e:
+            self._release(conn, rollback=True)
+            raise StorageUnavailableError(
+                f"cannot commit to {self._url}: {_first_line(e)}"
+            ) from None
+        except psycopg.Error as e:
+            self._release(conn, rollback=True)
+            raise StorageError(f"commit to {self._url} failed: {_first_line(e)}") from None
+        except BaseException:
+            self._release(conn, rollback=True)
+            raise
+        self._release(conn, rollback=False)
+        self._finish_pending(batch)
+
+    def _sequence(
+        self, conn: psycopg.Connection[Any], batch: Batch, new_size: int, previous: str | None
+    ) -> None:
+        """Step 2: the batch, durable in the database (the head row is locked by conn)."""
+        (head,) = conn.execute("SELECT note FROM affidavit_head WHERE id = 1").fetchone() or (None,)
+        if head != previous:
+            raise ConflictError(
+                f"the head in {self._url} is not the checkpoint this batch extends; refusing "
+                "to sign over it"
+            )
+        if any(len(e) > MAX_BUNDLE_ENTRY for e in batch.entries):
+            raise StorageError(f"entries of this log are at most {MAX_BUNDLE_ENTRY} bytes")
+        if batch.leaf_hashes:
+            conn.execute(
+                "INSERT INTO affidavit_leaf (leaf_hash, leaf_index) "
+                "SELECT * FROM unnest(%s::bytea[], %s::bigint[])",
+                (list(batch.leaf_hashes), list(range(batch.first_index, new_size))),
+            )
+        if batch.extra:
+            for key in batch.extra:
+                if not key.startswith(DERIVED_PREFIXES):
+                    raise ValueError(f"derived key {key!r} is outside the derived namespaces")
+            conn.execute(
+                "INSERT INTO affidavit_record (record_key, record_value) "
+                "SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                "ON CONFLICT (record_key) DO UPDATE SET record_value = EXCLUDED.record_value",
+                (list(batch.extra.keys()), list(batch.extra.values())),
+            )
+        conn.execute(
+            "INSERT INTO affidavit_checkpoint (tree_size, note) VALUES (%s, %s)",
+            (new_size, batch.checkpoint),
+        )
+        conn.execute(
+            "UPDATE affidavit_head SET size = %s, note = %s, pending = %s WHERE id = 1",
+            (new_size, batch.checkpoint, _pack(batch.entries)),
+        )
+        conn.execute("COMMIT")
+
+    def _finish_pending(self, batch: Batch | None = None) -> None:
+        """Step 3, in its own transaction: publish the pending batch, if any (this process's
+        own, batch, or one left by a frontend that died)."""
+        try:
+            with self._pool.connection() as conn, conn.transaction():
+                size, head, published, pending = conn.execute(_HEAD).fetchone()  # type: ignore[misc]
+                if pending:
+                    self._publish(conn, size, head, published, batch)
+                else:
+                    with self._lock:
+                        self._published = max(self._published, published)
+        except psycopg.OperationalError as e:
+            raise StorageUnavailableError(
+                f"cannot publish to {self._url}: {_first_line(e)}"
+            ) from None
+
+    def _publish(
+        self,
+        conn: psycopg.Connection[Any],
+        size: int,
+        head: str,
+        published: int,
+        batch: Batch | None,
+    ) -> None:
+        """Write entries [published, size) to the object store: bundles, tiles, then the
+        checkpoint; then mark them published (conn holds the head lock, in a transaction).
+        They are batch's when it is the pending one, else read back from the head row."""
+        mine = batch is not None and batch.first_index == published and batch.checkpoint == head
+        if batch is not None and mine:
+            entries = list(batch.entries)
+        else:
+            row = conn.execute("SELECT pending FROM affidavit_head WHERE id = 1").fetchone()
+            entries = _unpack(row[0]) if row is not None and row[0] is not None else []
+        if len(entries) != size - published:
+            raise StorageError(
+                f"{self._url}: the pending batch holds {len(entries)} entries, "
+                f"the head says {size - published}; the database was altered"
+            )
+        with self._lock:
+            self._published = published  # the tiles to extend are those of the published tree
+        if batch is not None and mine:
+            tiles = batch.tiles
+        else:  # another frontend's batch: its tiles again, from the published tree
+            growth = grow(published, hashing.leaf_hashes(entries), self.read_tiles)
+            try:
+                cp = checkpoints.parse(note.parse_note(head)[0])
+            except MerkleError as e:
+                raise StorageError(f"{self._url}: the head checkpoint is malformed: {e}") from None
+            if growth.root() != cp.root_hash or growth.size != cp.size:
+                raise StorageError(
+                    f"{self._url}: the pending entries do not give the head checkpoint's root; "
+                    "the database was altered"
+                )
+            tiles = growth.tiles
+        objects = self._bundles(published, entries)
+        objects += [(tile.path(), data) for tile, data in tiles.items()]
+        self._objects.put_many(objects)
+        self._objects.put_checkpoint(head)
+        conn.execute(
+            "UPDATE affidavit_head SET published = size, published_note = note, pending = NULL "
+            "WHERE id = 1"
+        )
+        with self._lock:
+            self._published = size
+
+    def _bundles(self, old_size: int, entries: Sequence[bytes]) -> list[tuple[str, bytes]]:
+        """The entry bundles that appear or grow when entries are appended at old_size."""
+        out: list[tuple[str, bytes]] = []
+        at, taken = old_size, 0
+        while taken < len(entries):
+            n, offset = divmod(at, WIDTH)
+            take = min(WIDTH - offset, len(entries) - taken)
+            head = b""
+            if offset:
+                path = Tile(ENTRIES, n, offset).path()
+                stored = self._objects.get(path)
+                if stored is None:
+                    raise StorageError(f"entry bundle {path} is missing from the object store")
+                head = stored
+            body = head + _bundle(entries[taken : taken + take])
+            out.append((Tile(ENTRIES, n, offset + take).path(), body))
+            at, taken = at + take, taken + take
+        return out

@@ -1,0 +1,392 @@
+"""A log in PostgreSQL and object storage, served by several stateless frontends.
+
+Real servers throughout: PostgreSQL and SeaweedFS from tests/backends.py, `affidavit serve`
+processes from tests/serverproc.py. Bounded by default; AFFIDAVIT_SLOW=1 runs longer loads.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import shutil
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+import psycopg
+import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note, proofs
+from affidavit.merkle.tiles import ENTRIES, Tile, TileHashReader, tile_at
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.proto import affidavit_pb2_grpc as pb_grpc
+from affidavit.server.storage_postgres import bundle_entries
+
+from affidavit import merkle
+from tests import backends, serverproc
+from tests import test_durability as durability
+from tests.backends import Scaleout
+from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
+
+backends_root = backends.backends_root
+postgres = backends.postgres
+objects = backends.objects
+scaleout = backends.scaleout
+server_factory = serverproc.server_factory
+
+SLOW = os.environ.get("AFFIDAVIT_SLOW") == "1"
+LOAD_S = 10.0 if SLOW else 2.0
+
+
+def frontend(factory: ServerFactory, where: Scaleout, data_dir: Path | None = None, *args: str):
+    """A started `affidavit serve` on the scale-out log (creating it on the first call)."""
+    return factory(*where.args(), *args, data_dir=data_dir, env=where.env())
+
+
+def frontends(factory: ServerFactory, where: Scaleout, n: int) -> list[ServerProcess]:
+    """n frontends on one log: the first creates it, the others get copies of its keys."""
+    first = frontend(factory, where)
+    out = [first]
+    for _ in range(n - 1):
+        d = factory.new_dir()
+        d.mkdir(parents=True)
+        for name in ("log.key", "log.pub"):
+            shutil.copy2(first.data_dir / name, d / name)
+        out.append(frontend(factory, where, d))
+    return out
+
+
+def bucket_get(where: Scaleout, key: str) -> bytes | None:
+    client = where.objects.client()
+    try:
+        return client.get_object(Bucket=where.bucket, Key=key)["Body"].read()
+    except client.exceptions.NoSuchKey:
+        return None
+
+
+def append_all(s: ServerProcess, entries: list[bytes]) -> list[pb.AppendResponse]:
+    resp = s.stub.AppendBatch(pb.AppendBatchRequest(entries=entries), timeout=RPC_TIMEOUT)
+    out = []
+    for r in resp.results:
+        assert r.WhichOneof("result") == "ok", r
+        out.append(r.ok)
+    return out
+
+
+def test_one_frontend_appends_serves_and_restarts(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    assert not (s.data_dir / "db").exists(), "no LevelDB beside a PostgreSQL log"
+    entries = [f"entry {i}".encode() for i in range(600)]
+    acks = append_all(s, entries[:300]) + append_all(s, entries[300:])
+    assert [a.index for a in acks] == list(range(600))
+    key = s.verifier_key
+    for a in acks[::97]:
+        cp = checkpoints.parse(note.open(a.checkpoint, [key]))
+        merkle.verify_inclusion(
+            hashing.leaf_hash(entries[a.index]),
+            a.index,
+            cp.size,
+            list(a.inclusion_proof),
+            cp.root_hash,
+        )
+    again = append_all(s, [entries[5]])[0]
+    assert again.duplicate and again.index == 5
+    got = s.all_entries()
+    assert [e.data for e in got] == entries
+    s.restart()
+    assert s.checkpoint().size == 600
+    p = s.stub.GetInclusionProof(pb.GetInclusionProofRequest(index=3, tree_size=7))
+    assert p.tree_size == 7
+    root7 = merkle.root_hash([hashing.leaf_hash(e) for e in entries[:7]])
+    merkle.verify_inclusion(hashing.leaf_hash(entries[3]), 3, 7, list(p.hashes), root7)
+    assert [e.data for e in s.all_entries(250, 270)] == entries[250:270]
+
+
+def test_the_bucket_is_a_tlog_tiles_api(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    entries = [f"tile {i}".encode() for i in range(700)]
+    for at in range(0, 700, 233):
+        append_all(s, entries[at : at + 233])
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    cp = checkpoints.parse(note.open(text.decode(), [s.verifier_key]))
+    assert cp.size == 700 and cp.root_hash == s.checkpoint().root_hash
+
+    def read_tiles(tiles):
+        out = []
+        for t in tiles:
+            data = bucket_get(scaleout, "log/" + tile_at(t.level, t.index, cp.size).path())
+            assert data is not None, t.path()
+            out.append(data)
+        return out
+
+    reader = TileHashReader(cp.size, read_tiles)
+    for index in (0, 255, 256, 511, 699):
+        mine = proofs.prove_inclusion(index, cp.size, reader)
+        theirs = s.stub.GetInclusionProof(pb.GetInclusionProofRequest(index=index))
+        assert list(theirs.hashes) == mine
+        merkle.verify_inclusion(
+            hashing.leaf_hash(entries[index]), index, cp.size, mine, cp.root_hash
+        )
+    consistency = s.stub.GetConsistencyProof(pb.GetConsistencyProofRequest(first=233))
+    assert list(consistency.hashes) == proofs.prove_consistency(233, cp.size, reader)
+    # Full tiles are there under their own names; entries are not public.
+    assert bucket_get(scaleout, "log/tile/0/000") is not None
+    assert bucket_get(scaleout, "log/tile/entries/000") is None
+    bundle = bucket_get(scaleout, "log.private/" + Tile(ENTRIES, 2, 700 - 512).path())
+    assert bundle is not None and bundle_entries(bundle) == entries[512:700]
+
+
+@dataclass
+class Load:
+    """Appenders (tests.test_durability's) on every frontend, recording into one Record."""
+
+    record: durability.Record = field(default_factory=durability.Record)
+    stop: threading.Event = field(default_factory=threading.Event)
+    alive: threading.Event = field(default_factory=threading.Event)
+    threads: list[threading.Thread] = field(default_factory=list)
+    channels: list[grpc.Channel] = field(default_factory=list)
+
+    def start(self, servers: list[ServerProcess], per_server: int, seed: int) -> None:
+        rng = random.Random(seed)
+        earlier = list(self.record.acks)
+        self.alive.set()
+        for k, s in enumerate(servers):
+            channel = grpc.insecure_channel(s.address)
+            self.channels.append(channel)
+            stub = pb_grpc.LogStub(channel)
+            for i in range(per_server):
+                args = (stub, f"f{k}a{i}s{seed}", random.Random(rng.random()), self.record)
+                self.threads.append(
+                    threading.Thread(
+                        target=durability.appender,
+                        args=(*args, earlier, self.stop, self.alive),
+                        daemon=True,
+                    )
+                )
+            self.threads.append(
+                threading.Thread(
+                    target=durability.watcher,
+                    args=(stub, self.record, self.stop, self.alive),
+                    daemon=True,
+                )
+            )
+        for t in self.threads:
+            t.start()
+
+    def wait_for(self, acks: int, timeout: float = 60.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.record.count() < acks:
+            assert time.monotonic() < deadline, f"only {self.record.count()} acks"
+            assert not self.record.unexpected, self.record.unexpected
+            time.sleep(0.02)
+
+    def finish(self) -> None:
+        self.alive.clear()
+        self.stop.set()
+        for t in self.threads:
+            t.join(timeout=2 * RPC_TIMEOUT)
+        for c in self.channels:
+            c.close()
+        assert not any(t.is_alive() for t in self.threads), "an appender hung"
+        self.threads, self.channels = [], []
+        self.stop = threading.Event()
+        assert not self.record.unexpected, self.record.unexpected
+
+
+def converge(servers: list[ServerProcess], size: int) -> None:
+    """Every frontend serves the same latest checkpoint (idle ones follow within a second)."""
+    deadline = time.monotonic() + 30
+    for s in servers:
+        while s.checkpoint().size < size:
+            assert time.monotonic() < deadline, f"{s.address} stays at {s.checkpoint().size}"
+            time.sleep(0.05)
+
+
+@pytest.mark.parametrize("n", [2, 3])
+def test_frontends_append_concurrently_into_one_log(server_factory, scaleout, n):
+    servers = frontends(server_factory, scaleout, n)
+    load = Load()
+    # Entries acknowledged by the first frontend, re-sent to every frontend during the load:
+    # deduplicated across frontends (each ends up once, at its first index).
+    warm = append_all(servers[0], [f"warm {i}".encode() for i in range(20)])
+    load.record.acks += [
+        durability.Ack(f"warm {a.index}".encode(), a.index, a.checkpoint, list(a.inclusion_proof))
+        for a in warm
+    ]
+    load.start(servers, per_server=3, seed=n)
+    try:
+        load.wait_for(100)
+        time.sleep(LOAD_S)
+    finally:
+        load.finish()
+    converge(servers, max(s.checkpoint().size for s in servers))
+    # Every receipt and checkpoint any frontend gave, checked against the one log; all
+    # frontends serve the same tree.
+    durability.check_log(servers[-1], load.record, random.Random(0))
+    assert len({s.checkpoint().root_hash for s in servers}) == 1
+
+
+def head_row(where: Scaleout) -> tuple[int, int, bool]:
+    """The database's head: (size, published size, whether a batch is pending)."""
+    with psycopg.connect(where.storage_url) as conn:
+        row = conn.execute(
+            "SELECT size, published, pending IS NOT NULL FROM affidavit_head WHERE id = 1"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1]), bool(row[2])
+
+
+def test_kill_9_mid_batch_while_another_frontend_goes_on(server_factory, scaleout):
+    a, b = frontends(server_factory, scaleout, 2)
+    load = Load()
+    rounds = 3 if SLOW else 1
+    for r in range(rounds):
+        load.start([a, b], per_server=3, seed=10 + r)
+        try:
+            load.wait_for(load.record.count() + 50)
+            time.sleep(random.uniform(0.0, LOAD_S))
+            load.alive.clear()  # from here on, errors are expected
+            assert a.proc is not None
+            a.proc.kill()  # SIGKILL while batches are in flight
+            a.kill()
+        finally:
+            load.finish()
+        a.start()
+        converge([a, b], max(s.checkpoint().size for s in (a, b)))
+        durability.check_log(a, load.record, random.Random(r))
+    size, published, pending = head_row(scaleout)
+    assert (published, pending) == (size, False)
+
+
+def test_kill_9_between_the_database_commit_and_the_object_writes(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    append_all(s, [b"before"])
+    weed = scaleout.objects.proc
+    assert weed is not None
+    before = head_row(scaleout)
+    # With the object store frozen, the next batch commits in PostgreSQL (the right edge of
+    # the tree is in the frontend's memory) and then hangs writing its tiles.
+    weed.send_signal(signal.SIGSTOP)
+    try:
+        call = s.stub.Append.future(pb.AppendRequest(entry=b"in between"), timeout=RPC_TIMEOUT)
+        deadline = time.monotonic() + 30
+        while head_row(scaleout)[0] == before[0]:
+            assert time.monotonic() < deadline, "the batch never reached the database"
+            time.sleep(0.05)
+        size, published, pending = head_row(scaleout)
+        assert (size, published, pending) == (before[0] + 1, before[0], True)
+        assert s.proc is not None
+        s.proc.kill()  # between the commit and the object writes
+        s.kill()
+        with pytest.raises(grpc.RpcError):
+            call.result()
+    finally:
+        weed.send_signal(signal.SIGCONT)
+    # The bucket's checkpoint never covers tiles not yet written: it still says `before`.
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before[0]
+    s.start()  # the restarted frontend publishes the interrupted batch
+    assert head_row(scaleout) == (before[0] + 1, before[0] + 1, False)
+    assert s.checkpoint().size == before[0] + 1
+    again = append_all(s, [b"in between"])[0]
+    assert again.duplicate and again.index == before[0]
+    assert [e.data for e in s.all_entries()][-2:] == [b"before", b"in between"]
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before[0] + 1
+
+
+def test_postgres_restarted_under_load(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    load = Load()
+    load.start([s], per_server=4, seed=7)
+    try:
+        load.wait_for(50)
+        scaleout.postgres.stop()
+        refused = 0
+        deadline = time.monotonic() + 30
+        while refused == 0:  # appends fail (UNAVAILABLE, retryable), nothing else
+            try:
+                s.stub.Append(pb.AppendRequest(entry=b"while down"), timeout=RPC_TIMEOUT)
+            except grpc.RpcError as e:
+                assert e.code() == grpc.StatusCode.UNAVAILABLE, e
+                refused += 1
+            assert time.monotonic() < deadline, "appends kept succeeding with the database down"
+        during = load.record.count()
+        scaleout.postgres.start()
+        load.wait_for(during + 50)  # and resume
+    finally:
+        if scaleout.postgres.proc is None or scaleout.postgres.proc.poll() is not None:
+            scaleout.postgres.start()
+        load.finish()
+    durability.check_log(s, load.record, random.Random(1))
+
+
+def test_startup_refuses_tiles_that_do_not_match_the_signed_checkpoint(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    append_all(s, [f"e{i}".encode() for i in range(10)])
+    assert s.stop() == 0
+    client = scaleout.objects.client()
+    key = "log/" + Tile(0, 0, 10).path()
+    good = bucket_get(scaleout, key)
+    assert good is not None
+    client.put_object(Bucket=scaleout.bucket, Key=key, Body=bytes(len(good)))
+    s.spawn()
+    assert s.wait_exit() == 2
+    assert "refusing to serve" in s.stderr, s.stderr
+    client.delete_object(Bucket=scaleout.bucket, Key="log.private/" + Tile(ENTRIES, 0, 10).path())
+    client.put_object(Bucket=scaleout.bucket, Key=key, Body=good)
+    s.spawn()
+    assert s.wait_exit() == 2
+    assert "entry bundle tile/entries/000.p/10 is missing" in s.stderr, s.stderr
+
+
+def test_settings_errors_are_one_line(tmp_path, scaleout):
+    def fails(*args: str, env=None) -> str:
+        r = serverproc.run_cli(*args, env=env)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("affidavit: error: "), r.stderr
+        return lines[0]
+
+    d = str(tmp_path / "d")
+    assert "needs --objects" in fails("init", "--data-dir", d, "--storage", scaleout.storage_url)
+    assert "PostgreSQL URL" in fails("init", "--data-dir", d, "--storage", "mysql://x/y")
+    assert "--objects goes with --storage" in fails("init", "--data-dir", d, "--objects", "s3://b")
+    assert "not an object store URL" in fails(
+        "init", "--data-dir", d, "--storage", scaleout.storage_url, "--objects", "gs://b/p"
+    )
+    closed = scaleout.postgres.url().replace(str(scaleout.postgres.port), "1")
+    assert "cannot connect" in fails(
+        "init",
+        "--data-dir",
+        d,
+        "--storage",
+        closed,
+        "--objects",
+        scaleout.objects_url,
+        env=scaleout.env(),
+    )
+    assert "inside the public one" in fails(
+        "init",
+        "--data-dir",
+        d,
+        *scaleout.args(),
+        "--private-objects",
+        f"s3://{scaleout.bucket}/log/private",
+        env=scaleout.env(),
+    )
+    # A second log in the same database is refused; so is a frontend without the log's key.
+    assert (
+        serverproc.run_cli("init", "--data-dir", d, *scaleout.args(), env=scaleout.env()).returncode
+        == 0
+    )
+    other = str(tmp_path / "other")
+    assert "already holds a log" in fails(
+        "init", "--data-dir", other, *scaleout.args(), env=scaleout.env()
+    )
