@@ -23,6 +23,7 @@ boto3 credential source, AWS_REGION); with a custom endpoint, path-style address
 
 from __future__ import annotations
 
+import logging
 import os
 import threading
 from collections import OrderedDict
@@ -40,6 +41,8 @@ from botocore.config import Config
 
 if TYPE_CHECKING:
     from mypy_boto3_s3 import S3Client
+
+log = logging.getLogger("affidavit.server")
 
 CHECKPOINT = "checkpoint"
 CACHE_BYTES = 32 << 20
@@ -146,8 +149,12 @@ class ObjectStore:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old)
 
-    def put_immutable(self, path: str, data: bytes) -> None:
-        """Create path with data; if it exists, it must hold exactly data (StorageError)."""
+    def put_immutable(self, path: str, data: bytes, *, unpublished: bool = False) -> None:
+        """Create path with data; if it exists, it must hold exactly data (StorageError).
+
+        unpublished: no published checkpoint covers path (it holds hashes or entries beyond
+        every one), so different bytes there are what a writer that died mid-publication left
+        (an upload cut short, or a batch that was never committed): they are replaced."""
         bucket, key, private = self._where(path)
         try:
             self._s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
@@ -157,17 +164,25 @@ class ObjectStore:
                 raise _unavailable(e, f"write s3://{bucket}/{key}") from None
             existing = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
             if existing != data:
-                raise StorageError(
-                    f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
-                    "to another log or was altered, refusing to overwrite it"
-                ) from None
+                if not unpublished:
+                    raise StorageError(
+                        f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
+                        "to another log or was altered, refusing to overwrite it"
+                    ) from None
+                log.warning("replacing s3://%s/%s, left by an interrupted publication", bucket, key)
+                self._s3.put_object(Bucket=bucket, Key=key, Body=data)
         except botocore.exceptions.BotoCoreError as e:
             raise _unavailable(e, f"write s3://{bucket}/{key}") from None
         self._remember(private, key, data)
 
-    def put_many(self, objects: Sequence[tuple[str, bytes]]) -> None:
-        """put_immutable each (path, data), in parallel; returns once all are written."""
-        for done in [self._writers.submit(self.put_immutable, p, d) for p, d in objects]:
+    def put_unpublished(self, objects: Sequence[tuple[str, bytes]]) -> None:
+        """put_immutable(unpublished=True) each (path, data), in parallel; returns once all are
+        written. For a batch being published: every object it writes holds something beyond
+        the published tree."""
+        writes = [
+            self._writers.submit(self.put_immutable, p, d, unpublished=True) for p, d in objects
+        ]
+        for done in writes:
             done.result()
 
     def put_checkpoint(self, note: str) -> None:

@@ -63,7 +63,7 @@ from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
-from affidavit.server.objects_s3 import ObjectStore
+from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool
 
@@ -189,6 +189,11 @@ class PostgresStorage:
     def _create(self) -> None:
         if self._tables():
             raise StorageError(f"{self._url} already holds a log; use another database")
+        if self._objects.get(CHECKPOINT) is not None:
+            raise StorageError(
+                f"{self._objects.public.url()} already holds a log's checkpoint; give each log "
+                "its own --objects location"
+            )
         with self._pool.connection() as conn, conn.transaction():
             for statement in _SCHEMA:
                 conn.execute(statement)
@@ -552,7 +557,7 @@ class PostgresStorage:
             tiles = growth.tiles
         objects = self._bundles(published, entries)
         objects += [(tile.path(), data) for tile, data in tiles.items()]
-        self._objects.put_many(objects)
+        self._objects.put_unpublished(objects)
         self._objects.put_checkpoint(head)
         conn.execute(
             "UPDATE affidavit_head SET published = size, published_note = note, pending = NULL "

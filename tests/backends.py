@@ -103,12 +103,20 @@ class Postgres:
                     parent.chmod(parent.stat().st_mode | 0o011)
             os.chown(root, entry.pw_uid, entry.pw_gid)
         subprocess.run(
-            [str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "postgres"]
+            self._as_user(str(POSTGRES_BIN / "initdb"), "-D", str(self.data), "-U", "postgres")
             + ["--auth=trust", "--encoding=utf8", "--no-sync"],
             check=True,
             capture_output=True,
-            user=self._user,
         )
+
+    def _as_user(self, *argv: str) -> list[str]:
+        """argv, run as the server's user. Through setpriv (which execs it), not Popen(user=):
+        that forks in Python, and a fork while gRPC threads run can abort the child."""
+        if self._user is None:
+            return list(argv)
+        return ["setpriv", f"--reuid={self._user}", f"--regid={self._user}", "--init-groups"] + [
+            *argv
+        ]
 
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@127.0.0.1:{self.port}/{database}"
@@ -117,13 +125,12 @@ class Postgres:
         assert self.proc is None or self.proc.poll() is not None, "already running"
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [str(POSTGRES_BIN / "postgres"), "-D", str(self.data)]
+                self._as_user(str(POSTGRES_BIN / "postgres"), "-D", str(self.data))
                 + ["-h", "127.0.0.1", "-p", str(self.port), "-k", str(self.data)]
                 + ["-c", "max_connections=300", "-c", "fsync=on"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,
-                user=self._user,
             )
         deadline = time.monotonic() + START_TIMEOUT
         while True:

@@ -390,3 +390,14 @@ def test_settings_errors_are_one_line(tmp_path, scaleout):
     assert "already holds a log" in fails(
         "init", "--data-dir", other, *scaleout.args(), env=scaleout.env()
     )
+    fresh = scaleout.postgres.new_database()
+    assert "already holds a log's checkpoint" in fails(
+        "init",
+        "--data-dir",
+        other,
+        "--storage",
+        fresh,
+        "--objects",
+        scaleout.objects_url,
+        env=scaleout.env(),
+    )
