@@ -31,7 +31,7 @@ from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
 from affidavit.server.errors import unexpected_failure
 from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
-from affidavit.server.logstore import LogStore, StorageUnavailableError
+from affidavit.server.logstore import LogStore
 from affidavit.server.storage import (
     Batch,
     ConflictError,
@@ -149,6 +149,7 @@ class Sequencer:
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
+        self._refreshing: asyncio.Future[None] | None = None  # a look at the head under way
         self._grown = asyncio.Condition()
         self._kept = kept
         self._fault: StorageError | None = None  # why the last integration failed, if it did
@@ -217,15 +218,24 @@ class Sequencer:
 
     async def refresh(self) -> None:
         """On a shared log, adopt the newest stored checkpoint now: a reader that got a
-        checkpoint from one frontend finds it (or a newer one) at any other. While the storage
-        is unreachable, the checkpoint held stays (the next batch reports the fault)."""
-        if not self._storage.shared or self._stopping:
+        checkpoint from one frontend finds it (or a newer one) at any other. Callers arriving
+        while a look is under way share it. While the storage is unreachable (a fault stands)
+        the checkpoint held stays, without waiting: the fault's probe finds it back."""
+        if not self._storage.shared or self._stopping or self._fault is not None:
             return
+        if self._refreshing is None:
+            self._refreshing = asyncio.ensure_future(self._look())
+        look = self._refreshing
+        try:
+            await asyncio.shield(look)
+        finally:
+            if look.done() and self._refreshing is look:
+                self._refreshing = None
+
+    async def _look(self) -> None:
         loop = asyncio.get_running_loop()
         try:
             grew = await loop.run_in_executor(self._worker, self._refresh)
-        except StorageUnavailableError:
-            return
         except StorageError as e:
             await self._set_fault(e)
             return

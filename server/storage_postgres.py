@@ -65,7 +65,7 @@ from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 SCHEMA_VERSION = "1"
 SCAN_PAGE = 500
@@ -238,6 +238,10 @@ class PostgresStorage:
             try:
                 with self._pool.connection() as conn:
                     return conn.execute(sql, params).fetchall()
+            except PoolTimeout as e:  # no connection to be had: the server is down
+                raise StorageUnavailableError(
+                    f"cannot reach {self._url}: {_first_line(e)}"
+                ) from None
             except psycopg.OperationalError as e:
                 if attempt:
                     raise StorageUnavailableError(
