@@ -81,6 +81,10 @@ class LogStore(Protocol):
 
     def index_of(self, leaf_hash: bytes) -> int | None: ...
 
+    def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
+        """index_of of each leaf hash, in one read (a batch's lookups)."""
+        ...
+
     def get(self, key: bytes) -> bytes | None:
         """A derived record (statement state s/..., search index x/...)."""
         ...

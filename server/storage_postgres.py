@@ -319,6 +319,16 @@ class PostgresStorage:
         )
         return int(rows[0][0]) if rows else None
 
+    def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
+        if not leaf_hashes:
+            return []
+        rows = self._read(
+            "SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash = ANY(%s)",
+            (list(leaf_hashes),),
+        )
+        found = {bytes(h): int(i) for h, i in rows}
+        return [found.get(bytes(h)) for h in leaf_hashes]
+
     def get(self, key: bytes) -> bytes | None:
         rows = self._read("SELECT record_value FROM affidavit_record WHERE record_key = %s", (key,))
         return bytes(rows[0][0]) if rows else None
