@@ -528,7 +528,17 @@ class LogService(pb_grpc.LogServicer):
                     grpc.StatusCode.FAILED_PRECONDITION,
                     "this log holds opaque entries; there is nothing to search",
                 )
-            return search.search(self._storage, request)
+            await self._catch_up(0)
+            size = self._sequencer.checkpoint.size
+            found = search.search(self._storage, request)
+            # On a shared log the index may hold a batch another frontend has committed but
+            # not yet published: hits stop at the tree served (oldest first, so the rest is a
+            # tail, found again from next_index once published).
+            beyond = next((k for k, hit in enumerate(found.hits) if hit.index >= size), None)
+            if beyond is not None:
+                found.next_index = found.hits[beyond].index
+                del found.hits[beyond:]
+            return found
         except search.SearchError as e:
             await _abort(context, _invalid(str(e)))
         except RequestError as e:
