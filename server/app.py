@@ -336,7 +336,11 @@ async def serve(settings: ServeSettings) -> None:
         http = None
         if settings.http_listen is not None:
             tiles = TilesFace(
-                opened.storage, lambda: opened.sequencer.checkpoint.size, published.note, auditors
+                opened.storage,
+                lambda: opened.sequencer.checkpoint.size,
+                published.note,
+                auditors,
+                opened.sequencer.refresh,
             )
             faces = [tiles.face()]
             if settings.console:

@@ -16,12 +16,15 @@ the log has no auditor tokens at all). Tiles and the checkpoint are public.
 
 Invariant: every byte served is read from the log's storage as committed under a signed
 checkpoint at least as large as the tile asked for; a client checks it against the checkpoint.
+On a log several frontends share (server.logstore), the checkpoint and any tile beyond the tree
+this frontend holds are answered after it looks for a newer head, so every frontend serves the
+newest tree any of them published.
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from affidavit.merkle import tiles
 from affidavit.merkle.errors import TileError
@@ -41,7 +44,8 @@ BINARY = "application/octet-stream"
 
 
 class TilesFace:
-    """The tlog-tiles routes over one log: its storage, committed tree size, published note."""
+    """The tlog-tiles routes over one log: its storage, committed tree size, published note,
+    and how to look for a newer tree (the sequencer's refresh; a no-op on an unshared log)."""
 
     def __init__(
         self,
@@ -49,11 +53,13 @@ class TilesFace:
         tree_size: Callable[[], int],
         published_note: Callable[[], str],
         auditors: Auditors,
+        refresh: Callable[[], Awaitable[None]],
     ) -> None:
         self._storage = storage
         self._tree_size = tree_size
         self._published = published_note
         self._auditors = auditors
+        self._refresh = refresh
 
     def face(self) -> Face:
         return Face(
@@ -65,28 +71,27 @@ class TilesFace:
         )
 
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
+        await self._refresh()
         body = self._published().encode()
         return _respond(request, body, TEXT, CHECKPOINT)
 
-    def _requested(self, path: str) -> tiles.Tile:
+    async def _requested(self, path: str) -> tiles.Tile:
         """The tile a path names, if the committed tree has it at that width; else HTTPError."""
         try:
             tile = tiles.parse_path(path)
         except TileError as e:
             raise _error(web.HTTPBadRequest, f"{e}; see c2sp.org/tlog-tiles") from None
+        if not _has(tile, self._tree_size()):
+            await self._refresh()  # another frontend's newer tree, if the log is shared
         size = self._tree_size()
-        try:
-            have = tiles.tile_at(tile.level, tile.index, size)
-        except TileError:
-            have = None
-        if have is None or have.width < tile.width:
+        if not _has(tile, size):
             raise _error(
                 web.HTTPNotFound, f"{path}: the log's tree (size {size}) does not have this tile"
             )
         return tile
 
     async def tile(self, request: web.Request) -> web.StreamResponse:
-        tile = self._requested("tile/" + request.match_info["path"])
+        tile = await self._requested("tile/" + request.match_info["path"])
         if tile.level == tiles.ENTRIES:  # only through the entries route
             raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
         (data,) = self._storage.read_tiles([tile])
@@ -95,7 +100,7 @@ class TilesFace:
 
     async def entries(self, request: web.Request) -> web.StreamResponse:
         self._authorise(request)
-        tile = self._requested("tile/entries/" + request.match_info["path"])
+        tile = await self._requested("tile/entries/" + request.match_info["path"])
         start = tile.index * tiles.WIDTH
         parts = []
         for _, entry in self._storage.entries(start, start + tile.width):
@@ -120,6 +125,14 @@ class TilesFace:
             )
         if not self._auditors.allows(token.strip()):
             raise _error(web.HTTPForbidden, "that token is not an auditor token of this log")
+
+
+def _has(tile: tiles.Tile, size: int) -> bool:
+    """Whether the tree of this size holds the tile at (at least) its width."""
+    try:
+        return tiles.tile_at(tile.level, tile.index, size).width >= tile.width
+    except TileError:
+        return False
 
 
 def _lifetime(tile: tiles.Tile) -> str:

@@ -1,9 +1,7 @@
 """Real PostgreSQL and a real S3-compatible object store, started once per test run.
 
-    from tests import backends
-    postgres = backends.postgres        # session fixtures, into the test module
-    objects = backends.objects
-    scaleout = backends.scaleout        # per test: a fresh database and bucket
+    postgres, objects                   session fixtures (registered in tests/conftest.py)
+    scaleout = backends.scaleout        # per test: a fresh database and bucket, into a module
 
 PostgreSQL runs from the binaries of the `pgserver` wheel (initdb, then `postgres` as a child
 process on a free loopback port: restartable and killable by tests); as root it runs as the

@@ -1,4 +1,5 @@
-"""Shared fixtures: the hashing-core switch, vector loading."""
+"""Shared fixtures: the hashing-core switch, vector loading, and the run's one PostgreSQL and
+one object store (tests.backends; session-scoped here, so every module shares them)."""
 
 from __future__ import annotations
 
@@ -9,6 +10,10 @@ from typing import Any
 
 import pytest
 from affidavit.merkle import hashing
+
+from tests.backends import backends_root, objects, postgres
+
+__all__ = ["backends_root", "objects", "postgres"]
 
 VECTORS = Path(__file__).parent / "vectors"
 

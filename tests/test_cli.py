@@ -46,9 +46,6 @@ from affidavit import merkle
 from tests import backends, serverproc
 from tests.serverproc import AFFIDAVIT, RPC_TIMEOUT, ServerFactory, ServerProcess
 
-backends_root = backends.backends_root
-postgres = backends.postgres
-objects = backends.objects
 scaleout = backends.scaleout
 
 ORIGIN = "example.com/cli"

@@ -39,9 +39,6 @@ from tests.serverproc import (
 
 # Fixtures, from the shared helpers.
 server_factory = serverproc.server_factory
-backends_root = backends.backends_root
-postgres = backends.postgres
-objects = backends.objects
 scaleout = backends.scaleout
 
 SLOW = os.environ.get("AFFIDAVIT_SLOW") == "1"

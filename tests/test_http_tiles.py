@@ -23,7 +23,7 @@ from affidavit.merkle.tiles import Tile, TileHashReader
 from affidavit.proto import affidavit_pb2 as pb
 
 from affidavit import merkle
-from tests import serverproc
+from tests import backends, serverproc
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
 
 server_factory = serverproc.server_factory
@@ -66,11 +66,13 @@ BATCHES = (1, 255, 300, 257, 66_000 - 813)
 """Batch sizes: partial and full tiles at levels 0 and 1, and a level-2 tile (66,000 leaves)."""
 
 
-@pytest.fixture(scope="module")
-def log(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+@pytest.fixture(scope="module", params=backends.DEPLOYMENTS)
+def log(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Log]:
+    """One log per storage deployment: on PostgreSQL + S3 the face reads the object store."""
     factory = ServerFactory(tmp_path_factory.mktemp("tiles"))
     try:
-        s = factory("--http-listen", "127.0.0.1:0", "--max-entry-bytes", "65535")
+        args, env = backends.deployment(request)
+        s = factory("--http-listen", "127.0.0.1:0", "--max-entry-bytes", "65535", *args, env=env)
         entries: list[bytes] = []
         sizes = []
         for n in BATCHES:

@@ -6,6 +6,7 @@ processes from tests/serverproc.py. Bounded by default; AFFIDAVIT_SLOW=1 runs lo
 
 from __future__ import annotations
 
+import http.client
 import os
 import random
 import shutil
@@ -31,9 +32,6 @@ from tests import test_durability as durability
 from tests.backends import Scaleout
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
 
-backends_root = backends.backends_root
-postgres = backends.postgres
-objects = backends.objects
 scaleout = backends.scaleout
 server_factory = serverproc.server_factory
 
@@ -46,16 +44,17 @@ def frontend(factory: ServerFactory, where: Scaleout, data_dir: Path | None = No
     return factory(*where.args(), *args, data_dir=data_dir, env=where.env())
 
 
-def frontends(factory: ServerFactory, where: Scaleout, n: int) -> list[ServerProcess]:
-    """n frontends on one log: the first creates it, the others get copies of its keys."""
-    first = frontend(factory, where)
+def frontends(factory: ServerFactory, where: Scaleout, n: int, *args: str) -> list[ServerProcess]:
+    """n frontends on one log (serve flags args each): the first creates it, the others get
+    copies of its keys."""
+    first = frontend(factory, where, None, *args)
     out = [first]
     for _ in range(n - 1):
         d = factory.new_dir()
         d.mkdir(parents=True)
         for name in ("log.key", "log.pub"):
             shutil.copy2(first.data_dir / name, d / name)
-        out.append(frontend(factory, where, d))
+        out.append(frontend(factory, where, d, *args))
     return out
 
 
@@ -138,6 +137,33 @@ def test_the_bucket_is_a_tlog_tiles_api(server_factory, scaleout):
     assert bucket_get(scaleout, "log/tile/entries/000") is None
     bundle = bucket_get(scaleout, "log.private/" + Tile(ENTRIES, 2, 700 - 512).path())
     assert bundle is not None and bundle_entries(bundle) == entries[512:700]
+
+
+def http_get(s: ServerProcess, path: str) -> tuple[int, bytes]:
+    assert s.http_port is not None
+    conn = http.client.HTTPConnection("127.0.0.1", s.http_port, timeout=RPC_TIMEOUT)
+    try:
+        conn.request("GET", path)
+        r = conn.getresponse()
+        return r.status, r.read()
+    finally:
+        conn.close()
+
+
+def test_every_frontends_http_face_serves_the_newest_tree(server_factory, scaleout):
+    a, b = frontends(server_factory, scaleout, 2, "--http-listen", "127.0.0.1:0")
+    append_all(a, [f"first {i}".encode() for i in range(10)])
+    assert http_get(b, "/checkpoint")[0] == 200  # b has seen the tree at some size
+    entries = [f"more {i}".encode() for i in range(300)]
+    append_all(a, entries)  # through a alone: b is idle, and asked for what it has not seen
+    status, body = http_get(b, "/tile/0/001.p/54")
+    assert status == 200, body
+    assert body == bucket_get(scaleout, "log/tile/0/001.p/54")
+    status, body = http_get(b, "/checkpoint")
+    assert status == 200
+    cp = checkpoints.parse(note.open(body.decode(), [b.verifier_key]))
+    assert cp.size == 310 and cp.root_hash == a.checkpoint().root_hash
+    assert http_get(b, "/tile/0/001.p/55")[0] == 404  # beyond every frontend's tree
 
 
 @dataclass

@@ -40,10 +40,6 @@ from google.protobuf.message import Message
 
 from tests import backends
 
-backends_root = backends.backends_root
-postgres = backends.postgres
-objects = backends.objects
-
 HOUR = 3_600_000
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
 PRECONDITION = grpc.StatusCode.FAILED_PRECONDITION

@@ -32,9 +32,6 @@ from tests.serverproc import (
 # Fixtures, from the shared helpers.
 server = serverproc.server
 server_factory = serverproc.server_factory
-backends_root = backends.backends_root
-postgres = backends.postgres
-objects = backends.objects
 
 
 @pytest.fixture(params=backends.DEPLOYMENTS)
