@@ -23,7 +23,7 @@ from affidavit.server.http_tiles import TilesFace
 from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.integrity import DamageNote, KeptCheckpoint, check_log, recover
 from affidavit.server.listen import parse_listen
-from affidavit.server.logstore import LogStore, StoreSpec, open_store
+from affidavit.server.logstore import LogStore, StorageUnavailableError, StoreSpec, open_store
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
@@ -184,6 +184,9 @@ async def _scheduled_checks(opened: OpenLog, settings: ServeSettings) -> None:
                 None,
                 lambda: check_log(opened.storage, opened.verifier_key, pause=CHECK_PAUSE_S),
             )
+        except StorageUnavailableError as e:  # not damage: the next check tries again
+            log.warning("scheduled check: not done, the storage cannot be reached: %s", e)
+            continue
         except StorageError as e:
             problems = [str(e)]
         else:

@@ -18,8 +18,8 @@ from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
 from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
 from affidavit.server.listen import ListenAddressError, check_free, parse_listen
-from affidavit.server.logstore import StoreSpec
-from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, Storage, StorageError
+from affidavit.server.logstore import StorageUnavailableError, StoreSpec, open_store
+from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, StorageError
 from affidavit.server.witness_push import parse_target
 
 DEFAULT_DATA_DIR = Path("data")
@@ -584,21 +584,42 @@ def serve(
 
 @click.command()
 @data_dir_option
-def check(data_dir: Path) -> None:
-    """Re-verify a stopped log offline: every stored entry and tile against its signed
-    checkpoint, and the database against the checkpoint kept outside it.
+@storage_option
+@objects_option
+@private_objects_option
+def check(
+    data_dir: Path,
+    storage_url: str | None,
+    objects_url: str | None,
+    private_objects_url: str | None,
+) -> None:
+    """Re-verify a log: every stored entry and tile against its signed checkpoint, and the
+    database against the checkpoint kept outside it.
 
-    Reads the whole database (progress on stderr), rebuilding the tree from the entries and
-    comparing every tile and the root. Stop the server first: it holds the database's lock
-    (a running server checks itself: serve --check-hours).
+    Reads the whole log (progress on stderr), rebuilding the tree from the entries and
+    comparing every tile and the root. The log's key comes from DATA_DIR.
+
+    \b
+    LevelDB (the default): stop the server first, it holds the database's lock (a running
+    server checks itself: serve --check-hours).
+    PostgreSQL + S3 (--storage, --objects): frontends may go on serving; the check covers
+    the tree published when it starts, reading entry bundles and tiles from the object
+    store, and also checks the bucket's public checkpoint (one the log signed, not behind).
+    Like any frontend, it first completes a publication a dead frontend left unfinished.
+
+    \b
+      affidavit check --data-dir ./data
+      affidavit check --data-dir ./keys --storage postgresql://affidavit@db:5432/log \\
+          --objects s3://audit-log/prod
 
     \b
     Exit codes: 0 the log is sound, 1 damage found (every problem listed, up to 100),
-    2 the log cannot be checked (no log, in use, unreadable key).
+    2 the log cannot be checked (no log, in use, unreadable key, storage unreachable).
     """
+    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
     try:
         _, verifier_key = config.load_key(data_dir)
-        storage = Storage(data_dir / config.DB_DIR, min_free_bytes=0)
+        storage = open_store(spec, min_free_bytes=0)
     except DataLossError as e:
         click.echo(f"affidavit: damaged: {e}", err=True)
         sys.exit(EXIT_DAMAGED)
@@ -618,6 +639,8 @@ def check(data_dir: Path) -> None:
     try:
         kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
         report = check_log(storage, verifier_key, kept, progress=progress)
+    except StorageUnavailableError as e:  # not damage: nothing is noted, check again later
+        _fail(f"the check could not finish: {e}")
     except StorageError as e:
         report = CheckReport(0, [str(e)])
     finally:
@@ -630,8 +653,9 @@ def check(data_dir: Path) -> None:
             click.echo(f"damaged: {problem}")
         damage.write(report.problems)
         click.echo(
-            f"{len(report.problems)} problems in the log at {data_dir}; restore it from a backup "
-            "(the server refuses to serve it until it checks out)"
+            f"{len(report.problems)} problems in the log at {storage.location}; restore it from "
+            f"a backup (a server with --data-dir {data_dir} refuses to serve it until it checks "
+            "out)"
         )
         sys.exit(EXIT_DAMAGED)
     damage.clear()

@@ -9,9 +9,12 @@ A server must never serve, or sign growth over, a log it cannot vouch for:
   write-ahead log, or a restored old copy, loses acknowledged entries without any of the
   other checks noticing.
 - check_log(), for `affidavit check` and the server's scheduled check: every entry and every
-  tile, against the checkpoint.
+  tile, against the checkpoint; and the copy of the checkpoint that readers outside the log
+  trust (the object store's, on PostgreSQL + S3) against the checkpoints the log signed.
 
-Each failure is a StorageError (DataLossError for damage) whose message names what broke.
+Each failure is a StorageError (DataLossError for damage) whose message names what broke. A
+storage that cannot be reached (StorageUnavailableError) is never reported as damage: the
+check stops with it, and may be run again once the storage is back.
 """
 
 from __future__ import annotations
@@ -28,7 +31,7 @@ from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.compact import CompactRange
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import WIDTH, Tile, TileHashReader, grow, tile_hashes
-from affidavit.server.logstore import LogStore
+from affidavit.server.logstore import LogStore, StorageUnavailableError
 from affidavit.server.storage import DataLossError, StorageError
 
 EDGE_ENTRIES = 1024
@@ -272,6 +275,8 @@ def check_log(
                 continue  # compared entry by entry
             try:
                 (stored,) = storage.read_tiles([tile])
+            except StorageUnavailableError:
+                raise
             except StorageError as e:
                 problems.append(str(e))
                 continue
@@ -287,7 +292,38 @@ def check_log(
             f"the tree rebuilt from {storage.location} has root {root.hex()}, not the root of the "
             f"signed checkpoint of size {cp.size}"
         )
+    if len(problems) < CheckReport.MAX_PROBLEMS:
+        problems += _check_public(storage, verifier_key, cp)
     return report
+
+
+def _check_public(storage: LogStore, verifier_key: str, cp: Checkpoint) -> list[str]:
+    """Problems with the public copy of the checkpoint (none where the storage keeps none).
+
+    Readers of the bucket trust it without asking the log: it must be a checkpoint the log
+    signed (the very note recorded for its size) and not be behind the tree just checked. A
+    newer one is a publication under way (its checkpoint is recorded before it is copied)."""
+    text = storage.public_checkpoint()
+    if text is None:
+        if storage.shared:
+            return [f"the public checkpoint is missing from {storage.location}"]
+        return []
+    where = f"published in {storage.location}"
+    try:
+        public = open_checkpoint(text, verifier_key, where)
+    except StorageError as e:
+        return [str(e)]
+    if public.size < cp.size:
+        return [
+            f"the checkpoint {where} is of size {public.size}, behind the log's published tree "
+            f"of size {cp.size}: it went back (an older copy was restored over it)"
+        ]
+    if storage.checkpoint_at(public.size) != text:
+        return [
+            f"the checkpoint {where} (size {public.size}) is not the checkpoint the log signed "
+            "at that size: the log's key signed two trees of one size, a fork"
+        ]
+    return []
 
 
 def _check_level0(storage: LogStore, start: int, end: int, problems: list[str]) -> list[bytes]:
@@ -297,6 +333,8 @@ def _check_level0(storage: LogStore, start: int, end: int, problems: list[str]) 
     try:
         (data,) = storage.read_tiles([tile])
         leaves: list[bytes] | None = tile_hashes(data[: tile.width * hashing.HASH_SIZE])
+    except StorageUnavailableError:
+        raise
     except StorageError as e:
         problems.append(str(e))
         leaves = None

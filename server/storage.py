@@ -311,6 +311,10 @@ class Storage:
         raw = self._get(_CHECKPOINT_AT + _u64(size))
         return None if raw is None else raw.decode()
 
+    def public_checkpoint(self) -> None:
+        """LevelDB keeps no public copy (the HTTP face serves the checkpoint from the database)."""
+        return None
+
     def cosigned(self) -> tuple[int, str] | None:
         """The newest checkpoint witnesses cosigned: its size and note with every cosignature."""
         raw = self._get(_COSIGNED_LATEST)

@@ -287,6 +287,10 @@ class PostgresStorage:
         rows = self._read("SELECT note FROM affidavit_checkpoint WHERE tree_size = %s", (size,))
         return str(rows[0][0]) if rows else None
 
+    def public_checkpoint(self) -> str | None:
+        data = self._objects.get(CHECKPOINT)
+        return None if data is None else data.decode(errors="replace")
+
     def cosigned(self) -> tuple[int, str] | None:
         """The newest cosigned checkpoint, as last read: served with every checkpoint, so it
         never waits for the database (other frontends' cosignatures show within a refresh)."""
