@@ -131,12 +131,45 @@ def run_log(
         assert isinstance(fig, dict)
         fig.update(tags)
         bench.emit(fig)
+        if storage and frontends == 1:
+            profile(args, b, name, servers[0], statements, keys_grants=None if not statements
+                    else (keys, grants))  # fmt: skip
         return fig
     finally:
         for s in servers:
             code = s.stop()
             if code:
                 bench.emit({"bench": "server_exit", "code": code, "tail": list(s.tail)[-10:]})
+
+
+def profile(
+    args: argparse.Namespace,
+    b: Any,
+    name: str,
+    server: Any,
+    statements: bool,
+    keys_grants: tuple[Any, Any] | None,
+) -> None:
+    """With --profile: py-spy over the one scale-out frontend during an extra run of its load,
+    once on the GIL holder and once on every thread on a CPU (driver and client libraries
+    release the GIL while they wait on PostgreSQL and S3)."""
+    if not args.profile:
+        return
+    for gil in (True, False):
+        extra: dict[str, Any] = {"batch": bench.BATCH}
+        if keys_grants is not None:
+            keys, grants = keys_grants
+            seconds = args.warmup + max(3.0, args.duration) + 1
+            extra = bench.build_statements(
+                b, CALLERS, args.procs, seconds * 2.0 * bench.TARGET_STATEMENTS, keys, grants
+            )
+        kind = "statements_batch" if statements else "append_batch"
+
+        def run(seconds: float, kind: str = kind, extra: dict[str, Any] = extra) -> Any:
+            return b.load_once(server.target, kind, CALLERS, "aio", args.procs,
+                               duration=seconds, **extra)  # fmt: skip
+
+        b.profile(f"{name}_postgres_s3" + ("" if gil else "_all_threads"), server.pid, run, gil=gil)
 
 
 def storage_section(args: argparse.Namespace, b: Any) -> None:

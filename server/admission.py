@@ -36,32 +36,37 @@ class _CommittedKV:
     batch is durable, committed() updates every cached record the batch wrote, and a cached
     value is the committed one. On a log shared by several frontends, others commit too: the
     sequencer sees it when the head it extends is not its own, and clear() drops the cache.
-    A value read from storage is cached only if no batch was committed (or cleared) while it
-    was read (that read may have raced the commit). At most MAX_RECORDS
-    are kept (absent ones too: most reads of new ids find nothing), the oldest dropped first.
+
+    A read from storage may race a commit of this gate's (under load one is nearly always in
+    flight), and may then have seen a record before or after that commit wrote it. So what
+    the last RECENT commits wrote is kept: a record read while some of them were made takes
+    the value the newest of them wrote, if any wrote it, else the value read (no commit in
+    between touched it). A read that raced a clear(), or more commits than are kept, is not
+    cached. At most MAX_RECORDS are kept (absent ones too: most reads of new ids find
+    nothing), the oldest dropped first.
     """
 
     MAX_RECORDS = 20_000
     """A few MB: the records the last few thousand statements read."""
+    RECENT = 64
+    """Commits whose writes are kept for reads that raced them."""
 
     def __init__(self, storage: LogStore) -> None:
         self._storage = storage
         self._cache: dict[bytes, bytes | None] = {}
         self._commits = 0
+        self._clears = 0
+        self._recent: list[Mapping[bytes, bytes]] = []  # the last commits' writes, oldest first
         self._lock = threading.Lock()
 
     def get(self, key: bytes, /) -> bytes | None:
         cached = self._cache.get(key, _UNREAD)
         if cached is not _UNREAD:
             return cached  # type: ignore[return-value]
-        commits = self._commits
+        commits, clears = self._commits, self._clears
         value = self._storage.get(key)
         with self._lock:
-            if self._commits == commits:
-                self._cache[key] = value
-                if len(self._cache) > self.MAX_RECORDS:
-                    del self._cache[next(iter(self._cache))]
-        return value
+            return self._remember({key: value}, commits, clears)[key]
 
     def put(self, key: bytes, value: bytes, /) -> None:
         raise RuntimeError("committed state changes only through a batch")
@@ -73,25 +78,39 @@ class _CommittedKV:
 
     def fetch(self, keys: Sequence[bytes]) -> None:
         """Read keys in one storage call and cache them (as get() does, one by one)."""
-        commits = self._commits
+        commits, clears = self._commits, self._clears
         values = self._storage.get_many(keys)
         with self._lock:
-            if self._commits == commits:
-                for key in keys:
-                    self._cache[key] = values.get(key)
-                while len(self._cache) > self.MAX_RECORDS:
-                    del self._cache[next(iter(self._cache))]
+            self._remember({key: values.get(key) for key in keys}, commits, clears)
+
+    def _remember(
+        self, read: dict[bytes, bytes | None], commits: int, clears: int
+    ) -> dict[bytes, bytes | None]:
+        """Values read since commits and clears were as given, brought up to the latest
+        commit, cached when that is known to be right (see the class doc); holding the lock."""
+        raced = self._commits - commits
+        if self._clears != clears or raced > len(self._recent):
+            return read  # not known to be current: used once, not cached
+        for writes in self._recent[len(self._recent) - raced :] if raced else ():
+            for key in read.keys() & writes.keys():
+                read[key] = writes[key]
+        self._cache.update(read)
+        while len(self._cache) > self.MAX_RECORDS:
+            del self._cache[next(iter(self._cache))]
+        return read
 
     def clear(self) -> None:
         """Another frontend committed: no cached record can be trusted (nor a read racing)."""
         with self._lock:
-            self._commits += 1
+            self._clears += 1
             self._cache.clear()
 
     def committed(self, writes: Mapping[bytes, bytes]) -> None:
         """A batch with these writes is durable: cached records it wrote take their values."""
         with self._lock:
             self._commits += 1
+            self._recent.append(writes)
+            del self._recent[: -self.RECENT]
             cache = self._cache
             for key, value in writes.items():
                 if key in cache:
@@ -164,12 +183,15 @@ class StatementGate:
         if not self._prefetch:
             return
         ready = [p for p in prepared if isinstance(p, Prepared)]
+        # Admission at about the time the integrator will admit them: an action is judged
+        # only with an admission time, and its verdict reads the most (intent, grants, ...).
+        at = max(self._last_admitted, self._clock())
         for _ in range(PREFETCH_ROUNDS):
             wanted = _Wanted(self._committed)
             state = LogState(wanted)
             for p in ready:
                 with contextlib.suppress(Rejection):  # the integrator judges, in log order
-                    ingest.admit(p, state, None)
+                    ingest.admit(p, state, at, self._log_key)
             if not wanted.keys:
                 return
             self._committed.fetch(list(wanted.keys))
