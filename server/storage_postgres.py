@@ -18,8 +18,9 @@ Order of writes, one batch (crash-safe; every step idempotent):
  1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends wait here). If a previous
     batch is pending, its frontend is between steps 2 and 3: let go of the lock (ROLLBACK)
     so it can publish, and lock again; if it stays pending for PUBLISH_GRACE_S, that
-    frontend died: publish it here (step 3) and commit. The caller extends exactly the head
-    it got: every batch reads the current head.
+    frontend died: publish it here (step 3) and commit (at once if it is this frontend's own,
+    whose step 3 failed). The caller extends exactly the head it got: every batch reads the
+    current head.
  2. sequence: in the same transaction insert the leaf-hash rows, derived records and the
     signed checkpoint, set the head to the new size with the batch's entries as pending;
     COMMIT. The batch is now durable: a crash from here on loses nothing.
@@ -165,6 +166,7 @@ class PostgresStorage:
         self._objects = objects
         self._published = 0
         self._held: psycopg.Connection[Any] | None = None
+        self._unpublished: str | None = None  # the head of our own batch step 3 left pending
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         try:  # one plain connection first: a wrong URL fails now, in one line
@@ -472,7 +474,8 @@ class PostgresStorage:
                 # here would only do the same writes twice, slowly (tiles from the bucket).
                 if waiting is None or waiting[0] != size:
                     waiting = (size, time.monotonic())
-                if time.monotonic() - waiting[1] < PUBLISH_GRACE_S:
+                theirs = head != self._unpublished  # ours when our own step 3 failed
+                if theirs and time.monotonic() - waiting[1] < PUBLISH_GRACE_S:
                     conn.execute("ROLLBACK")
                     time.sleep(0.002)
                     continue
@@ -521,7 +524,9 @@ class PostgresStorage:
             self._release(conn, rollback=True)
             raise
         self._release(conn, rollback=False)
+        self._unpublished = batch.checkpoint  # until step 3 is done
         self._finish_pending(batch)
+        self._unpublished = None
 
     def _sequence(
         self, conn: psycopg.Connection[Any], batch: Batch, new_size: int, previous: str | None

@@ -57,7 +57,7 @@ def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
 
 
 writes = st.dictionaries(st.sampled_from(KEYS), st.binary(min_size=1, max_size=3), max_size=3)
-steps = st.lists(
+steps: st.SearchStrategy[list[tuple[str, object, object]]] = st.lists(
     st.one_of(
         st.tuples(st.just("commit"), writes, st.just([])),
         st.tuples(st.just("get"), st.sampled_from(KEYS), st.lists(writes, max_size=3)),
