@@ -51,6 +51,23 @@ WRITERS = 8
 """Objects written in parallel while publishing a batch."""
 
 
+def bundle_entries(data: bytes) -> list[bytes]:
+    """The entries of a tlog-tiles entry bundle (each uint16-length-prefixed)."""
+    out, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 2], "big")
+        if at + 2 + n > len(data):
+            raise StorageError("an entry bundle is truncated")
+        out.append(data[at + 2 : at + 2 + n])
+        at += 2 + n
+    return out
+
+
+def make_bundle(entries: Sequence[bytes]) -> bytes:
+    """A tlog-tiles entry bundle of entries (each at most 65,535 bytes)."""
+    return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
+
+
 @dataclass(frozen=True)
 class Location:
     """A bucket and a key prefix (no leading or trailing slash; may be empty)."""

@@ -1,7 +1,8 @@
 """A log in PostgreSQL and object storage: any number of frontends, one log.
 
 PostgreSQL holds what is transactional with sequencing; the object store (server.objects_s3)
-holds what is immutable or public. Tables, schema version 1 (created and checked by the log):
+holds what is immutable or public. Tables (server.postgres_schema: created and checked by the
+log, versioned):
 
     affidavit_meta        name -> value: schema_version, entry_format
     affidavit_head        the one row (id 1) every batch locks: size and note of the latest
@@ -70,29 +71,20 @@ from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
+from affidavit.server import postgres_schema
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
-from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore
+from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries, make_bundle
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-SCHEMA_VERSION = "1"
 SCAN_PAGE = 500
 POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 3
+"""How long a request waits for a database connection before it is answered UNAVAILABLE."""
 PUBLISH_GRACE_S = 3.0
 """How long a frontend that finds another's batch pending leaves its publication to that
 frontend (which is doing it, unless it died) before publishing it itself."""
-"""How long a request waits for a database connection before it is answered UNAVAILABLE."""
 
-_SCHEMA = (
-    "CREATE TABLE affidavit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE affidavit_head (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT,"
-    " published BIGINT NOT NULL, published_note TEXT, pending BYTEA)",
-    "CREATE TABLE affidavit_leaf (leaf_hash BYTEA PRIMARY KEY, leaf_index BIGINT NOT NULL)",
-    "CREATE TABLE affidavit_checkpoint (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
-    "CREATE TABLE affidavit_cosigned (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
-    "CREATE TABLE affidavit_record (record_key BYTEA PRIMARY KEY, record_value BYTEA NOT NULL)",
-)
 _HASHES = (
     "SELECT substring(%s::bytea FROM i * 32 + 1 FOR 32) FROM generate_series(0, %s::int - 1) AS i"
 )
@@ -136,22 +128,6 @@ def _unpack(data: bytes) -> list[bytes]:
     return out
 
 
-def bundle_entries(data: bytes) -> list[bytes]:
-    """The entries of a tlog-tiles entry bundle (each uint16-length-prefixed)."""
-    out, at = [], 0
-    while at < len(data):
-        n = int.from_bytes(data[at : at + 2], "big")
-        if at + 2 + n > len(data):
-            raise StorageError("an entry bundle is truncated")
-        out.append(data[at + 2 : at + 2 + n])
-        at += 2 + n
-    return out
-
-
-def _bundle(entries: Sequence[bytes]) -> bytes:
-    return b"".join(len(e).to_bytes(2, "big") + e for e in entries)
-
-
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # An engine without the setting holds the lock until the session ends.
     with contextlib.suppress(psycopg.Error):
@@ -190,7 +166,7 @@ class PostgresStorage:
             objects.check_reachable()
             if create:
                 self._create()
-            self._check_schema()
+            postgres_schema.check(self._read, self._url)
             self._async_publish = self._has_setting("synchronous_commit")
         except BaseException:
             self.close()
@@ -211,15 +187,8 @@ class PostgresStorage:
             return False
         return True
 
-    def _tables(self) -> set[str]:
-        rows = self._read(
-            "SELECT table_name FROM information_schema.tables WHERE table_name LIKE %s",
-            ("affidavit_%",),
-        )
-        return {r[0] for r in rows}
-
     def _create(self) -> None:
-        if self._tables():
+        if postgres_schema.tables(self._read):
             raise StorageError(f"{self._url} already holds a log; use another database")
         if self._objects.get(CHECKPOINT) is not None:
             raise StorageError(
@@ -227,26 +196,7 @@ class PostgresStorage:
                 "its own --objects location"
             )
         with self._pool.connection() as conn, conn.transaction():
-            for statement in _SCHEMA:
-                conn.execute(statement)
-            conn.execute(
-                "INSERT INTO affidavit_meta (name, value) VALUES ('schema_version', %s)",
-                (SCHEMA_VERSION,),
-            )
-            conn.execute(
-                "INSERT INTO affidavit_head (id, size, published) VALUES (1, 0, 0)",
-            )
-
-    def _check_schema(self) -> None:
-        if "affidavit_meta" not in self._tables():
-            raise StorageError(f"no log in {self._url} (run `affidavit init --storage …` first)")
-        rows = self._read("SELECT value FROM affidavit_meta WHERE name = 'schema_version'")
-        version = rows[0][0] if rows else None
-        if version != SCHEMA_VERSION:
-            raise StorageError(
-                f"{self._url} has schema version {version!r}; "
-                f"this affidavit reads version {SCHEMA_VERSION!r}"
-            )
+            postgres_schema.create(conn)
 
     # The boundary.
 
@@ -649,7 +599,7 @@ class PostgresStorage:
                 if stored is None:
                     raise StorageError(f"entry bundle {path} is missing from the object store")
                 head = stored
-            body = head + _bundle(entries[taken : taken + take])
+            body = head + make_bundle(entries[taken : taken + take])
             out.append((Tile(ENTRIES, n, offset + take).path(), body))
             at, taken = at + take, taken + take
         return out

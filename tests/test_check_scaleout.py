@@ -21,7 +21,7 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.server import config
 from affidavit.server.integrity import check_log
 from affidavit.server.logstore import StorageUnavailableError, StoreSpec, open_store
-from affidavit.server.storage_postgres import bundle_entries
+from affidavit.server.objects_s3 import bundle_entries
 
 from tests import backends, serverproc
 from tests.backends import Scaleout

@@ -24,7 +24,7 @@ from affidavit.merkle import hashing, note, proofs
 from affidavit.merkle.tiles import ENTRIES, Tile, TileHashReader, tile_at
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc
-from affidavit.server.storage_postgres import bundle_entries
+from affidavit.server.objects_s3 import bundle_entries
 
 from affidavit import merkle
 from tests import backends, serverproc
