@@ -51,12 +51,13 @@ FOLLOW_INTERVAL = 0.25
 class Receipt(NamedTuple):
     """What an appender gets back once its entry is durable: where it is in the log
     (leaf_index; the index of its first copy when duplicate), a checkpoint note covering it and
-    the inclusion proof to that checkpoint, and an agent action's verdict. A NamedTuple: the
-    integrator makes one per entry."""
+    that checkpoint's tree size, the inclusion proof to that checkpoint, and an agent action's
+    verdict. A NamedTuple: the integrator makes one per entry."""
 
     leaf_index: int
     leaf_hash: bytes
     checkpoint: str
+    tree_size: int
     proof: list[bytes]
     duplicate: bool
     verdict: int = 0
@@ -522,7 +523,16 @@ class Sequencer:
                 continue
             index, duplicate, (verdict, reason) = outcome
             receipts.append(
-                Receipt(index, leaf_hash, self._note, proof_of(index), duplicate, verdict, reason)
+                Receipt(
+                    index,
+                    leaf_hash,
+                    self._note,
+                    self._checkpoint.size,
+                    proof_of(index),
+                    duplicate,
+                    verdict,
+                    reason,
+                )
             )
         return receipts
 
