@@ -9,12 +9,32 @@ from pathlib import Path
 import click
 from affidavit.client.cli.options import (
     Conn,
+    F,
     connection,
     handle_errors,
     key_text,
 )
 
 # Witnessing.
+
+
+def state_options(command: F) -> F:
+    """--state-dir and --evidence-dir: where a witness keeps what it cosigned and what it caught
+    (the same for `witness` and `witness serve`, which may share them)."""
+    command = click.option(
+        "--evidence-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        help="Where fork evidence is written (default: STATE_DIR/evidence).",
+    )(command)
+    return click.option(
+        "--state-dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=Path(".affidavit-witness"),
+        show_default=True,
+        envvar="AFFIDAVIT_WITNESS_STATE",
+        show_envvar=True,
+        help="Where the last cosigned checkpoint of each log is kept.",
+    )(command)
 
 
 @click.group(invoke_without_command=True)
@@ -34,20 +54,7 @@ from affidavit.client.cli.options import (
     help="A log to witness: its address and verifier key (text or @FILE); repeatable. "
     "Default: --server with --log-key.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".affidavit-witness"),
-    show_default=True,
-    envvar="AFFIDAVIT_WITNESS_STATE",
-    show_envvar=True,
-    help="Where the last cosigned checkpoint of each log is kept.",
-)
-@click.option(
-    "--evidence-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where fork evidence is written (default: STATE_DIR/evidence).",
-)
+@state_options
 @click.option("--once", is_flag=True, help="Check each log's current checkpoint once, then exit.")
 @click.option(
     "--keep-going", is_flag=True, help="After a fork, keep witnessing the other logs (loudly)."
@@ -147,20 +154,7 @@ def witness(
     help="The verifier key (text or @FILE) of a log to witness; its name is the log's origin. "
     "Repeatable.",
 )
-@click.option(
-    "--state-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=Path(".affidavit-witness"),
-    show_default=True,
-    envvar="AFFIDAVIT_WITNESS_STATE",
-    show_envvar=True,
-    help="Where the last cosigned checkpoint of each log is kept.",
-)
-@click.option(
-    "--evidence-dir",
-    type=click.Path(file_okay=False, path_type=Path),
-    help="Where fork evidence is written (default: STATE_DIR/evidence).",
-)
+@state_options
 @handle_errors
 def serve(
     listen: str,
