@@ -30,7 +30,7 @@ from typing import Any
 import click
 import plyvel
 import pytest
-from affidavit.client.actor import Actor
+from affidavit.client.actor import Action, Actor
 from affidavit.client.cli import main
 from affidavit.client.cli import options as cli_options
 from affidavit.client.client import Client
@@ -1096,30 +1096,35 @@ def test_audit_reports_violations(log: Log, story: Story, tmp_path: Path) -> Non
     assert "not an affidavit audit position file" in line
 
 
+def record_a_pull_request(server: ServerProcess) -> Action:
+    """On a fresh statements log: alice (human) grants bot (agent) github.* on repo:acme/*, and
+    bot records one pull request, INTENT and OUTCOME (effect commit:1)."""
+    with Client(server.address, TrustPolicy(server.verifier_key), timeout=RPC_TIMEOUT) as client:
+        admin = Actor(client, IdentityKey.load(server.data_dir / "admin.key"))
+        alice, bot = IdentityKey.generate("alice"), IdentityKey.generate("bot")
+        admin.register("alice", pb.HUMAN, alice.public_key)
+        admin.register("bot", pb.AGENT, bot.public_key, owner="alice")
+        grant = Actor(client, alice).grant(
+            "bot", tools=["github.*"], resources=["repo:acme/*"], access=[pb.CREATE]
+        )
+        with Actor(client, bot).action(
+            "github.create_pull_request",
+            "repo:acme/web",
+            pb.CREATE,
+            PR,
+            grant_ids=[grant.statement_id],
+        ) as act:
+            act.effect_ref = "commit:1"
+    return act
+
+
 def test_audit_catches_a_verdict_changed_in_the_database(tmp_path: Path) -> None:
     server = ServerProcess(
         tmp_path / "srv", origin="example.com/audited", entry_format="statements"
     )
     try:
         server.start()
-        with Client(
-            server.address, TrustPolicy(server.verifier_key), timeout=RPC_TIMEOUT
-        ) as client:
-            admin = Actor(client, IdentityKey.load(server.data_dir / "admin.key"))
-            alice, bot = IdentityKey.generate("alice"), IdentityKey.generate("bot")
-            admin.register("alice", pb.HUMAN, alice.public_key)
-            admin.register("bot", pb.AGENT, bot.public_key, owner="alice")
-            grant = Actor(client, alice).grant(
-                "bot", tools=["github.*"], resources=["repo:acme/*"], access=[pb.CREATE]
-            )
-            with Actor(client, bot).action(
-                "github.create_pull_request",
-                "repo:acme/web",
-                pb.CREATE,
-                PR,
-                grant_ids=[grant.statement_id],
-            ) as act:
-                act.effect_ref = "commit:1"
+        act = record_a_pull_request(server)
         assert act.intent_recorded is not None
         at = act.intent_recorded.receipt.index
         cli = Cli(
@@ -1168,24 +1173,7 @@ def test_migrate_to_postgres_and_object_storage_then_audit(
     )
     try:
         server.start()
-        with Client(
-            server.address, TrustPolicy(server.verifier_key), timeout=RPC_TIMEOUT
-        ) as client:
-            admin = Actor(client, IdentityKey.load(server.data_dir / "admin.key"))
-            alice, bot = IdentityKey.generate("alice"), IdentityKey.generate("bot")
-            admin.register("alice", pb.HUMAN, alice.public_key)
-            admin.register("bot", pb.AGENT, bot.public_key, owner="alice")
-            grant = Actor(client, alice).grant(
-                "bot", tools=["github.*"], resources=["repo:acme/*"], access=[pb.CREATE]
-            )
-            with Actor(client, bot).action(
-                "github.create_pull_request",
-                "repo:acme/web",
-                pb.CREATE,
-                PR,
-                grant_ids=[grant.statement_id],
-            ) as act:
-                act.effect_ref = "commit:1"
+        record_a_pull_request(server)
         cli = Cli(tmp_path, scaleout.env())
         cli.ok(
             "witness",
