@@ -94,6 +94,22 @@ class AdapterLog:
     def key_path(self, identity_id: str) -> Path:
         return self.tmp / f"{identity_id}.key"
 
+    def agent_flags(self, agent: str, grant_id: str, address: str = "") -> list[str]:
+        """The command-line flags an adapter process (mcp-proxy, otlp-bridge) records as agent
+        with: the log (address, default this one's; its key), a trust dir, the key, the grant."""
+        return [
+            "--server",
+            address or self.server.address,
+            "--log-key",
+            self.server.verifier_key,
+            "--trust-dir",
+            str(self.tmp / f"trust-{agent}"),
+            "--key",
+            str(self.key_path(agent)),
+            "--grant",
+            grant_id,
+        ]
+
     def grant(self, grantee: str, **fields: Any) -> str:
         return self.alice.grant(grantee, **fields).statement_id
 

@@ -54,16 +54,7 @@ def proxy(
     """The MCP client's view: the proxy command, the real server's command after --."""
     args = [
         "mcp-proxy",
-        "--server",
-        address or log.server.address,
-        "--log-key",
-        log.server.verifier_key,
-        "--trust-dir",
-        str(log.tmp / f"trust-{agent}"),
-        "--key",
-        str(log.key_path(agent)),
-        "--grant",
-        grant_id,
+        *log.agent_flags(agent, grant_id, address),
         "--resource",
         "create_issue=repo:{repo}",
         "--access",
