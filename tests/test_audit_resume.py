@@ -13,6 +13,8 @@ import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,7 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.signing import IdentityKey
 
 from tests import serverproc
+from tests.processes import children, wait_gone
 from tests.serverproc import ServerFactory, ServerProcess, run_cli
 from tests.test_audit import cast, connect, pull_request
 
@@ -204,3 +207,29 @@ def test_position_file_is_proportionate(grown: list[RecordedEntry], tmp_path: Pa
     assert position.stat().st_size < entries_bytes / 2
     replay = auditor.load_position(position)
     assert len(replay.kv.data) > len(grown)
+
+
+def test_audit_workers_end_with_a_killed_auditor() -> None:
+    # SIGKILL gives the auditor no chance to stop its workers: each must notice on its own.
+    program = (
+        "import sys, time\n"
+        "from affidavit.client.audit.pool import Pool\n"
+        "pool = Pool(2)\n"
+        "assert pool.collect(pool.submit([b'not a statement'], [])) != []\n"
+        "print('ready', flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    auditor_proc = subprocess.Popen(
+        [sys.executable, "-c", program], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert auditor_proc.stdout is not None
+        assert auditor_proc.stdout.readline().strip() == "ready"
+        workers = children(auditor_proc.pid)
+        # multiprocessing's spawn start also runs a resource tracker: the workers are the rest.
+        assert len(workers) >= 2
+        auditor_proc.kill()
+        auditor_proc.wait()
+        assert not wait_gone(workers)
+    finally:
+        auditor_proc.kill()

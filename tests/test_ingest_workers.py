@@ -10,9 +10,7 @@ reproduces every recorded verdict.
 from __future__ import annotations
 
 import hashlib
-import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from affidavit.client.audit import audit
@@ -28,6 +26,7 @@ from affidavit.statements.ids import uuid7
 from affidavit.statements.signing import IdentityKey
 from affidavit.statements.state import DictKV, LogState
 
+from tests.processes import children, wait_gone
 from tests.serverproc import ServerFactory, ServerProcess, server_factory
 
 __all__ = ["server_factory"]
@@ -195,32 +194,15 @@ def _run(server: ServerProcess) -> list[tuple[str, int, str]]:
     return answers
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(c) for c in (task / "children").read_text().split()}
-    return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except FileNotFoundError:
-        return False
-
-
 def test_a_server_with_workers_answers_as_one_without(server_factory: ServerFactory) -> None:
     server = server_factory("--ingest-workers", "2", entry_format="statements")
     with_workers = _run(server)
     # Its workers end with it, even when it is killed and cannot tell them.
     assert server.proc is not None
-    workers = _children(server.proc.pid)
+    workers = children(server.proc.pid)
     assert len(workers) >= 2
     server.kill()
-    deadline = time.monotonic() + 60
-    while any(_alive(w) for w in workers) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert not any(_alive(w) for w in workers)
+    assert not wait_gone(workers)
     without = _run(server_factory("--ingest-workers", "0", entry_format="statements"))
     assert with_workers == without
     assert sum(a[0] == "ok" for a in with_workers) == 46
