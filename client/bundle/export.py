@@ -1,0 +1,112 @@
+"""Exporting the evidence bundle of one action from a log (what goes in: the package
+docstring)."""
+
+from __future__ import annotations
+
+from affidavit.client.bundle.file import Bundle, BundleEntry
+from affidavit.client.bundle.report import statement_kind
+from affidavit.client.bundle.verify import principals, verify
+from affidavit.client.client import Client
+from affidavit.client.errors import NotFoundError, VerificationError
+from affidavit.client.verify import check_inclusion
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import build
+from affidavit.statements.scope import MAX_CHAIN
+
+from affidavit import merkle
+
+
+class ExportError(NotFoundError):
+    """The log does not hold what a bundle of this action needs (e.g. a grant it names)."""
+
+
+def export(client: Client, *, action_id: str | None = None, index: int | None = None) -> Bundle:
+    """The evidence bundle of one action, by its action id or the index of its INTENT or OUTCOME.
+
+    The proofs are to the newest checkpoint client.policy accepts (with a witness quorum, the
+    newest cosigned one); the action must be in it. Needs an auditor credential (the client's
+    token) to read entries. The bundle is verified before it is returned: VerificationError if
+    what the log sent does not verify, ExportError if the log lacks what the bundle needs.
+    """
+    if (action_id is None) == (index is None):
+        raise ValueError("give exactly one of action_id or index")
+    verified = client.checkpoint()
+    size = verified.checkpoint.size
+    which = "newest cosigned checkpoint" if client.policy.quorum else "latest checkpoint"
+    leaves: dict[int, bytes] = {}
+    admitted: dict[int, int] = {}
+
+    def fetch(i: int) -> pb.Statement:
+        if i not in leaves:
+            for entry in client.entries(i, i + 1):
+                leaves[i] = entry.data
+                admitted[i] = entry.admitted_ms
+        return build.statement_of(leaves[i])
+
+    def search(**criteria: str) -> list[int]:
+        return [hit.index for hit in client.search(**criteria) if hit.index < size]
+
+    if index is not None:
+        if index >= size:
+            wait = "; wait until witnesses cosign it" if client.policy.quorum else ""
+            raise ExportError(f"entry {index} is beyond the {which} (size {size}){wait}")
+        st = fetch(index)
+        if st.WhichOneof("body") != "action":
+            raise ExportError(f"entry {index} is {statement_kind(st)}, not an agent action")
+        action_id = st.action.action_id
+    assert action_id is not None
+
+    intent: pb.AgentAction | None = None
+    for i in search(action_id=action_id):
+        st = fetch(i)
+        if st.WhichOneof("body") == "action" and st.action.phase == pb.AgentAction.INTENT:
+            intent = st.action
+    if intent is None:
+        raise ExportError(
+            f"no INTENT of action {action_id} in the log up to the {which} (size {size})"
+        )
+
+    def by_id(statement_id: str, what: str) -> pb.Statement:
+        found = search(statement_id=statement_id)
+        if not found:
+            raise ExportError(
+                f"{what} {statement_id}, named by action {action_id}, is not in the log up to "
+                f"size {size}: its evidence cannot be bundled"
+            )
+        return fetch(found[0])
+
+    if intent.approval_id:
+        by_id(intent.approval_id, "approval")
+    for grant_id in intent.grant_ids:
+        for _ in range(MAX_CHAIN):
+            # A revocation of a grant of the chain is part of its story, whenever it came.
+            for i in search(subject=grant_id):
+                fetch(i)
+            grant_id = by_id(grant_id, "grant").grant.parent_grant_id
+            if not grant_id:
+                break
+
+    done: set[str] = set()
+    todo = principals(fetch(i) for i in list(leaves))
+    while todo - done:
+        identity = min(todo - done)
+        done.add(identity)
+        for i in search(subject=identity):
+            event = fetch(i)
+            todo.add(event.header.issuer)
+            if identity == intent.actor.agent_id and event.identity.owner:
+                todo.add(event.identity.owner)
+
+    entries = []
+    for i in sorted(leaves):
+        proof = client.call(
+            client.stub.GetInclusionProof, pb.GetInclusionProofRequest(index=i, tree_size=size)
+        )
+        leaf_hash = merkle.leaf_hash(leaves[i])
+        if (proof.index, proof.tree_size, proof.leaf_hash) != (i, size, leaf_hash):
+            raise VerificationError(f"the log sent a proof of another entry when asked for {i}")
+        check_inclusion(leaf_hash, i, proof.hashes, verified.checkpoint)
+        entries.append(BundleEntry(i, leaves[i], tuple(proof.hashes), admitted.get(i, 0)))
+    bundle = Bundle(verified.note, tuple(entries))
+    verify(bundle.to_json(), client.policy)
+    return bundle
