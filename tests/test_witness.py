@@ -1,4 +1,4 @@
-"""The witness (client/witness.py) against real `affidavit serve` processes.
+"""The witness (client.witness) against real `affidavit serve` processes.
 
 Forks are made the way an operator could: a second server on a copy of the data directory
 (same log key), each then fed different entries; rollbacks by serving an older copy.

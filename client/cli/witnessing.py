@@ -174,8 +174,8 @@ def serve(
     import asyncio
     import logging
 
-    from affidavit.client import witness_server
+    from affidavit.client.witness import http_server
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
-    check = witness_server.load(key_file, [key_text(k) for k in log_keys], state_dir, evidence_dir)
-    asyncio.run(witness_server.serve(check, listen))
+    check = http_server.load(key_file, [key_text(k) for k in log_keys], state_dir, evidence_dir)
+    asyncio.run(http_server.serve(check, listen))
