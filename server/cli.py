@@ -1,11 +1,12 @@
-"""The server's commands: init, serve, auditor-token (joined into `affidavit` lazily)."""
+"""The server's commands init and serve, and the options and error reporting every server command
+shares (server/cli_maintenance.py holds check, migrate and auditor-token); all joined into
+`affidavit` lazily (client/cli/__init__.py)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import sys
-import time
 from pathlib import Path
 from typing import NoReturn
 
@@ -14,17 +15,13 @@ from affidavit.merkle import note
 from affidavit.merkle.cosignature import CosignatureV1Verifier
 from affidavit.merkle.errors import MalformedKeyError
 from affidavit.server import app, config, logs
-from affidavit.server.access import new_token
 from affidavit.server.config import ServeSettings
-from affidavit.server.integrity import CheckReport, DamageNote, KeptCheckpoint, check_log
 from affidavit.server.listen import ListenAddressError, check_free, parse_listen
-from affidavit.server.logstore import StorageUnavailableError, StoreSpec, open_store
-from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, StorageError
+from affidavit.server.logstore import StoreSpec
+from affidavit.server.storage import MIN_FREE_BYTES, StorageError
 from affidavit.server.witness_push import parse_target
 
 DEFAULT_DATA_DIR = Path("data")
-EXIT_DAMAGED = 1
-"""`check`'s exit code when it finds damage (the CLI's "verification failed")."""
 MAX_ENTRY_BYTES = 65535
 """tlog-tiles entry bundles prefix each entry with a big-endian uint16 length."""
 
@@ -98,7 +95,7 @@ private_objects_option = click.option(
 )
 
 
-def _store(
+def store_spec(
     data_dir: Path,
     storage_url: str | None,
     objects_url: str | None,
@@ -108,17 +105,17 @@ def _store(
     try:
         spec.check()
     except StorageError as e:
-        _fail(str(e))
+        fail(str(e))
     return spec
 
 
-def _fail(message: str) -> NoReturn:
+def fail(message: str) -> NoReturn:
     """One line, exit 2 (usage error), as every affidavit command reports its errors."""
     click.echo(f"affidavit: error: {message}", err=True)
     sys.exit(2)
 
 
-def _describe(e: Exception, about: Path | None = None) -> str:
+def error_text(e: Exception, about: Path | None = None) -> str:
     """An error in words, without Python's [Errno n] prefix: the reason, and the file it is
     about unless that is `about` (already named by the message)."""
     if isinstance(e, OSError) and e.strerror:
@@ -156,7 +153,7 @@ def _create(
         )
     except STARTUP_ERRORS as e:
         where = data_dir if spec.storage_url is None else spec.storage_url.split("@")[-1]
-        _fail(f"cannot create a log in {where}: {_describe(e, data_dir)}")
+        fail(f"cannot create a log in {where}: {error_text(e, data_dir)}")
 
 
 @click.command()
@@ -186,7 +183,7 @@ def init(
       DATA_DIR/db/        the LevelDB database (with --storage: the PostgreSQL schema and
                           the bucket's checkpoint instead)
     """
-    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
+    spec = store_spec(data_dir, storage_url, objects_url, private_objects_url)
     verifier, admin_key = _create(data_dir, origin, entry_format, admin_id, spec)
     click.echo(f"created log {origin} in {data_dir}")
     click.echo(f"log verifier key (share it): {verifier}")
@@ -477,25 +474,25 @@ def serve(
     """
     logs.configure(log_format, log_level)
     if max_entry_bytes > MAX_ENTRY_BYTES:
-        _fail(
+        fail(
             f"--max-entry-bytes {max_entry_bytes} is too large: entries are at most "
             f"{MAX_ENTRY_BYTES:,} bytes, the most a tlog-tiles entry bundle can hold "
             "(each entry has a 16-bit length)"
         )
     if (tls_cert is None) != (tls_key is None):
-        _fail("--tls-cert and --tls-key go together")
+        fail("--tls-cert and --tls-key go together")
     if tls_client_ca is not None and tls_cert is None:
-        _fail("--tls-client-ca needs --tls-cert and --tls-key")
+        fail("--tls-client-ca needs --tls-cert and --tls-key")
     if (console_tls_cert is None) != (console_tls_key is None):
-        _fail("--console-tls-cert and --console-tls-key go together")
+        fail("--console-tls-cert and --console-tls-key go together")
     if console and http_listen and tls_client_ca is not None and console_tls_cert is None:
-        _fail(
+        fail(
             "the console reads this log over its mTLS: give it a client certificate "
             "(--console-tls-cert, --console-tls-key) signed by --tls-client-ca, or --no-console"
         )
     for h in auditor_token_hashes:
         if len(h) != 64 or any(c not in "0123456789abcdef" for c in h):
-            _fail(
+            fail(
                 "--auditor-token-hash takes the 64-hex SHA-256 of a token "
                 "(see `affidavit auditor-token`)"
             )
@@ -504,22 +501,22 @@ def serve(
             Path(k[1:]).read_text().strip() if k.startswith("@") else k for k in witness_keys
         )
     except OSError as e:
-        _fail(f"--witness-key: cannot read {_describe(e)}")
+        fail(f"--witness-key: cannot read {error_text(e)}")
     for key in witness_keys:
         try:
             verifier = note.parse_verifier(key)
         except MalformedKeyError as e:
-            _fail(f"--witness-key {key!r} is not a verifier key: {e}")
+            fail(f"--witness-key {key!r} is not a verifier key: {e}")
         if not isinstance(verifier, CosignatureV1Verifier):
-            _fail(f"--witness-key {verifier.name!r} is not a witness (cosignature/v1) key")
+            fail(f"--witness-key {verifier.name!r} is not a witness (cosignature/v1) key")
     keys = set(witness_keys)
     for text in witnesses:
         try:
             keys.add(parse_target(text).verifier.key_text())
         except (ValueError, OSError) as e:
-            _fail(str(e))
+            fail(str(e))
     if witness_quorum > len(keys):
-        _fail(
+        fail(
             f"--witness-quorum {witness_quorum} is more than the {len(keys)} witnesses "
             "configured (--witness, --witness-key)"
         )
@@ -531,12 +528,12 @@ def serve(
             # A taken port fails here, before a log is created for a server that cannot run.
             check_free(parse_listen(address, flag))
         except OSError as e:
-            _fail(f"{e}; is another server running there? (choose another {flag})")
-    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
+            fail(f"{e}; is another server running there? (choose another {flag})")
+    spec = store_spec(data_dir, storage_url, objects_url, private_objects_url)
     try:
         initialised = config.is_initialised(data_dir)
     except OSError as e:
-        _fail(f"cannot use --data-dir {data_dir}: {_describe(e, data_dir)}")
+        fail(f"cannot use --data-dir {data_dir}: {error_text(e, data_dir)}")
     if not initialised:
         _, admin_key = _create(data_dir, origin, entry_format, admin_id, spec, min_free_mib << 20)
         logging.info(
@@ -577,176 +574,6 @@ def serve(
     try:
         asyncio.run(app.serve(settings))
     except STARTUP_ERRORS as e:
-        _fail(_describe(e))
+        fail(error_text(e))
     except Exception as e:  # one line, whatever broke: the operator reads it first
-        _fail(f"the server failed: {type(e).__name__}: {e}")
-
-
-@click.command()
-@data_dir_option
-@storage_option
-@objects_option
-@private_objects_option
-def check(
-    data_dir: Path,
-    storage_url: str | None,
-    objects_url: str | None,
-    private_objects_url: str | None,
-) -> None:
-    """Re-verify a log: every stored entry and tile against its signed checkpoint, and the
-    database against the checkpoint kept outside it.
-
-    Reads the whole log (progress on stderr), rebuilding the tree from the entries and
-    comparing every tile and the root. The log's key comes from DATA_DIR.
-
-    \b
-    LevelDB (the default): stop the server first, it holds the database's lock (a running
-    server checks itself: serve --check-hours).
-    PostgreSQL + S3 (--storage, --objects): frontends may go on serving; the check covers
-    the tree published when it starts, reading entry bundles and tiles from the object
-    store, and also checks the bucket's public checkpoint (one the log signed, not behind).
-    Like any frontend, it first completes a publication a dead frontend left unfinished.
-
-    \b
-      affidavit check --data-dir ./data
-      affidavit check --data-dir ./keys --storage postgresql://affidavit@db:5432/log \\
-          --objects s3://audit-log/prod
-
-    \b
-    Exit codes: 0 the log is sound, 1 damage found (every problem listed, up to 100),
-    2 the log cannot be checked (no log, in use, unreadable key, storage unreachable).
-    """
-    spec = _store(data_dir, storage_url, objects_url, private_objects_url)
-    try:
-        _, verifier_key = config.load_key(data_dir)
-        storage = open_store(spec, min_free_bytes=0)
-    except DataLossError as e:
-        click.echo(f"affidavit: damaged: {e}", err=True)
-        sys.exit(EXIT_DAMAGED)
-    except (StorageError, OSError) as e:
-        _fail(str(e))
-    interactive = sys.stderr.isatty()
-    shown = [0.0]
-
-    def progress(done: int, total: int) -> None:
-        now = time.monotonic()
-        if now - shown[0] < (0.2 if interactive else 5.0) and done != total:
-            return
-        shown[0] = now
-        line = f"checked {done}/{total} entries"
-        click.echo(f"\r{line}" if interactive else line, err=True, nl=not interactive)
-
-    try:
-        kept = KeptCheckpoint(data_dir / config.CHECKPOINT_FILE)
-        report = check_log(storage, verifier_key, kept, progress=progress)
-    except StorageUnavailableError as e:  # not damage: nothing is noted, check again later
-        _fail(f"the check could not finish: {e}")
-    except StorageError as e:
-        report = CheckReport(0, [str(e)])
-    finally:
-        storage.close()
-    if interactive:
-        click.echo("", err=True)
-    damage = DamageNote(data_dir / config.DAMAGE_FILE)
-    if report.problems:
-        for problem in report.problems:
-            click.echo(f"damaged: {problem}")
-        damage.write(report.problems)
-        click.echo(
-            f"{len(report.problems)} problems in the log at {storage.location}; restore it from "
-            f"a backup (a server with --data-dir {data_dir} refuses to serve it until it checks "
-            "out)"
-        )
-        sys.exit(EXIT_DAMAGED)
-    damage.clear()
-    click.echo(f"sound: {report.size} entries and their tiles match the signed checkpoint")
-
-
-@click.command("auditor-token")
-@click.option(
-    "--out",
-    type=click.Path(dir_okay=False, path_type=Path),
-    help="Write the token to this file (mode 0600) and print only its hash.",
-)
-def auditor_token(out: Path | None) -> None:
-    """Make an auditor token: give the token to the auditor, its hash to `serve
-    --auditor-token-hash`. The server keeps only the hash.
-
-    \b
-      HASH=$(affidavit auditor-token --out auditor.token)
-      affidavit serve --auditor-token-hash "$HASH"
-      affidavit search --token @auditor.token ...
-    """
-    token, digest = new_token()
-    if out is not None:
-        if out.exists():
-            _fail(f"{out} exists; choose another --out")
-        config.write_private(out, token + "\n")
-        click.echo(digest)
-        return
-    click.echo(f"token (give to the auditor, shown once): {token}")
-    click.echo(f"hash (for serve --auditor-token-hash):   {digest}")
-
-
-@click.command()
-@click.option(
-    "--from",
-    "source",
-    type=click.Path(file_okay=False, exists=True, path_type=Path),
-    required=True,
-    help="The LevelDB log's data directory (its keys and db/); stop its server first.",
-)
-@click.option(
-    "--to",
-    "storage_url",
-    metavar="URL",
-    required=True,
-    envvar="AFFIDAVIT_STORAGE",
-    show_envvar=True,
-    help="PostgreSQL URL of an empty database (postgresql://USER@HOST:PORT/DATABASE).",
-)
-@objects_option
-@private_objects_option
-def migrate(
-    source: Path, storage_url: str, objects_url: str | None, private_objects_url: str | None
-) -> None:
-    """Move a LevelDB log to PostgreSQL and object storage, verifying it on the way.
-
-    Every signed checkpoint is checked (the log's signature, and the root of the tiles grown
-    from its entries) and replayed as the batch it was; statement state, search index and
-    witness cosignatures are copied; at the end the new storage must give the same latest
-    checkpoint, recomputed from its tiles. Nothing is re-signed: origin, key and every proof
-    stay valid. Then serve it with `affidavit serve --data-dir FROM --storage URL --objects
-    s3://…` (the keys stay in FROM; db/ there is no longer used).
-
-    \b
-      affidavit migrate --from ./data --to postgresql://affidavit@db:5432/log \\
-          --objects s3://audit-log/prod
-    """
-    from affidavit.server.migrate import Progress
-    from affidavit.server.migrate import migrate as run
-
-    spec = _store(source, storage_url, objects_url, private_objects_url)
-    if objects_url is None:
-        _fail("--objects s3://BUCKET/PREFIX is required: tiles and entries go there")
-    last = [0.0]
-
-    def show(p: Progress) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 2.0 or p.size == p.total:
-            last[0] = now
-            click.echo(
-                f"migrated {p.size}/{p.total} entries ({p.checkpoints} checkpoints)", err=True
-            )
-
-    if not config.is_initialised(source):
-        _fail(f"{source} holds no log (no {config.KEY_FILE})")
-    try:
-        done = run(source, spec, show)
-    except StorageError as e:
-        _fail(f"migration stopped: {e}")
-    click.echo(
-        f"migrated {done.size} entries, {done.checkpoints} checkpoints, {done.records} state "
-        f"and index records, {done.cosigned} cosigned checkpoints; the latest checkpoint "
-        "verifies against the new storage's tiles"
-    )
+        fail(f"the server failed: {type(e).__name__}: {e}")

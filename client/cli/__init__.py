@@ -2,10 +2,10 @@
 
 The client's commands live in this package, one module per command group (identities,
 authority, actions, reading, searching, investigating, sessions, witnessing, evidence,
-auditing); the server's (server/cli.py: init, serve, check, auditor-token), the console's and
-the adapters' (adapters/cli.py: mcp-proxy, otlp-bridge) are imported only when one of them
-runs, the one place client-side code touches them. Every client command takes the connection
-options (also as AFFIDAVIT_* environment variables) and --json.
+auditing); the server's (server/cli.py: init, serve; server/cli_maintenance.py: check, migrate,
+auditor-token), the console's and the adapters' (adapters/cli.py: mcp-proxy, otlp-bridge) are
+imported only when one of them runs, the one place client-side code touches them. Every client
+command takes the connection options (also as AFFIDAVIT_* environment variables) and --json.
 
 Exit codes (options.EXIT_CODES): 0 done; 1 something did not verify (or an audit found
 something); 2 usage error or invalid input, nothing sent (a check made before sending included);
@@ -43,11 +43,11 @@ from affidavit.client.cli.options import EXIT_CODES_TEXT, EXIT_USAGE, error_json
 # Commands that live beside what they drive, imported only when run (the client never imports
 # the server, or the parts built on the client, otherwise): name -> "module:attribute".
 _SERVER_COMMANDS = {
-    "auditor-token": "affidavit.server.cli:auditor_token",
-    "check": "affidavit.server.cli:check",
+    "auditor-token": "affidavit.server.cli_maintenance:auditor_token",
+    "check": "affidavit.server.cli_maintenance:check",
     "console": "affidavit.console.cli:console",
     "init": "affidavit.server.cli:init",
-    "migrate": "affidavit.server.cli:migrate",
+    "migrate": "affidavit.server.cli_maintenance:migrate",
     "serve": "affidavit.server.cli:serve",
 }
 # The adapters' commands (adapters/cli.py), imported the same way: client code never imports
