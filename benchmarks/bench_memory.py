@@ -1,0 +1,122 @@
+#!/usr/bin/env python3
+"""Server memory as a log of signed statements grows: RSS at 0, 100,000 and 1,000,000 entries.
+
+Builds N statements with bench_audit's generator (humans granting, agents acting in 64
+sessions per generator process, approvals, INTENT/OUTCOME pairs, one in a thousand out of
+scope), appends them to a real `affidavit serve` (LevelDB, every ingest check on) in
+dependency-free batches of 1,000, and reads the server's VmRSS and VmHWM from /proc at each
+mark. What grows with the log lives in LevelDB; what the server keeps in memory (record
+caches, the gate's committed-state cache, tile caches) is bounded, so RSS must level off:
+the figure to read is rss(1M) / rss(100k), beside the same ratio of the entries (10).
+
+    .venv/bin/python benchmarks/bench_memory.py                      # 1,000,000 statements
+    .venv/bin/python benchmarks/bench_memory.py --entries 200000     # quicker
+
+Prints one JSON object per line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+sys.path[:0] = [str(HERE.parent), str(HERE)]
+
+import bench_audit  # noqa: E402
+from affidavit.client.client import Client  # noqa: E402
+from affidavit.client.verify import TrustPolicy  # noqa: E402
+from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
+from affidavit.statements.signing import IdentityKey  # noqa: E402
+
+MARKS = (0, 10_000, 100_000, 250_000, 500_000, 1_000_000)
+"""Log sizes at which RSS is read (those up to --entries, and --entries itself)."""
+
+
+def emit(obj: dict[str, Any]) -> None:
+    print(json.dumps(obj), flush=True)
+
+
+def status_kb(pid: int, field: str) -> int:
+    """A /proc/<pid>/status field in kB (VmRSS, VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--entries", type=int, default=1_000_000, help="statements in the log")
+    args = parser.parse_args(argv)
+    marks = sorted({m for m in MARKS if m < args.entries} | {args.entries})
+
+    token = "bench-" + hashlib.sha256(os.urandom(16)).hexdigest()
+    with tempfile.TemporaryDirectory() as tmp:
+        data_dir = Path(tmp) / "log"
+        server, port = bench_audit.start_server(
+            data_dir, hashlib.sha256(token.encode()).hexdigest()
+        )
+        try:
+
+            def mark(size: int, **extra: Any) -> dict[str, Any]:
+                figure = {
+                    "bench": "server_rss_statements",
+                    "entries": size,
+                    "rss_kb": status_kb(server.pid, "VmRSS"),
+                    "hwm_kb": status_kb(server.pid, "VmHWM"),
+                    **extra,
+                }
+                emit(figure)
+                return figure
+
+            at_start = mark(1)
+            admin = IdentityKey.load(data_dir / "admin.key")
+            began = time.perf_counter()
+            log = bench_audit.build_log(args.entries, admin=admin, sessions=64)
+            emit({"built": len(log.leaves), "seconds": round(time.perf_counter() - began, 1)})
+            policy = TrustPolicy((data_dir / "log.pub").read_text().strip())
+            figures = {0: at_start}
+            with Client(f"127.0.0.1:{port}", policy, token=token, timeout=600) as client:
+                for leaf in log.leaves[: log.prefix]:
+                    client.call(client.stub.Append, pb.AppendRequest(entry=leaf))
+                size, pending = 1 + log.prefix, list(marks[1:])
+                began = time.perf_counter()
+                for batch in bench_audit.waves(log.leaves[log.prefix :], 1000):
+                    response = client.call(
+                        client.stub.AppendBatch, pb.AppendBatchRequest(entries=batch)
+                    )
+                    refused = [r for r in response.results if r.WhichOneof("result") != "ok"]
+                    if refused:
+                        raise SystemExit(f"append refused: {refused[0].error.message}")
+                    size += len(batch)
+                    while pending and size >= pending[0]:
+                        seconds = time.perf_counter() - began
+                        figures[pending.pop(0)] = mark(
+                            size, appended_per_s=round((size - 1 - log.prefix) / seconds)
+                        )
+            top = figures[max(figures)]
+            for base in (10_000, 100_000):
+                if base in figures and max(figures) > base:
+                    emit(
+                        {
+                            "ratio": f"rss_{max(figures)}/rss_{base}",
+                            "value": round(top["rss_kb"] / figures[base]["rss_kb"], 3),
+                            "entries_ratio": round(top["entries"] / figures[base]["entries"], 1),
+                        }
+                    )
+        finally:
+            server.terminate()
+            server.wait(timeout=60)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
