@@ -64,11 +64,6 @@ def export_set(client: Client, action_ids: Iterable[str]) -> Bundle:
 def verify_set(bundle_text: str | bytes, policy: TrustPolicy) -> tuple[Report, ...]:
     """Verify a bundle of one or more actions offline; one Report per action, by action id.
     Raises VerificationError naming the first thing that fails."""
-    if isinstance(bundle_text, bytes):
-        try:
-            bundle_text = bundle_text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise VerificationError(f"the bundle is not UTF-8 text (byte {e.start})") from None
     whole = Bundle.from_json(bundle_text)
     statements: dict[int, pb.Statement] = {}
     for entry in whole.entries:

@@ -73,9 +73,14 @@ class Bundle:
         return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
 
     @classmethod
-    def from_json(cls, text: str) -> Bundle:
-        """Parse a bundle file strictly (its content: any layout); VerificationError says what
-        is wrong with it."""
+    def from_json(cls, text: str | bytes) -> Bundle:
+        """Parse a bundle file (its text, or its bytes as UTF-8) strictly (its content: any
+        layout); VerificationError says what is wrong with it."""
+        if isinstance(text, bytes):
+            try:
+                text = text.decode("utf-8")
+            except UnicodeDecodeError as e:
+                raise VerificationError(f"the bundle is not UTF-8 text (byte {e.start})") from None
         try:
             data = json.loads(text, object_pairs_hook=_object)
         except ValueError as e:

@@ -55,11 +55,6 @@ def verify(bundle_text: str | bytes, policy: TrustPolicy) -> Report:
     Returns the Report of what it proves; raises VerificationError naming the first thing that
     fails (see the module docstring for every check, and for what needs the full log).
     """
-    if isinstance(bundle_text, bytes):
-        try:
-            bundle_text = bundle_text.decode("utf-8")
-        except UnicodeDecodeError as e:
-            raise VerificationError(f"the bundle is not UTF-8 text (byte {e.start})") from None
     bundle = Bundle.from_json(bundle_text)
     verified, witnesses, unknown = _open(bundle.checkpoint, policy)
     cp = verified.checkpoint
