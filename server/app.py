@@ -27,8 +27,9 @@ from affidavit.server.logstore import LogStore, StorageUnavailableError, StoreSp
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Sequencer
-from affidavit.server.service import LogService, StrictRequests
+from affidavit.server.service import LogService
 from affidavit.server.storage import MIN_FREE_BYTES, DataLossError, StorageError
+from affidavit.server.strict_requests import StrictRequests
 from affidavit.server.witness_push import Pusher, parse_target
 from affidavit.statements import build
 from affidavit.statements.signing import IdentityKey

@@ -9,9 +9,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, NoReturn
 
 import grpc
 from affidavit.merkle import checkpoint as checkpoints
@@ -24,7 +23,17 @@ from affidavit.proto import affidavit_pb2_grpc as pb_grpc
 from affidavit.server import search
 from affidavit.server.access import Auditors
 from affidavit.server.admission import StatementGate
-from affidavit.server.errors import RequestError, unexpected_failure
+from affidavit.server.errors import (
+    RETRY_AFTER_MS,
+    Context,
+    RequestError,
+    abort,
+    invalid,
+    out_of_range,
+    refusal_status,
+    storage_refusal,
+    unexpected_failure,
+)
 from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.logstore import LogStore
 from affidavit.server.metrics import Metrics
@@ -33,20 +42,12 @@ from affidavit.server.refusals import RefusalRecorder
 from affidavit.server.sequencer import Outcome as SequencerOutcome
 from affidavit.server.sequencer import QueueFullError, Receipt, Sequencer, ShuttingDownError
 from affidavit.server.storage import (
-    ConflictError,
-    DataLossError,
-    DiskFullError,
     StorageError,
 )
 from affidavit.statements.errors import Rejection
-from google.protobuf.message import DecodeError
 
-Context = grpc.aio.ServicerContext[Any, Any]
 log = logging.getLogger("affidavit.server")
 refusals = logging.getLogger("affidavit.server.refusals")
-
-RETRY_AFTER_MS = 100
-"""The back-off suggested to appenders when the queue is full (also sent as retry-after-ms)."""
 
 STREAM_WINDOW = 1024
 """Entries of one AppendStream read but not yet submitted; reading pauses beyond it."""
@@ -60,14 +61,6 @@ VERIFIER_THREADS = 2
 
 Outcome = Receipt | RequestError
 """What one appended entry comes to: its receipt, or why it was refused."""
-
-
-def _invalid(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.INVALID_ARGUMENT, message)
-
-
-def _out_of_range(message: str) -> RequestError:
-    return RequestError(grpc.StatusCode.OUT_OF_RANGE, message)
 
 
 class LogService(pb_grpc.LogServicer):
@@ -121,9 +114,9 @@ class LogService(pb_grpc.LogServicer):
         positions = []
         for i, entry in enumerate(entries):
             if not entry:
-                outcomes[i] = _invalid("entry is empty; an entry is 1 byte or more")
+                outcomes[i] = invalid("entry is empty; an entry is 1 byte or more")
             elif len(entry) > self._max_entry:
-                outcomes[i] = _invalid(
+                outcomes[i] = invalid(
                     f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
                     "(the server's --max-entry-bytes; never more than 65,535, the most a "
                     "tlog-tiles entry bundle can hold)"
@@ -138,7 +131,7 @@ class LogService(pb_grpc.LogServicer):
             for k, p in enumerate(prepared):
                 if isinstance(p, Rejection):
                     self._note_refusal(accepted[k], p, source)
-                    outcomes[positions[k]] = _refused(p)
+                    outcomes[positions[k]] = refusal_status(p)
             positions = [positions[k] for k in passed]
             accepted = [accepted[k] for k in passed]
             prepared = [prepared[k] for k in passed]
@@ -177,7 +170,7 @@ class LogService(pb_grpc.LogServicer):
                 for i, result in zip(positions, results, strict=True):
                     if isinstance(result, Rejection):
                         self._note_refusal(entries[i], result, source)
-                        outcomes[i] = _refused(result)
+                        outcomes[i] = refusal_status(result)
                     else:
                         outcomes[i] = result
             settled = []
@@ -256,7 +249,7 @@ class LogService(pb_grpc.LogServicer):
     async def Append(self, request: pb.AppendRequest, context: Context) -> pb.AppendResponse:
         (outcome,) = await (await self._submit_answered([request.entry], context.peer()))
         if isinstance(outcome, RequestError):
-            await _abort(context, outcome)
+            await abort(context, outcome)
         response = pb.AppendResponse()
         _put_receipt(response, outcome)
         # The proof from the client's trusted size to the receipt's checkpoint spares it a
@@ -272,9 +265,9 @@ class LogService(pb_grpc.LogServicer):
         self, request: pb.AppendBatchRequest, context: Context
     ) -> pb.AppendBatchResponse:
         if len(request.entries) > self._max_batch:
-            await _abort(
+            await abort(
                 context,
-                _invalid(
+                invalid(
                     f"batch has {len(request.entries)} entries; "
                     f"send at most {self._max_batch} per call"
                 ),
@@ -375,7 +368,7 @@ class LogService(pb_grpc.LogServicer):
             )
             return pb.AddCosignatureResponse(cosigned_note=merged)
         except RequestError as e:
-            await _abort(context, e)
+            await abort(context, e)
 
     def _add_cosignature(self, cosigned: str) -> str:
         if not self._witnesses:
@@ -387,7 +380,7 @@ class LogService(pb_grpc.LogServicer):
             text, _ = note.parse_note(cosigned)
             cp = checkpoints.parse(text)
         except MerkleError as e:
-            raise _invalid(f"not a cosigned checkpoint note: {e}") from None
+            raise invalid(f"not a cosigned checkpoint note: {e}") from None
         issued = self._storage.checkpoint_at(cp.size)
         if issued is None or note.parse_note(issued)[0] != text:
             raise RequestError(
@@ -402,7 +395,7 @@ class LogService(pb_grpc.LogServicer):
                 "the note has no cosignature from a witness this log trusts",
             ) from None
         except MerkleError as e:
-            raise _invalid(f"a cosignature does not verify: {e}") from None
+            raise invalid(f"a cosignature does not verify: {e}") from None
         lines = "".join(sig.line() for sig in opened.signatures)
         return self._published.add(cp.size, issued, f"{text}\n{lines}")
 
@@ -415,7 +408,7 @@ class LogService(pb_grpc.LogServicer):
     def _tree_size(self, asked: int) -> int:
         size = self._sequencer.checkpoint.size
         if asked > size:
-            raise _out_of_range(f"tree size {asked} is beyond the log's current size {size}")
+            raise out_of_range(f"tree size {asked} is beyond the log's current size {size}")
         return asked or size
 
     async def GetInclusionProof(
@@ -428,9 +421,7 @@ class LogService(pb_grpc.LogServicer):
             size = self._tree_size(request.tree_size)
             if request.HasField("leaf_hash"):
                 if len(request.leaf_hash) != 32:
-                    raise _invalid(
-                        f"leaf_hash is {len(request.leaf_hash)} bytes; a leaf hash is 32"
-                    )
+                    raise invalid(f"leaf_hash is {len(request.leaf_hash)} bytes; a leaf hash is 32")
                 index = self._storage.index_of(request.leaf_hash)
                 if index is None:
                     raise RequestError(
@@ -439,17 +430,17 @@ class LogService(pb_grpc.LogServicer):
             elif request.HasField("index"):
                 index = request.index
             else:
-                raise _invalid("give the entry's index or its leaf_hash")
+                raise invalid("give the entry's index or its leaf_hash")
             if index >= size and not request.tree_size:
                 await self._catch_up(index + 1)  # appended through another frontend
                 size = self._tree_size(0)
             if index >= size:
-                raise _out_of_range(f"entry {index} is not in the tree of size {size}")
+                raise out_of_range(f"entry {index} is not in the tree of size {size}")
             reader = TileHashReader(size, self._tiles)
             leaf = reader.read_hashes([(0, index)])[0]
             hashes = proofs.prove_inclusion(index, size, reader)
         except RequestError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return pb.InclusionProof(index=index, tree_size=size, leaf_hash=leaf, hashes=hashes)
 
     async def GetConsistencyProof(
@@ -461,16 +452,16 @@ class LogService(pb_grpc.LogServicer):
             await self._catch_up(max(request.first, request.second))
             second = self._tree_size(request.second)
             if request.first == 0:
-                raise _invalid(
+                raise invalid(
                     "first is 0: every tree extends the empty tree, so there is nothing to prove"
                 )
             if request.first > second:
-                raise _invalid(f"first ({request.first}) is larger than second ({second})")
+                raise invalid(f"first ({request.first}) is larger than second ({second})")
             hashes = proofs.prove_consistency(
                 request.first, second, TileHashReader(second, self._tiles)
             )
         except RequestError as e:
-            await _abort(context, e)
+            await abort(context, e)
         return pb.ConsistencyProof(first=request.first, second=second, hashes=hashes)
 
     async def GetEntries(
@@ -481,15 +472,15 @@ class LogService(pb_grpc.LogServicer):
             await self._catch_up(request.end)
             end = self._tree_size(request.end)
             if request.start >= end:
-                raise _out_of_range(f"start {request.start} is not before end {end}")
+                raise out_of_range(f"start {request.start} is not before end {end}")
         except RequestError as e:
-            await _abort(context, e)
+            await abort(context, e)
         end = min(end, request.start + self._page)
         batch = list(self._storage.entries(request.start, end))
         try:
             hashes = self._checked_leaf_hashes(request.start, end, batch)
         except RequestError as e:
-            await _abort(context, e)
+            await abort(context, e)
         for (index, data), leaf_hash in zip(batch, hashes, strict=True):
             entry = pb.Entry(index=index, data=data, leaf_hash=leaf_hash)
             verdict = self._gate.committed.verdict(index) if self._gate is not None else None
@@ -535,42 +526,9 @@ class LogService(pb_grpc.LogServicer):
                 del found.hits[beyond:]
             return found
         except search.SearchError as e:
-            await _abort(context, _invalid(str(e)))
+            await abort(context, invalid(str(e)))
         except RequestError as e:
-            await _abort(context, e)
-
-
-def storage_refusal(e: Exception) -> RequestError:
-    """A failure as a status a person can act on: storage faults by kind, anything else
-    INTERNAL (logged with its traceback; the caller sees only its type)."""
-    if isinstance(e, DiskFullError):
-        return RequestError(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
-    if isinstance(e, DataLossError):
-        return RequestError(grpc.StatusCode.DATA_LOSS, str(e))
-    if isinstance(e, ConflictError):
-        return RequestError(grpc.StatusCode.FAILED_PRECONDITION, str(e))
-    if isinstance(e, StorageError):
-        return RequestError(grpc.StatusCode.UNAVAILABLE, f"{e}; retry later")
-    log.error("request failed", exc_info=e)
-    return RequestError(
-        grpc.StatusCode.INTERNAL,
-        f"the server failed ({type(e).__name__}, logged with its details); an append that "
-        "fails so was not acknowledged: retry later",
-    )
-
-
-UNAUTHENTICATED_STATEMENT = (
-    "the statement is not signed by a key registered in this log: its key is not registered "
-    "(an admin registers it first), or the signature does not verify with it"
-)
-"""The one answer to every unauthenticated statement: which of the two it was would tell an
-unauthenticated caller whether a key id is registered."""
-
-
-def _refused(rejection: Rejection) -> RequestError:
-    if rejection.code == "UNAUTHENTICATED":
-        return RequestError(grpc.StatusCode.UNAUTHENTICATED, UNAUTHENTICATED_STATEMENT)
-    return RequestError(grpc.StatusCode[rejection.code], rejection.message)
+            await abort(context, e)
 
 
 def _put_result(result: pb.AppendResult, outcome: Outcome) -> None:
@@ -593,82 +551,3 @@ def _put_receipt(response: pb.AppendResponse, r: Receipt) -> None:
     if r.verdict:
         response.verdict = r.verdict  # type: ignore[assignment]
         response.verdict_reason = r.verdict_reason
-
-
-async def _abort(context: Context, e: RequestError) -> NoReturn:
-    if e.code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        context.set_trailing_metadata((("retry-after-ms", str(RETRY_AFTER_MS)),))
-    await context.abort(e.code, e.message)
-    raise AssertionError("context.abort returns only by raising")
-
-
-class StrictRequests(grpc.aio.ServerInterceptor):
-    """Requests to the Log service that are not valid protobuf get INVALID_ARGUMENT with a
-    message saying so, instead of gRPC's generic failure (the handlers decode, not gRPC); and
-    no exception escapes a handler as UNKNOWN: storage faults get their status (DATA_LOSS,
-    RESOURCE_EXHAUSTED, ...), anything else INTERNAL (see storage_refusal)."""
-
-    async def intercept_service(
-        self,
-        continuation: Callable[
-            [grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]
-        ],
-        details: grpc.HandlerCallDetails,
-    ) -> grpc.RpcMethodHandler[Any, Any] | None:
-        handler = await continuation(details)
-        method = details.method
-        decode = getattr(handler, "request_deserializer", None)
-        if handler is None or decode is None or not method.startswith("/affidavit.v1.Log/"):
-            return handler
-
-        async def parse(raw: bytes, context: Context) -> Any:
-            try:
-                return decode(raw)
-            except DecodeError:
-                await _abort(
-                    context, _invalid(f"the request to {method} is not a valid protobuf message")
-                )
-
-        async def requests(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
-            async for raw in raws:
-                yield await parse(raw, context)
-
-        h: Any = handler
-        if h.unary_unary is not None:
-
-            async def unary_unary(raw: bytes, context: Context) -> Any:
-                try:
-                    return await h.unary_unary(await parse(raw, context), context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await _abort(context, storage_refusal(e))
-
-            return h._replace(request_deserializer=None, unary_unary=unary_unary)  # type: ignore[no-any-return]
-        if h.unary_stream is not None:
-
-            async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
-                try:
-                    async for item in h.unary_stream(await parse(raw, context), context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await _abort(context, storage_refusal(e))
-
-            return h._replace(request_deserializer=None, unary_stream=unary_stream)  # type: ignore[no-any-return]
-        if h.stream_stream is not None:
-
-            async def stream_stream(
-                raws: AsyncIterator[bytes], context: Context
-            ) -> AsyncIterator[Any]:
-                try:
-                    async for item in h.stream_stream(requests(raws, context), context):
-                        yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await _abort(context, storage_refusal(e))
-
-            return h._replace(request_deserializer=None, stream_stream=stream_stream)  # type: ignore[no-any-return]
-        return handler
