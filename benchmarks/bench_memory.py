@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import multiprocessing
 import os
 import sys
 import tempfile
@@ -34,12 +35,15 @@ import bench_audit  # noqa: E402
 from affidavit.client.client import Client  # noqa: E402
 from affidavit.client.verify import TrustPolicy  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
+from affidavit.statements import build  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
 
 MARKS = (0, 10_000, 100_000, 250_000, 500_000, 1_000_000)
 """Log sizes at which RSS is read (those up to --entries, and --entries itself)."""
 PART = 50_000
 """Statements built and appended at a time."""
+PER_PAIR = 2.02
+"""Statements per INTENT/OUTCOME pair of bench_audit's generator (one in 50 has an approval)."""
 
 
 def emit(obj: dict[str, Any]) -> None:
@@ -83,19 +87,29 @@ def main(argv: list[str] | None = None) -> int:
             admin = IdentityKey.load(data_dir / "admin.key")
             policy = TrustPolicy((data_dir / "log.pub").read_text().strip())
             figures = {0: at_start}
-            size, pending, appended, spent = 1, list(marks[1:]), 0, 0.0
-            with Client(f"127.0.0.1:{port}", policy, token=token, timeout=600) as client:
+            cast_log, cast = bench_audit.setup(admin, False, build.now_ms())
+            size, pending, appended, spent, salt = 1, list(marks[1:]), 0, 0.0, 0
+            with (
+                Client(f"127.0.0.1:{port}", policy, token=token, timeout=600) as client,
+                multiprocessing.get_context("spawn").Pool(2) as pool,
+            ):
+                for leaf in cast_log.leaves:  # identities and grants, one after another
+                    client.call(client.stub.Append, pb.AppendRequest(entry=leaf))
+                size += len(cast_log.leaves)
                 while size < args.entries:
                     # Built a part at a time: statements carry the client's time, which the
                     # log accepts only within 300 s of its own clock.
-                    log = bench_audit.build_log(
-                        min(PART, args.entries - size), admin=admin, sessions=64
-                    )
+                    pairs = max(2, round(min(PART, args.entries - size) / PER_PAIR))
+                    time_ms = build.now_ms()
+                    jobs = [
+                        (cast, time_ms, pairs // 2 + i * (pairs % 2), salt + i, 64) for i in (0, 1)
+                    ]
+                    salt += 2
+                    leaves = [
+                        leaf for part in pool.map(bench_audit.actions, jobs) for leaf in part.leaves
+                    ]
                     began = time.perf_counter()
-                    for leaf in log.leaves[: log.prefix]:
-                        client.call(client.stub.Append, pb.AppendRequest(entry=leaf))
-                    size += log.prefix
-                    for batch in bench_audit.waves(log.leaves[log.prefix :], 1000):
+                    for batch in bench_audit.waves(leaves, 1000):
                         response = client.call(
                             client.stub.AppendBatch, pb.AppendBatchRequest(entries=batch)
                         )
