@@ -33,7 +33,7 @@ from functools import partial
 from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import build, schema, secrets
+from affidavit.statements import build, schema, schema_walk, secrets
 from affidavit.statements.redact import redact_parameters
 from affidavit.statements.signing import IdentityKey
 
@@ -119,7 +119,10 @@ STATEMENTS = {
 
 def text_guard(statement: pb.Statement) -> bool:
     """Every string field scanned as plain text: the earlier design, as a reference."""
-    return any(secrets.scan(text, key) for _, text, key in schema._strings(statement))
+    found = schema_walk.walk(statement, "statement")
+    texts = [*found.texts, statement.action.operation.parameters_json]
+    texts += (v for _, entries in found.maps for v in entries.values())
+    return any(secrets.scan(text) for text in texts)
 
 
 def guard(statement: pb.Statement) -> None:

@@ -8,25 +8,19 @@ either check. Each violation names the field path (e.g. action.operation.resourc
 
 from __future__ import annotations
 
-import functools
 import re
-from collections.abc import Iterator
 from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import names, redact, secret_values, secrets
+from affidavit.statements import names, redact, schema_walk, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, is_digest, loads
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
+from affidavit.statements.schema_walk import LONG_STRINGS, MAX_ATTRIBUTES, MAX_REPEATED, MAX_STRING
 from google.protobuf import unknown_fields
-from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 
 SCHEMA_VERSION = 1
-MAX_STRING = 1024
-LONG_STRINGS = {"parameters_json": 32 * 1024, "justification": 4096, "comment": 4096}
-MAX_REPEATED = 64
-MAX_ATTRIBUTES = 32
 
 _HEX = re.compile(r"[0-9a-f]+")
 _ROLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
@@ -56,82 +50,6 @@ def _no_unknown_fields(message: Message, path: str) -> None:
         raise Rejection.invalid(
             f"{path} has fields this log's schema does not define; upgrade or remove them"
         )
-
-
-def strings(message: Message, path: str = "") -> Iterator[tuple[str, str]]:
-    """Every string in a message, with its field path; checks unknown fields and sizes too."""
-    for item_path, text, _ in _strings(message, path):
-        yield item_path, text
-
-
-def _check_length(path: str, text: str, limit: int = MAX_STRING) -> None:
-    if len(text) > limit:
-        raise Rejection.invalid(f"{path} is {len(text)} characters; at most {limit}")
-
-
-def _strings(message: Message, path: str = "") -> list[tuple[str, str, str | None]]:
-    """strings(), each with the map key it is stored under (the secret guard's name), if any.
-
-    Also refuses enum values the schema does not define: proto3 keeps them, and the rules would
-    read them as some defined value (an unknown IdentityEvent.op as REVOKE, for one).
-    """
-    found: list[tuple[str, str, str | None]] = []
-    _collect(message, path, found)
-    return found
-
-
-_MAP, _MESSAGE, _STRING, _BYTES, _ENUM, _OTHER = range(6)
-
-
-@functools.cache
-def _kind(field: FieldDescriptor) -> int:
-    """How the walk treats a field: asked once per field of the schema, not per statement."""
-    if field.message_type is not None and field.message_type.GetOptions().map_entry:
-        return _MAP
-    kinds = {
-        FieldDescriptor.TYPE_MESSAGE: _MESSAGE,
-        FieldDescriptor.TYPE_STRING: _STRING,
-        FieldDescriptor.TYPE_BYTES: _BYTES,
-        FieldDescriptor.TYPE_ENUM: _ENUM,
-    }
-    return kinds.get(field.type, _OTHER)
-
-
-def _collect(message: Message, path: str, found: list[tuple[str, str, str | None]]) -> None:
-    _no_unknown_fields(message, path or "statement")
-    for field, value in message.ListFields():
-        name = f"{path}.{field.name}" if path else field.name
-        kind = _kind(field)
-        if kind == _MAP:
-            if len(value) > MAX_ATTRIBUTES:
-                raise Rejection.invalid(
-                    f"{name} has {len(value)} entries; at most {MAX_ATTRIBUTES}"
-                )
-            for k, v in value.items():
-                _check_length(f"{name}.key", k)
-                found.append((f"{name}.key", k, None))
-                _check_length(f"{name}[{k!r}]", v)
-                found.append((f"{name}[{k!r}]", v, k))
-            continue
-        repeated = field.is_repeated
-        items = value if repeated else [value]
-        if repeated and len(items) > MAX_REPEATED:
-            raise Rejection.invalid(f"{name} has {len(items)} items; at most {MAX_REPEATED}")
-        for i, item in enumerate(items):
-            item_path = f"{name}[{i}]" if repeated else name
-            if kind == _MESSAGE:
-                _collect(item, item_path, found)
-            elif kind == _STRING:
-                _check_length(item_path, item, LONG_STRINGS.get(field.name, MAX_STRING))
-                found.append((item_path, item, None))
-            elif kind == _BYTES and len(item) > MAX_STRING:
-                raise Rejection.invalid(f"{item_path} is {len(item)} bytes; at most {MAX_STRING}")
-            elif kind == _ENUM:
-                enum = field.enum_type
-                if enum is not None and item not in enum.values_by_number:
-                    raise Rejection.invalid(
-                        f"{item_path} is {item}, which {enum.name} does not define"
-                    )
 
 
 def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
@@ -179,29 +97,34 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
     """Every string field of every statement kind through the secret guard: parameters as the
     JSON they hold (parsed by _parse_parameters; their text when they are not JSON), each map
     with its keys and sibling keys as context (secret_values.py), every other field as text.
-    The Rejection names the field, the JSON pointer and the rule, never the value."""
-    maps: dict[str, dict[str, str]] = {}
-    fields = list(_strings(statement))
-    # Parameters and map entries are walked with their context below: left out of this pass.
-    loud = secrets.loud(
-        [text if key is None and path != PARAMETERS else "" for path, text, key in fields]
-    )
-    for i, (path, text, key) in enumerate(fields):
-        if key is not None:
-            maps.setdefault(path[: len(path) - len(f"[{key!r}]")], {})[key] = text
-            continue
-        if path == PARAMETERS:
-            # Refused as not JSON later; its text is still guarded here.
-            value = text if isinstance(parameters, JSONLimitError) else parameters
-            _refuse_hits(path, secret_values.scan_value(value))
-            continue
-        findings = secrets.scan(text) if i in loud else []
+    Fields are judged in walk order, maps last. The Rejection names the field, the JSON
+    pointer and the rule, never the value. The walk (schema_walk) also refuses unknown fields,
+    sizes and enum values, so every statement is walked here."""
+    found = schema_walk.walk(statement, "statement")
+    loud = sorted(secrets.loud(found.texts))
+    parameters_at = found.parameters_at
+    for i in loud:
+        if 0 <= parameters_at <= i:
+            _guard_parameters(statement, parameters)
+            parameters_at = -1
+        findings = secrets.scan(found.texts[i])
         if findings:
+            path = schema_walk.walk(statement, "statement", paths=True).paths[i]
             _refuse_secret(path, findings[0].rule)
-    for path, entries in maps.items():
+    if parameters_at >= 0:
+        _guard_parameters(statement, parameters)
+    for at, (_, entries) in enumerate(found.maps):
         for h in secret_values.scan_value(entries)[:1]:
+            path = schema_walk.walk(statement, "statement", paths=True).maps[at][0]
             key = next(k for k in entries if f"/{secret_values.pointer_part(k)}" == h.path)
             _refuse_secret(f"{path}.key" if h.in_key else f"{path}[{key!r}]", h.rule)
+
+
+def _guard_parameters(statement: pb.Statement, parameters: Any) -> None:
+    # Refused as not JSON later; its text is still guarded here.
+    text = statement.action.operation.parameters_json
+    value = text if isinstance(parameters, JSONLimitError) else parameters
+    _refuse_hits(PARAMETERS, secret_values.scan_value(value))
 
 
 def _refuse_hits(path: str, hits: list[secret_values.Hit]) -> None:
