@@ -30,7 +30,7 @@ RESULT_COMMITMENT = "affidavit/v1/result"
 """Purpose of an OUTCOME's result commitment; its subject is the action id."""
 
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.S)  # unrolled: no alternation per character
-_FLOAT_OR_LONG = re.compile(r"\d[.eE]|\d{16}")  # outside strings: a float, or maybe > 2**53 - 1
+_MAX_SAFE = 2**53 - 1
 _UTF16_ORDER = re.compile("[\ud800-\udfff\ue000-\U0010ffff]")  # sorts otherwise in UTF-16
 _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True)
 _DIGEST = re.compile(r"[0-9a-f]{64}")
@@ -60,13 +60,25 @@ def is_canonical(text: str, parsed: Any) -> bool:
     else \\u00xx). It only ever says yes; anything else is decided by canonical_json, so the
     answer is always RFC 8785's (tests compare the two on generated values).
     """
-    if (
-        not _UTF16_ORDER.search(text)
-        and not _FLOAT_OR_LONG.search(_STRING.sub("", text))
-        and _COMPACT.encode(parsed) == text
-    ):
+    if not _UTF16_ORDER.search(text) and _plain(parsed) and _COMPACT.encode(parsed) == text:
         return True
     return canonical_json(parsed) == text
+
+
+def _plain(value: Any) -> bool:
+    """No float and no integer beyond ±(2**53 - 1) anywhere in a parsed JSON value: the numbers
+    Python writes as RFC 8785 does."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+        elif kind is float or (kind is int and not -_MAX_SAFE <= item <= _MAX_SAFE):
+            return False
+    return True
 
 
 def loads(text: str) -> Any:
@@ -84,13 +96,18 @@ def loads(text: str) -> Any:
         if depth > MAX_DEPTH:
             raise JSONLimitError(f"nests deeper than {MAX_DEPTH} levels of arrays and objects")
     try:
-        return json.loads(text, parse_constant=_no_constant)
+        return _DECODER.decode(text) if not text.startswith("\ufeff") else json.loads(text)
     except (ValueError, RecursionError) as e:
         raise JSONLimitError(f"is not JSON ({e})") from None
 
 
 def _no_constant(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON number")
+
+
+_DECODER = json.JSONDecoder(parse_constant=_no_constant)
+"""json.loads with this decoder, made once (json.loads builds one per call given an option);
+json.loads itself for text with a byte-order mark, which it refuses with its own message."""
 
 
 def _check_value_depth(value: Any) -> None:

@@ -16,7 +16,6 @@ from affidavit.statements import names, redact, schema_walk, secret_values, secr
 from affidavit.statements.canonical import JSONLimitError, is_digest, loads
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
-from affidavit.statements.schema_walk import LONG_STRINGS, MAX_ATTRIBUTES, MAX_REPEATED, MAX_STRING
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
@@ -154,6 +153,8 @@ def _require_names(kind: names.Kind, path: str, items: list[str], *, pattern: bo
 
 
 def _require_name(kind: names.Kind, path: str, text: str, *, pattern: bool = False) -> None:
+    if not pattern and names.is_name(kind, text):
+        return  # the one-pass check; problem() says why a name is not one
     problem = names.problem(kind, text, pattern=pattern)
     if problem:
         what = f"{kind} pattern" if pattern else f"{kind} name"

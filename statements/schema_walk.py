@@ -70,7 +70,9 @@ def _plan(descriptor: Descriptor) -> tuple[_Step, ...]:
 
 def _together(fields: list[FieldDescriptor], oneof: str) -> bool:
     """Whether the members of a oneof are consecutive in field-number order."""
-    at = [i for i, f in enumerate(fields) if f.containing_oneof and f.containing_oneof.name == oneof]
+    at = [
+        i for i, f in enumerate(fields) if f.containing_oneof and f.containing_oneof.name == oneof
+    ]
     return at == list(range(at[0], at[0] + len(at)))
 
 
@@ -138,7 +140,9 @@ def _walk(message: Message, steps: tuple[_Step, ...], prefix: str | None, found:
     """One message: ``prefix`` is its path and a dot (None: no paths are kept)."""
     if len(unknown_fields.UnknownFieldSet(message)):
         where = None if prefix is None else prefix[:-1]
-        raise _Problem(where, "has fields this log's schema does not define; upgrade or remove them")
+        raise _Problem(
+            where, "has fields this log's schema does not define; upgrade or remove them"
+        )
     texts = found.texts
     for step in steps:
         if step.kind == _ONEOF:
@@ -169,11 +173,11 @@ def _walk(message: Message, steps: tuple[_Step, ...], prefix: str | None, found:
             if step.repeated:
                 items = getattr(message, name)
                 _count(items, prefix, name)
-                plan = _plan(step.message)  # type: ignore[arg-type]
+                plan = _plan(step.message)
                 for i, item in enumerate(items):
                     _walk(item, plan, _at(prefix, f"{name}[{i}]."), found)
             elif message.HasField(name):
-                plan = _plan(step.message)  # type: ignore[arg-type]
+                plan = _plan(step.message)
                 _walk(getattr(message, name), plan, _at(prefix, f"{name}."), found)
         else:
             value = getattr(message, name)

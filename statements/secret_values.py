@@ -54,20 +54,21 @@ def pointer_part(key: str | int) -> str:
 def scan_value(value: Any) -> list[Hit]:
     """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order."""
     walk = _Walk()
-    walk.value(value, (), None)
-    # The keywords of the whole value, found once: each string is then tested for those only.
-    joined = "\x00".join(text for _, text, _, _ in walk.strings)
-    present = secrets.keywords_in(joined)
-    # When the whole value is quiet so is each string: only names can then make a hit.
-    every_quiet = secrets.quiet(joined, present)
+    walk.value(value, None, None)
+    # One pass over all the strings, and the runs joined, finds those a scan must read: the
+    # other strings are judged only when their name gives them a meaning (a credential's or a
+    # carrier's), the other runs not at all.
+    joins = ["".join(text for _, text in run) for run in walk.runs]
+    texts = [text for _, text, _, _ in walk.strings]
+    loud = secrets.loud(texts + joins)
     hits: list[Hit] = []
-    for path, text, name, in_key in walk.strings:
-        if not names_context(name) and (every_quiet or secrets.quiet(text, present)):
-            continue
-        found = secrets.scan(text, name)
-        hits += (Hit(_pointer(path), f.rule, f.start, f.end, in_key) for f in found)
-    for run in walk.runs:
-        hits += _run_hits(run)
+    for i, (path, text, name, in_key) in enumerate(walk.strings):
+        if i in loud or names_context(name):
+            found = secrets.scan(text, name)
+            hits += (Hit(_pointer(path), f.rule, f.start, f.end, in_key) for f in found)
+    for j, run in enumerate(walk.runs):
+        if len(texts) + j in loud:
+            hits += _run_hits(run, joins[j])
     return hits
 
 
@@ -75,8 +76,15 @@ def redact_value(value: Any, key: bytes) -> Any:
     """``value`` with each string's secrets replaced by markers keyed by ``key``; a string
     holding a piece of a split secret is replaced whole. Keys are left as they are."""
     walk = _Walk()
-    walk.value(value, (), None)
-    whole = {h.path: h.rule for run in walk.runs for h in _run_hits(run)}
+    walk.value(value, None, None)
+    joins = ["".join(text for _, text in run) for run in walk.runs]
+    loud = secrets.loud(joins)
+    whole = {
+        h.path: h.rule
+        for j, run in enumerate(walk.runs)
+        if j in loud
+        for h in _run_hits(run, joins[j])
+    }
     return _rebuild(value, "", None, key, whole)
 
 
@@ -92,12 +100,16 @@ def _child_name(obj: dict[str, Any], k: str, sibling: str | None) -> str:
     return sibling if sibling is not None and k.lower() in VALUE_KEYS else k
 
 
-_Path: TypeAlias = tuple[str | int, ...]
-"""A JSON pointer as its reference tokens, joined (``_pointer``) only for a hit."""
+_Path: TypeAlias = "tuple[_Path, str | int] | None"
+"""A JSON pointer as a chain of (parent, reference token), joined (``_pointer``) only for a hit."""
 
 
 def _pointer(path: _Path) -> str:
-    return "".join(f"/{pointer_part(k)}" for k in path)
+    parts = []
+    while path is not None:
+        path, k = path
+        parts.append(f"/{pointer_part(k)}")
+    return "".join(reversed(parts))
 
 
 class _Walk:
@@ -116,20 +128,21 @@ class _Walk:
             return
         if isinstance(value, dict):
             sibling = _sibling_name(value)
-            items: list[tuple[_Path, Any, str | None, str | None]] = [
-                ((*path, k), v, _child_name(value, str(k), sibling), str(k))
-                for k, v in value.items()
-            ]
+            items: list[tuple[_Path, Any, str | None, str | None]] = []
+            for k, v in value.items():
+                as_text = str(k)
+                items.append(((path, k), v, _child_name(value, as_text, sibling), as_text))
         elif isinstance(value, list | tuple):
-            items = [((*path, i), v, name, None) for i, v in enumerate(value)]
+            items = [((path, i), v, name, None) for i, v in enumerate(value)]
         else:
             return
+        strings = self.strings
         run: list[tuple[_Path, str]] = []
         for child, v, child_name, key in items:
             if key is not None:
-                self.strings.append((child, key, None, True))
+                strings.append((child, key, None, True))
             if isinstance(v, str):
-                self.strings.append((child, v, child_name, False))
+                strings.append((child, v, child_name, False))
                 if 0 < len(v) <= SPLIT_PIECE_MAX and len(v.split()) == 1:
                     run.append((child, v))
                     continue
@@ -142,17 +155,14 @@ class _Walk:
             self.runs.append(run)
 
 
-def _run_hits(run: list[tuple[_Path, str]]) -> list[Hit]:
-    """A Hit over the whole of each piece of ``run`` that holds part of a secret found in the
-    pieces joined (and across two or more of them)."""
+def _run_hits(run: list[tuple[_Path, str]], joined: str) -> list[Hit]:
+    """A Hit over the whole of each piece of ``run`` that holds part of a secret found in
+    ``joined``, the pieces joined (and across two or more of them)."""
     bounds, at = [], 0
     for _, text in run:
         bounds.append((at, at + len(text)))
         at += len(text)
     hits: list[Hit] = []
-    joined = "".join(text for _, text in run)
-    if secrets.quiet(joined):
-        return []
     for f in secrets.scan(joined):
         touched = [i for i, (s, e) in enumerate(bounds) if s < f.end and f.start < e]
         if len(touched) > 1:

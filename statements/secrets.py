@@ -105,6 +105,7 @@ def fingerprint(value: str | bytes, key: bytes) -> str:
 
 _KEYWORDS: Final = frozenset(k for rule in RULES for k in rule.keywords)
 _KEYWORD_LIST: Final = tuple(sorted(_KEYWORDS))  # a fixed order: the same work every run
+_RULES_OF: Final = {k: tuple(r for r in RULES if k in r.keywords) for k in _KEYWORD_LIST}
 
 
 class _Automaton(Protocol):
@@ -153,6 +154,8 @@ _ASCII_LOWER: Final = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklm
 MARKER: Final = re.compile(r"«redacted:(?P<rule>[a-z0-9-]+):(?P<fp>[0-9a-f]{8})»")
 """A redaction marker; ``rule`` and ``fp`` (the fingerprint) are its fields."""
 _URL_RUN: Final = re.compile(r"[^\s\"'<>«»]*%[0-9A-Fa-f]{2}[^\s\"'<>«»]*")
+_URL_ESCAPE: Final = re.compile(r"%[0-9A-Fa-f]{2}")  # in every URL run
+_B64_MIN: Final = 16
 _B64_RUN: Final = re.compile(r"[A-Za-z0-9+/_-]{16,}={0,2}")
 _B64_HEAD: Final = 32  # characters decoded first, to see whether a run is text at all
 _MIN_ENCODED: Final = 12  # shorter text encodes no secret a rule would find
@@ -170,56 +173,91 @@ def scan(text: str, name: str | None = None) -> list[Finding]:
     return [Finding(rule, start, end) for start, end, rule in _scan(text, name, DECODE_DEPTH)]
 
 
-def keywords_in(text: str) -> tuple[str, ...]:
-    """The rule keywords that occur in ``text`` (any case), in a fixed order."""
-    present = {k for _, k in keyword_occurrences(text.lower())}
-    return tuple(k for k in _KEYWORD_LIST if k in present)
-
-
-def quiet(text: str, keywords: tuple[str, ...] = _KEYWORD_LIST) -> bool:
-    """True when ``scan(text)`` (with no name) is certainly empty: none of ``keywords`` (all
-    the rules' by default; a walk passes those present anywhere in the value it walks), and no
-    run of text a decoding layer would open. The cheap test the walks make first."""
-    lowered = text.lower()
-    if keywords is _KEYWORD_LIST:
-        if keyword_occurrences(lowered):
-            return False
-    elif any(k in lowered for k in keywords):
-        return False
-    if len(text) < _MIN_ENCODED or "%" in text:
-        return len(text) < _MIN_ENCODED
-    # base64 of text has both cases; without both anywhere there is no run to decode
-    return lowered == text or text.upper() == text or _B64_RUN.search(text) is None
+def quiet(text: str) -> bool:
+    """True when ``scan(text)`` (with no name) is certainly empty: the cheap test the walks
+    make first. ``loud([text])`` says how."""
+    return not loud([text])
 
 
 def loud(texts: list[str]) -> set[int]:
-    """The indices ``i`` for which ``quiet(texts[i], keywords_in(t))`` is False, where ``t``
-    is all of ``texts`` joined: the strings of one statement or value that need a scan.
+    """The indices ``i`` of the strings whose ``scan(texts[i])`` (with no name) may find
+    something; for every other string it certainly finds nothing.
 
-    Found in one pass over the joined text, not string by string: each keyword present is
-    searched for across all of it, and each occurrence (or ``%``, or base64 run in mixed-case
-    text) marks the string it falls in. Same answer as calling quiet on each string.
+    A string is loud when a rule matches where one of its keywords occurs (the first step of
+    every finding; text holding a redaction marker is loud at any keyword, as its rules see the
+    gaps between markers apart), or when a decoding layer would open it: a ``%XX`` escape in a
+    string of 12+ characters, or a mixed-case base64 run whose head decodes to text. Found in
+    one pass over the strings joined, not string by string; the keyword search is the
+    automaton's when installed.
     """
     joined = "\x00".join(texts)
     lowered = joined.lower()
     if len(lowered) != len(joined):  # a letter lowercased to two characters: offsets move
-        present = keywords_in(joined)
-        return {i for i, text in enumerate(texts) if not quiet(text, present)}
-    starts = [0, *itertools.accumulate(len(text) + 1 for text in texts)]
-    marks = {bisect.bisect_right(starts, at) - 1 for at, _ in keyword_occurrences(lowered)}
-    at = joined.find("%")
-    while at >= 0:
-        i = bisect.bisect_right(starts, at) - 1
-        if len(texts[i]) >= _MIN_ENCODED:
-            marks.add(i)
-        at = joined.find("%", at + 1)
-    if lowered != joined and joined.upper() != joined:
-        for m in _B64_RUN.finditer(joined):  # runs are 16+ long and never cross the separator
-            i = bisect.bisect_right(starts, m.start()) - 1
-            text = texts[i]
-            if text.lower() != text and text.upper() != text:
+        if len(texts) == 1:
+            return {0}
+        return {i for i, text in enumerate(texts) if loud([text])}
+    marks: set[int] = set()
+    occurrences = keyword_occurrences(lowered)
+    escapes = [m.start() for m in _URL_ESCAPE.finditer(joined)] if "%" in joined else []
+    if occurrences or escapes:
+        where = _Offsets(texts, joined)
+        for at, keyword in occurrences:
+            i, start = where.of(at)
+            if i not in marks and _may_match(texts[i], at - start, keyword):
                 marks.add(i)
+        for at in escapes:
+            i, _ = where.of(at)
+            if len(texts[i]) >= _MIN_ENCODED:
+                marks.add(i)
+    if lowered != joined and joined.upper() != joined:
+        long = [i for i, text in enumerate(texts) if len(text) >= _B64_MIN]
+        marks.update(i for i in long if i not in marks and _opens_base64(texts[i]))
     return marks
+
+
+class _Offsets:
+    """Which string of ``texts`` an offset of ``joined`` (``"\\x00".join(texts)``) falls in."""
+
+    def __init__(self, texts: list[str], joined: str) -> None:
+        self.joined = joined
+        # Counting separators is exact when no string holds one; else offsets from lengths.
+        self.starts = (
+            None
+            if joined.count("\x00") == len(texts) - 1
+            else [0, *itertools.accumulate(len(text) + 1 for text in texts)]
+        )
+
+    def of(self, at: int) -> tuple[int, int]:
+        """(index of the string, offset of its start) for an offset ``at`` of ``joined``."""
+        if self.starts is None:
+            return self.joined.count("\x00", 0, at), self.joined.rfind("\x00", 0, at) + 1
+        i = bisect.bisect_right(self.starts, at) - 1
+        return i, self.starts[i]
+
+
+def _opens_base64(text: str) -> bool:
+    """Whether the base64 layer of a scan would decode some run of ``text`` (``_decoded``)."""
+    if text.lower() == text or text.upper() == text:
+        return False
+    for m in _B64_RUN.finditer(text):
+        run = m.group()
+        if run.lower() != run and run.upper() != run and _b64_text(run) is not None:
+            return True
+    return False
+
+
+def _may_match(text: str, at: int, keyword: str) -> bool:
+    """Whether a rule gated by ``keyword`` matches at ``at`` in ``text``, as the first pass of
+    ``_findings`` tries it (a text with markers: always, its gaps are judged apart)."""
+    if "«redacted:" in text:
+        return True
+    lowered = text.lower()
+    for rule in _RULES_OF[keyword]:
+        if rule.token and text[at - 1 : at] in _TOKEN_CHARS:
+            continue
+        if rule.pattern.match(lowered if rule.lowercase else text, at) is not None:
+            return True
+    return False
 
 
 def _scan(text: str, name: str | None, depth: int) -> list[tuple[int, int, str]]:

@@ -9,7 +9,9 @@ match: every string scanned with its name, then every run of short adjacent stri
 from __future__ import annotations
 
 import base64
+import json
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
@@ -18,6 +20,8 @@ from affidavit.statements import secret_values, secrets
 from affidavit.statements.secret_values import Hit, pointer_part
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
+
+from tests import benign_corpus
 
 
 @pytest.fixture(params=["automaton", "pure-python"])
@@ -86,6 +90,7 @@ def _split_hits(value: Any, path: str) -> list[Hit]:
 
 
 GHP = "ghp_" + "q8Zr2Lm9Xv4Tn7Kw3Hb6Jc5Fd1Sg0PyA2bC"
+_WORDS = ["=", ": ", '"', "hunter2xyz!", "Zx9mQ2kLw8vB", "%2F", "://u:", "@h", "_live_", "s", "h"]
 _PIECES = hs.sampled_from(
     [
         GHP,
@@ -127,11 +132,6 @@ def test_the_walk_matches_the_straightforward_walk(keyword_search: str, value: A
     assert secret_values.scan_value(value) == reference_scan_value(value)
 
 
-def _quiet_each(texts: list[str]) -> set[int]:
-    present = secrets.keywords_in("\x00".join(texts))
-    return {i for i, text in enumerate(texts) if not secrets.quiet(text, present)}
-
-
 _TEXTS = hs.lists(hs.one_of(_PIECES, hs.text(max_size=40)), max_size=8)
 
 
@@ -141,7 +141,25 @@ _TEXTS = hs.lists(hs.one_of(_PIECES, hs.text(max_size=40)), max_size=8)
 @given(texts=_TEXTS)
 def test_loud_is_quiet_string_by_string(keyword_search: str, texts: list[str]) -> None:
     """secrets.loud finds in one pass the strings quiet() would not pass one by one."""
-    assert secrets.loud(texts) == _quiet_each(texts)
+    assert secrets.loud(texts) == {i for i, text in enumerate(texts) if not secrets.quiet(text)}
+
+
+_QUIET_PROBES = hs.one_of(
+    _PIECES,
+    hs.text(max_size=40),
+    hs.lists(hs.sampled_from([*secrets._KEYWORD_LIST, *_WORDS]), max_size=8).map("".join),
+    hs.lists(hs.sampled_from([*secrets._KEYWORD_LIST, *_WORDS]), max_size=8).map(" ".join),
+)
+
+
+@settings(
+    max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(text=_QUIET_PROBES)
+def test_a_quiet_text_scans_clean(keyword_search: str, text: str) -> None:
+    """What the walks skip as quiet, a scan finds nothing in: quiet() never hides a finding."""
+    if secrets.quiet(text):
+        assert secrets.scan(text) == []
 
 
 def _occurrences_by_find(lowered: str) -> list[tuple[int, str]]:
@@ -168,3 +186,25 @@ def test_the_automaton_finds_every_occurrence_find_does(keyword_search: str, tex
     """Both keyword searches report every occurrence, overlapping ones included."""
     lowered = text.lower()
     assert secrets.keyword_occurrences(lowered) == _occurrences_by_find(lowered)
+
+
+def _corpus_texts() -> list[str]:
+    corpus = Path(__file__).parent / "vectors" / "secrets-corpus.json"
+    data = json.loads(corpus.read_text(encoding="utf-8"))
+    texts = [e["text"] for e in data["secrets"]] + [e["text"] for e in data["benign"]]
+    texts += [b.text for b in benign_corpus.corpus()]
+    # each also behind the decoding layers the scan looks through
+    return (
+        texts + [base64.b64encode(t.encode()).decode() for t in texts] + [quote(t) for t in texts]
+    )
+
+
+def test_quiet_never_hides_a_finding_in_the_corpora(keyword_search: str) -> None:
+    """Every corpus text (secrets, benign look-alikes, and both encoded): quiet only when the
+    scan finds nothing; and loud over them all together says the same string by string."""
+    texts = _corpus_texts()
+    quiet = [secrets.quiet(t) for t in texts]
+    for text, is_quiet in zip(texts, quiet, strict=True):
+        assert not is_quiet or secrets.scan(text) == [], text[:40]
+    assert secrets.loud(texts) == {i for i, q in enumerate(quiet) if not q}
+    assert sum(quiet) > 0 and not all(quiet)  # the test sees both answers

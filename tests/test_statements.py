@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import pytest
 from affidavit.merkle.hashing import leaf_hash
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import build, ingest, schema
+from affidavit.statements import build, ingest, schema_walk
 from affidavit.statements.canonical import canonical_json
 from affidavit.statements.errors import Rejection
 from affidavit.statements.redact import parameters_digest, redact_parameters
@@ -761,12 +761,14 @@ def test_oversize_strings_and_lists_are_refused(kind: str, message: str, mutate:
 
 def test_sizes_at_the_limits_are_accepted() -> None:
     st_ = base("grant")
-    st_.header.producer.adapter = "a" * schema.MAX_STRING
-    st_.grant.justification = "j" * schema.LONG_STRINGS["justification"]
-    st_.grant.tools.extend(["t"] * (schema.MAX_REPEATED - 1))
+    st_.header.producer.adapter = "a" * schema_walk.MAX_STRING
+    st_.grant.justification = "j" * schema_walk.LONG_STRINGS["justification"]
+    st_.grant.tools.extend(["t"] * (schema_walk.MAX_REPEATED - 1))
     check_schema(st_)
     st_ = base("identity")
-    st_.identity.attributes.update({f"k{i}": "v" * 100 for i in range(schema.MAX_ATTRIBUTES - 1)})
+    st_.identity.attributes.update(
+        {f"k{i}": "v" * 100 for i in range(schema_walk.MAX_ATTRIBUTES - 1)}
+    )
     check_schema(st_)
 
 
