@@ -1,4 +1,5 @@
-"""Secret-guard benchmark: what the guard costs per statement, beside what decoding one costs.
+"""Secret-guard benchmark: what the schema walk and the guard cost per statement, beside what
+decoding one costs.
 
 Figures (median CPU microseconds per statement over several runs of a batch: process time,
 so a machine shared with other work skews them less than wall time):
@@ -7,15 +8,19 @@ so a machine shared with other work skews them less than wall time):
   text_guard    the earlier guard's design, measured here as the ceiling: every string field,
                 parameters_json included, scanned once as plain text (secrets.scan), no
                 parsing, no context, no decoding layers
-  guard         schema._parse_parameters + _guard_secrets: every string field, parameters parsed
-                and walked with key and sibling context, split tokens, the URL and base64 layers
+  guard         schema._parse_parameters + _guard_secrets: the walk (unknown fields, sizes,
+                enums: schema_walk), every string field, parameters parsed and walked with key
+                and sibling context, split tokens, the URL and base64 layers
   guard_ratio   guard / text_guard
-  guard_pure_python_us  guard with the keyword search by str.find (no fast extra): same verdicts
-for three statements: a typical INTENT (a dozen clean parameters), a grant, and an INTENT
-whose parameters carry redaction markers and base64 blobs (the decoding layers' worst case
-among ordinary inputs). Issue 15 aims at about 15 µs a statement for the guard. The figures
-with the keyword automaton (the fast extra) and without it are the same verdicts; only the
-time differs (statements/README.md, "Cost").
+  check         schema.check: the guard and every schema rule of the statement's kind — the
+                audit's "schema_and_secret_guard" stage (bench_audit.py), which issue 15 aims
+                to bring to about 15 µs
+  guard_pure_python_us, check_pure_python_us: the same without the fast extra (keyword search
+                by str.find): the same verdicts, only the time differs
+for five statements: a typical INTENT (a dozen clean parameters), a grant, an INTENT whose
+parameters carry redaction markers and base64 blobs (the decoding layers' worst case among
+ordinary inputs), and the INTENTs bench_append.py and bench_audit.py sign (two and three
+short parameters). See statements/README.md, "Cost".
 
 Run: python benchmarks/bench_guard.py [--quick]
 """
@@ -34,6 +39,8 @@ from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build, schema, schema_walk, secrets
+from affidavit.statements.canonical import canonical_json, shown_digest
+from affidavit.statements.ids import uuid7
 from affidavit.statements.redact import redact_parameters
 from affidavit.statements.signing import IdentityKey
 
@@ -117,6 +124,42 @@ STATEMENTS = {
 }
 
 
+def _intent_like(tool: str, resource: str, params: dict[str, Any]) -> bytes:
+    """An INTENT shaped as the throughput benchmarks sign them: canonical parameters, no
+    redactions, an actor, a grant, a trace id."""
+    text = canonical_json(params)
+    return SIGNER.sign(
+        pb.AgentAction(
+            phase=pb.AgentAction.INTENT,
+            action_id=uuid7(),
+            actor=pb.Actor(agent_id="bench-agent", agent_version="1.0.0", model="bench-model"),
+            grant_ids=["01929c3e-7d1a-7000-8000-000000000001"],
+            authorization=pb.Authorization(
+                policy_id="agents", decision=pb.ALLOW, enforcement_point="bench-gateway"
+            ),
+            operation=pb.Operation(
+                operation_name="execute_tool",
+                tool_name=tool,
+                resource=resource,
+                access=pb.READ,
+                parameters_json=text,
+                parameters_digest=shown_digest(text),
+            ),
+            correlation=pb.Correlation(trace_id=os.urandom(16).hex()),
+        )
+    )
+
+
+STATEMENTS["intent_bench_append"] = _intent_like(
+    "bench.read_file", "repo:bench/service-3", {"path": "src/pkg/module_0_3_7.py", "ref": "main"}
+)
+STATEMENTS["intent_bench_audit"] = _intent_like(
+    "github.create_pull_request",
+    "repo:acme/svc-5",
+    {"repo": "acme/svc-5", "title": "change 7-1042", "draft": True},
+)
+
+
 def text_guard(statement: pb.Statement) -> bool:
     """Every string field scanned as plain text: the earlier design, as a reference."""
     found = schema_walk.walk(statement, "statement")
@@ -136,12 +179,14 @@ def main() -> None:
     args = parser.parse_args()
     batch, repeat = (200, 3) if args.quick else (2000, 7)
     for name, leaf in STATEMENTS.items():
-        _, statement = schema.decode(leaf)
+        signed, statement = schema.decode(leaf)
         decode = median_us(partial(schema.decode, leaf), batch, repeat)
         text = median_us(partial(text_guard, statement), batch, repeat)
         guard_us = median_us(partial(guard, statement), batch, repeat)
+        check = median_us(partial(schema.check, signed, statement), batch, repeat)
         automaton, secrets.AUTOMATON = secrets.AUTOMATON, None
         pure = median_us(partial(guard, statement), batch, repeat)
+        check_pure = median_us(partial(schema.check, signed, statement), batch, repeat)
         secrets.AUTOMATON = automaton
         emit(
             statement=name,
@@ -150,7 +195,9 @@ def main() -> None:
             text_guard_us=round(text, 2),
             guard_us=round(guard_us, 2),
             guard_ratio=round(guard_us / text, 2),
+            check_us=round(check, 2),
             guard_pure_python_us=round(pure, 2),
+            check_pure_python_us=round(check_pure, 2),
             automaton=automaton is not None,
         )
 
