@@ -135,6 +135,8 @@ def shown_digest(parameters_json: str) -> str:
     write different ones for the same secret; without them both compute the same digest from
     the same real parameters, and the digest holds nothing the shown text does not.
     """
+    if "«redacted:" not in parameters_json:  # no marker: nothing to cut
+        return digest(parameters_json)
     return digest(_MARKER_FINGERPRINT.sub(r"\1»", parameters_json))
 
 
