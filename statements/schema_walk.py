@@ -175,10 +175,12 @@ def _walk(message: Message, steps: tuple[_Step, ...], prefix: str | None, found:
                 _count(items, prefix, name)
                 plan = _plan(step.message)
                 for i, item in enumerate(items):
-                    _walk(item, plan, _at(prefix, f"{name}[{i}]."), found)
+                    child = None if prefix is None else f"{prefix}{name}[{i}]."
+                    _walk(item, plan, child, found)
             elif message.HasField(name):
                 plan = _plan(step.message)
-                _walk(getattr(message, name), plan, _at(prefix, f"{name}."), found)
+                child = None if prefix is None else f"{prefix}{name}."
+                _walk(getattr(message, name), plan, child, found)
         else:
             value = getattr(message, name)
             if value:
