@@ -1,0 +1,187 @@
+"""The planned schema walk (statements.schema_walk) finds exactly what a walk field by field
+finds: the same first problem with the same message, else the same strings in the same order,
+with the same paths, the same maps and the parameters at the same place.
+
+The reference below is the straightforward walk (ListFields, every path formatted as it goes),
+kept here only as the specification the planned one must match, on statements of every kind
+mutated at random: strings set in any field (oversize ones too), items added to repeated
+fields and maps, enum values the schema does not define, unknown fields at any depth.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import schema_walk
+from affidavit.statements.errors import Rejection
+from google.protobuf import unknown_fields
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.message import Message
+from hypothesis import HealthCheck, event, given, settings
+from hypothesis import strategies as hs
+
+from tests.test_statements import KINDS, base
+
+Walked = tuple[list[tuple[str, str]], list[tuple[str, dict[str, str]]], int]
+
+
+def reference_walk(message: Message, path: str = "") -> Walked:
+    """(path, text) of every string but map values and the parameters; each map's path and
+    entries; how many strings precede the parameters (-1: none). Rejection as the walk's."""
+    texts: list[tuple[str, str]] = []
+    maps: list[tuple[str, dict[str, str]]] = []
+    at = [-1]
+    _reference(message, path, texts, maps, at)
+    return texts, maps, at[0]
+
+
+def _reference(
+    message: Message,
+    path: str,
+    texts: list[tuple[str, str]],
+    maps: list[tuple[str, dict[str, str]]],
+    at: list[int],
+) -> None:
+    if len(unknown_fields.UnknownFieldSet(message)):
+        raise Rejection.invalid(
+            f"{path or 'statement'} has fields this log's schema does not define; "
+            "upgrade or remove them"
+        )
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        if field.message_type is not None and field.message_type.GetOptions().map_entry:
+            if len(value) > schema_walk.MAX_ATTRIBUTES:
+                raise Rejection.invalid(
+                    f"{name} has {len(value)} entries; at most {schema_walk.MAX_ATTRIBUTES}"
+                )
+            for k, v in value.items():
+                _length(f"{name}.key", k, schema_walk.MAX_STRING)
+                texts.append((f"{name}.key", k))
+                _length(f"{name}[{k!r}]", v, schema_walk.MAX_STRING)
+            maps.append((name, dict(value)))
+            continue
+        repeated = field.is_repeated
+        items = value if repeated else [value]
+        if repeated and len(items) > schema_walk.MAX_REPEATED:
+            raise Rejection.invalid(
+                f"{name} has {len(items)} items; at most {schema_walk.MAX_REPEATED}"
+            )
+        for i, item in enumerate(items):
+            item_path = f"{name}[{i}]" if repeated else name
+            if field.type == FieldDescriptor.TYPE_MESSAGE:
+                _reference(item, item_path, texts, maps, at)
+            elif field.type == FieldDescriptor.TYPE_STRING:
+                limit = schema_walk.LONG_STRINGS.get(field.name, schema_walk.MAX_STRING)
+                _length(item_path, item, limit)
+                if field.full_name == schema_walk.PARAMETERS:
+                    at[0] = len(texts)
+                else:
+                    texts.append((item_path, item))
+            elif field.type == FieldDescriptor.TYPE_BYTES and len(item) > schema_walk.MAX_STRING:
+                raise Rejection.invalid(
+                    f"{item_path} is {len(item)} bytes; at most {schema_walk.MAX_STRING}"
+                )
+            elif field.type == FieldDescriptor.TYPE_ENUM:
+                enum = field.enum_type
+                assert enum is not None
+                if item not in enum.values_by_number:
+                    raise Rejection.invalid(
+                        f"{item_path} is {item}, which {enum.name} does not define"
+                    )
+
+
+def _length(path: str, text: str, limit: int) -> None:
+    if len(text) > limit:
+        raise Rejection.invalid(f"{path} is {len(text)} characters; at most {limit}")
+
+
+def _outcome(walk: Any) -> object:
+    try:
+        return walk()
+    except Rejection as e:
+        return ("rejected", e.message)
+
+
+def planned(message: Message) -> Walked:
+    found = schema_walk.walk(message, "statement", paths=True)
+    assert len(found.paths) == len(found.texts)
+    return list(zip(found.paths, found.texts, strict=True)), found.maps, found.parameters_at
+
+
+def _strings_of(message: Message) -> list[tuple[Message, Any]]:
+    """Every string field (its descriptor) of the message and of its set submessages."""
+    out: list[tuple[Message, Any]] = []
+    for f in message.DESCRIPTOR.fields:
+        if f.type == FieldDescriptor.TYPE_STRING:
+            out.append((message, f))
+        elif (
+            f.type == FieldDescriptor.TYPE_MESSAGE
+            and not f.is_repeated
+            and message.HasField(f.name)
+        ):
+            out += _strings_of(getattr(message, f.name))
+    return out
+
+
+_TEXT = hs.one_of(
+    hs.sampled_from(["", "x", "a" * 1025, "j" * 4097, "main", "ghp_x", "repo:acme/web"]),
+    hs.text(max_size=20),
+)
+_MUTATION = hs.tuples(hs.integers(0, 6), hs.integers(0, 10_000), _TEXT, hs.integers(0, 99))
+
+
+def mutate(st: pb.Statement, mutations: list[tuple[int, int, str, int]]) -> pb.Statement:
+    for what, pick, text, number in mutations:
+        fields = _strings_of(st)
+        message, field = fields[pick % len(fields)]
+        if what <= 2:
+            if field.is_repeated:
+                getattr(message, field.name).append(text)
+            else:
+                setattr(message, field.name, text)
+        elif what == 3:
+            body = st.WhichOneof("body")
+            if body == "grant":
+                st.grant.access.append(number % 8)  # type: ignore[arg-type]
+            elif body == "action":
+                st.action.phase = number % 4  # type: ignore[assignment]
+            st.header.producer.assurance = number % 5  # type: ignore[assignment]
+        elif what == 4 and st.WhichOneof("body") == "identity":
+            st.identity.attributes[text[:40]] = text
+        elif what == 5 and st.WhichOneof("body") == "grant":
+            st.grant.tools.extend(["t"] * (number % 70))
+        elif what == 6:
+            # an unknown field: on the statement, or inside the header
+            target = st if number % 2 else st.header
+            raw = target.SerializeToString() + bytes([0xF8, 0x3E, number % 100])
+            target.ParseFromString(raw)
+    return st
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    kind=hs.sampled_from(KINDS), mutations=hs.lists(_MUTATION, max_size=4), decoded=hs.booleans()
+)
+def test_the_planned_walk_matches_the_walk_field_by_field(
+    kind: str, mutations: list[tuple[int, int, str, int]], decoded: bool
+) -> None:
+    st = mutate(base(kind), mutations)
+    if decoded:  # as the log sees it: parsed from the signed bytes
+        st = pb.Statement.FromString(st.SerializeToString())
+    expected = _outcome(lambda: reference_walk(st))
+    event("rejected" if isinstance(expected, tuple) and expected[0] == "rejected" else "walked")
+    assert _outcome(lambda: planned(st)) == expected
+    # Without paths the walk finds the same problem, or the same strings.
+    fast = _outcome(lambda: schema_walk.walk(st, "statement"))
+    if isinstance(fast, schema_walk.Strings):
+        assert fast.texts == [t for _, t in planned(st)[0]]
+    else:
+        assert fast == expected
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_every_kind_is_walked_like_the_reference(kind: str) -> None:
+    st = base(kind)
+    assert planned(st) == reference_walk(st)
