@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
 from affidavit.server import search
@@ -53,7 +54,9 @@ class _CommittedKV:
 
     def __init__(self, storage: LogStore) -> None:
         self._storage = storage
-        self._cache: dict[bytes, bytes | None] = {}
+        # Oldest first; an OrderedDict drops its oldest in O(1) (a dict's first key, once many
+        # were deleted before it, is found by scanning past every deleted slot).
+        self._cache: OrderedDict[bytes, bytes | None] = OrderedDict()
         self._commits = 0
         self._clears = 0
         self._recent: list[Mapping[bytes, bytes]] = []  # the last commits' writes, oldest first
@@ -94,9 +97,10 @@ class _CommittedKV:
         for writes in self._recent[len(self._recent) - raced :] if raced else ():
             for key in read.keys() & writes.keys():
                 read[key] = writes[key]
-        self._cache.update(read)
-        while len(self._cache) > self.MAX_RECORDS:
-            del self._cache[next(iter(self._cache))]
+        cache = self._cache
+        cache.update(read)
+        while len(cache) > self.MAX_RECORDS:
+            cache.popitem(last=False)
         return read
 
     def clear(self) -> None:
@@ -112,9 +116,8 @@ class _CommittedKV:
             self._recent.append(writes)
             del self._recent[: -self.RECENT]
             cache = self._cache
-            for key, value in writes.items():
-                if key in cache:
-                    cache[key] = value
+            for key in cache.keys() & writes.keys():  # scans the smaller of the two
+                cache[key] = writes[key]
 
 
 class _Wanted:

@@ -129,6 +129,13 @@ def _tickets_of(kv: KV, index: int) -> list[str]:
     return tickets
 
 
+def _values(found: list[str]) -> list[str]:
+    """A facet's values as stored: distinct, sorted, empty ones left out."""
+    if len(found) == 1:
+        return found if found[0] else []
+    return sorted({v for v in found if v})
+
+
 def facets_of(
     kv: KV,
     state: LogState,
@@ -140,55 +147,91 @@ def facets_of(
     st = prepared.statement
     h = st.header
     body = st.WhichOneof("body") or ""
-    f = Facets(
-        index, leaf_hash.hex(), h.statement_id, body, h.issuer, h.client_time_ms, h.session_id
-    )
-    f.sequence = h.sequence
-    f.actor.append(h.issuer)
-    f.key.append(prepared.signed.key_id)
-    if verdict is not None:
-        f.verdict, f.verdict_reason = verdict.verdict, verdict.reason
-    if body == "identity":
-        f.subject.append(st.identity.identity_id)
-    elif body == "grant":
-        f.grantor.append(h.issuer)
-        f.ticket.append(st.grant.ticket)
-        if st.grant.parent_grant_id:
-            for record in _chain(state, st.grant.parent_grant_id):
-                f.grantor.append(record.issuer)
-    elif body == "approval":
-        f.approver.append(h.issuer)
-        f.action.append(st.approval.action_id)
-        f.ticket.append(st.approval.ticket)
-    elif body == "grant_revocation":
-        f.subject.append(st.grant_revocation.grant_id)
-    elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
-        r = st.refusal
-        f.actor = [r.identity_id] if r.identity_id else []
-        f.key = [r.key_id] if r.key_id else []
-        f.verdict_reason = r.reason  # what a hit shows of why it was refused
-    elif body == "action":
+    issuer = h.issuer
+    actor, key = [issuer], [prepared.signed.key_id]
+    grantor: list[str] = []
+    approver: list[str] = []
+    resource: list[str] = []
+    tool: list[str] = []
+    trace: list[str] = []
+    action: list[str] = []
+    subject: list[str] = []
+    ticket: list[str] = []
+    effect: list[str] = []
+    result: list[str] = []
+    phase = 0
+    verdict_code, reason = (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
+    if body == "action":
         a = st.action
-        f.phase = a.phase
+        phase = a.phase
         for grant_id in a.grant_ids:
             for record in _chain(state, grant_id):
-                f.grantor.append(record.issuer)
-                f.ticket.append(record.decoded().ticket)
+                grantor.append(record.issuer)
+                ticket.append(record.decoded().ticket)
         approval = state.approval(a.approval_id) if a.approval_id else None
         if approval is not None:
-            f.approver.append(approval.issuer)
-            f.ticket += _tickets_of(kv, approval.index)
-        f.effect.append(a.outcome.effect_ref)
-        f.result.append(a.outcome.result_digest)
-        f.key += [k for k in (a.credential.key_id, a.credential.token_jti) if k]
-        f.resource.append(a.operation.resource)
-        f.tool.append(a.operation.tool_name)
-        f.action.append(a.action_id)
-        if a.correlation.trace_id:
-            f.trace.append(a.correlation.trace_id)
-    for name in _LISTS:
-        setattr(f, name, sorted({v for v in getattr(f, name) if v}))
-    return f
+            approver.append(approval.issuer)
+            ticket += _tickets_of(kv, approval.index)
+        effect.append(a.outcome.effect_ref)
+        result.append(a.outcome.result_digest)
+        credential = a.credential
+        key += (credential.key_id, credential.token_jti)
+        operation = a.operation
+        resource.append(operation.resource)
+        tool.append(operation.tool_name)
+        action.append(a.action_id)
+        trace.append(a.correlation.trace_id)
+    elif body == "identity":
+        subject.append(st.identity.identity_id)
+    elif body == "grant":
+        grantor.append(issuer)
+        ticket.append(st.grant.ticket)
+        if st.grant.parent_grant_id:
+            for record in _chain(state, st.grant.parent_grant_id):
+                grantor.append(record.issuer)
+    elif body == "approval":
+        approver.append(issuer)
+        action.append(st.approval.action_id)
+        ticket.append(st.approval.ticket)
+    elif body == "grant_revocation":
+        subject.append(st.grant_revocation.grant_id)
+    elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
+        r = st.refusal
+        actor, key = [r.identity_id], [r.key_id]
+        reason = r.reason  # what a hit shows of why it was refused
+    return Facets(
+        index,
+        leaf_hash.hex(),
+        h.statement_id,
+        body,
+        issuer,
+        h.client_time_ms,
+        h.session_id,
+        verdict_code,
+        reason,
+        _values(actor),
+        _values(grantor),
+        _values(approver),
+        _values(key),
+        _values(resource),
+        _values(tool),
+        _values(trace),
+        _values(action),
+        _values(subject),
+        _values(ticket),
+        _values(effect),
+        _values(result),
+        phase,
+        h.sequence,
+    )
+
+
+_HIT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
+"""The hit record's encoder, made once (json.dumps with options makes one per call)."""
+_FIELD_PREFIX = {
+    name: _FIELD + name.encode() + b"\x00"
+    for name in (*_LISTS, "session", "statement", "verdict", "refused")
+}
 
 
 def index_statement(
@@ -201,7 +244,9 @@ def index_statement(
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch."""
     f = facets_of(kv, state, index, leaf_hash, prepared, verdict)
-    kv.put(_HIT + _u64(index), json.dumps(vars(f), separators=(",", ":")).encode())
+    at = _u64(index)
+    put = kv.put
+    put(_HIT + at, _HIT_JSON.encode(vars(f)).encode())
     values = {name: getattr(f, name) for name in _LISTS}
     values["session"] = [f.session]
     values["statement"] = [f.statement_id]
@@ -212,10 +257,12 @@ def index_statement(
         values["refused"] = ["1"]
     if f.verdict:
         values["verdict"] = [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))]
+    suffix = b"\x00" + at
     for name, vs in values.items():
+        prefix = _FIELD_PREFIX[name]
         for v in vs:
-            kv.put(_FIELD + name.encode() + b"\x00" + v.encode() + b"\x00" + _u64(index), b"")
-    kv.put(_TIME + _u64(f.client_time_ms) + _u64(index), b"")
+            put(prefix + v.encode() + suffix, b"")
+    put(_TIME + _u64(f.client_time_ms) + at, b"")
 
 
 class SearchError(ValueError):

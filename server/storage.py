@@ -176,7 +176,10 @@ class Storage:
         path.mkdir(parents=True, exist_ok=True)
         # The lock comes first: two processes must never both have the database open.
         self._lock = _Lock(path / LOCK_FILE)
-        self._guard = threading.Condition(threading.Lock())
+        # The guard's lock, taken directly on the point-read path (a Condition's own `with` is
+        # a Python-level call, twice per read).
+        self._mutex = threading.Lock()
+        self._guard = threading.Condition(self._mutex)
         self._readers = 0  # reads in flight: the database is closed (to reopen) only at 0
         self._must_reopen = False  # a write failed: no write before a reopen
         try:
@@ -264,8 +267,8 @@ class Storage:
     def _get(self, key: bytes) -> bytes | None:
         """db.get(key), checksums verified; damage reported with what the key holds. (The
         read count of _reading, inline: this is every point read's path.)"""
-        guard = self._guard
-        with guard:
+        mutex = self._mutex
+        with mutex:
             db = self._db
             if db is None:
                 raise self._closed()
@@ -277,10 +280,10 @@ class Storage:
                 f"{_describe(key)} is unreadable in {self.path}: {_leveldb_message(e)}"
             ) from None
         finally:
-            with guard:
+            with mutex:
                 self._readers -= 1
                 if not self._readers:
-                    guard.notify_all()
+                    self._guard.notify_all()
         return value
 
     def _closed(self) -> StorageError:
@@ -389,12 +392,18 @@ class Storage:
         return self._get(key)
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
-        """Derived records among keys that exist."""
+        """Derived records among keys that exist, in one read of the database."""
         found = {}
-        for key in keys:
-            value = self._get(key)
-            if value is not None:
-                found[key] = value
+        with self._reading() as db:
+            for key in keys:
+                try:
+                    value = db.get(key, verify_checksums=True)
+                except plyvel.CorruptionError as e:
+                    raise DataLossError(
+                        f"{_describe(key)} is unreadable in {self.path}: {_leveldb_message(e)}"
+                    ) from None
+                if value is not None:
+                    found[key] = value
         return found
 
     def signed_checkpoints(self) -> Iterator[tuple[int, str]]:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import threading
+from collections import OrderedDict
 from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, TypeVar
 
@@ -193,7 +194,9 @@ class RecordCache:
     MAX_RECORDS = 65_536
 
     def __init__(self) -> None:
-        self._records: dict[bytes, tuple[bytes, Any]] = {}
+        # Oldest first; an OrderedDict drops its oldest in O(1), where a dict's first key, once
+        # many were deleted before it, is found by scanning past every deleted slot.
+        self._records: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
     def read(self, cls: type[R], key: bytes, raw: bytes | None) -> R | None:
@@ -212,7 +215,7 @@ class RecordCache:
         with self._lock:
             records[key] = (raw, record)
             if len(records) > self.MAX_RECORDS:
-                del records[next(iter(records))]
+                records.popitem(last=False)
 
 
 class LogState:
