@@ -69,7 +69,13 @@ class _CommittedKV:
         commits, clears = self._commits, self._clears
         value = self._storage.get(key)
         with self._lock:
-            return self._remember({key: value}, commits, clears)[key]
+            if self._commits != commits or self._clears != clears:
+                return self._remember({key: value}, commits, clears)[key]
+            cache = self._cache  # nothing raced the read (most reads): cached as read
+            cache[key] = value
+            if len(cache) > self.MAX_RECORDS:
+                cache.popitem(last=False)
+            return value
 
     def put(self, key: bytes, value: bytes, /) -> None:
         raise RuntimeError("committed state changes only through a batch")
