@@ -183,6 +183,7 @@ class Storage:
         self._mutex = threading.Lock()
         self._guard = threading.Condition(self._mutex)
         self._readers = 0  # reads in flight: the database is closed (to reopen) only at 0
+        self._draining = 0  # closers waiting for reads to end: the last read then notifies
         self._must_reopen = False  # a write failed: no write before a reopen
         try:
             self._db: plyvel.DB | None = self._open(create)
@@ -240,7 +241,7 @@ class Storage:
         """Close the database once reads in flight end (or after 10 s: at exit, regardless),
         then release the lock."""
         with self._guard:
-            self._guard.wait_for(lambda: self._readers == 0, timeout=10.0)
+            self._drain(10.0)
             if self._db is not None:
                 self._db.close()
                 self._db = None
@@ -261,10 +262,19 @@ class Storage:
                 f"the log database at {self.path} is damaged: {_leveldb_message(e)}"
             ) from None
         finally:
-            with self._guard:
+            with self._mutex:
                 self._readers -= 1
-                if self._readers == 0:
+                if not self._readers and self._draining:
                     self._guard.notify_all()
+
+    def _drain(self, timeout: float) -> bool:
+        """Wait (holding the guard) until no read is in flight; False on timeout. Reads notify
+        only while someone drains: a Condition's notify is Python-level work on every read."""
+        self._draining += 1
+        try:
+            return self._guard.wait_for(lambda: self._readers == 0, timeout=timeout)
+        finally:
+            self._draining -= 1
 
     def _get(self, key: bytes) -> bytes | None:
         """db.get(key), checksums verified; damage reported with what the key holds. (The
@@ -284,7 +294,7 @@ class Storage:
         finally:
             with mutex:
                 self._readers -= 1
-                if not self._readers:
+                if not self._readers and self._draining:
                     self._guard.notify_all()
         return value
 
@@ -521,7 +531,7 @@ class Storage:
         """Close and reopen the database, once no read is in flight (StorageError if reads do
         not drain in time; the next commit tries again)."""
         with self._guard:
-            if not self._guard.wait_for(lambda: self._readers == 0, timeout=10.0):
+            if not self._drain(10.0):
                 raise StorageError(f"reads of {self.path} kept it from reopening; retrying")
             if self._db is not None:
                 self._db.close()
