@@ -8,6 +8,9 @@ pairs, one action in a thousand out of scope), caches it on disk, and measures i
 - the Ed25519 verify ceiling: PyNaCl verifications/s on 1 and on 2 processes;
 - what each stage of a replay costs on one core (decode, schema + secret guard, signature,
   admit + apply, leaf hash + compact range) on a sample: where the time goes;
+- what the server's serial path costs per entry on the same sample (the statement gate's
+  admit + apply + search indexing over a real LevelDB, and the batch commit): the part no
+  number of ingest workers spreads, so 1e6 / its sum caps a server's statements/s;
 - client.audit.audit_entries over the in-memory log (no network): entries/s, median of runs,
   with 2 worker processes and in one process;
 - writing and reading the audit's position file for the whole log;
@@ -54,6 +57,8 @@ from affidavit.merkle.checkpoint import Checkpoint  # noqa: E402
 from affidavit.merkle.compact import CompactRange  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc  # noqa: E402
+from affidavit.server.admission import StatementGate  # noqa: E402
+from affidavit.server.storage import Batch, Storage  # noqa: E402
 from affidavit.statements import build, ingest, schema, signing  # noqa: E402
 from affidavit.statements.canonical import canonical_json, digest, shown_digest  # noqa: E402
 from affidavit.statements.ids import uuid7  # noqa: E402
@@ -382,6 +387,56 @@ def stage_costs(log: Log, sample: int) -> dict[str, float]:
     return out
 
 
+def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, float]:
+    """CPU microseconds per entry of the server's serial path for the first `sample` entries,
+    decoded and signature-checked beforehand (as the ingest workers hand them over): the
+    statement gate's admission, state transition and search indexing, in log order, against
+    the records of a real LevelDB; then the storage commit of each batch of `batch` (building
+    the WriteBatch; its sync is not CPU time). The gate must give the verdicts the log holds."""
+    leaves = log.leaves[:sample]
+    decoded = [schema.decode(leaf) for leaf in leaves]
+    keys = {
+        signing.key_id(st.identity.public_key): st.identity.public_key
+        for _, st in decoded
+        if st.WhichOneof("body") == "identity"
+    }
+    prepared = [ingest.Prepared(s, st, keys[s.key_id]) for s, st in decoded]
+    hashes = hashing.leaf_hashes(leaves)
+    admitted_ms = decoded[0][1].header.client_time_ms  # the benchmark's log: all signed then
+    gate_s = commit_s = 0.0
+    with tempfile.TemporaryDirectory(prefix="bench-audit-gate-") as tmp:
+        storage = Storage(Path(tmp) / "db", create=True)
+        try:
+            storage.set_entry_format("statements")
+            gate = StatementGate(storage, clock=lambda: admitted_ms)
+            previous = None
+            for start in range(0, len(leaves), batch):
+                end = min(start + batch, len(leaves))
+                began = time.process_time()
+                gate.begin()
+                verdicts = [
+                    gate.admit(leaves[i], prepared[i], hashes[i], i) for i in range(start, end)
+                ]
+                admitted = time.process_time()
+                note = f"bench checkpoint {end}"
+                writes = gate.writes()
+                storage.commit(
+                    Batch(start, leaves[start:end], hashes[start:end], {}, note, writes), previous
+                )
+                gate.durable()
+                previous = note
+                gate_s += admitted - began
+                commit_s += time.process_time() - admitted
+                if verdicts != log.verdicts[start:end]:
+                    raise SystemExit(
+                        f"the gate's verdicts differ from the log's in [{start}, {end})"
+                    )
+        finally:
+            storage.close()
+    n = len(leaves)
+    return {"admit_apply_index": gate_s / n * 1e6, "commit": commit_s / n * 1e6}
+
+
 # --------------------------------------------------------------------------------------------
 # The audit, in memory and over the network.
 # --------------------------------------------------------------------------------------------
@@ -651,6 +706,15 @@ def ceilings(log: Log, sample: int) -> float:
             "single_core_ceiling_per_s": round(1e6 / total),
             "two_core_ceiling_per_s": round(2e6 / total),
             "serial_admit_apply_ceiling_per_s": round(1e6 / costs["admit_and_apply"]),
+        }
+    )
+    gate = integrator_costs(log, sample)
+    emit(
+        {
+            "figure": "integrator_cost_us_per_entry",
+            "sample": min(sample, len(log.leaves)),
+            **{k: round(v, 1) for k, v in gate.items()},
+            "serial_ceiling_per_s": round(1e6 / sum(gate.values())),
         }
     )
     return ceiling[2]
