@@ -57,6 +57,8 @@ class _CommittedKV:
         # Oldest first; an OrderedDict drops its oldest in O(1) (a dict's first key, once many
         # were deleted before it, is found by scanning past every deleted slot).
         self._cache: OrderedDict[bytes, bytes | None] = OrderedDict()
+        self.lookup = self._cache.get
+        """lookup(key, default): the cached value, or default; never reads storage."""
         self._commits = 0
         self._clears = 0
         self._recent: list[Mapping[bytes, bytes]] = []  # the last commits' writes, oldest first
@@ -149,11 +151,17 @@ class _BatchKV:
 
     def __init__(self, committed: _CommittedKV) -> None:
         self._committed = committed
+        self._lookup = committed.lookup
         self.writes: dict[bytes, bytes] = {}
 
     def get(self, key: bytes, /) -> bytes | None:
+        # Every admission read comes here: the batch, then the committed cache, in one call.
         value = self.writes.get(key)
-        return value if value is not None else self._committed.get(key)
+        if value is None:
+            value = self._lookup(key, _UNREAD)
+            if value is _UNREAD:
+                return self._committed.get(key)
+        return value  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes, /) -> None:
         self.writes[key] = value

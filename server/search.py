@@ -226,6 +226,8 @@ def facets_of(
     )
 
 
+_VERDICT_NAMES = {number: name for name, number in pb.Verdict.items()}
+"""Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
 _HIT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 """The hit record's encoder, made once (json.dumps with options makes one per call)."""
 _FIELD_PREFIX = {
@@ -256,7 +258,7 @@ def index_statement(
         values["actor"] = values["key"] = []
         values["refused"] = ["1"]
     if f.verdict:
-        values["verdict"] = [pb.Verdict.Name(pb.Verdict.ValueType(f.verdict))]
+        values["verdict"] = [_VERDICT_NAMES[f.verdict]]
     suffix = b"\x00" + at
     for name, vs in values.items():
         prefix = _FIELD_PREFIX[name]
