@@ -157,11 +157,12 @@ class _BatchKV:
     def get(self, key: bytes, /) -> bytes | None:
         # Every admission read comes here: the batch, then the committed cache, in one call.
         value = self.writes.get(key)
-        if value is None:
-            value = self._lookup(key, _UNREAD)
-            if value is _UNREAD:
-                return self._committed.get(key)
-        return value  # type: ignore[return-value]
+        if value is not None:
+            return value
+        cached = self._lookup(key, _UNREAD)
+        if cached is _UNREAD:
+            return self._committed.get(key)
+        return cached  # type: ignore[return-value]
 
     def put(self, key: bytes, value: bytes, /) -> None:
         self.writes[key] = value

@@ -226,7 +226,7 @@ def facets_of(
     )
 
 
-_VERDICT_NAMES = {number: name for name, number in pb.Verdict.items()}
+_VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
 """Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
 _HIT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 """The hit record's encoder, made once (json.dumps with options makes one per call)."""
