@@ -44,7 +44,7 @@ class _CommittedKV:
     the value the newest of them wrote, if any wrote it, else the value read (no commit in
     between touched it). A read that raced a clear(), or more commits than are kept, is not
     cached. At most MAX_RECORDS are kept (absent ones too: most reads of new ids find
-    nothing), the oldest dropped first.
+    nothing); the one longest since it was read from storage or committed is dropped first.
     """
 
     MAX_RECORDS = 20_000
@@ -126,6 +126,9 @@ class _CommittedKV:
             cache = self._cache
             for key in cache.keys() & writes.keys():  # scans the smaller of the two
                 cache[key] = writes[key]
+                # Just written (a session's head, an intent, a grant's uses): likely read
+                # again soon, so dropped last, not by when it was first read.
+                cache.move_to_end(key)
 
 
 class _Wanted:
