@@ -230,19 +230,21 @@ class LogService(pb_grpc.LogServicer):
 
     def _prepare_run(self, entries: Sequence[bytes]) -> list[object]:
         assert self._gate is not None
+        out: list[object] = []
         if self._ingest is not None:
             try:
-                return list(self._ingest.prepare(entries, self._gate.committed.key))
+                out += self._ingest.prepare(entries, self._gate.committed.key)
             except Exception as e:  # a worker failed: this run's entries fail, nothing else
                 return [unexpected_failure(e)] * len(entries)
-        out: list[object] = []
-        for entry in entries:
-            try:
-                out.append(self._gate.prepare(entry))
-            except Rejection as e:
-                out.append(e)
-            except Exception as e:  # this entry alone fails
-                out.append(unexpected_failure(e))
+        else:
+            for entry in entries:
+                try:
+                    out.append(self._gate.prepare(entry))
+                except Rejection as e:
+                    out.append(e)
+                except Exception as e:  # this entry alone fails
+                    out.append(unexpected_failure(e))
+        # Prepared either way, what admission will read is read here, outside the integrator.
         self._gate.read_ahead(out)
         return out
 
