@@ -1,7 +1,10 @@
 """The PostgreSQL schema of a scale-out log (server.storage_postgres says what each table
 holds): created by `affidavit init --storage`, checked by every frontend that opens the log.
 
-Version 1. A frontend refuses a database of another version rather than guess at its layout.
+Version 2. Version 1 (one pending batch at most, in the head row) is migrated in place by the
+first frontend of this version that opens it, in one transaction; a frontend refuses a
+database of any other version rather than guess at its layout. Upgrade every frontend of a log
+together: one of version 1 fails on a migrated database (its columns are gone).
 """
 
 from __future__ import annotations
@@ -12,17 +15,23 @@ from typing import Any
 import psycopg
 from affidavit.server.storage import StorageError
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 TABLES = (
     "CREATE TABLE affidavit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
-    "CREATE TABLE affidavit_head (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT,"
-    " published BIGINT NOT NULL, published_note TEXT, pending BYTEA)",
+    "CREATE TABLE affidavit_head (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT)",
     "CREATE TABLE affidavit_leaf (leaf_hash BYTEA PRIMARY KEY, leaf_index BIGINT NOT NULL)",
     "CREATE TABLE affidavit_checkpoint (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
     "CREATE TABLE affidavit_cosigned (tree_size BIGINT PRIMARY KEY, note TEXT NOT NULL)",
     "CREATE TABLE affidavit_record (record_key BYTEA PRIMARY KEY, record_value BYTEA NOT NULL)",
 )
+PUBLICATION_TABLES = (
+    "CREATE TABLE affidavit_published (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT)",
+    "CREATE TABLE affidavit_pending (size BIGINT PRIMARY KEY, first_index BIGINT NOT NULL,"
+    " note TEXT NOT NULL, entries BYTEA NOT NULL, written BOOLEAN NOT NULL DEFAULT FALSE,"
+    " sequenced_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+)
+"""The tables version 2 adds: step 3's own lock and the queue of sequenced batches."""
 
 Read = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 """One read query (the driver's, with its error handling)."""
@@ -38,25 +47,74 @@ def tables(read: Read) -> set[str]:
 
 
 def create(conn: psycopg.Connection[Any]) -> None:
-    """Create the tables and the one head row (in the caller's transaction, on an empty
-    database)."""
-    for statement in TABLES:
+    """Create the tables and the head and published rows (in the caller's transaction, on an
+    empty database)."""
+    for statement in TABLES + PUBLICATION_TABLES:
         conn.execute(statement)
     conn.execute(
         "INSERT INTO affidavit_meta (name, value) VALUES ('schema_version', %s)",
         (SCHEMA_VERSION,),
     )
-    conn.execute("INSERT INTO affidavit_head (id, size, published) VALUES (1, 0, 0)")
+    conn.execute("INSERT INTO affidavit_head (id, size) VALUES (1, 0)")
+    conn.execute("INSERT INTO affidavit_published (id, size) VALUES (1, 0)")
+
+
+def _version(read: Read) -> str | None:
+    rows = read("SELECT value FROM affidavit_meta WHERE name = 'schema_version'", ())
+    return str(rows[0][0]) if rows else None
 
 
 def check(read: Read, where: str) -> None:
     """StorageError unless the database holds a log of this schema version."""
     if "affidavit_meta" not in tables(read):
         raise StorageError(f"no log in {where} (run `affidavit init --storage …` first)")
-    rows = read("SELECT value FROM affidavit_meta WHERE name = 'schema_version'", ())
-    version = rows[0][0] if rows else None
+    version = _version(read)
     if version != SCHEMA_VERSION:
         raise StorageError(
             f"{where} has schema version {version!r}; "
             f"this affidavit reads version {SCHEMA_VERSION!r}"
         )
+
+
+def upgrade(conn: psycopg.Connection[Any], read: Read) -> bool:
+    """Migrate a version 1 log to this version, in one transaction on conn (autocommit);
+    whether it did. Frontends opening it at once: the first migrates, the others find it done.
+
+    Version 1 kept the published size and note, and the one pending batch, in the head row.
+    """
+    if "affidavit_meta" not in tables(read) or _version(read) != "1":
+        return False
+    with conn.transaction():
+        (version,) = conn.execute(
+            "SELECT value FROM affidavit_meta WHERE name = 'schema_version' FOR UPDATE"
+        ).fetchone() or (None,)
+        if version != "1":
+            return False
+        row = conn.execute(
+            "SELECT size, note, published, published_note, pending FROM affidavit_head "
+            "WHERE id = 1 FOR UPDATE"
+        ).fetchone()
+        if row is None:
+            raise StorageError("the version 1 log has no head row; the database was altered")
+        size, head, published, published_note, pending = row
+        for statement in PUBLICATION_TABLES:
+            conn.execute(statement)
+        conn.execute(
+            "INSERT INTO affidavit_published (id, size, note) VALUES (1, %s, %s)",
+            (published, published_note),
+        )
+        if pending is not None:  # its frontend was of version 1: publish it at once
+            conn.execute(
+                "INSERT INTO affidavit_pending (size, first_index, note, entries, sequenced_at) "
+                "VALUES (%s, %s, %s, %s, now() - interval '1 day')",
+                (size, published, head, pending),
+            )
+        conn.execute(
+            "ALTER TABLE affidavit_head DROP COLUMN published, DROP COLUMN published_note, "
+            "DROP COLUMN pending"
+        )
+        conn.execute(
+            "UPDATE affidavit_meta SET value = %s WHERE name = 'schema_version'",
+            (SCHEMA_VERSION,),
+        )
+    return True

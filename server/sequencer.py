@@ -12,7 +12,9 @@ inclusion proof to it. While one batch is being written the next one queues, so 
 batches grow by themselves.
 
 Invariant: the checkpoint held in memory is the one on disk, and its root is the root of the
-tiles on disk; an acknowledged entry is on disk under that checkpoint.
+tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared log it is a
+published one (all its tiles readable): a newer head another frontend sequenced is extended
+while locked, but held (and served) only once the storage has published it.
 """
 
 from __future__ import annotations
@@ -252,10 +254,18 @@ class Sequencer:
         return self._adopt(text, ())
 
     def _adopt(self, text: str, prepared: Sequence[object]) -> bool:
-        """Make the stored checkpoint note the head to extend (a shared log's, grown by other
-        frontends): it must carry the log's signature, and extend the one held (not smaller,
-        not another tree of the same size). Whether it grew. ConflictError otherwise, as on a
-        log only this process may write."""
+        """Hold the stored, published checkpoint note (see _adoptable); whether it grew."""
+        grown = self._adoptable(text, prepared)
+        if grown is None:
+            return False
+        self._checkpoint, self._note = grown, text
+        return True
+
+    def _adoptable(self, text: str, prepared: Sequence[object]) -> Checkpoint | None:
+        """The stored checkpoint note as the head to extend (a shared log's, grown by other
+        frontends), or None if it is the one held: it must carry the log's signature, and
+        extend the one held (not smaller, not another tree of the same size); ConflictError
+        otherwise, as on a log only this process may write. The gate forgets its cache."""
         where = self._storage.location
         if not self._storage.shared or self._verifier_key is None:
             raise ConflictError(
@@ -272,11 +282,10 @@ class Sequencer:
                 "to extend it"
             )
         if cp.size == self._checkpoint.size:
-            return False
-        self._checkpoint, self._note = cp, text
+            return None
         if self._gate is not None:
             self._gate.reset(prepared)
-        return True
+        return cp
 
     async def stop(self) -> None:
         """Refuse new appends, integrate everything already queued, then stop."""
@@ -423,22 +432,32 @@ class Sequencer:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time.
 
         The batch extends the head the storage gives, held locked until commit (or released):
-        with several frontends on one log, that may be another frontend's latest checkpoint.
+        with several frontends on one log, that may be another frontend's latest checkpoint,
+        not yet published: it is held only once commit() or unlock_head() has returned.
         """
         head = self._storage.lock_head()
         try:
+            base, base_note = self._checkpoint, self._note
             if head != self._note and head is not None:
-                self._adopt(head, prepared)
-            return self._integrate_locked(entries, prepared)
+                grown = self._adoptable(head, prepared)
+                if grown is not None:
+                    base, base_note = grown, head
+            return self._integrate_locked(entries, prepared, base, base_note)
         except BaseException:
-            self._storage.unlock_head()  # a no-op once commit() has released it
+            with contextlib.suppress(StorageError):  # the first failure is the one to tell
+                self._storage.unlock_head()  # a no-op once commit() has released it
             raise
 
     def _integrate_locked(
-        self, entries: Sequence[bytes], prepared: Sequence[object]
+        self,
+        entries: Sequence[bytes],
+        prepared: Sequence[object],
+        base: Checkpoint,
+        base_note: str,
     ) -> list[Outcome]:
-        """_integrate, with the head locked; commit() or unlock_head() releases it."""
-        size = self._checkpoint.size
+        """_integrate, with the head (base, signed as base_note) locked; commit() or
+        unlock_head() releases it."""
+        size = base.size
         leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
         if gate is not None:
@@ -488,7 +507,7 @@ class Sequencer:
             checkpoint = Checkpoint(self._origin, growth.size, growth.root())
             # Never sign over a head other than the one this log signed last (a shared log's
             # head is locked by lock_head until the commit).
-            if not self._storage.shared and self._storage.checkpoint() != self._note:
+            if not self._storage.shared and self._storage.checkpoint() != base_note:
                 raise ConflictError(
                     f"the latest checkpoint stored in {self._storage.location} is not the one "
                     "this server signed last: another process wrote to the log; refusing to sign"
@@ -496,7 +515,7 @@ class Sequencer:
             note = self._sign(checkpoint.format())
             extra = gate.writes() if gate is not None else {}
             batch = Batch(size, new_entries, new_hashes, growth.tiles, note, extra)
-            self._storage.commit(batch, previous=self._note)
+            self._storage.commit(batch, previous=base_note)
             self._checkpoint, self._note = checkpoint, note
             if gate is not None:
                 gate.durable()
@@ -512,6 +531,7 @@ class Sequencer:
                     raise StorageError(message) from None
         else:
             self._storage.unlock_head()
+            self._checkpoint, self._note = base, base_note
 
         proof_of = self._proofs(
             [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth

@@ -5,10 +5,14 @@ holds what is immutable or public. Tables (server.postgres_schema: created and c
 log, versioned):
 
     affidavit_meta        name -> value: schema_version, entry_format
-    affidavit_head        the one row (id 1) every batch locks: size and note of the latest
-                          signed checkpoint; published size and note (its tiles, bundles and
-                          checkpoint object are all in the object store); pending: the entries
-                          of the one batch between the two (uint32-length-prefixed), or NULL
+    affidavit_head        the one row (id 1) every batch locks to sequence: size and note of
+                          the latest signed checkpoint
+    affidavit_published   the one row (id 1) locked to publish: size and note of the latest
+                          checkpoint whose tiles, bundles and checkpoint object are all in the
+                          object store
+    affidavit_pending     tree size -> the batch sequenced up to it and not yet published: its
+                          first index, checkpoint note, entries (uint32-length-prefixed),
+                          whether its objects are written, and when it was sequenced
     affidavit_leaf        leaf hash -> index of its first entry (dedup, proofs by leaf hash)
     affidavit_checkpoint  tree size -> every checkpoint note the log signed
     affidavit_cosigned    tree size -> the note with every witness cosignature received
@@ -16,64 +20,63 @@ log, versioned):
 
 Order of writes, one batch (crash-safe; every step idempotent):
 
- 1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends wait here). If a previous
-    batch is pending, its frontend is between steps 2 and 3: let go of the lock (ROLLBACK)
-    so it can publish, and lock again; if it stays pending for PUBLISH_GRACE_S, that
-    frontend died: publish it here (step 3) and commit (at once if it is this frontend's own,
-    whose step 3 failed). The caller extends exactly the head it got: every batch reads the
-    current head.
- 2. sequence: in the same transaction insert the leaf-hash rows, derived records and the
-    signed checkpoint, set the head to the new size with the batch's entries as pending;
-    COMMIT. The batch is now durable: a crash from here on loses nothing.
- 3. publish: lock the head row again; if still pending, write the entry bundles and tiles
-    (create-only; a redo finds identical bytes), then the checkpoint object, then set
-    published = size, pending = NULL; COMMIT (without waiting for the WAL flush: if it is
-    lost, the batch is pending again and is published again, the same bytes). Appenders
-    are answered after this step.
+ 1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends' batches wait here). Batches
+    sequenced by other frontends and not yet published are read from their pending rows (their
+    tiles grown again and checked against their checkpoints): the caller extends exactly the
+    head it got, whose tiles are in the object store or in this frontend's memory.
+ 2. sequence: in the same transaction insert the leaf-hash rows, derived records, the signed
+    checkpoint and the batch's pending row, and set the head to the new size; COMMIT. The
+    batch is now durable: a crash from here on loses nothing. The next batch (of any
+    frontend) can be sequenced at once.
+ 3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
+    and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
+    commit); then, under the published row's lock, move the published size over the written
+    rows that follow it in order, writing the checkpoint object of the new size first (so it
+    never goes back), and delete the rows passed. Appenders are answered once the published
+    size covers their batch; a row left unwritten past a grace period (its frontend died) is
+    written by whoever waits on it.
 
 The checkpoint object is written only after every tile and bundle it covers, and only under
-the head lock (so it never goes back); a reader of the bucket never sees a checkpoint whose
-tiles are missing. checkpoint() answers the published checkpoint, so a frontend never serves
-a tree whose tiles are not readable.
+the published row's lock, for a size above the last one; a reader of the bucket never sees a
+checkpoint whose tiles are missing. checkpoint() answers the published checkpoint, so a
+frontend never serves a tree whose tiles are not readable.
 
-SQL relied on: BIGINT, BYTEA, TEXT; primary keys; SELECT ... FOR UPDATE; INSERT ... SELECT
-FROM unnest(array, array); INSERT ... ON CONFLICT (key) DO UPDATE; ORDER BY/LIMIT on a
-BYTEA key (bytewise order); generate_series and substring(bytea FROM .. FOR ..) (a batch's
-leaf hashes travel as one BYTEA, not an array: no per-element encoding on either side);
-information_schema.tables. Known to work: PostgreSQL 12 and later
-(tested on 16); the same subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora
-PostgreSQL document as supported (not tested here). The session setting
-idle_in_transaction_session_timeout is set where the engine has it, so a frontend that hangs
-holding the head lock loses it.
+SQL relied on: BIGINT, BYTEA, TEXT, BOOLEAN, TIMESTAMPTZ and now(); primary keys;
+SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array); INSERT ... ON CONFLICT
+(key) DO UPDATE; ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series and
+substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array: no
+per-element encoding on either side); information_schema.tables; ALTER TABLE ... DROP COLUMN
+(the one schema upgrade). Known to work: PostgreSQL 12 and later (tested on 16); the same
+subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora PostgreSQL document as supported
+(not tested here). The session setting idle_in_transaction_session_timeout is set where the
+engine has it, so a frontend that hangs holding the head lock loses it.
 
 Sizing (per entry, PostgreSQL): one affidavit_leaf row, 32 + 8 bytes of data and about 28 of
 row header (~70 B heap) plus its primary-key B-tree entry (~50 B): ~120 B per entry, growing
 with the log; its index is the only per-entry index and costs one B-tree insert per append.
 A statement adds its state and search records in affidavit_record (typically 4–8 rows of
 50–300 B each, one B-tree entry each). Per batch: one affidavit_checkpoint row (~250 B) and
-one head-row update carrying the batch's entries once as pending (written, then cleared: WAL
-and TOAST churn about the size of the batch). Object storage per entry: its bytes + 2 in a
-bundle, 32 B in its level-0 tile, ~1/8 B in higher tiles; per batch one partial tile object
-per tile level and one partial bundle (kept, as each names its width; they can be deleted
-once the full tile exists).
+one affidavit_pending row carrying the batch's entries once (inserted, then deleted once
+published: WAL and TOAST churn about the size of the batch). Object storage per entry: its
+bytes + 2 in a bundle, 32 B in its level-0 tile, ~1/8 B in higher tiles; per batch one
+partial tile object per tile level and one partial bundle (kept, as each names its width;
+they can be deleted once the full tile exists).
 """
 
 from __future__ import annotations
 
 import contextlib
 import threading
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import psycopg
-from affidavit.merkle import checkpoint as checkpoints
-from affidavit.merkle import hashing, note
-from affidavit.merkle.errors import MerkleError, TileError
-from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
+from affidavit.merkle import hashing
+from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
 from affidavit.server import postgres_schema
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
-from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries, make_bundle
+from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
+from affidavit.server.postgres_publish import Publication, pack
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -81,9 +84,6 @@ SCAN_PAGE = 500
 POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 3
 """How long a request waits for a database connection before it is answered UNAVAILABLE."""
-PUBLISH_GRACE_S = 3.0
-"""How long a frontend that finds another's batch pending leaves its publication to that
-frontend (which is doing it, unless it died) before publishing it itself."""
 
 _HASHES = (
     "SELECT substring(%s::bytea FROM i * 32 + 1 FOR 32) FROM generate_series(0, %s::int - 1) AS i"
@@ -94,9 +94,6 @@ _HASHES_AT = (
     "FROM generate_series(0, %s::int - 1) AS i"
 )
 """The same with consecutive indexes from a first one (parameters: packed, first, count)."""
-_HEAD = (
-    "SELECT size, note, published, pending IS NOT NULL FROM affidavit_head WHERE id = 1 FOR UPDATE"
-)
 
 
 def _redacted(url: str) -> str:
@@ -115,19 +112,6 @@ def _first_line(e: Exception) -> str:
     return str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
 
 
-def _pack(entries: Sequence[bytes]) -> bytes:
-    return b"".join(len(e).to_bytes(4, "big") + e for e in entries)
-
-
-def _unpack(data: bytes) -> list[bytes]:
-    out, at = [], 0
-    while at < len(data):
-        n = int.from_bytes(data[at : at + 4], "big")
-        out.append(data[at + 4 : at + 4 + n])
-        at += 4 + n
-    return out
-
-
 def _configure(conn: psycopg.Connection[Any]) -> None:
     # An engine without the setting holds the lock until the session ends.
     with contextlib.suppress(psycopg.Error):
@@ -140,9 +124,8 @@ class PostgresStorage:
     def __init__(self, url: str, objects: ObjectStore, *, create: bool = False) -> None:
         self._url = _redacted(url)
         self._objects = objects
-        self._published = 0
         self._held: psycopg.Connection[Any] | None = None
-        self._unpublished: str | None = None  # the head of our own batch step 3 left pending
+        self._held_head: tuple[int, str | None] = (0, None)  # what lock_head gave: size, note
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         try:  # one plain connection first: a wrong URL fails now, in one line
@@ -166,13 +149,19 @@ class PostgresStorage:
             objects.check_reachable()
             if create:
                 self._create()
+            self._upgrade()
             postgres_schema.check(self._read, self._url)
-            self._async_publish = self._has_setting("synchronous_commit")
+            self._publication = Publication(
+                self._pool,
+                objects,
+                self._url,
+                async_commit=self._has_setting("synchronous_commit"),
+            )
         except BaseException:
             self.close()
             raise
         if not create:
-            self._finish_pending()
+            self._publish_all()
             self._refresh_cosigned()
 
     # Schema.
@@ -186,6 +175,15 @@ class PostgresStorage:
         except StorageError:
             return False
         return True
+
+    def _upgrade(self) -> None:
+        try:
+            with self._pool.connection() as conn:
+                postgres_schema.upgrade(conn, self._read)
+        except psycopg.Error as e:
+            raise StorageError(
+                f"cannot upgrade the log's schema in {self._url}: {_first_line(e)}"
+            ) from None
 
     def _create(self) -> None:
         if postgres_schema.tables(self._read):
@@ -250,12 +248,11 @@ class PostgresStorage:
     def checkpoint(self) -> str | None:
         """The published checkpoint; also refreshes the cosigned one that cosigned() gives
         (the sequencer calls this often on a shared log, off the event loop)."""
-        rows = self._read("SELECT published, published_note FROM affidavit_head WHERE id = 1")
+        rows = self._read("SELECT size, note FROM affidavit_published WHERE id = 1")
         self._refresh_cosigned()
         if not rows or rows[0][1] is None:
             return None
-        with self._lock:
-            self._published = max(self._published, rows[0][0])
+        self._publication.unpublished.advance(int(rows[0][0]))
         return str(rows[0][1])
 
     def _refresh_cosigned(self) -> None:
@@ -346,32 +343,8 @@ class PostgresStorage:
                 return
             at, inclusive = bytes(rows[-1][0]), False
 
-    def _published_size(self) -> int:
-        with self._lock:
-            return self._published
-
-    def _object_for(self, tile: Tile) -> str:
-        """The path of the object holding at least tile's width: its own when full, else the
-        tile as it stands at the published size (partial objects exist only at those sizes)."""
-        if tile.width == WIDTH:
-            return tile.path()
-        try:
-            stored = tile_at(tile.level, tile.index, self._published_size())
-        except TileError:
-            stored = tile
-        if stored.width < tile.width:
-            raise StorageError(f"tile {tile.path()} is beyond the published tree")
-        return stored.path()
-
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
-        out = []
-        for tile in tiles:
-            path = self._object_for(tile)
-            data = self._objects.get(path)
-            if data is None or len(data) < tile.width * hashing.HASH_SIZE:
-                raise StorageError(f"tile {path} is missing or short in the object store")
-            out.append(data)
-        return out
+        return self._publication.read_tiles(tiles)
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """Entries from the bundles; stops early (the caller reports it) at a missing one."""
@@ -379,7 +352,7 @@ class PostgresStorage:
         while index < end:
             base = index // WIDTH * WIDTH
             want = min(end - base, WIDTH)
-            data = self._objects.get(self._object_for(Tile(ENTRIES, base // WIDTH, want)))
+            data = self._publication.read(Tile(ENTRIES, base // WIDTH, want))
             if data is None:
                 return
             bundle = bundle_entries(data)
@@ -394,7 +367,7 @@ class PostgresStorage:
         self._read("SELECT 1")
 
     def last_entry_index(self) -> int | None:
-        size = self._published_size()
+        size = self._publication.unpublished.published
         if size == 0:
             return None
         path = tile_at(ENTRIES, (size - 1) // WIDTH, size).path()
@@ -412,27 +385,15 @@ class PostgresStorage:
             conn = self._pool.getconn()
         except Exception as e:
             raise StorageUnavailableError(f"cannot reach {self._url}: {_first_line(e)}") from None
-        waiting: tuple[int, float] | None = None  # the pending size, since when
         try:
-            while True:  # another frontend may sequence between our COMMIT and BEGIN
-                conn.execute("BEGIN")
-                size, head, published, pending = conn.execute(_HEAD).fetchone()  # type: ignore[misc]
-                if not pending:
-                    break
-                # Its frontend comes back for the head lock to publish it (step 3): let go,
-                # and find it published when the lock is ours again. Redoing the publication
-                # here would only do the same writes twice, slowly (tiles from the bucket).
-                if waiting is None or waiting[0] != size:
-                    waiting = (size, time.monotonic())
-                theirs = head != self._unpublished  # ours when our own step 3 failed
-                if theirs and time.monotonic() - waiting[1] < PUBLISH_GRACE_S:
-                    conn.execute("ROLLBACK")
-                    time.sleep(0.002)
-                    continue
-                self._publish(conn, size, head, published, None)  # its frontend died
-                conn.execute("COMMIT")
-            with self._lock:
-                self._published = published
+            conn.execute("BEGIN")
+            row = conn.execute(
+                "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
+            ).fetchone()
+            if row is None:
+                raise StorageError(f"{self._url} has no head row; the database was altered")
+            size, head = int(row[0]), row[1]
+            self._publication.catch_up(conn, size)
         except psycopg.Error as e:
             self._release(conn, rollback=True)
             raise StorageUnavailableError(
@@ -441,7 +402,7 @@ class PostgresStorage:
         except BaseException:
             self._release(conn, rollback=True)
             raise
-        self._held = conn
+        self._held, self._held_head = conn, (size, head)
         return None if head is None else str(head)
 
     def _release(self, conn: psycopg.Connection[Any], *, rollback: bool) -> None:
@@ -451,9 +412,12 @@ class PostgresStorage:
         self._pool.putconn(conn)
 
     def unlock_head(self) -> None:
+        """Release the head; then, as after a commit, return once the head lock_head gave
+        is published (another frontend's batch may not be yet)."""
         conn, self._held = self._held, None
         if conn is not None:
             self._release(conn, rollback=True)
+            self._publish(self._held_head[0])
 
     def commit(self, batch: Batch, previous: str | None) -> None:
         conn, self._held = self._held, None
@@ -461,7 +425,16 @@ class PostgresStorage:
             raise RuntimeError("commit without lock_head")
         new_size = batch.first_index + len(batch.entries)
         try:
-            self._sequence(conn, batch, new_size, previous)
+            if self._held_head[1] != previous:
+                raise ConflictError(
+                    f"the head in {self._url} is not the checkpoint this batch extends; "
+                    "refusing to sign over it"
+                )
+            # Before the commit: it may read the bundle this batch's first one grows from.
+            sequenced = self._publication.sequenced(
+                batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
+            )
+            self._sequence(conn, batch, new_size)
         except psycopg.OperationalError as e:
             self._release(conn, rollback=True)
             raise StorageUnavailableError(
@@ -474,31 +447,22 @@ class PostgresStorage:
             self._release(conn, rollback=True)
             raise
         self._release(conn, rollback=False)
-        self._unpublished = batch.checkpoint  # until step 3 is done
-        self._finish_pending(batch)
-        self._unpublished = None
+        self._publication.unpublished.add(sequenced)
+        self._publish(new_size)
 
-    def _sequence(
-        self, conn: psycopg.Connection[Any], batch: Batch, new_size: int, previous: str | None
-    ) -> None:
+    def _sequence(self, conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
         """Step 2: the batch, durable in the database (the head row is locked by conn)."""
-        (head,) = conn.execute("SELECT note FROM affidavit_head WHERE id = 1").fetchone() or (None,)
-        if head != previous:
-            raise ConflictError(
-                f"the head in {self._url} is not the checkpoint this batch extends; refusing "
-                "to sign over it"
-            )
         if any(len(e) > MAX_BUNDLE_ENTRY for e in batch.entries):
             raise StorageError(f"entries of this log are at most {MAX_BUNDLE_ENTRY} bytes")
+        for key in batch.extra:
+            if not key.startswith(DERIVED_PREFIXES):
+                raise ValueError(f"derived key {key!r} is outside the derived namespaces")
         if batch.leaf_hashes:
             conn.execute(
                 f"INSERT INTO affidavit_leaf (leaf_hash, leaf_index) {_HASHES_AT}",
                 (b"".join(batch.leaf_hashes), batch.first_index, len(batch.leaf_hashes)),
             )
         if batch.extra:
-            for key in batch.extra:
-                if not key.startswith(DERIVED_PREFIXES):
-                    raise ValueError(f"derived key {key!r} is outside the derived namespaces")
             conn.execute(
                 "INSERT INTO affidavit_record (record_key, record_value) "
                 "SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
@@ -510,96 +474,31 @@ class PostgresStorage:
             (new_size, batch.checkpoint),
         )
         conn.execute(
-            "UPDATE affidavit_head SET size = %s, note = %s, pending = %s WHERE id = 1",
-            (new_size, batch.checkpoint, _pack(batch.entries)),
+            "INSERT INTO affidavit_pending (size, first_index, note, entries) "
+            "VALUES (%s, %s, %s, %s)",
+            (new_size, batch.first_index, batch.checkpoint, pack(batch.entries)),
+        )
+        conn.execute(
+            "UPDATE affidavit_head SET size = %s, note = %s WHERE id = 1",
+            (new_size, batch.checkpoint),
         )
         conn.execute("COMMIT")
 
-    def _finish_pending(self, batch: Batch | None = None) -> None:
-        """Step 3, in its own transaction: publish the pending batch, if any (this process's
-        own, batch, or one left by a frontend that died)."""
+    def _publish_all(self) -> None:
+        """At startup: publish what is pending (this frontend's own, if it stopped between
+        steps 2 and 3; or a dead frontend's)."""
+        self._publish(None)
+
+    def _publish(self, size: int | None) -> None:
+        """Step 3 up to size (server.postgres_publish); everything pending, if None."""
         try:
-            with self._pool.connection() as conn, conn.transaction():
-                if self._async_publish:
-                    # Losing this commit in a crash only leaves the batch pending (it was
-                    # committed synchronously in step 2): the next locker publishes it again,
-                    # writing the same bytes. So it need not wait for a WAL flush.
-                    conn.execute("SET LOCAL synchronous_commit = off")
-                size, head, published, pending = conn.execute(_HEAD).fetchone()  # type: ignore[misc]
-                if pending:
-                    self._publish(conn, size, head, published, batch)
-                else:
-                    with self._lock:
-                        self._published = max(self._published, published)
+            if size is None:
+                self._publication.publish_all()
+            else:
+                self._publication.publish(size)
         except psycopg.OperationalError as e:
             raise StorageUnavailableError(
                 f"cannot publish to {self._url}: {_first_line(e)}"
             ) from None
-
-    def _publish(
-        self,
-        conn: psycopg.Connection[Any],
-        size: int,
-        head: str,
-        published: int,
-        batch: Batch | None,
-    ) -> None:
-        """Write entries [published, size) to the object store: bundles, tiles, then the
-        checkpoint; then mark them published (conn holds the head lock, in a transaction).
-        They are batch's when it is the pending one, else read back from the head row."""
-        mine = batch is not None and batch.first_index == published and batch.checkpoint == head
-        if batch is not None and mine:
-            entries = list(batch.entries)
-        else:
-            row = conn.execute("SELECT pending FROM affidavit_head WHERE id = 1").fetchone()
-            entries = _unpack(row[0]) if row is not None and row[0] is not None else []
-        if len(entries) != size - published:
-            raise StorageError(
-                f"{self._url}: the pending batch holds {len(entries)} entries, "
-                f"the head says {size - published}; the database was altered"
-            )
-        with self._lock:
-            self._published = published  # the tiles to extend are those of the published tree
-        if batch is not None and mine:
-            tiles = batch.tiles
-        else:  # another frontend's batch: its tiles again, from the published tree
-            growth = grow(published, hashing.leaf_hashes(entries), self.read_tiles)
-            try:
-                cp = checkpoints.parse(note.parse_note(head)[0])
-            except MerkleError as e:
-                raise StorageError(f"{self._url}: the head checkpoint is malformed: {e}") from None
-            if growth.root() != cp.root_hash or growth.size != cp.size:
-                raise StorageError(
-                    f"{self._url}: the pending entries do not give the head checkpoint's root; "
-                    "the database was altered"
-                )
-            tiles = growth.tiles
-        objects = self._bundles(published, entries)
-        objects += [(tile.path(), data) for tile, data in tiles.items()]
-        self._objects.put_unpublished(objects)
-        self._objects.put_checkpoint(head)
-        conn.execute(
-            "UPDATE affidavit_head SET published = size, published_note = note, pending = NULL "
-            "WHERE id = 1"
-        )
-        with self._lock:
-            self._published = size
-
-    def _bundles(self, old_size: int, entries: Sequence[bytes]) -> list[tuple[str, bytes]]:
-        """The entry bundles that appear or grow when entries are appended at old_size."""
-        out: list[tuple[str, bytes]] = []
-        at, taken = old_size, 0
-        while taken < len(entries):
-            n, offset = divmod(at, WIDTH)
-            take = min(WIDTH - offset, len(entries) - taken)
-            head = b""
-            if offset:
-                path = Tile(ENTRIES, n, offset).path()
-                stored = self._objects.get(path)
-                if stored is None:
-                    raise StorageError(f"entry bundle {path} is missing from the object store")
-                head = stored
-            body = head + make_bundle(entries[taken : taken + take])
-            out.append((Tile(ENTRIES, n, offset + take).path(), body))
-            at, taken = at + take, taken + take
-        return out
+        except psycopg.Error as e:
+            raise StorageError(f"publishing to {self._url} failed: {_first_line(e)}") from None

@@ -260,7 +260,8 @@ def head_row(where: Scaleout) -> tuple[int, int, bool]:
     """The database's head: (size, published size, whether a batch is pending)."""
     with psycopg.connect(where.storage_url) as conn:
         row = conn.execute(
-            "SELECT size, published, pending IS NOT NULL FROM affidavit_head WHERE id = 1"
+            "SELECT h.size, p.size, EXISTS (SELECT 1 FROM affidavit_pending) "
+            "FROM affidavit_head h, affidavit_published p WHERE h.id = 1 AND p.id = 1"
         ).fetchone()
     assert row is not None
     return int(row[0]), int(row[1]), bool(row[2])

@@ -1,0 +1,339 @@
+"""Step 3 of a scale-out batch (the whole order of writes is in server.storage_postgres):
+writing sequenced batches' entry bundles and tiles to the object store, and moving the
+published size over them, in order.
+
+Step 2 only sequences: under the head lock, a batch's entries go into the database as a row
+of affidavit_pending and the head moves on, so the next batch (of any frontend) is sequenced
+at once. Step 3 runs with the head unlocked:
+
+ 3a. write: the batch's frontend writes its bundles and tiles. No lock is needed: every such
+     object is create-only and its path names its width, so whoever writes it writes the same
+     bytes, and no checkpoint object covers it yet. Then the row is marked written, with a
+     synchronous commit: a checkpoint object never covers a row whose mark could be lost.
+ 3b. advance: under the lock of the published row (affidavit_published, not the head: the
+     sequencing of later batches goes on meanwhile), the published size moves over the
+     written rows that follow it, in order. Whoever moves it writes the checkpoint object of
+     the new size before committing, so that object never goes back and never covers a row
+     not written; the rows passed are deleted.
+
+A frontend answers a batch's appenders once the published size covers it. A row that stays
+unwritten for PUBLISH_GRACE_S was left by a frontend that died: whoever waits on it writes it,
+from its entries (its tiles grown again, which must give the row's checkpoint).
+
+Each frontend keeps the batches between the published size and the newest head it has seen
+(Unpublished): the next batch grows its tiles and bundles from them, and reads of those sizes
+find their objects there before they are in the object store.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import psycopg
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note
+from affidavit.merkle.errors import MerkleError, TileError
+from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
+from affidavit.server.objects_s3 import ObjectStore, bundle_entries, make_bundle
+from affidavit.server.storage import StorageError
+from psycopg_pool import ConnectionPool
+
+PUBLISH_GRACE_S = 3.0
+"""How long a row may stay unwritten before another frontend takes its frontend for dead and
+writes it itself."""
+POLL_S = (0.002, 0.02)
+"""First and longest pause between looks at a row another frontend is writing."""
+
+
+def pack(entries: Sequence[bytes]) -> bytes:
+    """A batch's entries as one value (each uint32-length-prefixed)."""
+    return b"".join(len(e).to_bytes(4, "big") + e for e in entries)
+
+
+def unpack(data: bytes) -> list[bytes]:
+    out, at = [], 0
+    while at < len(data):
+        n = int.from_bytes(data[at : at + 4], "big")
+        out.append(data[at + 4 : at + 4 + n])
+        at += 4 + n
+    return out
+
+
+@dataclass
+class Sequenced:
+    """A batch sequenced in the database, entries [first, size): its checkpoint note and every
+    object it writes (entry bundles, at level ENTRIES, and tiles), each at its width at size.
+    to_write: this frontend writes it without waiting for a grace period (its own batch, not
+    yet written; or, at startup, any pending one)."""
+
+    first: int
+    size: int
+    note: str
+    objects: dict[Tile, bytes]
+    to_write: bool
+
+
+class Unpublished:
+    """The batches this frontend knows of past the published size, in order and contiguous
+    from it (thread-safe: readers look objects up while the integrator adds batches)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._published = 0
+        self._batches: list[Sequenced] = []
+
+    @property
+    def published(self) -> int:
+        with self._lock:
+            return self._published
+
+    def end(self) -> int:
+        """The tree size the known batches reach."""
+        with self._lock:
+            return self._batches[-1].size if self._batches else self._published
+
+    def batches(self) -> list[Sequenced]:
+        with self._lock:
+            return list(self._batches)
+
+    def add(self, batch: Sequenced) -> None:
+        with self._lock:
+            end = self._batches[-1].size if self._batches else self._published
+            if batch.first != end:
+                raise StorageError(f"batch [{batch.first}, {batch.size}) does not follow {end}")
+            self._batches.append(batch)
+
+    def advance(self, published: int) -> None:
+        """The published size is now at least published: forget the batches it covers."""
+        with self._lock:
+            if published > self._published:
+                self._published = published
+                self._batches = [b for b in self._batches if b.size > published]
+                if self._batches and self._batches[0].first != published:
+                    self._batches = []  # a gap: batches others sequenced meanwhile, unseen
+
+    def find(self, tile: Tile) -> tuple[bytes | None, int]:
+        """The newest known object of tile's level and index at least tile's width, or None;
+        and the published size (whose objects hold every tile not found here)."""
+        with self._lock:
+            for batch in reversed(self._batches):
+                for t, data in batch.objects.items():
+                    if (t.level, t.index) == (tile.level, tile.index) and t.width >= tile.width:
+                        return data, self._published
+            return None, self._published
+
+
+class Publication:
+    """Step 3 for one frontend (see the module doc), and its reads of objects by tile."""
+
+    def __init__(
+        self,
+        pool: ConnectionPool[psycopg.Connection[Any]],
+        objects: ObjectStore,
+        where: str,
+        *,
+        async_commit: bool,
+    ) -> None:
+        self._pool = pool
+        self._objects = objects
+        self._where = where
+        self._async_commit = async_commit
+        self.unpublished = Unpublished()
+
+    # Reads.
+
+    def read(self, tile: Tile) -> bytes | None:
+        """An object holding at least tile's width: an unpublished batch's, else the one in
+        the object store as the tile stands at the published size (or None, absent)."""
+        data, published = self.unpublished.find(tile)
+        if data is not None:
+            return data
+        if tile.width == WIDTH:
+            return self._objects.get(tile.path())
+        try:
+            stored = tile_at(tile.level, tile.index, published)
+        except TileError:
+            stored = tile
+        if stored.width < tile.width:
+            raise StorageError(f"tile {tile.path()} is beyond the published tree")
+        return self._objects.get(stored.path())
+
+    def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
+        out = []
+        for tile in tiles:
+            data = self.read(tile)
+            if data is None or len(data) < tile.width * hashing.HASH_SIZE:
+                raise StorageError(f"tile {tile.path()} is missing or short in the object store")
+            out.append(data)
+        return out
+
+    # Batches.
+
+    def sequenced(
+        self, first: int, entries: Sequence[bytes], tiles: dict[Tile, bytes], note_text: str
+    ) -> Sequenced:
+        """This frontend's batch, sequenced at first with the tiles it grew."""
+        objects = dict(tiles)
+        objects.update(self._bundles(first, entries))
+        return Sequenced(first, first + len(entries), note_text, objects, to_write=True)
+
+    def _regrown(self, first: int, size: int, note_text: str, entries: list[bytes]) -> Sequenced:
+        """Another frontend's batch, from its entries: its tiles grown again here, which must
+        give the checkpoint it signed."""
+        if len(entries) != size - first:
+            raise StorageError(
+                f"{self._where}: the pending batch at {first} holds {len(entries)} entries, not "
+                f"{size - first}; the database was altered"
+            )
+        growth = grow(first, hashing.leaf_hashes(entries), self.read_tiles)
+        try:
+            cp = checkpoints.parse(note.parse_note(note_text)[0])
+        except MerkleError as e:
+            raise StorageError(f"{self._where}: a pending checkpoint is malformed: {e}") from None
+        if growth.root() != cp.root_hash or growth.size != cp.size:
+            raise StorageError(
+                f"{self._where}: the pending entries at {first} do not give their checkpoint's "
+                "root; the database was altered"
+            )
+        objects = dict(growth.tiles)
+        objects.update(self._bundles(first, entries))
+        return Sequenced(first, size, note_text, objects, to_write=False)
+
+    def _bundles(self, first: int, entries: Sequence[bytes]) -> dict[Tile, bytes]:
+        """The entry bundles that appear or grow when entries are appended at first."""
+        out: dict[Tile, bytes] = {}
+        at, taken = first, 0
+        while taken < len(entries):
+            n, offset = divmod(at, WIDTH)
+            take = min(WIDTH - offset, len(entries) - taken)
+            head = b""
+            if offset:
+                before = Tile(ENTRIES, n, offset)
+                stored = self.read(before)
+                if stored is None:
+                    raise StorageError(f"entry bundle {before.path()} is missing")
+                kept = bundle_entries(stored)
+                if len(kept) < offset:
+                    raise StorageError(f"entry bundle {before.path()} is short")
+                head = stored if len(kept) == offset else make_bundle(kept[:offset])
+            body = head + make_bundle(entries[taken : taken + take])
+            out[Tile(ENTRIES, n, offset + take)] = body
+            at, taken = at + take, taken + take
+        return out
+
+    def catch_up(self, conn: psycopg.Connection[Any], size: int) -> None:
+        """Know every batch up to the head of size (read in conn's transaction): those other
+        frontends sequenced since this one last looked, from their pending rows."""
+        known = self.unpublished.end()
+        if known == size:
+            return
+        if known > size:
+            raise StorageError(
+                f"{self._where}: the head went back from {known} to {size}; the database was "
+                "restored from an older copy or altered"
+            )
+        # The rows first, then the published size: rows are deleted only once it covers them.
+        rows = conn.execute(
+            "SELECT size, first_index, note, entries FROM affidavit_pending "
+            "WHERE size > %s AND size <= %s ORDER BY size",
+            (known, size),
+        ).fetchall()
+        (published,) = conn.execute(
+            "SELECT size FROM affidavit_published WHERE id = 1"
+        ).fetchone() or (0,)
+        self.unpublished.advance(published)
+        for end, first, note_text, packed in rows:
+            if end > self.unpublished.end():
+                if first != self.unpublished.end():
+                    raise StorageError(
+                        f"{self._where}: the pending batches leave a gap at "
+                        f"{self.unpublished.end()}; the database was altered"
+                    )
+                self.unpublished.add(self._regrown(first, end, note_text, unpack(bytes(packed))))
+        if self.unpublished.end() != size:
+            raise StorageError(
+                f"{self._where}: the head is at {size} but its batches reach "
+                f"{self.unpublished.end()}; the database was altered"
+            )
+
+    # Step 3.
+
+    def publish(self, size: int) -> None:
+        """Return once the published size is at least size: write this frontend's batches up
+        to it, wait for the others' (write them, past the grace period), and advance."""
+        pause = POLL_S[0]
+        while True:
+            for batch in self.unpublished.batches():
+                if batch.to_write and batch.size <= size:
+                    self._write(batch)
+                    batch.to_write = False
+            published, blocked = self._advance()
+            if published >= size:
+                return
+            assert blocked is not None
+            row, stale = blocked
+            if stale:  # its frontend died
+                late = next((b for b in self.unpublished.batches() if b.size == row), None)
+                if late is None:
+                    raise StorageError(f"{self._where}: the pending batch up to {row} is unknown")
+                self._write(late)
+                continue
+            time.sleep(pause)
+            pause = min(pause * 2, POLL_S[1])
+
+    def publish_all(self) -> None:
+        """At startup: write every pending batch at once (a frontend that was stopped between
+        steps 2 and 3 left its own), then advance over them."""
+        with self._pool.connection() as conn:
+            row = conn.execute("SELECT size FROM affidavit_head WHERE id = 1").fetchone()
+            size = int(row[0]) if row is not None else 0
+            with conn.transaction():
+                self.catch_up(conn, size)
+        for batch in self.unpublished.batches():
+            batch.to_write = True
+        self.publish(size)
+
+    def _write(self, batch: Sequenced) -> None:
+        """3a: the batch's objects, then its durable mark."""
+        self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
+            )
+
+    def _advance(self) -> tuple[int, tuple[int, bool] | None]:
+        """3b: move the published size over the written rows after it; the published size, and
+        the first row still unwritten (its size, and whether its grace period is over)."""
+        with self._pool.connection() as conn, conn.transaction():
+            if self._async_commit:
+                # Losing this commit in a crash leaves the rows written and pending: the next
+                # advance passes them again, and writes the same checkpoint object or a newer.
+                conn.execute("SET LOCAL synchronous_commit = off")
+            (published,) = conn.execute(
+                "SELECT size FROM affidavit_published WHERE id = 1 FOR UPDATE"
+            ).fetchone() or (0,)
+            # size = published: only the empty first batch `affidavit init` signs.
+            rows = conn.execute(
+                "SELECT size, note, written, sequenced_at < now() - %s * interval '1 second' "
+                "FROM affidavit_pending WHERE size >= %s ORDER BY size",
+                (PUBLISH_GRACE_S, published),
+            ).fetchall()
+            new, new_note, blocked = int(published), None, None
+            for end, note_text, written, stale in rows:
+                if not written:
+                    blocked = (int(end), bool(stale))
+                    break
+                new, new_note = int(end), str(note_text)
+            if new_note is not None:
+                self._objects.put_checkpoint(new_note)
+                conn.execute(
+                    "UPDATE affidavit_published SET size = %s, note = %s WHERE id = 1",
+                    (new, new_note),
+                )
+                conn.execute("DELETE FROM affidavit_pending WHERE size <= %s", (new,))
+        self.unpublished.advance(new)
+        return new, blocked
