@@ -141,7 +141,9 @@ def init_log(
         # The empty tree's checkpoint, so a log always has one to serve and extend.
         empty = note.sign(Checkpoint(origin, 0, hashing.EMPTY_ROOT).format(), signer_text)
         storage.lock_head()
-        storage.commit(Batch(0, (), (), {}, empty), previous=None)
+        publish = storage.commit(Batch(0, (), (), {}, empty), previous=None)
+        if publish is not None:
+            publish()
     finally:
         storage.close()
     KeptCheckpoint(data_dir / CHECKPOINT_FILE).replace(empty)

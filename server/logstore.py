@@ -15,7 +15,7 @@ that other processes may extend says so (shared): its head can move between batc
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -111,14 +111,17 @@ class LogStore(Protocol):
         """Take the right to extend the log; the latest checkpoint note (None: none yet)."""
         ...
 
-    def commit(self, batch: Batch, previous: str | None) -> None:
+    def commit(self, batch: Batch, previous: str | None) -> Callable[[], None] | None:
         """Write one integration durably and atomically, extending previous (the head note
         lock_head gave; ConflictError if the stored head is another); the head is released
-        either way."""
+        either way. Returns what remains before the batch is readable from every frontend (a
+        shared store's publication to object storage; None: nothing): the caller runs it, in
+        commit order, before answering for the batch, and may commit the next one meanwhile."""
         ...
 
     def unlock_head(self) -> None:
-        """Release the head without writing (nothing to do if it is not held)."""
+        """Release the head without writing (nothing to do if it is not held); a shared store
+        returns once the head lock_head gave is readable from every frontend."""
         ...
 
 

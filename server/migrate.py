@@ -113,7 +113,9 @@ def _copy(
         extra = dict(records if last else islice(records, RECORDS_PER_BATCH))
         copied += len(extra)
         head = target.lock_head()
-        target.commit(Batch(size, entries, hashes, growth.tiles, text, extra), previous=head)
+        publish = target.commit(Batch(size, entries, hashes, growth.tiles, text, extra), head)
+        if publish is not None:
+            publish()
         cosigned_note = source.cosigned_at(new_size)
         if cosigned_note is not None:
             target.put_cosigned(new_size, cosigned_note)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -48,6 +49,10 @@ FAULT_PROBE_S = 1.0
 
 FOLLOW_INTERVAL = 0.25
 """Seconds between looks at a shared log's head for growth made by other frontends."""
+
+IN_FLIGHT = 2
+"""Batches committed but not yet published (a shared log's) at most: the integrator commits
+the next batch while they publish, and waits for the oldest beyond this."""
 
 
 class Receipt(NamedTuple):
@@ -106,6 +111,16 @@ Outcome = Receipt | Rejection
 
 
 @dataclass
+class _Integrated:
+    """A batch committed: its outcomes, what remains before its callers may be answered (a
+    shared log's publication, to run in commit order; None: nothing), and its tree."""
+
+    outcomes: list[Outcome]
+    publish: Callable[[], None] | None
+    tree: tuple[Checkpoint, str]
+
+
+@dataclass
 class _Pending:
     """One caller's entries (and what the gate prepared from each), answered together."""
 
@@ -139,8 +154,10 @@ class Sequencer:
         self._gate = gate
         self._origin = origin
         self._sign = sign
-        self._checkpoint = checkpoint
+        self._checkpoint = checkpoint  # served: published, readable from any frontend
         self._note = note
+        self._served = threading.Lock()  # set from the integrator and the event loop
+        self._head, self._head_note = checkpoint, note  # the newest sequenced, to extend
         self._max_batch = max_batch
         self._max_wait = max_wait
         self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
@@ -149,6 +166,9 @@ class Sequencer:
         self._carry: _Pending | None = None  # taken from the queue, left for the next batch
         # One thread: integrations are strictly sequential.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrator")
+        # One thread: publications run in commit order, beside the integrator.
+        self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publisher")
+        self._in_flight: set[asyncio.Task[None]] = set()
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -247,25 +267,34 @@ class Sequencer:
                 self._grown.notify_all()
 
     def _refresh(self) -> bool:
-        """Adopt the stored checkpoint if it is newer (in the integrator thread)."""
+        """Serve the stored (published) checkpoint if it is newer, and extend it if it is
+        beyond the head held (in the integrator thread); whether it grew."""
+        served = self._checkpoint  # before the read: a publication may serve a newer one
         text = self._storage.checkpoint()
         if text is None or text == self._note:
             return False
-        return self._adopt(text, ())
-
-    def _adopt(self, text: str, prepared: Sequence[object]) -> bool:
-        """Hold the stored, published checkpoint note (see _adoptable); whether it grew."""
-        grown = self._adoptable(text, prepared)
+        grown = self._adoptable(text, served)
         if grown is None:
             return False
-        self._checkpoint, self._note = grown, text
-        return True
+        if grown.size > self._head.size:
+            self._head, self._head_note = grown, text
+            if self._gate is not None:
+                self._gate.reset(())
+        return self._serve(grown, text)
 
-    def _adoptable(self, text: str, prepared: Sequence[object]) -> Checkpoint | None:
-        """The stored checkpoint note as the head to extend (a shared log's, grown by other
-        frontends), or None if it is the one held: it must carry the log's signature, and
-        extend the one held (not smaller, not another tree of the same size); ConflictError
-        otherwise, as on a log only this process may write. The gate forgets its cache."""
+    def _serve(self, checkpoint: Checkpoint, note: str) -> bool:
+        """Serve a published checkpoint if it is newer than the one served; whether it is."""
+        with self._served:
+            if checkpoint.size <= self._checkpoint.size:
+                return False
+            self._checkpoint, self._note = checkpoint, note
+            return True
+
+    def _adoptable(self, text: str, held: Checkpoint) -> Checkpoint | None:
+        """The stored checkpoint note, to serve or extend (a shared log's, grown by other
+        frontends), or None if it is held: it must carry the log's signature, and extend
+        held (not smaller, not another tree of the same size); ConflictError otherwise, as on
+        a log only this process may write."""
         where = self._storage.location
         if not self._storage.shared or self._verifier_key is None:
             raise ConflictError(
@@ -273,19 +302,12 @@ class Sequencer:
                 "last: another process wrote to the log; refusing to sign over it"
             )
         cp = open_checkpoint(text, self._verifier_key, f"stored in {where}")
-        if cp.size < self._checkpoint.size or (
-            cp.size == self._checkpoint.size and cp.root_hash != self._checkpoint.root_hash
-        ):
+        if cp.size < held.size or (cp.size == held.size and cp.root_hash != held.root_hash):
             raise ConflictError(
                 f"{where} holds a tree of size {cp.size} that does not extend the one of size "
-                f"{self._checkpoint.size} this server holds (lost entries or a fork); refusing "
-                "to extend it"
+                f"{held.size} this server holds (lost entries or a fork); refusing to extend it"
             )
-        if cp.size == self._checkpoint.size:
-            return None
-        if self._gate is not None:
-            self._gate.reset(prepared)
-        return cp
+        return None if cp.size == held.size else cp
 
     async def stop(self) -> None:
         """Refuse new appends, integrate everything already queued, then stop."""
@@ -300,6 +322,7 @@ class Sequencer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._follower
         self._worker.shutdown(wait=True)
+        self._publisher.shutdown(wait=True)
 
     async def wait_beyond(self, size: int) -> bool:
         """Wait until the log's committed size exceeds size (True) or the log stops (False)."""
@@ -401,34 +424,59 @@ class Sequencer:
             entries = [e for p in batch for e in p.entries]
             prepared = [x for p in batch for x in p.prepared]
             began = time.monotonic()
+            while len(self._in_flight) >= IN_FLIGHT:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             try:
                 if self._halted is not None:
                     raise self._halted
-                outcomes = await loop.run_in_executor(
-                    self._worker, self._integrate, entries, prepared
-                )
-                if self._on_batch is not None:
-                    self._on_batch(len(entries), time.monotonic() - began)
-            except Exception as e:  # every waiter must hear of the failure
-                if isinstance(e, StorageError):
-                    await self._set_fault(e)
-                for p in batch:
-                    if not p.future.done():
-                        p.future.set_exception(e)
-            else:
-                if self._fault is not None:
-                    await self._set_fault(None)
-                at = 0
-                for p in batch:
-                    if not p.future.done():  # else the caller went away
-                        p.future.set_result(outcomes[at : at + len(p.entries)])
-                    at += len(p.entries)
-            for _ in batch:
-                self._queue.task_done()
-            async with self._grown:
-                self._grown.notify_all()
+                done = await loop.run_in_executor(self._worker, self._integrate, entries, prepared)
+            except Exception as e:
+                await self._answer(batch, e)
+                continue
+            if done.publish is None:
+                await self._settle(batch, done, began)
+            else:  # answered once published; the next batch is committed meanwhile
+                task = loop.create_task(self._settle(batch, done, began))
+                self._in_flight.add(task)
+                task.add_done_callback(self._in_flight.discard)
 
-    def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> list[Outcome]:
+    async def _settle(self, batch: list[_Pending], done: _Integrated, began: float) -> None:
+        """Answer a committed batch's callers once what its commit left to do (a shared log's
+        publication) is done, in commit order (one publisher thread)."""
+        try:
+            if done.publish is not None:
+                loop = asyncio.get_running_loop()
+                await loop.run_in_executor(self._publisher, done.publish)
+                self._serve(*done.tree)
+            if self._on_batch is not None:
+                self._on_batch(sum(len(p.entries) for p in batch), time.monotonic() - began)
+        except Exception as e:
+            await self._answer(batch, e)
+        else:
+            await self._answer(batch, done.outcomes)
+
+    async def _answer(self, batch: list[_Pending], result: list[Outcome] | Exception) -> None:
+        """Tell every caller of batch its outcomes, or the failure (every waiter must hear)."""
+        if isinstance(result, Exception):
+            if isinstance(result, StorageError):
+                await self._set_fault(result)
+            for p in batch:
+                if not p.future.done():
+                    p.future.set_exception(result)
+        else:
+            if self._fault is not None:
+                await self._set_fault(None)
+            at = 0
+            for p in batch:
+                if not p.future.done():  # else the caller went away
+                    p.future.set_result(result[at : at + len(p.entries)])
+                at += len(p.entries)
+        for _ in batch:
+            self._queue.task_done()
+        async with self._grown:
+            self._grown.notify_all()
+
+    def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time.
 
         The batch extends the head the storage gives, held locked until commit (or released):
@@ -437,27 +485,23 @@ class Sequencer:
         """
         head = self._storage.lock_head()
         try:
-            base, base_note = self._checkpoint, self._note
-            if head != self._note and head is not None:
-                grown = self._adoptable(head, prepared)
+            if head != self._head_note and head is not None:
+                grown = self._adoptable(head, self._head)
                 if grown is not None:
-                    base, base_note = grown, head
-            return self._integrate_locked(entries, prepared, base, base_note)
+                    self._head, self._head_note = grown, head
+                    if self._gate is not None:
+                        self._gate.reset(prepared)
+            return self._integrate_locked(entries, prepared)
         except BaseException:
             with contextlib.suppress(StorageError):  # the first failure is the one to tell
                 self._storage.unlock_head()  # a no-op once commit() has released it
             raise
 
     def _integrate_locked(
-        self,
-        entries: Sequence[bytes],
-        prepared: Sequence[object],
-        base: Checkpoint,
-        base_note: str,
-    ) -> list[Outcome]:
-        """_integrate, with the head (base, signed as base_note) locked; commit() or
-        unlock_head() releases it."""
-        size = base.size
+        self, entries: Sequence[bytes], prepared: Sequence[object]
+    ) -> _Integrated:
+        """_integrate, with the head locked; commit() or unlock_head() releases it."""
+        size = self._head.size
         leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
         if gate is not None:
@@ -507,7 +551,7 @@ class Sequencer:
             checkpoint = Checkpoint(self._origin, growth.size, growth.root())
             # Never sign over a head other than the one this log signed last (a shared log's
             # head is locked by lock_head until the commit).
-            if not self._storage.shared and self._storage.checkpoint() != base_note:
+            if not self._storage.shared and self._storage.checkpoint() != self._head_note:
                 raise ConflictError(
                     f"the latest checkpoint stored in {self._storage.location} is not the one "
                     "this server signed last: another process wrote to the log; refusing to sign"
@@ -515,8 +559,10 @@ class Sequencer:
             note = self._sign(checkpoint.format())
             extra = gate.writes() if gate is not None else {}
             batch = Batch(size, new_entries, new_hashes, growth.tiles, note, extra)
-            self._storage.commit(batch, previous=base_note)
-            self._checkpoint, self._note = checkpoint, note
+            publish = self._storage.commit(batch, previous=self._head_note)
+            self._head, self._head_note = checkpoint, note
+            if publish is None:
+                self._serve(checkpoint, note)
             if gate is not None:
                 gate.durable()
             if self._kept is not None:
@@ -530,8 +576,9 @@ class Sequencer:
                         raise DiskFullError(f"{message}; free space there") from None
                     raise StorageError(message) from None
         else:
-            self._storage.unlock_head()
-            self._checkpoint, self._note = base, base_note
+            self._storage.unlock_head()  # a shared store returns once the head is published
+            publish = None
+            self._serve(self._head, self._head_note)
 
         proof_of = self._proofs(
             [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth
@@ -546,22 +593,22 @@ class Sequencer:
                 Receipt(
                     index,
                     leaf_hash,
-                    self._note,
-                    self._checkpoint.size,
+                    self._head_note,
+                    self._head.size,
                     proof_of(index),
                     duplicate,
                     verdict,
                     reason,
                 )
             )
-        return receipts
+        return _Integrated(receipts, publish, (self._head, self._head_note))
 
     def _proofs(
         self, indexes: Sequence[int], old_size: int, growth: Growth | None
     ) -> Callable[[int], list[bytes]]:
         """Inclusion proofs in the current tree of the accepted entries' indexes: those this
         batch appended, from the grown levels; older ones (duplicates) from the tiles."""
-        size = self._checkpoint.size
+        size = self._head.size
         fresh = growth.levels.inclusion_proofs(range(old_size, size)) if growth else []
         older = sorted({i for i in indexes if i < old_size})
         if older:

@@ -66,8 +66,9 @@ they can be deleted once the full tile exists).
 from __future__ import annotations
 
 import contextlib
+import functools
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import psycopg
@@ -419,7 +420,8 @@ class PostgresStorage:
             self._release(conn, rollback=True)
             self._publish(self._held_head[0])
 
-    def commit(self, batch: Batch, previous: str | None) -> None:
+    def commit(self, batch: Batch, previous: str | None) -> Callable[[], None]:
+        """Steps 1 (done by lock_head) and 2; returns step 3, to run before answering."""
         conn, self._held = self._held, None
         if conn is None:
             raise RuntimeError("commit without lock_head")
@@ -448,7 +450,7 @@ class PostgresStorage:
             raise
         self._release(conn, rollback=False)
         self._publication.unpublished.add(sequenced)
-        self._publish(new_size)
+        return functools.partial(self._publish, new_size)
 
     def _sequence(self, conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
         """Step 2: the batch, durable in the database (the head row is locked by conn)."""
