@@ -27,6 +27,7 @@ find their objects there before they are in the object store.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections.abc import Sequence
@@ -241,6 +242,7 @@ class Publication:
             "SELECT size, first_index, note, entries FROM affidavit_pending "
             "WHERE size > %s AND size <= %s ORDER BY size",
             (known, size),
+            binary=True,  # the entries as they are, not in hex
         ).fetchall()
         (published,) = conn.execute(
             "SELECT size FROM affidavit_published WHERE id = 1"
@@ -305,35 +307,51 @@ class Publication:
                 "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
             )
 
-    def _advance(self) -> tuple[int, tuple[int, bool] | None]:
-        """3b: move the published size over the written rows after it; the published size, and
-        the first row still unwritten (its size, and whether its grace period is over)."""
-        with self._pool.connection() as conn, conn.transaction():
+    def _advance_in(self, conn: psycopg.Connection[Any]) -> tuple[int, tuple[int, bool] | None]:
+        """_advance's transaction on conn; its round trips pipelined (lock and look, write)."""
+        with conn.pipeline():
+            conn.execute("BEGIN")
             if self._async_commit:
                 # Losing this commit in a crash leaves the rows written and pending: the next
                 # advance passes them again, and writes the same checkpoint object or a newer.
                 conn.execute("SET LOCAL synchronous_commit = off")
-            (published,) = conn.execute(
-                "SELECT size FROM affidavit_published WHERE id = 1 FOR UPDATE"
-            ).fetchone() or (0,)
+            locked = conn.execute("SELECT size FROM affidavit_published WHERE id = 1 FOR UPDATE")
             # size = published: only the empty first batch `affidavit init` signs.
             rows = conn.execute(
                 "SELECT size, note, written, sequenced_at < now() - %s * interval '1 second' "
-                "FROM affidavit_pending WHERE size >= %s ORDER BY size",
-                (PUBLISH_GRACE_S, published),
-            ).fetchall()
-            new, new_note, blocked = int(published), None, None
-            for end, note_text, written, stale in rows:
-                if not written:
-                    blocked = (int(end), bool(stale))
-                    break
-                new, new_note = int(end), str(note_text)
-            if new_note is not None:
-                self._objects.put_checkpoint(new_note)
+                "FROM affidavit_pending "
+                "WHERE size >= (SELECT size FROM affidavit_published WHERE id = 1) ORDER BY size",
+                (PUBLISH_GRACE_S,),
+            )
+        (published,) = locked.fetchone() or (0,)
+        new, new_note, blocked = int(published), None, None
+        for end, note_text, written, stale in rows.fetchall():
+            if not written:
+                blocked = (int(end), bool(stale))
+                break
+            new, new_note = int(end), str(note_text)
+        if new_note is not None:
+            self._objects.put_checkpoint(new_note)
+            with conn.pipeline():
                 conn.execute(
                     "UPDATE affidavit_published SET size = %s, note = %s WHERE id = 1",
                     (new, new_note),
                 )
                 conn.execute("DELETE FROM affidavit_pending WHERE size <= %s", (new,))
+                conn.execute("COMMIT")
+        else:
+            conn.execute("COMMIT")
+        return new, blocked
+
+    def _advance(self) -> tuple[int, tuple[int, bool] | None]:
+        """3b: move the published size over the written rows after it; the published size, and
+        the first row still unwritten (its size, and whether its grace period is over)."""
+        with self._pool.connection() as conn:
+            try:
+                new, blocked = self._advance_in(conn)
+            except BaseException:
+                with contextlib.suppress(psycopg.Error):  # broken: the pool discards it
+                    conn.execute("ROLLBACK")
+                raise
         self.unpublished.advance(new)
         return new, blocked

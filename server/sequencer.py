@@ -9,12 +9,14 @@ hashes, the root and the new entries' inclusion proofs (merkle.tiles.grow), sign
 checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch.
 Only then are the callers answered, each entry with its index, the checkpoint and an
 inclusion proof to it. While one batch is being written the next one queues, so under load
-batches grow by themselves.
+batches grow by themselves. On a shared log (PostgreSQL + S3) the commit leaves the batch's
+publication to object storage, which a publisher thread runs in commit order before its
+callers are answered; meanwhile the integrator commits the next batches (IN_FLIGHT at most).
 
-Invariant: the checkpoint held in memory is the one on disk, and its root is the root of the
-tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared log it is a
-published one (all its tiles readable): a newer head another frontend sequenced is extended
-while locked, but held (and served) only once the storage has published it.
+Invariant: the checkpoint served (checkpoint, note) is the one on disk, and its root is the
+root of the tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared
+log it is a published one (all its tiles readable); the head extended (the newest sequenced,
+by this frontend or another) is held apart until it is published.
 """
 
 from __future__ import annotations
@@ -29,9 +31,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple, Protocol
 
-from affidavit.merkle import hashing, proofs
+from affidavit.merkle import hashing
 from affidavit.merkle.checkpoint import Checkpoint
-from affidavit.merkle.tiles import Growth, Tile, TileHashReader, grow
+from affidavit.merkle.tiles import grow
+from affidavit.server import batch_proofs
 from affidavit.server.errors import unexpected_failure
 from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
 from affidavit.server.logstore import LogStore
@@ -580,8 +583,12 @@ class Sequencer:
             publish = None
             self._serve(self._head, self._head_note)
 
-        proof_of = self._proofs(
-            [o[0] for o in outcomes if not isinstance(o, Rejection)], size, growth
+        proof_of = batch_proofs.prover(
+            [o[0] for o in outcomes if not isinstance(o, Rejection)],
+            size,
+            self._head.size,
+            growth,
+            self._storage.read_tiles,
         )
         receipts: list[Outcome] = []
         for outcome, leaf_hash in zip(outcomes, leaf_hashes, strict=True):
@@ -602,42 +609,3 @@ class Sequencer:
                 )
             )
         return _Integrated(receipts, publish, (self._head, self._head_note))
-
-    def _proofs(
-        self, indexes: Sequence[int], old_size: int, growth: Growth | None
-    ) -> Callable[[int], list[bytes]]:
-        """Inclusion proofs in the current tree of the accepted entries' indexes: those this
-        batch appended, from the grown levels; older ones (duplicates) from the tiles."""
-        size = self._head.size
-        fresh = growth.levels.inclusion_proofs(range(old_size, size)) if growth else []
-        older = sorted({i for i in indexes if i < old_size})
-        if older:
-            read = (
-                self._storage.read_tiles
-                if growth is None
-                else _Overlay(growth.tiles, self._storage.read_tiles)
-            )
-            proven = proofs.prove_inclusions(older, size, TileHashReader(size, read))
-            by_index = dict(zip(older, proven, strict=True))
-        else:
-            by_index = {}
-
-        def proof_of(index: int) -> list[bytes]:
-            return fresh[index - old_size] if index >= old_size else by_index[index]
-
-        return proof_of
-
-
-class _Overlay:
-    """Tiles being written this batch, in front of the stored ones."""
-
-    def __init__(
-        self, fresh: Mapping[Tile, bytes], read_stored: Callable[[Sequence[Tile]], list[bytes]]
-    ):
-        self._fresh = {(t.level, t.index): data for t, data in fresh.items()}
-        self._read_stored = read_stored
-
-    def __call__(self, tiles: Sequence[Tile]) -> list[bytes]:
-        missing = [t for t in tiles if (t.level, t.index) not in self._fresh]
-        stored = dict(zip(missing, self._read_stored(missing), strict=True))
-        return [self._fresh.get((t.level, t.index)) or stored[t] for t in tiles]

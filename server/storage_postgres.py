@@ -387,10 +387,11 @@ class PostgresStorage:
         except Exception as e:
             raise StorageUnavailableError(f"cannot reach {self._url}: {_first_line(e)}") from None
         try:
-            conn.execute("BEGIN")
-            row = conn.execute(
-                "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
-            ).fetchone()
+            with conn.pipeline():
+                conn.execute("BEGIN")
+                row = conn.execute(
+                    "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
+                ).fetchone()
             if row is None:
                 raise StorageError(f"{self._url} has no head row; the database was altered")
             size, head = int(row[0]), row[1]
@@ -459,6 +460,12 @@ class PostgresStorage:
         for key in batch.extra:
             if not key.startswith(DERIVED_PREFIXES):
                 raise ValueError(f"derived key {key!r} is outside the derived namespaces")
+        with conn.pipeline():  # one round trip: the statements' results are not needed
+            self._sequence_statements(conn, batch, new_size)
+
+    def _sequence_statements(
+        self, conn: psycopg.Connection[Any], batch: Batch, new_size: int
+    ) -> None:
         if batch.leaf_hashes:
             conn.execute(
                 f"INSERT INTO affidavit_leaf (leaf_hash, leaf_index) {_HASHES_AT}",

@@ -328,6 +328,73 @@ def test_kill_9_between_the_database_commit_and_the_object_writes(server_factory
     assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before[0] + 1
 
 
+def test_kill_9_with_two_batches_sequenced_and_unpublished(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    append_all(s, [b"before"])
+    weed = scaleout.objects.proc
+    assert weed is not None
+    before = head_row(scaleout)[0]
+    # With the object store frozen, the first batch hangs writing its objects; the frontend
+    # sequences the second on top of it meanwhile (from the first's tiles in its memory).
+    weed.send_signal(signal.SIGSTOP)
+    try:
+        calls = []
+        for k, entry in enumerate([b"first pending", b"second pending"], start=1):
+            calls.append(s.stub.Append.future(pb.AppendRequest(entry=entry), timeout=RPC_TIMEOUT))
+            deadline = time.monotonic() + 30
+            while head_row(scaleout)[0] < before + k:
+                assert time.monotonic() < deadline, f"batch {k} never reached the database"
+                time.sleep(0.05)
+        assert head_row(scaleout) == (before + 2, before, True)
+        assert s.proc is not None
+        s.proc.kill()
+        s.kill()
+        for call in calls:
+            with pytest.raises(grpc.RpcError):
+                call.result()
+    finally:
+        weed.send_signal(signal.SIGCONT)
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before
+    s.start()  # publishes both, in order
+    assert head_row(scaleout) == (before + 2, before + 2, False)
+    assert s.checkpoint().size == before + 2
+    again = append_all(s, [b"first pending", b"second pending"])
+    assert [(a.duplicate, a.index) for a in again] == [(True, before), (True, before + 1)]
+    entries = [e.data for e in s.all_entries()][-3:]
+    assert entries == [b"before", b"first pending", b"second pending"]
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before + 2
+
+
+def test_a_schema_version_1_log_is_upgraded_in_place(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    acks = append_all(s, [f"v1 {i}".encode() for i in range(5)])
+    assert s.stop() == 0
+    # The same log as version 1 laid it out: published size and note in the head row.
+    with psycopg.connect(scaleout.storage_url, autocommit=True) as conn, conn.transaction():
+        conn.execute(
+            "ALTER TABLE affidavit_head ADD COLUMN published BIGINT NOT NULL DEFAULT 0, "
+            "ADD COLUMN published_note TEXT, ADD COLUMN pending BYTEA"
+        )
+        conn.execute(
+            "UPDATE affidavit_head h SET published = p.size, published_note = p.note "
+            "FROM affidavit_published p WHERE h.id = 1 AND p.id = 1"
+        )
+        conn.execute("DROP TABLE affidavit_published, affidavit_pending")
+        conn.execute("UPDATE affidavit_meta SET value = '1' WHERE name = 'schema_version'")
+    s.start()
+    assert head_row(scaleout) == (5, 5, False)
+    assert [e.data for e in s.all_entries()] == [f"v1 {i}".encode() for i in range(5)]
+    assert append_all(s, [b"v1 0"])[0].index == acks[0].index
+    assert append_all(s, [b"after"])[0].index == 5
+    with psycopg.connect(scaleout.storage_url) as conn:
+        row = conn.execute("SELECT value FROM affidavit_meta WHERE name = 'schema_version'")
+        assert row.fetchone() == ("2",)
+
+
 def test_postgres_restarted_under_load(server_factory, scaleout):
     s = frontend(server_factory, scaleout)
     load = Load()
