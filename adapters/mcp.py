@@ -167,6 +167,9 @@ async def _serve_http(server: Server[Any], host: str, port: int) -> None:
     sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
     sock.bind((host, port))
+    # Listening before saying so: a client that connects as soon as it reads the address
+    # waits in the backlog until uvicorn accepts, instead of being refused.
+    sock.listen(socket.SOMAXCONN)
     bound = sock.getsockname()[1]
     print(f"affidavit mcp-proxy listening on http://{host}:{bound}/mcp", file=sys.stderr)
     sys.stderr.flush()

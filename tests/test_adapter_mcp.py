@@ -3,6 +3,7 @@ driven by the official SDK's client; every check reads the log back as the audit
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -219,6 +220,8 @@ def test_an_out_of_scope_call_is_not_forwarded(log: AdapterLog, tmp_path: Path):
                 url = line.rsplit(" ", 1)[-1].strip()
                 break
         assert url.startswith("http://127.0.0.1:") and url.endswith("/mcp"), url
+        # Once it has said where, it takes connections (it said so only after listening).
+        socket.create_connection(("127.0.0.1", int(url.split(":")[2].split("/")[0]))).close()
         [result] = anyio.run(http_calls, url, ("delete_repository", {"repo": "acme/web"}))
     finally:
         listening.terminate()
