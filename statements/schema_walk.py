@@ -218,10 +218,14 @@ def _other(step: _Step, value: Any, prefix: str | None, found: Strings) -> None:
 
 
 def _map(entries: dict[str, str], prefix: str | None, name: str, found: Strings) -> None:
-    """A map<string, string>: each key as text, the entries for the guard to read together."""
+    """A map<string, string>: each key as text, the entries for the guard to read together,
+    in key order. protobuf iterates a map in an order of its own, seeded per process: walked
+    so, a token split across two values would be found by one process (the log's) and not by
+    another (an auditor's), and the first problem named would differ."""
     if len(entries) > MAX_ATTRIBUTES:
         where = _at(prefix, name)
         raise _Problem(where, f"has {len(entries)} entries; at most {MAX_ATTRIBUTES}")
+    entries = dict(sorted(entries.items()))
     for k, v in entries.items():
         if len(k) > MAX_STRING:
             raise _Problem(_at(prefix, f"{name}.key"), _characters(k, MAX_STRING))
@@ -230,7 +234,7 @@ def _map(entries: dict[str, str], prefix: str | None, name: str, found: Strings)
         found.texts.append(k)
         if len(v) > MAX_STRING:
             raise _Problem(_at(prefix, f"{name}[{k!r}]"), _characters(v, MAX_STRING))
-    found.maps.append(("" if prefix is None else prefix + name, dict(entries)))
+    found.maps.append(("" if prefix is None else prefix + name, entries))
 
 
 def _count(items: object, prefix: str | None, name: str) -> None:

@@ -70,9 +70,13 @@ class Rule:
 
 
 def entropy(s: str) -> float:
-    """Shannon entropy of the characters of ``s``, in bits per character."""
+    """Shannon entropy of the characters of ``s``, in bits per character.
+
+    The terms are added exactly (math.fsum), so the result does not depend on the order a set
+    of the characters comes in, which follows the process's hash seed: a value at exactly
+    MIN_ENTROPY must be judged alike by every process (the log's, an auditor's)."""
     n = len(s)
-    return math.log2(n) - sum(c * math.log2(c) for c in map(s.count, set(s))) / n
+    return math.log2(n) - math.fsum(c * math.log2(c) for c in map(s.count, set(s))) / n
 
 
 def _secret(text: str, m: re.Match[str]) -> str:

@@ -56,11 +56,12 @@ def _reference(
                 raise Rejection.invalid(
                     f"{name} has {len(value)} entries; at most {schema_walk.MAX_ATTRIBUTES}"
                 )
-            for k, v in value.items():
+            entries = dict(sorted(value.items()))  # key order: protobuf's is per process
+            for k, v in entries.items():
                 _length(f"{name}.key", k, schema_walk.MAX_STRING)
                 texts.append((f"{name}.key", k))
                 _length(f"{name}[{k!r}]", v, schema_walk.MAX_STRING)
-            maps.append((name, dict(value)))
+            maps.append((name, entries))
             continue
         repeated = field.is_repeated
         items = value if repeated else [value]
