@@ -39,6 +39,7 @@ import struct
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -557,6 +558,8 @@ def start_server(data_dir: Path, token_hash: str) -> tuple[subprocess.Popen[str]
     for line in proc.stderr:
         m = _SERVING.search(line)
         if m:
+            # Read what it says from now on (refusals are logged): a full pipe would stop it.
+            threading.Thread(target=proc.stderr.read, daemon=True).start()
             return proc, int(m.group(1))
         said.append(line)
     raise SystemExit(f"affidavit serve exited ({proc.wait()}) before serving: {''.join(said)}")
