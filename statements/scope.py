@@ -97,55 +97,61 @@ def principal_chain(state: LogState, grant_id: str) -> list[str] | None:
     return [r.issuer for r in reversed(records)] + [records[0].decoded().grantee]
 
 
-def _chain_problem(state: LogState, grant_id: str, admitted_ms: int, claimed_ms: int) -> str | None:
-    """Walk a grant up to its root: every link unrevoked, valid now and not used up, issued by
-    an unrevoked grantor, the root by a human."""
+def _chain_problem(
+    state: LogState, record: GrantRecord, admitted_ms: int, claimed_ms: int
+) -> tuple[str | None, list[GrantRecord]]:
+    """Walk a grant (its record given) up to its root: every link unrevoked, valid now and not
+    used up, issued by an unrevoked grantor, the root by a human. The problem, if any, and the
+    links walked (the whole chain, the grant first, when there is no problem)."""
+    walked: list[GrantRecord] = []
     for _ in range(MAX_CHAIN):
-        record = state.grant(grant_id)
-        if record is None:
-            return "unknown-grant"
+        walked.append(record)
         if record.revoked_at is not None:
-            return "grant-revoked"
+            return "grant-revoked", walked
         g = record.decoded()
         problem = _window_problem(g, admitted_ms, claimed_ms)
         if problem:
-            return problem
-        if g.max_uses and state.grant_uses(grant_id) >= g.max_uses:
-            return "grant-exhausted"  # uses of its children count against it too
+            return problem, walked
+        if g.max_uses and state.grant_uses(record.grant_id) >= g.max_uses:
+            return "grant-exhausted", walked  # uses of its children count against it too
         grantor = state.identity(record.issuer)
         if grantor is None or grantor.revoked_at is not None:
-            return "grantor-revoked"
+            return "grantor-revoked", walked
         if not g.parent_grant_id:
-            return None if grantor.kind == pb.HUMAN else "chain-not-rooted-in-human"
-        grant_id = g.parent_grant_id
-    return "chain-too-long"
+            return (None if grantor.kind == pb.HUMAN else "chain-not-rooted-in-human"), walked
+        parent = state.grant(g.parent_grant_id)
+        if parent is None:
+            return "unknown-grant", walked
+        record = parent
+    return "chain-too-long", walked
 
 
 def evaluate_grant(
     state: LogState, grant_id: str, action: pb.AgentAction, admitted_ms: int, claimed_ms: int
-) -> str | None:
-    """Why the action is outside this grant, or None when it is inside."""
+) -> tuple[str | None, list[GrantRecord]]:
+    """Why the action is outside this grant (None when it is inside), and the grant's chain,
+    the grant first, when it is inside: the approval check reads the same links, walked once."""
     record = state.grant(grant_id)
     if record is None:
-        return "unknown-grant"
+        return "unknown-grant", []
     g = record.decoded()
     if g.grantee != action.actor.agent_id:
-        return "not-grantee"
+        return "not-grantee", []
     if g.max_uses and state.grant_uses(grant_id) >= g.max_uses:
-        return "grant-exhausted"
-    problem = _chain_problem(state, grant_id, admitted_ms, claimed_ms)
+        return "grant-exhausted", []
+    problem, records = _chain_problem(state, record, admitted_ms, claimed_ms)
     if problem:
-        return problem
+        return problem, []
     op = action.operation
     if not matches_any("tool", tuple(g.tools), op.tool_name):
-        return "tool-not-granted"
+        return "tool-not-granted", []
     if g.operations and not matches_any("tool", tuple(g.operations), op.operation_name):
-        return "operation-not-granted"
+        return "operation-not-granted", []
     if not matches_any("resource", tuple(g.resources), op.resource):
-        return "resource-not-granted"
+        return "resource-not-granted", []
     if op.access not in g.access:
-        return "access-not-granted"
-    return None
+        return "access-not-granted", []
+    return None, records
 
 
 def _requires_approval(policy: pb.ApprovalPolicy, op: pb.Operation) -> bool:
@@ -170,11 +176,11 @@ def may_approve(state: LogState, record: GrantRecord, approver_id: str) -> bool:
     return approver_id in policy.approvers or any(approver.has_role(r) for r in policy.roles)
 
 
-def approval_needed(state: LogState, grant_id: str, action: pb.AgentAction) -> list[GrantRecord]:
-    """The grants whose approver rules an approval of this action must satisfy: every grant up
-    the chain whose policy requires approval for it, or, when only the agent's own decision
-    asks for approval, the grant acted under. Empty when no approval is needed."""
-    records = chain(state, grant_id) or []
+def approval_needed(records: list[GrantRecord], action: pb.AgentAction) -> list[GrantRecord]:
+    """The grants whose approver rules an approval of this action must satisfy, given the
+    chain of the grant acted under (the grant first): every grant up the chain whose policy
+    requires approval for it, or, when only the agent's own decision asks for approval, the
+    grant acted under. Empty when no approval is needed."""
     needing = [r for r in records if _requires_approval(r.decoded().approval, action.operation)]
     if not needing and action.authorization.decision == pb.ALLOW_IF_APPROVED and records:
         needing = records[:1]
@@ -212,11 +218,11 @@ def intent_verdict(
         return VerdictRecord(pb.NO_GRANT, "no-grant", admitted_ms=admitted_ms)
     reasons = []
     for grant_id in action.grant_ids:
-        problem = evaluate_grant(state, grant_id, action, admitted_ms, claimed_ms)
+        problem, records = evaluate_grant(state, grant_id, action, admitted_ms, claimed_ms)
         if problem is None and state.rejection(action.action_id):
             problem = "approval-rejected"
         if problem is None:
-            needing = approval_needed(state, grant_id, action)
+            needing = approval_needed(records, action)
             if needing:
                 problem = _approval_problem(state, action, needing)
             if problem is None:
