@@ -267,6 +267,14 @@ def head_row(where: Scaleout) -> tuple[int, int, bool]:
     return int(row[0]), int(row[1]), bool(row[2])
 
 
+def sequenced(scaleout: Scaleout, size: int) -> None:
+    """Wait until the database's head has reached size (a batch sequenced, maybe unpublished)."""
+    deadline = time.monotonic() + 30
+    while head_row(scaleout)[0] < size:
+        assert time.monotonic() < deadline, f"no batch reached size {size} in the database"
+        time.sleep(0.05)
+
+
 def test_kill_9_mid_batch_while_another_frontend_goes_on(server_factory, scaleout):
     a, b = frontends(server_factory, scaleout, 2)
     load = Load()
@@ -300,10 +308,7 @@ def test_kill_9_between_the_database_commit_and_the_object_writes(server_factory
     weed.send_signal(signal.SIGSTOP)
     try:
         call = s.stub.Append.future(pb.AppendRequest(entry=b"in between"), timeout=RPC_TIMEOUT)
-        deadline = time.monotonic() + 30
-        while head_row(scaleout)[0] == before[0]:
-            assert time.monotonic() < deadline, "the batch never reached the database"
-            time.sleep(0.05)
+        sequenced(scaleout, before[0] + 1)
         size, published, pending = head_row(scaleout)
         assert (size, published, pending) == (before[0] + 1, before[0], True)
         assert s.proc is not None
@@ -341,10 +346,7 @@ def test_kill_9_with_two_batches_sequenced_and_unpublished(server_factory, scale
         calls = []
         for k, entry in enumerate([b"first pending", b"second pending"], start=1):
             calls.append(s.stub.Append.future(pb.AppendRequest(entry=entry), timeout=RPC_TIMEOUT))
-            deadline = time.monotonic() + 30
-            while head_row(scaleout)[0] < before + k:
-                assert time.monotonic() < deadline, f"batch {k} never reached the database"
-                time.sleep(0.05)
+            sequenced(scaleout, before + k)
         assert head_row(scaleout) == (before + 2, before, True)
         assert s.proc is not None
         s.proc.kill()
