@@ -592,7 +592,7 @@ def _machine_busy_s() -> float:
     return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
 
 
-def _proc_status(pid: int, field: str) -> int:
+def proc_status(pid: int, field: str) -> int:
     """A /proc/<pid>/status field in kB (VmRSS, VmHWM)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
@@ -663,7 +663,7 @@ class Process:
         return _proc_cpu_s(self.pid)
 
     def rss_kb(self) -> tuple[int, int]:
-        return _proc_status(self.pid, "VmRSS"), _proc_status(self.pid, "VmHWM")
+        return proc_status(self.pid, "VmRSS"), proc_status(self.pid, "VmHWM")
 
     def stop(self) -> int | None:
         if self.proc.poll() is None:

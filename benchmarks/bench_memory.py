@@ -37,6 +37,7 @@ from affidavit.client.verify import TrustPolicy  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.statements import build  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
+from bench_append import proc_status  # noqa: E402
 
 MARKS = (0, 10_000, 100_000, 250_000, 500_000, 1_000_000)
 """Log sizes at which RSS is read (those up to --entries, and --entries itself)."""
@@ -49,14 +50,6 @@ PER_PAIR = 2.02
 
 def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
-
-
-def status_kb(pid: int, field: str) -> int:
-    """A /proc/<pid>/status field in kB (VmRSS, VmHWM)."""
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    raise KeyError(field)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -77,8 +70,8 @@ def main(argv: list[str] | None = None) -> int:
                 figure = {
                     "bench": "server_rss_statements",
                     "entries": size,
-                    "rss_kb": status_kb(server.pid, "VmRSS"),
-                    "hwm_kb": status_kb(server.pid, "VmHWM"),
+                    "rss_kb": proc_status(server.pid, "VmRSS"),
+                    "hwm_kb": proc_status(server.pid, "VmHWM"),
                     **extra,
                 }
                 emit(figure)

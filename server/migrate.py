@@ -35,6 +35,8 @@ RECORDS_PER_BATCH = 5000
 
 @dataclass(frozen=True)
 class Progress:
+    """How far a migration is: entries replayed (size) of total, checkpoints so far."""
+
     size: int
     total: int
     checkpoints: int
@@ -42,6 +44,8 @@ class Progress:
 
 @dataclass(frozen=True)
 class Migrated:
+    """A finished migration: entries, checkpoints, derived records and cosigned notes moved."""
+
     size: int
     checkpoints: int
     records: int

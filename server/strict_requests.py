@@ -3,6 +3,7 @@ status a person can act on, never gRPC's generic UNKNOWN."""
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -46,24 +47,16 @@ class StrictRequests(grpc.aio.ServerInterceptor):
         if h.unary_unary is not None:
 
             async def unary_unary(raw: bytes, context: Context) -> Any:
-                try:
+                async with _answered(context):
                     return await h.unary_unary(await parse(raw, context), context)
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, unary_unary=unary_unary)  # type: ignore[no-any-return]
         if h.unary_stream is not None:
 
             async def unary_stream(raw: bytes, context: Context) -> AsyncIterator[Any]:
-                try:
+                async with _answered(context):
                     async for item in h.unary_stream(await parse(raw, context), context):
                         yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, unary_stream=unary_stream)  # type: ignore[no-any-return]
         if h.stream_stream is not None:
@@ -71,13 +64,20 @@ class StrictRequests(grpc.aio.ServerInterceptor):
             async def stream_stream(
                 raws: AsyncIterator[bytes], context: Context
             ) -> AsyncIterator[Any]:
-                try:
+                async with _answered(context):
                     async for item in h.stream_stream(requests(raws, context), context):
                         yield item
-                except grpc.aio.AbortError:
-                    raise
-                except Exception as e:
-                    await abort(context, storage_refusal(e))
 
             return h._replace(request_deserializer=None, stream_stream=stream_stream)  # type: ignore[no-any-return]
         return handler
+
+
+@contextlib.asynccontextmanager
+async def _answered(context: Context) -> AsyncIterator[None]:
+    """A handler's failure as a status (see storage_refusal); an abort passes through."""
+    try:
+        yield
+    except grpc.aio.AbortError:
+        raise
+    except Exception as e:
+        await abort(context, storage_refusal(e))
