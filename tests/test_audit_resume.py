@@ -168,9 +168,18 @@ def test_ctrl_c_saves_the_position(
     monkeypatch: pytest.MonkeyPatch,
     workers: int,
 ) -> None:
+    monkeypatch.setattr(auditor, "CHUNK", 4)
+    # Ctrl-C as in a terminal, whatever this run inherited (a background job ignores it).
+    inherited = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        _interrupt_and_resume(grown, tmp_path, workers)
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+
+
+def _interrupt_and_resume(grown: list[RecordedEntry], tmp_path: Path, workers: int) -> None:
     from tests.test_audit import fake_checkpoint
 
-    monkeypatch.setattr(auditor, "CHUNK", 4)
     checkpoint = fake_checkpoint([e.data for e in grown])
     whole = audit_entries(lambda s, e: grown[s:e], checkpoint, workers=workers)
 
@@ -192,6 +201,28 @@ def test_ctrl_c_saves_the_position(
     resumed = audit_entries(lambda s, e: grown[s:e], checkpoint, resume=position, workers=workers)
     assert resumed.resumed_from == stopped.value.done
     assert comparable(resumed) == comparable(whole)
+
+
+def test_an_audit_that_ignores_ctrl_c_goes_on(grown: list[RecordedEntry], tmp_path: Path) -> None:
+    # Started with SIGINT ignored (nohup, a background job): a Ctrl-C neither stops it nor
+    # leaves a handler behind.
+    from tests.test_audit import fake_checkpoint
+
+    checkpoint = fake_checkpoint([e.data for e in grown])
+
+    def interrupted_at_10(start: int, end: int) -> Iterator[RecordedEntry]:
+        for entry in grown[start:end]:
+            if entry.index == 10:
+                os.kill(os.getpid(), signal.SIGINT)
+            yield entry
+
+    inherited = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        report = audit_entries(interrupted_at_10, checkpoint, resume=tmp_path / "audit.pos")
+        assert signal.getsignal(signal.SIGINT) == signal.SIG_IGN
+    finally:
+        signal.signal(signal.SIGINT, inherited)
+    assert report.entries == len(grown) and report.root_ok
 
 
 def test_position_file_is_proportionate(grown: list[RecordedEntry], tmp_path: Path) -> None:

@@ -142,12 +142,13 @@ class AuditInterrupted(KeyboardInterrupt):
 def _stop_on_sigint() -> Iterator[threading.Event]:
     """An event set by the first Ctrl-C while the audit runs, so it stops where its state is
     whole (between chunks) rather than wherever the signal lands; a second Ctrl-C interrupts
-    at once, as usual. Signals reach only the main thread: elsewhere, the event never fires."""
+    at once, as usual. Signals reach only the main thread: elsewhere, the event never fires;
+    nor when Ctrl-C is ignored (an audit started with nohup, or in the background)."""
     stop = threading.Event()
-    if threading.current_thread() is not threading.main_thread():
+    previous = signal.getsignal(signal.SIGINT)
+    if threading.current_thread() is not threading.main_thread() or previous == signal.SIG_IGN:
         yield stop
         return
-    previous = signal.getsignal(signal.SIGINT)
     restore = previous if previous is not None else signal.default_int_handler
 
     def first(signum: int, frame: object) -> None:
