@@ -7,7 +7,10 @@ checked against a signed checkpoint by the caller (client.Client), so an altered
 shows up as a proof that fails, never as a wrong answer.
 
 A partial tile may be gone once its full tile exists (tlog-tiles allows deleting it): a 404 on
-a partial tile is retried as the full tile, whose first hashes are the partial tile's.
+a partial tile is retried as the full tile, whose first hashes are the partial tile's. Any other
+tile or bundle missing inside the signed tree is the log failing to serve what it signed: it is
+refused (RefusedError, exit 3 from the CLI), never "not found" (exit 6 means the entry is not in
+the log, which the checkpoint contradicts).
 """
 
 from __future__ import annotations

@@ -210,3 +210,20 @@ def test_export_serves_as_the_read_api_and_catches_tampering(
 def test_an_unreachable_tiles_url_is_exit_4(log: ServerProcess, tmp_path: Path) -> None:
     rc, _, err = cli(log, tmp_path, "verify", "--tiles", "http://127.0.0.1:1")
     assert rc == 4, err
+
+
+def test_a_tile_missing_inside_the_signed_tree_is_refused(
+    log: ServerProcess, tmp_path: Path
+) -> None:
+    """The checkpoint says entry 300 is in the tree: a log that cannot serve its tile failed to
+    serve what it signed (exit 3, naming the tile), not "no such entry" (exit 6)."""
+    out_dir = tmp_path / "published"
+    rc, _, err = cli(log, tmp_path, "tiles", "export", str(out_dir), "--tiles", log.http_url)
+    assert rc == 0, err
+    (out_dir / "tile/0/001").unlink()
+    with static_server(out_dir) as url:
+        rc, _, err = cli(log, tmp_path, "prove", "100", "--tiles", url)
+        assert rc == 0, err
+        rc, _, err = cli(log, tmp_path, "prove", "300", "--tiles", url)
+    assert rc == 3, err
+    assert "tile/0/001" in err and "404" in err
