@@ -264,3 +264,18 @@ def test_audit_workers_end_with_a_killed_auditor() -> None:
         assert not wait_gone(workers)
     finally:
         auditor_proc.kill()
+
+
+def test_a_dead_worker_fails_the_audit_clearly() -> None:
+    # A worker killed from outside: the auditor says so rather than wait for its answer.
+    from affidavit.client.audit.pool import Pool
+
+    pool = Pool(1)
+    try:
+        assert pool.collect(pool.submit([b"not a statement"], [])) != []
+        pool._procs[0].kill()
+        pool._procs[0].wait()
+        with pytest.raises(RuntimeError, match="audit worker 0 died"):
+            pool.collect(pool.submit([b"not a statement"], []))
+    finally:
+        pool.close()

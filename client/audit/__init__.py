@@ -60,7 +60,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from affidavit.client.audit.pool import Pool
 from affidavit.client.audit.position import (
@@ -79,7 +79,6 @@ from affidavit.client.audit.report import (
     Report,
     Severity,
 )
-from affidavit.client.client import Client
 from affidavit.client.verify import Verified, open_checkpoint
 from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, keys
@@ -89,6 +88,9 @@ from affidavit.merkle.note import parse_note
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import ingest, schema
 from affidavit.statements.errors import Rejection
+
+if TYPE_CHECKING:
+    from affidavit.client.client import Client  # not at run time: workers import this package
 
 __all__ = [
     "FAILING",

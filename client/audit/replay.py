@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from affidavit.client.audit.report import Finding
+from affidavit.client.audit.worker import Prepared
 from affidavit.merkle.compact import CompactRange
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import ingest, signing
@@ -51,11 +52,6 @@ class RecordedEntry:
 
 EntrySource = Callable[[int, int], Iterable[EntryLike]]
 """source(start, end) yields the entries [start, end) in order."""
-
-
-Prepared = bytes | None | tuple[str, str]
-"""What prepare() gave for one entry: the public key its signature verified with, None when
-its key was not known yet, or a Rejection as (code, message)."""
 
 
 _COUNTS = (

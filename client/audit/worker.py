@@ -1,0 +1,117 @@
+"""An audit worker process: prepare() (decode, schema, secret guard, signature) over chunks
+of entries, with the keys the log has named so far. Started by pool.Pool as
+
+    python -c "from affidavit.client.audit.worker import main; main()" [sys.path entries]
+
+it reads jobs from stdin and writes results to stdout, each a frame: an 8-byte big-endian
+length, then a pickle. A job is (new_keys, leaves): the (key id, public key) pairs learned
+since its previous job, and the leaves; its answer is ("ok", results), one Prepared per leaf
+in order, or ("error", traceback) when the worker fails. End of stdin ends the worker: the
+auditor closed it, or died (even by SIGKILL), so no worker outlives its auditor.
+
+Only the statements rules are imported here (not the client, gRPC or the auditor's own
+main module), so a worker starts in a fraction of the time a multiprocessing spawn took.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import pickle
+import queue
+import signal
+import struct
+import sys
+import threading
+import traceback
+from collections.abc import Callable, Sequence
+from typing import IO, Any
+
+from affidavit.statements import ingest
+from affidavit.statements.errors import Rejection
+from affidavit.statements.state import KeyRecord
+
+Prepared = bytes | None | tuple[str, str]
+"""What prepare() gave for one entry: the public key its signature verified with, None when
+its key was not known yet, or a Rejection as (code, message)."""
+
+_LENGTH = struct.Struct(">Q")
+
+
+def write_frame(stream: IO[bytes], obj: object) -> None:
+    """One frame (length, pickle) onto stream, flushed."""
+    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
+    stream.write(_LENGTH.pack(len(data)) + data)
+    stream.flush()
+
+
+def read_frame(stream: IO[bytes]) -> Any:
+    """The next frame's object, or None at the end of the stream (none, or a torn frame: the
+    writer died mid-frame)."""
+    head = stream.read(_LENGTH.size)
+    if len(head) < _LENGTH.size:
+        return None
+    (size,) = _LENGTH.unpack(head)
+    data = stream.read(size)
+    if len(data) < size:
+        return None
+    return pickle.loads(data)
+
+
+def _candidate(keys: dict[str, bytes]) -> Callable[[str], KeyRecord | None]:
+    """known_key for prepare(): the public key a key id names. prepare() reads only the public
+    key of the record; admit() checks it is the key registered at that index."""
+
+    def known(key_id: str) -> KeyRecord | None:
+        public_key = keys.get(key_id)
+        return None if public_key is None else KeyRecord(key_id, "", public_key, 0)
+
+    return known
+
+
+def prepare_chunk(leaves: Sequence[bytes], keys: dict[str, bytes]) -> list[Prepared]:
+    """prepare() each leaf, with the keys named so far."""
+    known = _candidate(keys)
+    out: list[Prepared] = []
+    for leaf in leaves:
+        try:
+            out.append(ingest.prepare(leaf, known).verified_with)
+        except Rejection as e:
+            out.append((e.code, e.message))
+    return out
+
+
+def _read_jobs(stream: IO[bytes], jobs: queue.SimpleQueue[Any]) -> None:
+    """Read every job as it arrives (so the auditor never waits to send one while this
+    process waits to send a result), then None at the end of the stream."""
+    try:
+        while (job := read_frame(stream)) is not None:
+            jobs.put(job)
+    finally:
+        jobs.put(None)
+
+
+def main() -> None:
+    # Ctrl-C reaches a terminal's whole process group: the auditor decides when to stop (and
+    # saves its position first); a worker dying of it mid-chunk would only turn that into a
+    # failure. (The pool also starts workers in a session of their own.)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # stdout carries frames only
+    jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
+    threading.Thread(target=_read_jobs, args=(stdin, jobs), daemon=True).start()
+    keys: dict[str, bytes] = {}
+    try:
+        while (job := jobs.get()) is not None:
+            new_keys, leaves = job
+            keys.update(new_keys)
+            write_frame(stdout, ("ok", prepare_chunk(leaves, keys)))
+    except BrokenPipeError:
+        return  # the auditor is gone: nobody to answer
+    except BaseException:
+        with contextlib.suppress(BrokenPipeError):
+            write_frame(stdout, ("error", traceback.format_exc()))
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
