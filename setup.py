@@ -1,7 +1,8 @@
-"""Build the C hashing core, affidavit.merkle._hashcore (see merkle/_hashcore.c).
+"""Build the C cores: affidavit.merkle._hashcore (hashing, see merkle/_hashcore.c) and
+affidavit.statements._walkcore (the schema walk's fast path, see statements/_walkcore.c).
 
 Everything else about the distribution lives in pyproject.toml; setuptools needs this file
-only to declare the extension.
+only to declare the extensions.
 """
 
 from setuptools import Extension, setup
@@ -12,6 +13,11 @@ setup(
             "affidavit.merkle._hashcore",
             sources=["merkle/_hashcore.c"],
             extra_compile_args=["-O3", "-std=c11"],
-        )
+        ),
+        Extension(
+            "affidavit.statements._walkcore",
+            sources=["statements/_walkcore.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+        ),
     ]
 )

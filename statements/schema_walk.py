@@ -10,13 +10,21 @@ What the walk does per field is fixed by the message type, so it is worked out o
 are formatted only when something is wrong: the walk runs without them, and when it finds a
 problem, or the guard needs to name a string, it runs again with them (``walk(..., paths=True)``
 visits the same fields in the same order).
+
+Where the C core is built (statements/_walkcore.c), a walk without paths first reads the
+statement's wire bytes with it: it gives the strings in walk order when the bytes are plainly
+clean, and declines anything else (an unknown field, a bound broken, a map, fields out of
+order or repeated), which the walk here then judges. Its plan is made from the same steps, so
+the bounds stay written once, here; tests run the walk both with and without it.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 from dataclasses import dataclass, field
-from typing import Any, Final
+from types import ModuleType
+from typing import Any, Final, cast
 
 from affidavit.statements.errors import Rejection
 from google.protobuf import unknown_fields
@@ -93,6 +101,67 @@ def _step(f: FieldDescriptor) -> _Step | None:
     return _Step(_SCALARS, f.name, repeated) if repeated else None
 
 
+_WIRE: Final = {
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES, FieldDescriptor.TYPE_MESSAGE), 2
+    ),
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FIXED64, FieldDescriptor.TYPE_SFIXED64),
+        1,
+    ),
+    **dict.fromkeys(
+        (FieldDescriptor.TYPE_FLOAT, FieldDescriptor.TYPE_FIXED32, FieldDescriptor.TYPE_SFIXED32),
+        5,
+    ),
+}
+"""Each field type's wire type (any other but groups: varint, 0)."""
+
+WirePlan = dict[int, tuple[int, int, bool, int, Any, frozenset[int] | None, int]]
+"""The C core's plan of a message type: field number -> (step kind, wire type, repeated,
+limit, the message field's own plan, enum numbers, index of its oneof or -1)."""
+
+_WIRE_PLANS: dict[str, WirePlan | None] = {}
+
+
+def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
+    """The C core's plan of a message type, made from the walk's own steps (_step); None for
+    a type with groups, which the core leaves to the walk. Built once per type (recursive
+    types refer to their own plan)."""
+    if descriptor.full_name in _WIRE_PLANS:
+        return _WIRE_PLANS[descriptor.full_name]
+    plan: WirePlan = {}
+    _WIRE_PLANS[descriptor.full_name] = plan
+    oneofs = {o.name: i for i, o in enumerate(descriptor.oneofs)}
+    for f in descriptor.fields:
+        if f.type == FieldDescriptor.TYPE_GROUP:
+            _WIRE_PLANS[descriptor.full_name] = None
+            return None
+        step = _step(f)
+        kind = _SCALARS if step is None else step.kind
+        child = _wire_plan(f.message_type) if kind == _MESSAGE and f.message_type else None
+        numbers = step.enum_numbers if step is not None and kind == _ENUM else None
+        limit = step.limit if step is not None else MAX_STRING
+        oneof = oneofs[f.containing_oneof.name] if f.containing_oneof is not None else -1
+        wire = _WIRE.get(f.type, 0)
+        plan[f.number] = (kind, wire, f.is_repeated, limit, child, numbers, oneof)
+    return plan
+
+
+def _load_core() -> ModuleType | None:
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
+        return None
+    try:
+        from affidavit.statements import _walkcore
+    except ImportError:
+        return None
+    return _walkcore
+
+
+CORE: ModuleType | None = _load_core()
+"""The C fast path in use (statements/_walkcore.c), or None: the walk here alone, with the
+same results (tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""
+
+
 @dataclass
 class Strings:
     """What a walk hands the secret guard, in walk order.
@@ -122,6 +191,11 @@ def walk(message: Message, root: str, *, paths: bool = False) -> Strings:
     """Every string of ``message`` (Strings); Rejection naming the field of the first field
     that is unknown, too big or an undefined enum value. ``root`` names ``message`` itself
     in errors about its own unknown fields (paths below it start from its fields' names)."""
+    if not paths and CORE is not None:
+        plan = _wire_plan(cast(Descriptor, message.DESCRIPTOR))  # the stubs' union of two kinds
+        fast = CORE.strings(message.SerializeToString(), plan)
+        if fast is not None:
+            return Strings(texts=fast[0], parameters_at=fast[1])
     found = Strings()
     try:
         _walk(message, _plan(message.DESCRIPTOR), "" if paths else None, found)

@@ -5,7 +5,9 @@ with the same paths, the same maps and the parameters at the same place.
 The reference below is the straightforward walk (ListFields, every path formatted as it goes),
 kept here only as the specification the planned one must match, on statements of every kind
 mutated at random: strings set in any field (oversize ones too), items added to repeated
-fields and maps, enum values the schema does not define, unknown fields at any depth.
+fields and maps, enum values the schema does not define, unknown fields at any depth. Each
+runs with the walk's C fast path (statements/_walkcore.c) and without it; and the fast path
+itself, on wire bytes mutated at random, either finds what the walk finds or declines.
 """
 
 from __future__ import annotations
@@ -14,17 +16,27 @@ from typing import Any
 
 import pytest
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import schema_walk
+from affidavit.statements import _walkcore, schema_walk
 from affidavit.statements.errors import Rejection
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.message import Message
+from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 
 from tests.test_statements import KINDS, base
 
 Walked = tuple[list[tuple[str, str]], list[tuple[str, dict[str, str]]], int]
+
+
+@pytest.fixture(params=["c", "pure-python"], autouse=True)
+def walk_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs with the C fast path of the walk and without it."""
+    if request.param == "c":
+        assert schema_walk.CORE is not None, "the C core is built by pip install -e ."
+    else:
+        monkeypatch.setattr(schema_walk, "CORE", None)
+    return str(request.param)
 
 
 def reference_walk(message: Message, path: str = "") -> Walked:
@@ -186,3 +198,80 @@ def test_the_planned_walk_matches_the_walk_field_by_field(
 def test_every_kind_is_walked_like_the_reference(kind: str) -> None:
     st = base(kind)
     assert planned(st) == reference_walk(st)
+
+
+def python_walk(message: Message) -> object:
+    """The walk without the C core: its strings and parameters' place, or its Rejection."""
+    core, schema_walk.CORE = schema_walk.CORE, None
+    try:
+        found = _outcome(lambda: schema_walk.walk(message, "statement"))
+    finally:
+        schema_walk.CORE = core
+    if isinstance(found, schema_walk.Strings):
+        return found.texts, found.parameters_at, bool(found.maps)
+    return found
+
+
+_WIRE_EDIT = hs.tuples(hs.integers(0, 5), hs.integers(0, 10_000), hs.binary(max_size=6))
+
+
+def edit_wire(data: bytes, edits: list[tuple[int, int, bytes]]) -> bytes:
+    """Byte-level edits that a decoder may still accept: fields repeated, moved out of order,
+    bytes inserted, replaced or cut, a truncated tail."""
+    for what, at, blob in edits:
+        at %= len(data) + 1
+        if what == 0:
+            data = data[:at] + blob + data[at:]
+        elif what == 1:
+            data = data[:at] + blob + data[at + len(blob) :]
+        elif what == 2:
+            data = data[:at] + data[at + len(blob) + 1 :]
+        elif what == 3:
+            data = data + data[at:]  # a tail again: fields seen twice, out of order
+        elif what == 4:
+            data = data[at:] + data[:at]
+        else:
+            data = data[:at]
+    return data
+
+
+@settings(
+    max_examples=600,
+    deadline=None,
+    # walk_core only says which run this is; nothing in it changes between examples.
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+@given(
+    kind=hs.sampled_from(KINDS),
+    mutations=hs.lists(_MUTATION, max_size=3),
+    edits=hs.lists(_WIRE_EDIT, max_size=3),
+)
+def test_the_fast_path_finds_what_the_walk_finds_or_declines(
+    walk_core: str, kind: str, mutations: list[tuple[int, int, str, int]], edits: list[Any]
+) -> None:
+    if walk_core != "c":
+        return  # the fast path itself, called directly: once is enough
+    data = edit_wire(mutate(base(kind), mutations).SerializeToString(), edits)
+    try:
+        st = pb.Statement.FromString(data)
+    except DecodeError:
+        event("does not decode")
+        return
+    # On the bytes as they came (any order, anything repeated) and as a message serializes.
+    for wire in (data, st.SerializeToString()):
+        fast = _walkcore.strings(wire, schema_walk._wire_plan(st.DESCRIPTOR))
+        expected = python_walk(st)
+        if fast is None:
+            event("declined")
+            continue
+        event("found")
+        assert expected == (fast[0], fast[1], False)
+
+
+@pytest.mark.parametrize("kind", [k for k in KINDS if k != "identity"])
+def test_the_fast_path_reads_every_clean_kind(kind: str) -> None:
+    # An identity's attributes (a map) are left to the walk; every other kind is read in C.
+    st = base(kind)
+    fast = _walkcore.strings(st.SerializeToString(), schema_walk._wire_plan(st.DESCRIPTOR))
+    assert fast is not None
+    assert python_walk(st) == (fast[0], fast[1], False)
