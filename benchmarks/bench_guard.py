@@ -15,8 +15,9 @@ so a machine shared with other work skews them less than wall time):
   check         schema.check: the guard and every schema rule of the statement's kind — the
                 audit's "schema_and_secret_guard" stage (bench_audit.py), which issue 15 aims
                 to bring to about 15 µs
-  guard_pure_python_us, check_pure_python_us: the same without the fast extra (keyword search
-                by str.find): the same verdicts, only the time differs
+  guard_pure_python_us, check_pure_python_us: the same with nothing compiled (no fast extra:
+                keyword search by str.find; no C core for the schema walk): the same
+                verdicts, only the time differs
 for five statements: a typical INTENT (a dozen clean parameters), a grant, an INTENT whose
 parameters carry redaction markers and base64 blobs (the decoding layers' worst case among
 ordinary inputs), and the INTENTs bench_append.py and bench_audit.py sign (two and three
@@ -185,9 +186,10 @@ def main() -> None:
         guard_us = median_us(partial(guard, statement), batch, repeat)
         check = median_us(partial(schema.check, signed, statement), batch, repeat)
         automaton, secrets.AUTOMATON = secrets.AUTOMATON, None
+        core, schema_walk.CORE = schema_walk.CORE, None
         pure = median_us(partial(guard, statement), batch, repeat)
         check_pure = median_us(partial(schema.check, signed, statement), batch, repeat)
-        secrets.AUTOMATON = automaton
+        secrets.AUTOMATON, schema_walk.CORE = automaton, core
         emit(
             statement=name,
             bytes=len(leaf),
@@ -199,6 +201,7 @@ def main() -> None:
             guard_pure_python_us=round(pure, 2),
             check_pure_python_us=round(check_pure, 2),
             automaton=automaton is not None,
+            walk_core=core is not None,
         )
 
 

@@ -178,11 +178,15 @@ def _check_header(statement: pb.Statement) -> None:
             "of the issuer's previous statement in this session",
         )
     _require(h.client_time_ms > 0, "header.client_time_ms must be set (Unix milliseconds)")
-    _require(h.schema_version == SCHEMA_VERSION, f"header.schema_version must be {SCHEMA_VERSION}")
-    _require(bool(h.producer.adapter), "header.producer.adapter must name the producing adapter")
+    _require(h.schema_version == SCHEMA_VERSION, _SCHEMA_VERSION_WRONG)
+    producer = h.producer
+    _require(bool(producer.adapter), "header.producer.adapter must name the producing adapter")
     _require(
-        h.producer.assurance != pb.ASSURANCE_UNSPECIFIED, "header.producer.assurance must be set"
+        producer.assurance != pb.ASSURANCE_UNSPECIFIED, "header.producer.assurance must be set"
     )
+
+
+_SCHEMA_VERSION_WRONG = f"header.schema_version must be {SCHEMA_VERSION}"
 
 
 def _check_identity(statement: pb.Statement) -> None:
