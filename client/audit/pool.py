@@ -13,7 +13,8 @@ _START = (
     "import sys; sys.path[:0] = sys.argv[1:]; "
     "from affidavit.client.audit.worker import main; main()"
 )
-"""A worker's program: this process's import path first (as multiprocessing's spawn does)."""
+"""A worker's program: this process's import path (as multiprocessing's spawn passes it),
+and, with -P, not the working directory's."""
 
 STOP_WAIT_S = 5.0
 """How long close() lets a worker finish its chunk before ending it."""
@@ -34,7 +35,7 @@ class Pool:
             for _ in range(workers):
                 self._procs.append(
                     subprocess.Popen(
-                        [sys.executable, "-c", _START, *sys.path],
+                        [sys.executable, "-P", "-c", _START, *sys.path],
                         stdin=subprocess.PIPE,
                         stdout=subprocess.PIPE,
                         start_new_session=True,

@@ -1,7 +1,7 @@
 """An audit worker process: prepare() (decode, schema, secret guard, signature) over chunks
 of entries, with the keys the log has named so far. Started by pool.Pool as
 
-    python -c "from affidavit.client.audit.worker import main; main()" [sys.path entries]
+    python -P -c "...; from affidavit.client.audit.worker import main; main()" [sys.path]
 
 it reads jobs from stdin and writes results to stdout, each a frame: an 8-byte big-endian
 length, then a pickle. A job is (new_keys, leaves): the (key id, public key) pairs learned
