@@ -126,7 +126,8 @@ _WIRE_PLANS: dict[str, WirePlan | None] = {}
 def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
     """The C core's plan of a message type, made from the walk's own steps (_step); None for
     a type with groups, which the core leaves to the walk. Built once per type (recursive
-    types refer to their own plan)."""
+    types refer to their own plan); a plan another thread sees half built lacks fields, and
+    the core declines a field its plan lacks, so a race costs time, never a verdict."""
     if descriptor.full_name in _WIRE_PLANS:
         return _WIRE_PLANS[descriptor.full_name]
     plan: WirePlan = {}
