@@ -183,9 +183,13 @@ static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *
         case K_PARAMETERS: {
             if (value == value_end)
                 break;
-            Py_ssize_t characters = 0;
-            for (const uint8_t *c = value; c < value_end; c++)
-                characters += (*c & 0xc0) != 0x80;
+            PyObject *text = PyUnicode_DecodeUTF8((const char *)value, value_end - value, NULL);
+            if (text == NULL) {
+                PyErr_Clear();
+                return FALLBACK;
+            }
+            Py_ssize_t characters = PyUnicode_GET_LENGTH(text);
+            Py_DECREF(text);
             if (characters > limit)
                 return FALLBACK;
             *parameters_at = PyList_GET_SIZE(texts);
