@@ -11,6 +11,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from typing import cast
 
 import grpc
 from affidavit.merkle import checkpoint as checkpoints
@@ -111,19 +112,8 @@ class LogService(pb_grpc.LogServicer):
         the gate's refusals are noted for the log's record of attempts (from source)."""
         entries = list(entries)  # each entry copied out of the request message once
         outcomes: list[Outcome | None] = [None] * len(entries)
-        positions = []
-        for i, entry in enumerate(entries):
-            if not entry:
-                outcomes[i] = invalid("entry is empty; an entry is 1 byte or more")
-            elif len(entry) > self._max_entry:
-                outcomes[i] = invalid(
-                    f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
-                    "(the server's --max-entry-bytes; never more than 65,535, the most a "
-                    "tlog-tiles entry bundle can hold)"
-                )
-            else:
-                positions.append(i)
-        accepted = [entries[i] for i in positions]
+        positions = self._sized(entries, outcomes)
+        accepted = entries if len(positions) == len(entries) else [entries[i] for i in positions]
         prepared: list[object] = [None] * len(accepted)
         if self._gate is not None and accepted:
             prepared = await self._prepare(accepted)
@@ -167,17 +157,20 @@ class LogService(pb_grpc.LogServicer):
                     results: list[SequencerOutcome | RequestError] = list(await queued)
                 except Exception as e:  # the integration failed: nothing of it was acknowledged
                     results = [storage_refusal(e)] * len(positions)
-                for i, result in zip(positions, results, strict=True):
-                    if isinstance(result, Rejection):
-                        self._note_refusal(entries[i], result, source)
-                        outcomes[i] = refusal_status(result)
-                    else:
-                        outcomes[i] = result
-            settled = []
-            for outcome in outcomes:
-                assert outcome is not None, "every entry is refused, or queued and answered"
-                self._account(outcome)
-                settled.append(outcome)
+                if len(results) == len(entries) and self._gate is None:
+                    # Every entry was queued, and without a gate none is refused in the queue:
+                    # the sequencer's outcomes are the answers, in order.
+                    outcomes[:] = cast(list[Outcome], results)
+                else:
+                    for i, result in zip(positions, results, strict=True):
+                        if isinstance(result, Rejection):
+                            self._note_refusal(entries[i], result, source)
+                            outcomes[i] = refusal_status(result)
+                        else:
+                            outcomes[i] = result
+            assert None not in outcomes, "every entry is refused, or queued and answered"
+            settled = cast(list[Outcome], outcomes)
+            self._account(settled)
             return settled
 
         return asyncio.ensure_future(settle())
@@ -190,30 +183,59 @@ class LogService(pb_grpc.LogServicer):
             return await self._submit(entries, source)
         except Exception as e:
             failed: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-            refused = storage_refusal(e)
-            for _ in entries:
-                self._account(refused)
-            failed.set_result([refused] * len(entries))
+            refused: list[Outcome] = [storage_refusal(e)] * len(entries)
+            self._account(refused)
+            failed.set_result(refused)
             return failed
+
+    def _sized(self, entries: Sequence[bytes], outcomes: list[Outcome | None]) -> list[int]:
+        """The positions of the entries of an allowed size; the others' refusals go into
+        outcomes. (Two C-level passes find the usual case, every entry allowed.)"""
+        if not entries or (
+            min(map(len, entries)) > 0 and max(map(len, entries)) <= self._max_entry
+        ):
+            return list(range(len(entries)))
+        positions = []
+        for i, entry in enumerate(entries):
+            if not entry:
+                outcomes[i] = invalid("entry is empty; an entry is 1 byte or more")
+            elif len(entry) > self._max_entry:
+                outcomes[i] = invalid(
+                    f"entry is {len(entry)} bytes; this log takes at most {self._max_entry} "
+                    "(the server's --max-entry-bytes; never more than 65,535, the most a "
+                    "tlog-tiles entry bundle can hold)"
+                )
+            else:
+                positions.append(i)
+        return positions
 
     def _note_refusal(self, entry: bytes, rejection: Rejection, source: str) -> None:
         if self._refusals is not None:
             self._refusals.note(entry, rejection, source)
 
-    def _account(self, outcome: Outcome) -> None:
-        """Count an entry's outcome; log a line for a refusal (its status and the rule's message,
-        which names a field and rule, never a value: Rejection's contract)."""
-        if isinstance(outcome, RequestError):
-            refusals.info(
-                "refused an entry: %s: %s",
-                outcome.code.name,
-                outcome.message,
-                extra={"event": "refusal", "code": outcome.code.name},
-            )
-            if self._metrics is not None:
-                self._metrics.refusals.labels(outcome.code.name).inc()
-        elif self._metrics is not None:
-            self._metrics.appends.labels("duplicate" if outcome.duplicate else "new").inc()
+    def _account(self, outcomes: Sequence[Outcome]) -> None:
+        """Count a call's outcomes (receipts once per call, by kind); log a line for each
+        refusal (its status and the rule's message, which names a field and rule, never a
+        value: Rejection's contract)."""
+        receipts = duplicates = 0
+        for outcome in outcomes:
+            if isinstance(outcome, RequestError):
+                refusals.info(
+                    "refused an entry: %s: %s",
+                    outcome.code.name,
+                    outcome.message,
+                    extra={"event": "refusal", "code": outcome.code.name},
+                )
+                if self._metrics is not None:
+                    self._metrics.refusals.labels(outcome.code.name).inc()
+            else:
+                receipts += 1
+                duplicates += outcome.duplicate
+        if self._metrics is not None:
+            if receipts > duplicates:
+                self._metrics.appends.labels("new").inc(receipts - duplicates)
+            if duplicates:
+                self._metrics.appends.labels("duplicate").inc(duplicates)
 
     async def _prepare(self, entries: Sequence[bytes]) -> list[object]:
         """The gate's history-free checks of each entry (its Prepared, or its Rejection), in the
@@ -278,7 +300,10 @@ class LogService(pb_grpc.LogServicer):
         response = pb.AppendBatchResponse()
         add = response.results.add
         for outcome in outcomes:
-            _put_result(add(), outcome)
+            if isinstance(outcome, RequestError):
+                _put_error(add().error, outcome)
+            else:
+                _put_receipt(add().ok, outcome)
         return response
 
     async def AppendStream(
@@ -294,7 +319,10 @@ class LogService(pb_grpc.LogServicer):
         async def read() -> None:
             try:
                 async for request in request_iterator:
-                    await arrived.put(request.entry)
+                    if arrived.full():  # the window is full: wait for room
+                        await arrived.put(request.entry)
+                    else:
+                        arrived.put_nowait(request.entry)
             finally:
                 await arrived.put(None)
 
@@ -318,10 +346,14 @@ class LogService(pb_grpc.LogServicer):
         reader = asyncio.ensure_future(read())
         submitter = asyncio.ensure_future(submit())
         try:
+            result_of = pb.AppendResult
             while (task := await chunks.get()) is not None:
                 for outcome in await task:
-                    result = pb.AppendResult()
-                    _put_result(result, outcome)
+                    result = result_of()
+                    if isinstance(outcome, RequestError):
+                        _put_error(result.error, outcome)
+                    else:
+                        _put_receipt(result.ok, outcome)
                     yield result
             await reader  # surfaces a broken request stream
             await submitter
@@ -533,13 +565,10 @@ class LogService(pb_grpc.LogServicer):
             await abort(context, e)
 
 
-def _put_result(result: pb.AppendResult, outcome: Outcome) -> None:
-    """Write an entry's outcome into a new, empty AppendResult (in place: no message copies)."""
-    if isinstance(outcome, RequestError):
-        result.error.code = outcome.code.value[0]
-        result.error.message = outcome.message
-    else:
-        _put_receipt(result.ok, outcome)
+def _put_error(error: pb.Error, e: RequestError) -> None:
+    """Write a refusal into a new, empty Error (in place: no message copies)."""
+    error.code = e.code.value[0]
+    error.message = e.message
 
 
 def _put_receipt(response: pb.AppendResponse, r: Receipt) -> None:

@@ -98,6 +98,15 @@ def _tile_key(level: int, index: int) -> bytes:
     return _TILE + level.to_bytes(1, "big") + _u64(index)
 
 
+def _unreadable(db: plyvel.DB, key: bytes) -> bool:
+    """Whether reading key finds damage (to name the record a failed batch of reads hit)."""
+    try:
+        db.get(key, verify_checksums=True)
+    except plyvel.CorruptionError:
+        return True
+    return False
+
+
 def _describe(key: bytes) -> str:
     """What a key holds, in the words of the log (for damage reports)."""
     if key.startswith(_ENTRY):
@@ -386,18 +395,16 @@ class Storage:
 
     def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
         """index_of of each leaf hash, in one read of the database (a batch's lookups)."""
-        out: list[int | None] = []
         with self._reading() as db:
-            for leaf_hash in leaf_hashes:
-                try:
-                    raw = db.get(_HASH + leaf_hash, verify_checksums=True)
-                except plyvel.CorruptionError as e:
-                    raise DataLossError(
-                        f"{_describe(_HASH + leaf_hash)} is unreadable in {self.path}: "
-                        f"{_leveldb_message(e)}"
-                    ) from None
-                out.append(None if raw is None else int.from_bytes(raw, "big"))
-        return out
+            get = db.get
+            try:
+                found = [get(_HASH + leaf_hash, verify_checksums=True) for leaf_hash in leaf_hashes]
+            except plyvel.CorruptionError as e:
+                bad = next((h for h in leaf_hashes if _unreadable(db, _HASH + h)), leaf_hashes[0])
+                raise DataLossError(
+                    f"{_describe(_HASH + bad)} is unreadable in {self.path}: {_leveldb_message(e)}"
+                ) from None
+        return [None if raw is None else int.from_bytes(raw, "big") for raw in found]
 
     def get(self, key: bytes) -> bytes | None:
         """A derived record (s/ or x/ namespace)."""
@@ -467,11 +474,12 @@ class Storage:
                 f"the latest checkpoint stored in {self.path} is not the one this server signed "
                 "last: another process wrote to the database; refusing to sign over it"
             )
-        writes: list[tuple[bytes, bytes]] = []
-        for i, entry in enumerate(batch.entries):
-            writes.append((_ENTRY + _u64(batch.first_index + i), entry))
-        for i, leaf_hash in enumerate(batch.leaf_hashes):
-            writes.append((_HASH + leaf_hash, _u64(batch.first_index + i)))
+        # Keys and values a batch at a time, in comprehensions: a batch holds thousands.
+        indexes = [
+            _u64(i) for i in range(batch.first_index, batch.first_index + len(batch.entries))
+        ]
+        writes = list(zip([_ENTRY + index for index in indexes], batch.entries, strict=True))
+        writes += zip([_HASH + leaf_hash for leaf_hash in batch.leaf_hashes], indexes, strict=True)
         for tile, data in batch.tiles.items():
             writes.append((_tile_key(tile.level, tile.index), data))
         if not all(map(bytes.startswith, extra, repeat(DERIVED_PREFIXES))):
