@@ -41,7 +41,11 @@ class StrictRequests(grpc.aio.ServerInterceptor):
 
         async def requests(raws: AsyncIterator[bytes], context: Context) -> AsyncIterator[Any]:
             async for raw in raws:
-                yield await parse(raw, context)
+                try:  # decoded here, not through parse: no coroutine for each message
+                    message = decode(raw)
+                except DecodeError:
+                    message = await parse(raw, context)  # aborts
+                yield message
 
         h: Any = handler
         if h.unary_unary is not None:

@@ -676,6 +676,24 @@ def test_malformed_request_is_refused(small_log: SmallLog, method: str, raw: byt
     assert "<class" not in details, details
 
 
+def test_malformed_message_in_a_stream_is_refused(small_log: SmallLog) -> None:
+    s = small_log.server
+    assert s.channel is not None
+    call: grpc.StreamStreamMultiCallable[bytes, bytes] = s.channel.stream_stream(
+        "/affidavit.v1.Log/AppendStream", request_serializer=None, response_deserializer=None
+    )
+    good = pb.AppendRequest(entry=b"before the bad message").SerializeToString()
+    answers = []
+    with pytest.raises(grpc.RpcError) as info:
+        for answer in call(iter([good, b"\x0a\x10short"]), timeout=RPC_TIMEOUT):
+            answers.append(pb.AppendResult.FromString(answer))
+    code, details = info.value.code(), info.value.details() or ""
+    assert code == INVALID, f"{code}: {details}"
+    assert "not a valid protobuf message" in details
+    assert all(a.HasField("ok") for a in answers)  # what was answered before it, was appended
+    assert health_status(s.channel) == health_pb2.HealthCheckResponse.SERVING
+
+
 # The process: restart, health, reflection, locking, startup checks.
 
 
