@@ -53,13 +53,14 @@ LAYOUT_VERSION = b"1"
 LOCK_FILE = "AFFIDAVIT-LOCK"
 """The writer's own lock file inside the database directory (LevelDB ignores it)."""
 
-MIN_FREE_BYTES = 64 << 20
-"""Room a commit leaves free on the database's filesystem by default: enough for LevelDB to
-flush its memtable and compact, so a full disk is met before LevelDB's own writes fail."""
-
 WRITE_BUFFER_BYTES = 64 << 20
 """LevelDB's memtable (its default is 4 MiB): written entries are flushed into a table when it
 fills; the log is in the synced write-ahead log before that, so nothing waits on it."""
+
+MIN_FREE_BYTES = 4 * WRITE_BUFFER_BYTES
+"""Room a commit leaves free on the database's filesystem by default: enough for LevelDB to
+flush its memtable and merge its first level (four flushed tables) into the next, so a full
+disk is met before LevelDB's own writes fail."""
 
 REOPEN_ROOM = 8 << 20
 """Free space needed before a database whose write failed is reopened."""
