@@ -15,9 +15,11 @@ object per line, one per figure; ratio lines compare figures with the project's 
 Every load runs --runs times (default 3) for --duration seconds after --warmup seconds; the
 figures are medians over runs. Latencies are per call (per message for streams), in ms; under a
 rate limit they are measured from the call's scheduled start, so a server falling behind shows.
-server_cpu is the server process's CPU time per wall second (1.0 = one core busy), client_cpu
-the client processes', other_cpu the rest of the machine's busy time in the same window: on a
-shared machine a run with a high other_cpu is a noisy one.
+server_cpu is the server process's CPU time per wall second (1.0 = one core busy), and
+server_cpu_us_per_entry its CPU time per entry answered (all its threads, LevelDB's own
+compaction thread included), client_cpu the client processes', other_cpu the rest of the
+machine's busy time in the same window: on a shared machine a run with a high other_cpu is a
+noisy one, and the CPU time per entry is the steadier figure to compare.
 
 The append and proof sections use random 1 KiB entries, so their log is created with
 --entry-format opaque (signed statements would be refused). The statements section creates a
@@ -850,6 +852,10 @@ class Bench:
             fig[key] = r3(statistics.median(r[key] for r in runs))
         fig["runs"] = len(runs)
         fig["entries_per_s_each"] = [round(r["entries_per_s"]) for r in runs]
+        # The server's CPU time per entry: steadier than the rate on a shared machine.
+        fig["server_cpu_us_per_entry"] = r3(
+            statistics.median(1e6 * r["server_cpu"] / max(1.0, r["entries_per_s"]) for r in runs)
+        )
         errors = sum(r["errors"] for r in runs)
         if errors:
             codes: collections.Counter[str] = collections.Counter()
