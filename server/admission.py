@@ -19,7 +19,7 @@ from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ingest import Prepared
-from affidavit.statements.state import LogState, RecordCache
+from affidavit.statements.state import LogState, RecordCache, reads_named_by
 
 PREFETCH_ROUNDS = 3
 """Queries a run's prefetch makes at most (each can uncover records the next one reads)."""
@@ -180,10 +180,7 @@ class StatementGate:
         self._clock = clock
         self._log_key = log_key  # the log's public key: its own refusal records verify with it
         self._last_admitted = 0  # admission times never go backwards, whatever the clock does
-        # A shared store is a database across the network: a record read costs a round trip.
-        # read_ahead() then reads what admission will read, in the verifier threads and outside
-        # the integrator's critical section, so the integrator finds it cached.
-        self._prefetch = storage.shared
+        self._prefetch = storage.shared  # read_ahead() tries admission (see there)
         self._committed = _CommittedKV(storage)
         # One cache of decoded records for both views: it checks the bytes behind each record.
         self._records = RecordCache()
@@ -196,14 +193,27 @@ class StatementGate:
         return ingest.prepare(entry, self.committed.key)
 
     def read_ahead(self, prepared: Sequence[object]) -> None:
-        """On a remote store, read what admitting prepared (entries prepare() passed; anything
-        else is skipped) will read, in a few queries for the whole run: admission is tried
-        against the cached records, every record it asks for that is not cached is fetched in
-        one query, and again while that uncovers more (a grant's grantor, ...). The integrator
-        then finds them cached, in its critical section. Nothing on a local store."""
-        if not self._prefetch:
-            return
+        """Read what admitting prepared (entries prepare() passed; anything else is skipped)
+        will read, in the verifier threads, so that the integrator finds it cached in its
+        critical section.
+
+        On a local store, the records the statements name (state.reads_named_by), in one
+        call: a LevelDB read is quick but lets go of the interpreter lock, and the
+        integrator gets it back only once the thread that took it lets go in turn (up to
+        sys.getswitchinterval() later): under load, most of the integrator's time went there.
+
+        On a remote store every read is a round trip, so admission is tried against the
+        cached records, every record it asks for that is not cached is fetched in one query,
+        and again while that uncovers more (a grant's grantor, ...), a few queries for the
+        whole run."""
         ready = [p for p in prepared if isinstance(p, Prepared)]
+        if not self._prefetch:
+            lookup = self._committed.lookup
+            named = (k for p in ready for k in reads_named_by(p.statement, p.signed.key_id))
+            keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
+            if keys:
+                self._committed.fetch(keys)
+            return
         # Admission at about the time the integrator will admit them: an action is judged
         # only with an admission time, and its verdict reads the most (intent, grants, ...).
         at = max(self._last_admitted, self._clock())

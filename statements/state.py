@@ -211,6 +211,45 @@ def _session_key(issuer: str, session_id: str) -> bytes:
     return _SESSION + issuer.encode() + b"\x00" + session_id.encode()
 
 
+def reads_named_by(statement: pb.Statement, signed_with: str) -> list[bytes]:
+    """The state keys admitting and applying a statement reads that its own fields name (its
+    signing key and issuer, its id and session; an action's intent, rejection, grants, their
+    uses and its approval; ...): what a server reads ahead, outside its serial path, so that
+    admission finds them cached. A hint, not a rule: admission reads whatever it needs either
+    way (records further away, such as a grant's parents, are read when reached)."""
+    h = statement.header
+    out = [
+        _KEY_KEY + signed_with.encode(),
+        _IDENTITY + h.issuer.encode(),
+        _STATEMENT + h.statement_id.encode(),
+        _session_key(h.issuer, h.session_id),
+    ]
+    body = statement.WhichOneof("body")
+    if body == "action":
+        a = statement.action
+        out += (_INTENT + a.action_id.encode(), _REJECTION + a.action_id.encode())
+        for grant_id in a.grant_ids:
+            out += (_GRANT + grant_id.encode(), _USES + grant_id.encode())
+        if a.approval_id:
+            out.append(_APPROVAL + a.approval_id.encode())
+    elif body == "grant":
+        out.append(_IDENTITY + statement.grant.grantee.encode())
+        if statement.grant.parent_grant_id:
+            out.append(_GRANT + statement.grant.parent_grant_id.encode())
+    elif body == "approval":
+        out += (
+            _IDENTITY + statement.approval.agent_id.encode(),
+            _REJECTION + statement.approval.action_id.encode(),
+        )
+    elif body == "identity":
+        out += (_IDENTITY + statement.identity.identity_id.encode(), _ADMIN)
+        if statement.identity.public_key:
+            out.append(_KEY_KEY + key_id(statement.identity.public_key).encode())
+    elif body == "grant_revocation":
+        out.append(_GRANT + statement.grant_revocation.grant_id.encode())
+    return out
+
+
 class RecordCache:
     """Decoded records by state key, each beside the exact bytes it was decoded from.
 

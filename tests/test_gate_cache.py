@@ -12,9 +12,16 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import cast
 
 import pytest
-from affidavit.server.admission import _CommittedKV
+from affidavit.merkle import hashing
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.server.admission import StatementGate, _CommittedKV
 from affidavit.server.logstore import LogStore
 from affidavit.server.storage import Batch, Storage
+from affidavit.statements import build
+from affidavit.statements.ids import uuid7
+from affidavit.statements.ingest import Prepared
+from affidavit.statements.redact import parameters_digest
+from affidavit.statements.signing import IdentityKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -113,3 +120,81 @@ def test_a_read_racing_more_commits_than_are_kept_is_not_cached(db: Storage) -> 
     assert kv.get(KEYS[0]) is None
     assert kv.cached(KEYS[0]) == (False, None)
     assert kv.get(KEYS[1]) == b"%d" % _CommittedKV.RECENT
+
+
+class CountedReads(Storage):
+    """The real store, counting the point reads the gate makes of it."""
+
+    reads = 0
+
+    def get(self, key: bytes) -> bytes | None:
+        self.reads += 1
+        return super().get(key)
+
+
+def test_reading_ahead_leaves_admission_nothing_to_read(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """On a local store, what read_ahead reads (in the verifier threads) is all that admitting
+    and applying the usual statements read: the integrator never waits on a read, nor lets go
+    of the interpreter lock to make one."""
+    storage = CountedReads(tmp_path_factory.mktemp("gate") / "db", create=True, min_free_bytes=0)
+    try:
+        now = build.now_ms()
+        gate = StatementGate(storage, clock=lambda: now)
+        size, previous = 0, None
+
+        def integrate(leaves: list[bytes], prepared: list[Prepared]) -> list[tuple[int, str]]:
+            nonlocal size, previous
+            gate.begin()
+            hashes = hashing.leaf_hashes(leaves)
+            verdicts = [
+                gate.admit(leaf, p, h, size + i)
+                for i, (leaf, p, h) in enumerate(zip(leaves, prepared, hashes, strict=True))
+            ]
+            note = f"checkpoint {size + len(leaves)}"
+            storage.commit(Batch(size, leaves, hashes, {}, note, gate.writes()), previous)
+            gate.durable()
+            size, previous = size + len(leaves), note
+            return verdicts
+
+        admin, human, agent = (IdentityKey.generate(n) for n in ("admin", "human", "agent"))
+        boss, setup = build.SessionSigner(admin), []
+        for key, kind in ((admin, pb.ADMIN), (human, pb.HUMAN), (agent, pb.AGENT)):
+            setup.append(boss.sign(build.register(key.identity_id, kind, key.public_key)))
+            boss.advance(setup[-1])
+        grant_id = uuid7()
+        granted = pb.Grant(grantee="agent", tools=["git.*"], resources=["repo:*"],
+                           access=[pb.READ])  # fmt: skip
+        setup.append(build.SessionSigner(human).sign(granted, statement_id=grant_id))
+        integrate(setup, [gate.prepare(leaf) for leaf in setup])
+
+        sessions = [build.SessionSigner(agent) for _ in range(3)]
+        earlier: list[bytes] = []  # the last round's INTENTs
+        for round_ in range(3):
+            leaves = []
+            for s, intent in zip(sessions, earlier or [b""] * len(sessions), strict=True):
+                action = pb.AgentAction(
+                    phase=pb.AgentAction.INTENT, action_id=uuid7(),
+                    actor=pb.Actor(agent_id="agent"), grant_ids=[grant_id],
+                    authorization=pb.Authorization(decision=pb.ALLOW),
+                    operation=pb.Operation(tool_name="git.pull", resource="repo:x",
+                                           access=pb.READ, parameters_json="{}",
+                                           parameters_digest=parameters_digest({})),
+                )  # fmt: skip
+                if round_ == 2:  # the OUTCOMEs of the last round's INTENTs
+                    action.CopyFrom(build.statement_of(intent).action)
+                    action.phase = pb.AgentAction.OUTCOME
+                    action.intent_leaf_hash = hashing.leaf_hash(intent)
+                    action.outcome.status = pb.OK
+                leaves.append(s.sign(action))
+                s.advance(leaves[-1])
+            earlier = leaves
+            prepared = [gate.prepare(leaf) for leaf in leaves]
+            gate.read_ahead(prepared)
+            before = storage.reads
+            verdicts = integrate(leaves, prepared)
+            assert verdicts == [(pb.IN_SCOPE, "")] * len(leaves)
+            assert storage.reads == before, f"round {round_}"
+    finally:
+        storage.close()
