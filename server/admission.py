@@ -43,14 +43,18 @@ class _CommittedKV:
     the last RECENT commits wrote is kept: a record read while some of them were made takes
     the value the newest of them wrote, if any wrote it, else the value read (no commit in
     between touched it). A read that raced a clear(), or more commits than are kept, is not
-    cached. At most MAX_RECORDS are kept (absent ones too: most reads of new ids find
+    cached. Commits are kept by count and by their writes (a batch of a thousand statements
+    writes some twenty thousand records, mostly index keys: sixty-four of those held hundreds
+    of MB). At most MAX_RECORDS are kept (absent ones too: most reads of new ids find
     nothing); the one longest since it was read from storage or committed is dropped first.
     """
 
     MAX_RECORDS = 20_000
     """A few MB: the records the last few thousand statements read."""
     RECENT = 64
-    """Commits whose writes are kept for reads that raced them."""
+    """Commits whose writes are kept for reads that raced them..."""
+    RECENT_WRITES = 50_000
+    """...and at most about this many of their writes (the latest commit's are always kept)."""
 
     def __init__(self, storage: LogStore) -> None:
         self._storage = storage
@@ -62,6 +66,7 @@ class _CommittedKV:
         self._commits = 0
         self._clears = 0
         self._recent: list[Mapping[bytes, bytes]] = []  # the last commits' writes, oldest first
+        self._recent_writes = 0  # how many writes _recent holds
         self._lock = threading.Lock()
 
     def get(self, key: bytes, /) -> bytes | None:
@@ -121,8 +126,13 @@ class _CommittedKV:
         """A batch with these writes is durable: cached records it wrote take their values."""
         with self._lock:
             self._commits += 1
-            self._recent.append(writes)
-            del self._recent[: -self.RECENT]
+            recent = self._recent
+            recent.append(writes)
+            self._recent_writes += len(writes)
+            while len(recent) > 1 and (
+                len(recent) > self.RECENT or self._recent_writes > self.RECENT_WRITES
+            ):
+                self._recent_writes -= len(recent.pop(0))
             cache = self._cache
             for key in cache.keys() & writes.keys():  # scans the smaller of the two
                 cache[key] = writes[key]

@@ -122,6 +122,29 @@ def test_a_read_racing_more_commits_than_are_kept_is_not_cached(db: Storage) -> 
     assert kv.get(KEYS[1]) == b"%d" % _CommittedKV.RECENT
 
 
+def test_commits_are_kept_by_their_writes_too(db: Storage) -> None:
+    """The writes kept for racing reads are bounded (a server's memory), so a read racing
+    commits that wrote more than RECENT_WRITES is not cached, as one racing too many commits."""
+
+    class Kept(_CommittedKV):
+        RECENT_WRITES = 4
+
+    def commit(w: Mapping[bytes, bytes]) -> None:
+        db.lock_head()
+        db.commit(Batch(0, (), (), {}, NOTE, dict(w)), previous=NOTE)
+        kv.committed(w)
+
+    racing = RacingReads(db, commit)
+    kv = Kept(cast(LogStore, racing))
+    racing.during = [{KEYS[1]: b"1", KEYS[2]: b"1"}, {KEYS[3]: b"2", KEYS[4]: b"2", KEYS[5]: b"2"}]
+    assert kv.get(KEYS[0]) is None
+    assert kv.cached(KEYS[0]) == (False, None)  # 5 writes raced it: the first commit's dropped
+    racing.during = [{KEYS[1]: b"3", KEYS[2]: b"3"}]
+    assert kv.get(KEYS[0]) is None
+    assert kv.cached(KEYS[0]) == (True, None)
+    assert kv.get(KEYS[1]) == b"3"
+
+
 class CountedReads(Storage):
     """The real store, counting the point reads the gate makes of it."""
 
