@@ -390,7 +390,8 @@ def stage_costs(log: Log, sample: int) -> dict[str, float]:
 
 def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, float]:
     """CPU microseconds per entry of the server's serial path for the first `sample` entries,
-    decoded and signature-checked beforehand (as the ingest workers hand them over): the
+    decoded and signature-checked beforehand and their records read ahead (as the ingest
+    workers and verifier threads hand them over): the
     statement gate's admission, state transition and search indexing, in log order, against
     the records of a real LevelDB; then the storage commit of each batch of `batch` (building
     the WriteBatch; its sync is not CPU time). CPU time of this thread: the integrator's own
@@ -415,6 +416,7 @@ def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, floa
             previous = None
             for start in range(0, len(leaves), batch):
                 end = min(start + batch, len(leaves))
+                gate.read_ahead(prepared[start:end])  # the verifier threads' part, untimed
                 began = time.thread_time()
                 gate.begin()
                 verdicts = [

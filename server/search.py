@@ -23,6 +23,7 @@ import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.server.logstore import LogStore
@@ -61,7 +62,8 @@ def _u64(n: int) -> bytes:
 
 @dataclass
 class Facets:
-    """What a statement is about: the hit record, stored once per statement."""
+    """What a statement is about: the hit record, stored once per statement (as hit_record()
+    writes it: the same fields, in this order)."""
 
     index: int
     leaf_hash: str
@@ -136,14 +138,17 @@ def _values(found: list[str]) -> list[str]:
     return sorted({v for v in found if v})
 
 
-def facets_of(
+def hit_record(
     kv: KV,
     state: LogState,
     index: int,
     leaf_hash: bytes,
     prepared: Prepared,
     verdict: VerdictRecord | None,
-) -> Facets:
+) -> dict[str, Any]:
+    """The hit record of an admitted statement: Facets' fields, in its order (the stored JSON
+    follows it), built as the dict that is stored (a Facets made only to be taken apart again
+    was a good part of indexing's cost)."""
     st = prepared.statement
     h = st.header
     body = st.WhichOneof("body") or ""
@@ -172,8 +177,9 @@ def facets_of(
         if approval is not None:
             approver.append(approval.issuer)
             ticket += _tickets_of(kv, approval.index)
-        effect.append(a.outcome.effect_ref)
-        result.append(a.outcome.result_digest)
+        outcome = a.outcome
+        effect.append(outcome.effect_ref)
+        result.append(outcome.result_digest)
         credential = a.credential
         key += (credential.key_id, credential.token_jti)
         operation = a.operation
@@ -199,31 +205,31 @@ def facets_of(
         r = st.refusal
         actor, key = [r.identity_id], [r.key_id]
         reason = r.reason  # what a hit shows of why it was refused
-    return Facets(
-        index,
-        leaf_hash.hex(),
-        h.statement_id,
-        body,
-        issuer,
-        h.client_time_ms,
-        h.session_id,
-        verdict_code,
-        reason,
-        _values(actor),
-        _values(grantor),
-        _values(approver),
-        _values(key),
-        _values(resource),
-        _values(tool),
-        _values(trace),
-        _values(action),
-        _values(subject),
-        _values(ticket),
-        _values(effect),
-        _values(result),
-        phase,
-        h.sequence,
-    )
+    return {
+        "index": index,
+        "leaf_hash": leaf_hash.hex(),
+        "statement_id": h.statement_id,
+        "kind": body,
+        "issuer": issuer,
+        "client_time_ms": h.client_time_ms,
+        "session": h.session_id,
+        "verdict": verdict_code,
+        "verdict_reason": reason,
+        "actor": _values(actor),
+        "grantor": _values(grantor),
+        "approver": _values(approver),
+        "key": _values(key),
+        "resource": _values(resource),
+        "tool": _values(tool),
+        "trace": _values(trace),
+        "action": _values(action),
+        "subject": _values(subject),
+        "ticket": _values(ticket),
+        "effect": _values(effect),
+        "result": _values(result),
+        "phase": phase,
+        "sequence": h.sequence,
+    }
 
 
 _VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
@@ -245,26 +251,26 @@ def index_statement(
     verdict: VerdictRecord | None,
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch."""
-    f = facets_of(kv, state, index, leaf_hash, prepared, verdict)
+    hit = hit_record(kv, state, index, leaf_hash, prepared, verdict)
     at = _u64(index)
     put = kv.put
-    put(_HIT + at, _HIT_JSON.encode(vars(f)).encode())
-    values = {name: getattr(f, name) for name in _LISTS}
-    values["session"] = [f.session]
-    values["statement"] = [f.statement_id]
-    if f.kind == "refusal":
+    put(_HIT + at, _HIT_JSON.encode(hit).encode())
+    values = {name: hit[name] for name in _LISTS}
+    values["session"] = [hit["session"]]
+    values["statement"] = [hit["statement_id"]]
+    if hit["kind"] == "refusal":
         # Found with `refused` (and then filtered by the claimed signer it holds as actor and
         # key): never among what an identity itself signed, which actor / key_id return.
         values["actor"] = values["key"] = []
         values["refused"] = ["1"]
-    if f.verdict:
-        values["verdict"] = [_VERDICT_NAMES[f.verdict]]
+    if hit["verdict"]:
+        values["verdict"] = [_VERDICT_NAMES[hit["verdict"]]]
     suffix = b"\x00" + at
     for name, vs in values.items():
         prefix = _FIELD_PREFIX[name]
         for v in vs:
             put(prefix + v.encode() + suffix, b"")
-    put(_TIME + _u64(f.client_time_ms) + at, b"")
+    put(_TIME + _u64(hit["client_time_ms"]) + at, b"")
 
 
 class SearchError(ValueError):

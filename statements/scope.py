@@ -19,6 +19,8 @@ REJECT of an action id puts every INTENT of it out of scope.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import names
 from affidavit.statements.names import Kind
@@ -30,7 +32,7 @@ MAX_CHAIN = 16
 _KIND: dict[str, Kind] = {"tools": "tool", "operations": "tool", "resources": "resource"}
 
 
-def matches_any(kind: Kind, patterns: list[str] | tuple[str, ...], value: str) -> bool:
+def matches_any(kind: Kind, patterns: Iterable[str], value: str) -> bool:
     return any(names.matches(kind, p, value) for p in patterns)
 
 
@@ -143,11 +145,11 @@ def evaluate_grant(
     if problem:
         return problem, []
     op = action.operation
-    if not matches_any("tool", tuple(g.tools), op.tool_name):
+    if not matches_any("tool", g.tools, op.tool_name):
         return "tool-not-granted", []
-    if g.operations and not matches_any("tool", tuple(g.operations), op.operation_name):
+    if g.operations and not matches_any("tool", g.operations, op.operation_name):
         return "operation-not-granted", []
-    if not matches_any("resource", tuple(g.resources), op.resource):
+    if not matches_any("resource", g.resources, op.resource):
         return "resource-not-granted", []
     if op.access not in g.access:
         return "access-not-granted", []
@@ -155,11 +157,11 @@ def evaluate_grant(
 
 
 def _requires_approval(policy: pb.ApprovalPolicy, op: pb.Operation) -> bool:
-    return (
+    return bool(
         policy.all_actions
-        or matches_any("tool", tuple(policy.tools), op.tool_name)
-        or matches_any("resource", tuple(policy.resources), op.resource)
-        or op.access in policy.access
+        or (policy.tools and matches_any("tool", policy.tools, op.tool_name))
+        or (policy.resources and matches_any("resource", policy.resources, op.resource))
+        or (policy.access and op.access in policy.access)
     )
 
 

@@ -381,7 +381,10 @@ class LogState:
             self._put(_GRANT + grant.grant_id.encode(), revoked)
         elif body == "action":
             assert verdict is not None
-            self._put(_VERDICT + index.to_bytes(8, "big"), verdict)
+            # Not kept in the cache: a verdict is written once and read back seldom (a
+            # duplicate's answer, a page of entries), and a decoded record per action would
+            # push out the records admission reads again and again.
+            self.kv.put(_VERDICT + index.to_bytes(8, "big"), _encode(verdict))
             self._apply_action(index, leaf_hash, statement, verdict)
 
     def _apply_identity(self, index: int, event: pb.IdentityEvent) -> None:

@@ -4,6 +4,7 @@ may not."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from affidavit.proto import affidavit_pb2 as pb
@@ -118,3 +119,12 @@ def test_a_refusal_is_found_only_as_refused() -> None:
         b"x/f/statement\x00st-9" + at: b"",
         b"x/t/" + _u64(0) + _u64(9): b"",
     }
+
+
+def test_the_hit_record_holds_the_fields_of_facets_in_order() -> None:
+    """search() reads a hit back as Facets(**record); the stored JSON follows Facets' order."""
+    kv, state = _state_with_a_delegated_grant_and_an_approval()
+    verdict = VerdictRecord(pb.IN_SCOPE, "", "g-child", 1000)
+    hit = search.hit_record(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    assert list(hit) == [f.name for f in dataclasses.fields(search.Facets)]
+    assert vars(search.Facets(**hit)) == hit
