@@ -337,8 +337,10 @@ class LogState:
         return None if raw is None else int.from_bytes(raw, "big")
 
     def verdict(self, index: int) -> VerdictRecord | None:
-        key = _VERDICT + index.to_bytes(8, "big")
-        return self._read(VerdictRecord, key, self.kv.get(key))
+        """Decoded anew, not cached (see apply): a reader paging through every entry's
+        verdict would otherwise push every other record out of the cache."""
+        raw = self.kv.get(_VERDICT + index.to_bytes(8, "big"))
+        return None if raw is None else _decode(VerdictRecord, raw)
 
     def has_admin(self) -> bool:
         return self.kv.get(_ADMIN) is not None
