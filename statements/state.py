@@ -39,7 +39,7 @@ class DictKV:
         self.data[key] = value
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class KeyRecord:
     """A public key and the span of the log [valid_from, retired_at) in which it may sign."""
 
@@ -50,7 +50,7 @@ class KeyRecord:
     retired_at: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IdentityRecord:
     identity_id: str
     kind: int
@@ -64,7 +64,7 @@ class IdentityRecord:
         return role in (r.strip() for r in self.roles.split(","))
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SessionHead:
     """Where an (issuer, session) chain stands: the next sequence and the last leaf hash."""
 
@@ -95,7 +95,7 @@ class GrantRecord:
         return self._grant
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ApprovalRecord:
     approval_id: str
     index: int
@@ -106,7 +106,7 @@ class ApprovalRecord:
     agent_id: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class IntentRecord:
     action_id: str
     index: int
@@ -123,7 +123,7 @@ class IntentRecord:
     operation_name: str = ""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class VerdictRecord:
     """The log's scope verdict on an action: IN_SCOPE (with the grant it was in scope of),
     OUT_OF_SCOPE or NO_GRANT (with a reason code)."""
