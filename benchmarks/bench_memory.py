@@ -9,6 +9,14 @@ mark. What grows with the log lives in LevelDB; what the server keeps in memory 
 caches, the gate's committed-state cache, tile caches) is bounded, so RSS must level off:
 the figure to read is rss(1M) / rss(100k), beside the same ratio of the entries (10).
 
+Where the plateau goes (measured at 300,000 entries): statements.state's RecordCache (65,536
+decoded records, mostly IntentRecords: the largest part of the Python heap), the gate's
+committed-record cache (20,000 stored records) and the writes kept for reads racing commits
+(at most 50,000). What still grows with the log is LevelDB's: every open table file keeps its
+index and Bloom filter blocks in memory, up to max_open_files tables (LevelDB's default,
+1,000, is some 2 GB of tables), so the server's RSS rises slowly until the log is about that
+size on disk.
+
     .venv/bin/python benchmarks/bench_memory.py                      # 1,000,000 statements
     .venv/bin/python benchmarks/bench_memory.py --entries 200000     # quicker
 
