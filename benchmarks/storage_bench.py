@@ -18,6 +18,7 @@ processes share this machine's cores: PostgreSQL, SeaweedFS, the frontends and t
 from __future__ import annotations
 
 import argparse
+import os
 import random
 import shutil
 import statistics
@@ -33,7 +34,68 @@ import psycopg
 from tests.backends import ObjectServer, Postgres
 
 CALLERS = 16
+READERS = 64
+STATEMENTS_WINDOW_S = 6.0
+"""The statements load's shortest measured window: its calls take 1-2 s each."""
 FRONTENDS = (1, 2, 3)
+
+
+def tree_cpu_s(pid: int) -> float:
+    """CPU seconds of a process and every live process under it (PostgreSQL's backends)."""
+    parents: dict[int, int] = {}
+    for name in os.listdir("/proc"):
+        if name.isdigit():
+            try:
+                with open(f"/proc/{name}/stat") as f:
+                    parents[int(name)] = int(f.read().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue  # gone meanwhile
+    tree, grew = {pid}, True
+    while grew:
+        more = {p for p, parent in parents.items() if parent in tree} - tree
+        tree |= more
+        grew = bool(more)
+    total = 0.0
+    for p in tree:
+        try:
+            total += bench._proc_cpu_s(p)
+        except OSError:
+            continue
+    return total
+
+
+class CpuParts:
+    """What a load reports as its server's CPU (bench.Bench.server: anything with cpu_s()):
+    every frontend's together; each reading also notes PostgreSQL's and the S3 server's, so
+    a load's window gives the cores each part kept busy."""
+
+    def __init__(self, frontends: list[Any], others: dict[str, int]) -> None:
+        self._frontends = frontends
+        self._others = others
+        self.readings: list[dict[str, float]] = []
+
+    @property
+    def pid(self) -> int:
+        return int(self._frontends[0].pid)
+
+    def cpu_s(self) -> float:
+        reading = {"frontends": sum(f.cpu_s() for f in self._frontends)}
+        reading.update({name: tree_cpu_s(pid) for name, pid in self._others.items()})
+        reading["t"] = time.perf_counter()
+        self.readings.append(reading)
+        return reading["frontends"]
+
+    def cores(self) -> dict[str, float]:
+        """Median over the load's runs (reading pairs) of the cores each part kept busy."""
+        pairs = list(zip(self.readings[0::2], self.readings[1::2], strict=False))
+        self.readings = []
+        out = {}
+        for name in pairs[0][0] if pairs else ():
+            if name != "t":
+                out[name] = statistics.median(
+                    (b[name] - a[name]) / (b["t"] - a["t"]) for a, b in pairs
+                )
+        return out
 
 
 def pg_ceiling(args: argparse.Namespace, url: str) -> float:
@@ -96,9 +158,12 @@ def run_log(
     frontends: int,
     storage: list[str],
     env: dict[str, str],
-) -> dict[str, Any]:
+    others: dict[str, int],
+) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """One log served by `frontends` processes (the first creates it; the others get copies
-    of its keys) under the AppendBatch or statements load; the figure, printed."""
+    of its keys) under the AppendBatch or statements load, then (AppendBatch) under inclusion
+    proof reads; the figures, printed, with the CPU each part spent per entry (others: the
+    PostgreSQL and S3 servers' pids, for the scale-out runs)."""
     first_dir = root / "f0"
     servers = [bench.start_log_server(first_dir, statements=statements, extra=storage, env=env)]
     try:
@@ -108,7 +173,8 @@ def run_log(
             for name in ("log.key", "log.pub"):
                 shutil.copy2(first_dir / name, d / name)
             servers.append(bench.start_log_server(d, statements=statements, extra=storage, env=env))
-        b.server = servers[0]
+        cpu = CpuParts(servers, others)
+        b.server = cpu
         targets = ",".join(s.target for s in servers)
         name = "storage_statements" if statements else "storage_append_batch"
         tags = {"storage": "postgres+s3" if storage else "leveldb", "frontends": frontends}
@@ -118,28 +184,60 @@ def run_log(
         else:
             keys, grants = bench.setup_agents(servers[0].target, first_dir, args.procs)
             per_s = 2.0 * bench.TARGET_STATEMENTS
+            window = max(args.duration, STATEMENTS_WINDOW_S)
 
             def before() -> dict[str, Any]:
-                count = (args.warmup + args.duration) * per_s
+                count = (args.warmup + window) * per_s
                 built: dict[str, Any] = bench.build_statements(
                     b, CALLERS, args.procs, count, keys, grants
                 )
                 return built
 
             fig = b.load(name, targets, "statements_batch", CALLERS, "aio", args.procs,
-                         before=before, emit_it=False)  # fmt: skip
+                         before=before, emit_it=False, duration=window)  # fmt: skip
         assert isinstance(fig, dict)
         fig.update(tags)
+        fig.update(cpu_figures(cpu.cores(), fig["entries_per_s"], frontends))
         bench.emit(fig)
+        read = None if statements else reads(args, b, servers, cpu, tags)
         if storage and frontends == 1:
             profile(args, b, name, servers[0], statements, keys_grants=None if not statements
                     else (keys, grants))  # fmt: skip
-        return fig
+        return fig, read
     finally:
+        b.server = None
         for s in servers:
             code = s.stop()
             if code:
                 bench.emit({"bench": "server_exit", "code": code, "tail": list(s.tail)[-10:]})
+
+
+def cpu_figures(cores: dict[str, float], per_s: float, frontends: int) -> dict[str, Any]:
+    """The cores each part kept busy during a load, and its CPU milliseconds per entry (the
+    frontends' also per frontend): on a machine whose cores every part shares, these decide
+    the total."""
+    out: dict[str, Any] = {"cores": {k: bench.r3(v) for k, v in cores.items()}}
+    if per_s:
+        out["cpu_ms_per_entry"] = {k: bench.r3(1000 * v / per_s) for k, v in cores.items()}
+        if "frontends" in cores:
+            out["cores_per_frontend"] = bench.r3(cores["frontends"] / frontends)
+    return out
+
+
+def reads(
+    args: argparse.Namespace, b: Any, servers: list[Any], cpu: CpuParts, tags: dict[str, Any]
+) -> dict[str, Any]:
+    """Inclusion proofs (GetInclusionProof at the tree every frontend serves) from READERS
+    callers spread over the frontends: read throughput, beside the appends."""
+    size = min(bench._tree_size(s.target) for s in servers)
+    targets = ",".join(s.target for s in servers)
+    fig = b.load("storage_read_inclusion", targets, "inclusion", READERS, "aio", args.procs,
+                 tree_size=size, emit_it=False)  # fmt: skip
+    fig.update(tags)
+    fig["tree_size"] = size
+    fig.update(cpu_figures(cpu.cores(), fig["calls_per_s"], tags["frontends"]))
+    bench.emit(fig)
+    return fig
 
 
 def profile(
@@ -184,14 +282,23 @@ def storage_section(args: argparse.Namespace, b: Any) -> None:
         s3_ceiling(args, s3)
         for statements in (False, True):
             what = "statements" if statements else "append_batch"
-            base = run_log(args, b, root / f"leveldb-{what}", statements, 1, [], {})
-            one = 0.0
+            base, _ = run_log(args, b, root / f"leveldb-{what}", statements, 1, [], {}, {})
+            one = one_reads = 0.0
+            assert pg.proc is not None and s3.proc is not None
+            servers = {"postgres": pg.proc.pid, "s3": s3.proc.pid}
             for n in FRONTENDS:
                 storage = ["--storage", pg.new_database(), "--objects",
                            f"s3://{s3.new_bucket()}/log"]  # fmt: skip
-                fig = run_log(args, b, root / f"pg-{what}-{n}", statements, n, storage, s3.env())
+                out = root / f"pg-{what}-{n}"
+                fig, read = run_log(args, b, out, statements, n, storage, s3.env(), servers)
                 rate = fig["entries_per_s"]
                 one = one or rate
+                if read is not None:
+                    one_reads = one_reads or read["calls_per_s"]
+                    if n > 1:
+                        bench.ratio(f"read_inclusion_postgres_s3_{n}_frontends/1_frontend",
+                                    read["calls_per_s"] / one_reads if one_reads else 0.0,
+                                    1.0)  # fmt: skip
                 value = rate / base["entries_per_s"] if base["entries_per_s"] else 0.0
                 if n == 1:
                     bench.ratio(f"{what}_postgres_s3_1_frontend/leveldb", value, 0.5)

@@ -40,6 +40,7 @@ from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
 from affidavit.server.objects_s3 import ObjectStore, bundle_entries, make_bundle
+from affidavit.server.postgres_notify import CHANNEL, Listener
 from affidavit.server.storage import StorageError
 from psycopg_pool import ConnectionPool
 
@@ -47,7 +48,10 @@ PUBLISH_GRACE_S = 3.0
 """How long a row may stay unwritten before another frontend takes its frontend for dead and
 writes it itself."""
 POLL_S = (0.002, 0.02)
-"""First and longest pause between looks at the published size, waiting on another frontend."""
+"""First and longest pause between looks at the published size, waiting on another frontend
+(where the engine cannot tell of a new one: server.postgres_notify)."""
+HEARD_POLL_S = 0.1
+"""The pause between those looks where it can: a look only catches a notification lost."""
 LOOK_S = 0.5
 """How often a frontend waiting on another's row looks at that row (under the lock) again."""
 
@@ -140,8 +144,10 @@ class Publication:
         where: str,
         *,
         async_commit: bool,
+        listener: Listener | None,
     ) -> None:
         self._pool = pool
+        self._listener = listener
         self._objects = objects
         self._where = where
         self._async_commit = async_commit
@@ -291,8 +297,14 @@ class Publication:
             # the lock now and then, in case that row's frontend died.
             look_again = time.monotonic() + LOOK_S
             while time.monotonic() < look_again:
-                time.sleep(pause)
-                pause = min(pause * 2, POLL_S[1])
+                if self._listener is None:
+                    time.sleep(pause)
+                    pause = min(pause * 2, POLL_S[1])
+                else:
+                    heard = self._listener.wait(size, HEARD_POLL_S)
+                    if heard >= size:
+                        self.unpublished.advance(heard)
+                        return
                 if self._published_size() >= size:
                     return
 
@@ -354,6 +366,8 @@ class Publication:
                     (new, new_note),
                 )
                 conn.execute("DELETE FROM affidavit_pending WHERE size <= %s", (new,))
+                if self._listener is not None:  # sent once this commits
+                    conn.execute("SELECT pg_notify(%s, %s)", (CHANNEL, str(new)))
                 conn.execute("COMMIT")
         else:
             conn.execute("COMMIT")

@@ -74,7 +74,7 @@ from typing import Any
 import psycopg
 from affidavit.merkle import hashing
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
-from affidavit.server import postgres_schema
+from affidavit.server import postgres_notify, postgres_schema
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
 from affidavit.server.postgres_publish import Publication, pack
@@ -129,6 +129,7 @@ class PostgresStorage:
         self._held_head: tuple[int, str | None] = (0, None)  # what lock_head gave: size, note
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
+        self._listener: postgres_notify.Listener | None = None
         try:  # one plain connection first: a wrong URL fails now, in one line
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as e:
@@ -152,11 +153,13 @@ class PostgresStorage:
                 self._create()
             self._upgrade()
             postgres_schema.check(self._read, self._url)
+            self._listener = postgres_notify.listen(url)
             self._publication = Publication(
                 self._pool,
                 objects,
                 self._url,
                 async_commit=self._has_setting("synchronous_commit"),
+                listener=self._listener,
             )
         except BaseException:
             self.close()
@@ -210,6 +213,8 @@ class PostgresStorage:
     def close(self) -> None:
         if self._held is not None:
             self.unlock_head()
+        if self._listener is not None:
+            self._listener.close()
         self._pool.close()
         self._objects.close()
 
