@@ -79,7 +79,7 @@ class CpuParts:
         return int(self._frontends[0].pid)
 
     def cpu_s(self) -> float:
-        reading = {"frontends": sum(f.cpu_s() for f in self._frontends)}
+        reading: dict[str, float] = {"frontends": sum(f.cpu_s() for f in self._frontends)}
         reading.update({name: tree_cpu_s(pid) for name, pid in self._others.items()})
         reading["t"] = time.perf_counter()
         self.readings.append(reading)
@@ -231,8 +231,8 @@ def reads(
     callers spread over the frontends: read throughput, beside the appends."""
     size = min(bench._tree_size(s.target) for s in servers)
     targets = ",".join(s.target for s in servers)
-    fig = b.load("storage_read_inclusion", targets, "inclusion", READERS, "aio", args.procs,
-                 tree_size=size, emit_it=False)  # fmt: skip
+    fig: dict[str, Any] = b.load("storage_read_inclusion", targets, "inclusion", READERS,
+                                 "aio", args.procs, tree_size=size, emit_it=False)  # fmt: skip
     fig.update(tags)
     fig["tree_size"] = size
     fig.update(cpu_figures(cpu.cores(), fig["calls_per_s"], tags["frontends"]))

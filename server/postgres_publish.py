@@ -30,7 +30,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,18 +70,47 @@ def unpack(data: bytes) -> list[bytes]:
     return out
 
 
+def pack_tiles(tiles: Mapping[Tile, bytes]) -> bytes:
+    """A batch's grown tiles as one value: each its level (1 byte), index (8) and width (2),
+    big-endian, then its width * 32 bytes of hashes."""
+    return b"".join(
+        bytes([t.level]) + t.index.to_bytes(8, "big") + t.width.to_bytes(2, "big") + data
+        for t, data in sorted(tiles.items())
+    )
+
+
+def unpack_tiles(data: bytes) -> dict[Tile, bytes]:
+    """pack_tiles' tiles (StorageError on bytes it did not make)."""
+    out, at = {}, 0
+    while at < len(data):
+        if at + 11 > len(data):
+            raise StorageError("a pending batch's tiles are truncated; the database was altered")
+        level, index = data[at], int.from_bytes(data[at + 1 : at + 9], "big")
+        width = int.from_bytes(data[at + 9 : at + 11], "big")
+        end = at + 11 + width * hashing.HASH_SIZE
+        if not 0 < width <= WIDTH or end > len(data):
+            raise StorageError("a pending batch's tiles are malformed; the database was altered")
+        out[Tile(level, index, width)] = data[at + 11 : end]
+        at = end
+    return out
+
+
 @dataclass
 class Sequenced:
-    """A batch sequenced in the database, entries [first, size): its checkpoint note and every
-    object it writes (entry bundles, at level ENTRIES, and tiles), each at its width at size.
+    """A batch sequenced in the database, entries [first, size): its checkpoint note and the
+    objects it writes (entry bundles, at level ENTRIES, and tiles), each at its width at size.
     to_write: this frontend writes it without waiting for a grace period (its own batch, not
-    yet written; or, at startup, any pending one)."""
+    yet written; or, at startup, any pending one). bundled: objects holds every one of its
+    entry bundles; else (another frontend's batch) only the bundle the next batch extends, if
+    it reaches that far, and the others are made from its entries if this frontend writes it.
+    objects is replaced whole, never changed in place (readers iterate it)."""
 
     first: int
     size: int
     note: str
     objects: dict[Tile, bytes]
     to_write: bool
+    bundled: bool = True
 
 
 class Unpublished:
@@ -192,18 +221,10 @@ class Publication:
 
     def _regrown(self, first: int, size: int, note_text: str, entries: list[bytes]) -> Sequenced:
         """Another frontend's batch, from its entries: its tiles grown again here, which must
-        give the checkpoint it signed."""
-        if len(entries) != size - first:
-            raise StorageError(
-                f"{self._where}: the pending batch at {first} holds {len(entries)} entries, not "
-                f"{size - first}; the database was altered"
-            )
+        give the checkpoint it signed (a row of schema version 2, which has no tiles)."""
+        self._check_count(first, size, entries)
         growth = grow(first, hashing.leaf_hashes(entries), self.read_tiles)
-        try:
-            cp = checkpoints.parse(note.parse_note(note_text)[0])
-        except MerkleError as e:
-            raise StorageError(f"{self._where}: a pending checkpoint is malformed: {e}") from None
-        if growth.root() != cp.root_hash or growth.size != cp.size:
+        if growth.root() != self._root(note_text):
             raise StorageError(
                 f"{self._where}: the pending entries at {first} do not give their checkpoint's "
                 "root; the database was altered"
@@ -236,7 +257,9 @@ class Publication:
 
     def catch_up(self, conn: psycopg.Connection[Any], size: int) -> None:
         """Know every batch up to the head of size (read in conn's transaction): those other
-        frontends sequenced since this one last looked, from their pending rows."""
+        frontends sequenced since this one last looked, from their pending rows: their tiles
+        as stored, and their entries only where they fall in the bundle the next batch extends
+        (a row a frontend of schema version 2 left has no tiles: those are grown again)."""
         known = self.unpublished.end()
         if known == size:
             return
@@ -245,30 +268,86 @@ class Publication:
                 f"{self._where}: the head went back from {known} to {size}; the database was "
                 "restored from an older copy or altered"
             )
+        extended = size - size % WIDTH  # the first index of the bundle the next batch extends
         # The rows first, then the published size: rows are deleted only once it covers them.
         rows = conn.execute(
-            "SELECT size, first_index, note, entries FROM affidavit_pending "
-            "WHERE size > %s AND size <= %s ORDER BY size",
-            (known, size),
+            "SELECT size, first_index, note, tiles, "
+            "CASE WHEN tiles IS NULL OR size > %s THEN entries END "
+            "FROM affidavit_pending WHERE size > %s AND size <= %s ORDER BY size",
+            (extended, known, size),
             binary=True,  # the entries as they are, not in hex
         ).fetchall()
         (published,) = conn.execute(
             "SELECT size FROM affidavit_published WHERE id = 1"
         ).fetchone() or (0,)
         self.unpublished.advance(published)
-        for end, first, note_text, packed in rows:
-            if end > self.unpublished.end():
-                if first != self.unpublished.end():
-                    raise StorageError(
-                        f"{self._where}: the pending batches leave a gap at "
-                        f"{self.unpublished.end()}; the database was altered"
-                    )
-                self.unpublished.add(self._regrown(first, end, note_text, unpack(bytes(packed))))
+        stored = None
+        for end, first, note_text, tiles, packed in rows:
+            if end <= self.unpublished.end():
+                continue
+            if first != self.unpublished.end():
+                raise StorageError(
+                    f"{self._where}: the pending batches leave a gap at "
+                    f"{self.unpublished.end()}; the database was altered"
+                )
+            entries = None if packed is None else unpack(bytes(packed))
+            if tiles is None:
+                assert entries is not None
+                self.unpublished.add(self._regrown(first, end, note_text, entries))
+                continue
+            batch = Sequenced(first, end, note_text, unpack_tiles(bytes(tiles)), False, False)
+            if entries is not None:
+                self._check_count(first, end, entries)
+                at = max(first, extended)
+                batch.objects.update(self._bundles(at, entries[at - first :]))
+                batch.bundled = at == first
+            self.unpublished.add(batch)
+            stored = batch
         if self.unpublished.end() != size:
             raise StorageError(
                 f"{self._where}: the head is at {size} but its batches reach "
                 f"{self.unpublished.end()}; the database was altered"
             )
+        if stored is not None and stored.size == size:
+            self._check_root(stored)
+
+    def _check_root(self, batch: Sequenced) -> None:
+        """The tiles stored with the newest batch give the root its checkpoint signs (the next
+        batch grows from them: it must never sign over altered ones)."""
+        if self._root(batch.note) != grow(batch.size, [], self.read_tiles).root():
+            raise StorageError(
+                f"{self._where}: the tiles pending at {batch.size} do not give their "
+                "checkpoint's root; the database was altered"
+            )
+
+    def _check_count(self, first: int, size: int, entries: Sequence[bytes]) -> None:
+        if len(entries) != size - first:
+            raise StorageError(
+                f"{self._where}: the pending batch at {first} holds {len(entries)} entries, not "
+                f"{size - first}; the database was altered"
+            )
+
+    def _root(self, note_text: str) -> bytes:
+        try:
+            return checkpoints.parse(note.parse_note(note_text)[0]).root_hash
+        except MerkleError as e:
+            raise StorageError(f"{self._where}: a pending checkpoint is malformed: {e}") from None
+
+    def _bundled(self, batch: Sequenced) -> None:
+        """Make every entry bundle of another frontend's batch, from its entries (to write it
+        in its place); the batches before it are bundled or published."""
+        if batch.bundled:
+            return
+        with self._pool.connection() as conn:
+            row = conn.execute(
+                "SELECT entries FROM affidavit_pending WHERE size = %s", (batch.size,), binary=True
+            ).fetchone()
+        if row is None:
+            return  # published meanwhile: its objects are all written
+        entries = unpack(bytes(row[0]))
+        self._check_count(batch.first, batch.size, entries)
+        batch.objects = {**batch.objects, **self._bundles(batch.first, entries)}
+        batch.bundled = True
 
     # Step 3.
 
@@ -329,6 +408,7 @@ class Publication:
 
     def _write(self, batch: Sequenced) -> None:
         """3a: the batch's objects, then its durable mark."""
+        self._bundled(batch)
         self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
         with self._pool.connection() as conn:
             conn.execute(

@@ -1,10 +1,11 @@
 """The PostgreSQL schema of a scale-out log (server.storage_postgres says what each table
 holds): created by `affidavit init --storage`, checked by every frontend that opens the log.
 
-Version 2. Version 1 (one pending batch at most, in the head row) is migrated in place by the
-first frontend of this version that opens it, in one transaction; a frontend refuses a
-database of any other version rather than guess at its layout. Upgrade every frontend of a log
-together: one of version 1 fails on a migrated database (its columns are gone).
+Version 3. Older versions are migrated in place by the first frontend of this version that
+opens the log, in one transaction: version 1 (one pending batch at most, in the head row) and
+version 2 (pending batches without their tiles: rows it left are grown again from their
+entries). A frontend refuses a database of any other version rather than guess at its layout.
+Upgrade every frontend of a log together: an older one refuses a migrated database.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import psycopg
 from affidavit.server.storage import StorageError
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
 
 TABLES = (
     "CREATE TABLE affidavit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -29,9 +30,10 @@ PUBLICATION_TABLES = (
     "CREATE TABLE affidavit_published (id INT PRIMARY KEY, size BIGINT NOT NULL, note TEXT)",
     "CREATE TABLE affidavit_pending (size BIGINT PRIMARY KEY, first_index BIGINT NOT NULL,"
     " note TEXT NOT NULL, entries BYTEA NOT NULL, written BOOLEAN NOT NULL DEFAULT FALSE,"
-    " sequenced_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+    " sequenced_at TIMESTAMPTZ NOT NULL DEFAULT now(), tiles BYTEA)",
 )
-"""The tables version 2 adds: step 3's own lock and the queue of sequenced batches."""
+"""The tables version 2 added: step 3's own lock and the queue of sequenced batches (with
+their tiles since version 3; NULL in a row a version 2 frontend left)."""
 
 Read = Callable[[str, Sequence[object]], list[tuple[Any, ...]]]
 """One read query (the driver's, with its error handling)."""
@@ -77,44 +79,50 @@ def check(read: Read, where: str) -> None:
 
 
 def upgrade(conn: psycopg.Connection[Any], read: Read) -> bool:
-    """Migrate a version 1 log to this version, in one transaction on conn (autocommit);
+    """Migrate a version 1 or 2 log to this version, in one transaction on conn (autocommit);
     whether it did. Frontends opening it at once: the first migrates, the others find it done.
-
-    Version 1 kept the published size and note, and the one pending batch, in the head row.
     """
-    if "affidavit_meta" not in tables(read) or _version(read) != "1":
+    if "affidavit_meta" not in tables(read) or _version(read) not in ("1", "2"):
         return False
     with conn.transaction():
         (version,) = conn.execute(
             "SELECT value FROM affidavit_meta WHERE name = 'schema_version' FOR UPDATE"
         ).fetchone() or (None,)
-        if version != "1":
+        if version == "1":
+            _from_version_1(conn)
+        elif version == "2":
+            conn.execute("ALTER TABLE affidavit_pending ADD COLUMN tiles BYTEA")
+        else:
             return False
-        row = conn.execute(
-            "SELECT size, note, published, published_note, pending FROM affidavit_head "
-            "WHERE id = 1 FOR UPDATE"
-        ).fetchone()
-        if row is None:
-            raise StorageError("the version 1 log has no head row; the database was altered")
-        size, head, published, published_note, pending = row
-        for statement in PUBLICATION_TABLES:
-            conn.execute(statement)
-        conn.execute(
-            "INSERT INTO affidavit_published (id, size, note) VALUES (1, %s, %s)",
-            (published, published_note),
-        )
-        if pending is not None:  # its frontend was of version 1: publish it at once
-            conn.execute(
-                "INSERT INTO affidavit_pending (size, first_index, note, entries, sequenced_at) "
-                "VALUES (%s, %s, %s, %s, now() - interval '1 day')",
-                (size, published, head, pending),
-            )
-        conn.execute(
-            "ALTER TABLE affidavit_head DROP COLUMN published, DROP COLUMN published_note, "
-            "DROP COLUMN pending"
-        )
         conn.execute(
             "UPDATE affidavit_meta SET value = %s WHERE name = 'schema_version'",
             (SCHEMA_VERSION,),
         )
     return True
+
+
+def _from_version_1(conn: psycopg.Connection[Any]) -> None:
+    """Version 1 kept the published size and note, and the one pending batch, in the head row."""
+    row = conn.execute(
+        "SELECT size, note, published, published_note, pending FROM affidavit_head "
+        "WHERE id = 1 FOR UPDATE"
+    ).fetchone()
+    if row is None:
+        raise StorageError("the version 1 log has no head row; the database was altered")
+    size, head, published, published_note, pending = row
+    for statement in PUBLICATION_TABLES:
+        conn.execute(statement)
+    conn.execute(
+        "INSERT INTO affidavit_published (id, size, note) VALUES (1, %s, %s)",
+        (published, published_note),
+    )
+    if pending is not None:  # its frontend was of version 1: publish it at once
+        conn.execute(
+            "INSERT INTO affidavit_pending (size, first_index, note, entries, sequenced_at) "
+            "VALUES (%s, %s, %s, %s, now() - interval '1 day')",
+            (size, published, head, pending),
+        )
+    conn.execute(
+        "ALTER TABLE affidavit_head DROP COLUMN published, DROP COLUMN published_note, "
+        "DROP COLUMN pending"
+    )

@@ -77,7 +77,7 @@ from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
 from affidavit.server import postgres_notify, postgres_schema
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
-from affidavit.server.postgres_publish import Publication, pack
+from affidavit.server.postgres_publish import Publication, pack, pack_tiles
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -488,9 +488,15 @@ class PostgresStorage:
             (new_size, batch.checkpoint),
         )
         conn.execute(
-            "INSERT INTO affidavit_pending (size, first_index, note, entries) "
-            "VALUES (%s, %s, %s, %s)",
-            (new_size, batch.first_index, batch.checkpoint, pack(batch.entries)),
+            "INSERT INTO affidavit_pending (size, first_index, note, entries, tiles) "
+            "VALUES (%s, %s, %s, %s, %s)",
+            (
+                new_size,
+                batch.first_index,
+                batch.checkpoint,
+                pack(batch.entries),
+                pack_tiles(batch.tiles),
+            ),
         )
         conn.execute(
             "UPDATE affidavit_head SET size = %s, note = %s WHERE id = 1",

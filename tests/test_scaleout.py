@@ -392,9 +392,46 @@ def test_a_schema_version_1_log_is_upgraded_in_place(server_factory, scaleout):
     assert [e.data for e in s.all_entries()] == [f"v1 {i}".encode() for i in range(5)]
     assert append_all(s, [b"v1 0"])[0].index == acks[0].index
     assert append_all(s, [b"after"])[0].index == 5
-    with psycopg.connect(scaleout.storage_url) as conn:
+    assert schema_version(scaleout) == "3"
+
+
+def schema_version(where: Scaleout) -> str:
+    with psycopg.connect(where.storage_url) as conn:
         row = conn.execute("SELECT value FROM affidavit_meta WHERE name = 'schema_version'")
-        assert row.fetchone() == ("2",)
+        return str(row.fetchone()[0])
+
+
+def test_a_schema_version_2_log_is_upgraded_with_its_pending_batch(server_factory, scaleout):
+    s = frontend(server_factory, scaleout)
+    append_all(s, [b"before"])
+    weed = scaleout.objects.proc
+    assert weed is not None
+    before = head_row(scaleout)[0]
+    # A batch sequenced and not published when the frontend died: its row, as version 2 left
+    # it, holds no tiles; the upgraded frontend grows them again from its entries.
+    weed.send_signal(signal.SIGSTOP)
+    try:
+        call = s.stub.Append.future(pb.AppendRequest(entry=b"left by v2"), timeout=RPC_TIMEOUT)
+        sequenced(scaleout, before + 1)
+        assert s.proc is not None
+        s.proc.kill()
+        s.kill()
+        with pytest.raises(grpc.RpcError):
+            call.result()
+    finally:
+        weed.send_signal(signal.SIGCONT)
+    with psycopg.connect(scaleout.storage_url, autocommit=True) as conn, conn.transaction():
+        conn.execute("ALTER TABLE affidavit_pending DROP COLUMN tiles")
+        conn.execute("UPDATE affidavit_meta SET value = '2' WHERE name = 'schema_version'")
+    s.start()
+    assert schema_version(scaleout) == "3"
+    assert head_row(scaleout) == (before + 1, before + 1, False)
+    assert [e.data for e in s.all_entries()][-2:] == [b"before", b"left by v2"]
+    assert append_all(s, [b"left by v2"])[0].index == before
+    assert append_all(s, [b"after"])[0].index == before + 1
+    text = bucket_get(scaleout, "log/checkpoint")
+    assert text is not None
+    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before + 2
 
 
 def test_postgres_restarted_under_load(server_factory, scaleout):
