@@ -113,6 +113,14 @@ class Sequenced:
     bundled: bool = True
 
 
+@dataclass
+class Looked:
+    """The reads Publication.look sent (cursors, fetched once the pipeline is synced)."""
+
+    rows: psycopg.Cursor[Any]
+    published: psycopg.Cursor[Any]
+
+
 class Unpublished:
     """The batches this frontend knows of past the published size, in order and contiguous
     from it (thread-safe: readers look objects up while the integrator adds batches)."""
@@ -255,32 +263,37 @@ class Publication:
             at, taken = at + take, taken + take
         return out
 
-    def catch_up(self, conn: psycopg.Connection[Any], size: int) -> None:
-        """Know every batch up to the head of size (read in conn's transaction): those other
-        frontends sequenced since this one last looked, from their pending rows: their tiles
-        as stored, and their entries only where they fall in the bundle the next batch extends
-        (a row a frontend of schema version 2 left has no tiles: those are grown again)."""
+    def look(self, conn: psycopg.Connection[Any]) -> Looked:
+        """Send, in conn's transaction that holds the head row locked (and may be pipelined
+        with the locking: these statements read the head as locked), the reads catch_up needs:
+        the pending rows past what this frontend knows, then the published size (rows are
+        deleted only once it covers them). Their tiles as stored, their entries only where
+        they fall in the bundle the next batch extends (a row a frontend of schema version 2
+        left has no tiles: its entries are read, to grow them again)."""
+        rows = conn.execute(
+            "SELECT p.size, p.first_index, p.note, p.tiles, "
+            "CASE WHEN p.tiles IS NULL OR p.size > h.size - h.size %% %s THEN p.entries END "
+            "FROM affidavit_pending p, affidavit_head h "
+            "WHERE h.id = 1 AND p.size > %s AND p.size <= h.size ORDER BY p.size",
+            (WIDTH, self.unpublished.end()),
+            binary=True,  # the entries as they are, not in hex
+        )
+        published = conn.execute("SELECT size FROM affidavit_published WHERE id = 1")
+        return Looked(rows, published)
+
+    def catch_up(self, size: int, looked: Looked) -> None:
+        """Know every batch up to the head of size, from what look() read: those other
+        frontends sequenced since this one last looked."""
+        rows = looked.rows.fetchall()
+        (published,) = looked.published.fetchone() or (0,)
         known = self.unpublished.end()
-        if known == size:
-            return
         if known > size:
             raise StorageError(
                 f"{self._where}: the head went back from {known} to {size}; the database was "
                 "restored from an older copy or altered"
             )
-        extended = size - size % WIDTH  # the first index of the bundle the next batch extends
-        # The rows first, then the published size: rows are deleted only once it covers them.
-        rows = conn.execute(
-            "SELECT size, first_index, note, tiles, "
-            "CASE WHEN tiles IS NULL OR size > %s THEN entries END "
-            "FROM affidavit_pending WHERE size > %s AND size <= %s ORDER BY size",
-            (extended, known, size),
-            binary=True,  # the entries as they are, not in hex
-        ).fetchall()
-        (published,) = conn.execute(
-            "SELECT size FROM affidavit_published WHERE id = 1"
-        ).fetchone() or (0,)
         self.unpublished.advance(published)
+        extended = size - size % WIDTH  # the first index of the bundle the next batch extends
         stored = None
         for end, first, note_text, tiles, packed in rows:
             if end <= self.unpublished.end():
@@ -397,11 +410,10 @@ class Publication:
     def publish_all(self) -> None:
         """At startup: write every pending batch at once (a frontend that was stopped between
         steps 2 and 3 left its own), then advance over them."""
-        with self._pool.connection() as conn:
-            row = conn.execute("SELECT size FROM affidavit_head WHERE id = 1").fetchone()
+        with self._pool.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT size FROM affidavit_head WHERE id = 1 FOR UPDATE").fetchone()
             size = int(row[0]) if row is not None else 0
-            with conn.transaction():
-                self.catch_up(conn, size)
+            self.catch_up(size, self.look(conn))
         for batch in self.unpublished.batches():
             batch.to_write = True
         self.publish(size)

@@ -392,15 +392,17 @@ class PostgresStorage:
         except Exception as e:
             raise StorageUnavailableError(f"cannot reach {self._url}: {_first_line(e)}") from None
         try:
-            with conn.pipeline():
+            with conn.pipeline():  # one round trip: lock, and read what others sequenced
                 conn.execute("BEGIN")
-                row = conn.execute(
+                locked = conn.execute(
                     "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
-                ).fetchone()
+                )
+                looked = self._publication.look(conn)
+            row = locked.fetchone()
             if row is None:
                 raise StorageError(f"{self._url} has no head row; the database was altered")
             size, head = int(row[0]), row[1]
-            self._publication.catch_up(conn, size)
+            self._publication.catch_up(size, looked)
         except psycopg.Error as e:
             self._release(conn, rollback=True)
             raise StorageUnavailableError(

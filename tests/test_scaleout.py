@@ -397,8 +397,11 @@ def test_a_schema_version_1_log_is_upgraded_in_place(server_factory, scaleout):
 
 def schema_version(where: Scaleout) -> str:
     with psycopg.connect(where.storage_url) as conn:
-        row = conn.execute("SELECT value FROM affidavit_meta WHERE name = 'schema_version'")
-        return str(row.fetchone()[0])
+        row = conn.execute(
+            "SELECT value FROM affidavit_meta WHERE name = 'schema_version'"
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
 
 
 def test_a_schema_version_2_log_is_upgraded_with_its_pending_batch(server_factory, scaleout):
