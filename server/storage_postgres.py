@@ -12,7 +12,8 @@ log, versioned):
                           object store
     affidavit_pending     tree size -> the batch sequenced up to it and not yet published: its
                           first index, checkpoint note, entries (uint32-length-prefixed),
-                          whether its objects are written, and when it was sequenced
+                          grown tiles (server.postgres_publish.pack_tiles), whether its
+                          objects are written, and when it was sequenced
     affidavit_leaf        leaf hash -> index of its first entry (dedup, proofs by leaf hash)
     affidavit_checkpoint  tree size -> every checkpoint note the log signed
     affidavit_cosigned    tree size -> the note with every witness cosignature received
@@ -21,9 +22,11 @@ log, versioned):
 Order of writes, one batch (crash-safe; every step idempotent):
 
  1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends' batches wait here). Batches
-    sequenced by other frontends and not yet published are read from their pending rows (their
-    tiles grown again and checked against their checkpoints): the caller extends exactly the
-    head it got, whose tiles are in the object store or in this frontend's memory.
+    sequenced by other frontends and not yet published are read from their pending rows in the
+    same round trip: their tiles as stored (the newest checked against its checkpoint's root),
+    their entries only where they fall in the bundle the next batch extends. The caller
+    extends exactly the head it got, whose tiles are in the object store or in this
+    frontend's memory.
  2. sequence: in the same transaction insert the leaf-hash rows, derived records, the signed
     checkpoint and the batch's pending row, and set the head to the new size; COMMIT. The
     batch is now durable: a crash from here on loses nothing. The next batch (of any
@@ -33,8 +36,9 @@ Order of writes, one batch (crash-safe; every step idempotent):
     commit); then, under the published row's lock, move the published size over the written
     rows that follow it in order, writing the checkpoint object of the new size first (so it
     never goes back), and delete the rows passed. Appenders are answered once the published
-    size covers their batch; a row left unwritten past a grace period (its frontend died) is
-    written by whoever waits on it.
+    size covers their batch (whoever moves it notifies the others: server.postgres_notify);
+    a row left unwritten past a grace period (its frontend died) is written, its bundles made
+    from its entries, by whoever waits on it.
 
 The checkpoint object is written only after every tile and bundle it covers, and only under
 the published row's lock, for a size above the last one; a reader of the bucket never sees a
@@ -46,18 +50,21 @@ SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array); INSERT ... O
 (key) DO UPDATE; ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series and
 substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array: no
 per-element encoding on either side); information_schema.tables; ALTER TABLE ... DROP COLUMN
-(the one schema upgrade). Known to work: PostgreSQL 12 and later (tested on 16); the same
-subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora PostgreSQL document as supported
-(not tested here). The session setting idle_in_transaction_session_timeout is set where the
-engine has it, so a frontend that hangs holding the head lock loses it.
+and ADD COLUMN (the schema upgrades). Used where the engine has them, polled for where not:
+LISTEN and pg_notify (server.postgres_notify). Known to work: PostgreSQL 12 and later
+(tested on 16); the same subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora
+PostgreSQL document as supported (not tested here). The session setting
+idle_in_transaction_session_timeout is set where the engine has it, so a frontend that hangs
+holding the head lock loses it.
 
 Sizing (per entry, PostgreSQL): one affidavit_leaf row, 32 + 8 bytes of data and about 28 of
 row header (~70 B heap) plus its primary-key B-tree entry (~50 B): ~120 B per entry, growing
 with the log; its index is the only per-entry index and costs one B-tree insert per append.
 A statement adds its state and search records in affidavit_record (typically 4–8 rows of
 50–300 B each, one B-tree entry each). Per batch: one affidavit_checkpoint row (~250 B) and
-one affidavit_pending row carrying the batch's entries once (inserted, then deleted once
-published: WAL and TOAST churn about the size of the batch). Object storage per entry: its
+one affidavit_pending row carrying the batch's entries once and its grown tiles (32 B per
+entry, plus the partial tiles it extends: up to 8 KiB per tile level; inserted, then deleted
+once published: WAL and TOAST churn about the size of the batch). Object storage per entry: its
 bytes + 2 in a bundle, 32 B in its level-0 tile, ~1/8 B in higher tiles; per batch one
 partial tile object per tile level and one partial bundle (kept, as each names its width;
 they can be deleted once the full tile exists).
