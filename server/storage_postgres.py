@@ -225,6 +225,20 @@ class PostgresStorage:
         self._pool.close()
         self._objects.close()
 
+    @contextlib.contextmanager
+    def _mapped(self, cannot: str, failed: str | None = None) -> Iterator[None]:
+        """psycopg's errors as this boundary's: a lost server or connection (OperationalError)
+        as StorageUnavailableError, "cannot <cannot> <url>: why"; any other as StorageError,
+        "<failed> <url> failed: why" (or, failed None, as unavailable too)."""
+        try:
+            yield
+        except psycopg.Error as e:
+            if failed is None or isinstance(e, psycopg.OperationalError):
+                raise StorageUnavailableError(
+                    f"cannot {cannot} {self._url}: {_first_line(e)}"
+                ) from None
+            raise StorageError(f"{failed} {self._url} failed: {_first_line(e)}") from None
+
     def _read(self, sql: str, params: Sequence[object] = ()) -> list[tuple[Any, ...]]:
         """One read, in autocommit; retried once on a broken connection (a restarted server)."""
         for attempt in (0, 1):
@@ -294,17 +308,12 @@ class PostgresStorage:
         return str(rows[0][0]) if rows else None
 
     def put_cosigned(self, size: int, note_text: str) -> None:
-        try:
-            with self._pool.connection() as conn:
-                conn.execute(
-                    "INSERT INTO affidavit_cosigned (tree_size, note) VALUES (%s, %s) "
-                    "ON CONFLICT (tree_size) DO UPDATE SET note = EXCLUDED.note",
-                    (size, note_text),
-                )
-        except psycopg.OperationalError as e:
-            raise StorageUnavailableError(
-                f"cannot write to {self._url}: {_first_line(e)}"
-            ) from None
+        with self._mapped("write to", "writing to"), self._pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO affidavit_cosigned (tree_size, note) VALUES (%s, %s) "
+                "ON CONFLICT (tree_size) DO UPDATE SET note = EXCLUDED.note",
+                (size, note_text),
+            )
         with self._lock:
             if self._cosigned is None or size >= self._cosigned[0]:
                 self._cosigned = (size, note_text)
@@ -399,22 +408,18 @@ class PostgresStorage:
         except Exception as e:
             raise StorageUnavailableError(f"cannot reach {self._url}: {_first_line(e)}") from None
         try:
-            with conn.pipeline():  # one round trip: lock, and read what others sequenced
-                conn.execute("BEGIN")
-                locked = conn.execute(
-                    "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
-                )
-                looked = self._publication.look(conn)
-            row = locked.fetchone()
-            if row is None:
-                raise StorageError(f"{self._url} has no head row; the database was altered")
-            size, head = int(row[0]), row[1]
-            self._publication.catch_up(size, looked)
-        except psycopg.Error as e:
-            self._release(conn, rollback=True)
-            raise StorageUnavailableError(
-                f"cannot lock the log head in {self._url}: {_first_line(e)}"
-            ) from None
+            with self._mapped("lock the log head in"):
+                with conn.pipeline():  # one round trip: lock, and read what others sequenced
+                    conn.execute("BEGIN")
+                    locked = conn.execute(
+                        "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
+                    )
+                    looked = self._publication.look(conn)
+                row = locked.fetchone()
+                if row is None:
+                    raise StorageError(f"{self._url} has no head row; the database was altered")
+                size, head = int(row[0]), row[1]
+                self._publication.catch_up(size, looked)
         except BaseException:
             self._release(conn, rollback=True)
             raise
@@ -451,15 +456,8 @@ class PostgresStorage:
             sequenced = self._publication.sequenced(
                 batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
             )
-            self._sequence(conn, batch, new_size)
-        except psycopg.OperationalError as e:
-            self._release(conn, rollback=True)
-            raise StorageUnavailableError(
-                f"cannot commit to {self._url}: {_first_line(e)}"
-            ) from None
-        except psycopg.Error as e:
-            self._release(conn, rollback=True)
-            raise StorageError(f"commit to {self._url} failed: {_first_line(e)}") from None
+            with self._mapped("commit to", "commit to"):
+                self._sequence(conn, batch, new_size)
         except BaseException:
             self._release(conn, rollback=True)
             raise
@@ -520,14 +518,8 @@ class PostgresStorage:
 
     def _publish(self, size: int | None) -> None:
         """Step 3 up to size (server.postgres_publish); everything pending, if None."""
-        try:
+        with self._mapped("publish to", "publishing to"):
             if size is None:
                 self._publication.publish_all()
             else:
                 self._publication.publish(size)
-        except psycopg.OperationalError as e:
-            raise StorageUnavailableError(
-                f"cannot publish to {self._url}: {_first_line(e)}"
-            ) from None
-        except psycopg.Error as e:
-            raise StorageError(f"publishing to {self._url} failed: {_first_line(e)}") from None
