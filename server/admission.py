@@ -182,7 +182,7 @@ class _BatchKV:
 
 
 class StatementGate:
-    """Implements server.sequencer.Gate for signed statements."""
+    """Implements server.batch_admission.Gate for signed statements."""
 
     def __init__(
         self, storage: LogStore, clock: Callable[[], int] = now_ms, *, log_key: bytes | None = None

@@ -4,9 +4,9 @@ Appends wait in a queue bounded in entries; each queue item is one caller's run 
 (one Append, one AppendBatch, one chunk of a stream), kept in order. The integrator takes
 what is queued (whole items, up to max_batch entries, waiting at most max_wait for more), and
 in a worker thread: hashes the batch with the hashing core, drops entries already in the log
-or earlier in the batch (they get the first index), grows the tiles and, from the same
-hashes, the root and the new entries' inclusion proofs (merkle.tiles.grow), signs the
-checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch.
+or earlier in the batch (they get the first index) and has the gate judge the rest
+(batch_admission), grows the tiles and, from the same hashes, the root and the new entries'
+inclusion proofs (merkle.tiles.grow), signs the checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch.
 Only then are the callers answered, each entry with its index, the checkpoint and an
 inclusion proof to it. While one batch is being written the next one queues, so under load
 batches grow by themselves. On a shared log (PostgreSQL + S3) the commit leaves the batch's
@@ -26,16 +26,16 @@ import contextlib
 import errno
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import NamedTuple, Protocol
+from typing import NamedTuple
 
 from affidavit.merkle import hashing
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import grow
 from affidavit.server import batch_proofs
-from affidavit.server.errors import unexpected_failure
+from affidavit.server.batch_admission import Gate, admit_batch
 from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
 from affidavit.server.logstore import LogStore
 from affidavit.server.storage import (
@@ -80,33 +80,6 @@ class QueueFullError(Exception):
 
 class ShuttingDownError(Exception):
     """The sequencer is stopping and takes no more appends."""
-
-
-class Gate(Protocol):
-    """What an entry must pass to be appended, judged in log order by the integrator.
-
-    begin() opens a batch; admit() checks one entry against the log so far plus the batch's
-    admitted entries, raising Rejection or returning its (verdict, reason); writes() gives the
-    key/values the batch adds, committed with it; durable() says that commit is done (not
-    called when a batch commits nothing); known() gives an entry's stored verdict.
-    """
-
-    def begin(self) -> None: ...
-
-    def admit(
-        self, entry: bytes, prepared: object, leaf_hash: bytes, index: int
-    ) -> tuple[int, str]: ...
-
-    def writes(self) -> Mapping[bytes, bytes]: ...
-
-    def durable(self) -> None: ...
-
-    def known(self, index: int) -> tuple[int, str]: ...
-
-    def reset(self, prepared: Sequence[object]) -> None:
-        """The log grew by another frontend's hand: forget every cached record (and read
-        ahead those admitting prepared, the batch to come, will need)."""
-        ...
 
 
 Outcome = Receipt | Rejection
@@ -507,43 +480,9 @@ class Sequencer:
         size = self._head.size
         leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
-        if gate is not None:
-            gate.begin()
-        first_seen: dict[bytes, tuple[int, tuple[int, str]]] = {}
-        outcomes: list[tuple[int, bool, tuple[int, str]] | Rejection] = []
-        new_entries: list[bytes] = []
-        new_hashes: list[bytes] = []
-        new_prepared: list[object] = []
-        known = self._storage.indexes_of(leaf_hashes)
-        for entry, prep, leaf_hash, stored in zip(
-            entries, prepared, leaf_hashes, known, strict=True
-        ):
-            seen = first_seen.get(leaf_hash)
-            if seen is None and stored is not None:
-                seen = stored, gate.known(stored) if gate is not None else (0, "")
-            if seen is not None:
-                outcomes.append((seen[0], True, seen[1]))
-                continue
-            index = size + len(new_entries)
-            try:
-                judged = (0, "") if gate is None else gate.admit(entry, prep, leaf_hash, index)
-            except Rejection as e:
-                outcomes.append(e)
-                continue
-            except Exception as e:
-                # This entry alone fails. The gate may hold part of its effects: the batch's
-                # state starts over from the entries admitted before it.
-                outcomes.append(unexpected_failure(e))
-                assert gate is not None
-                gate.begin()
-                for k, again in enumerate(zip(new_entries, new_prepared, new_hashes, strict=True)):
-                    gate.admit(again[0], again[1], again[2], size + k)
-                continue
-            first_seen[leaf_hash] = index, judged
-            new_entries.append(entry)
-            new_hashes.append(leaf_hash)
-            new_prepared.append(prep)
-            outcomes.append((index, False, judged))
+        stored = self._storage.indexes_of(leaf_hashes)
+        admitted = admit_batch(entries, prepared, leaf_hashes, stored, size, gate)
+        new_entries, new_hashes, outcomes = admitted.entries, admitted.hashes, admitted.outcomes
 
         growth = None
         if new_entries:
