@@ -1,17 +1,18 @@
 """The sequencer: the one integrator that turns queued appends into durable, signed log growth.
 
-Appends wait in a queue bounded in entries; each queue item is one caller's run of entries
-(one Append, one AppendBatch, one chunk of a stream), kept in order. The integrator takes
-what is queued (whole items, up to max_batch entries, waiting at most max_wait for more), and
-in a worker thread: hashes the batch with the hashing core, drops entries already in the log
-or earlier in the batch (they get the first index) and has the gate judge the rest
+Appends wait in a queue bounded in entries; each queue item is one caller's run of entries (one
+Append, one AppendBatch, one chunk of a stream), kept in order. The integrator takes what is
+queued (whole items, up to max_batch entries, waiting at most max_wait for more), and in a
+worker thread: hashes the batch with the hashing core, drops entries already in the log or
+earlier in the batch (they get the first index) and has the gate judge the rest
 (batch_admission), grows the tiles and, from the same hashes, the root and the new entries'
-inclusion proofs (merkle.tiles.grow), signs the checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch.
-Only then are the callers answered, each entry with its index, the checkpoint and an
-inclusion proof to it. While one batch is being written the next one queues, so under load
-batches grow by themselves. On a shared log (PostgreSQL + S3) the commit leaves the batch's
-publication to object storage, which a publisher thread runs in commit order before its
-callers are answered; meanwhile the integrator commits the next batches (IN_FLIGHT at most).
+inclusion proofs (merkle.tiles.grow), signs the checkpoint, and commits entries, hash index,
+tiles and checkpoint in one synced WriteBatch. Only then are the callers answered, each entry
+with its index, the checkpoint and an inclusion proof to it. While one batch is being written
+the next one queues, so under load batches grow by themselves. On a shared log (PostgreSQL + S3)
+the commit leaves the batch's publication to object storage, which a publisher thread runs in
+commit order before its callers are answered; meanwhile the integrator commits the next batches
+(IN_FLIGHT at most).
 
 Invariant: the checkpoint served (checkpoint, note) is the one on disk, and its root is the
 root of the tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared
