@@ -13,7 +13,8 @@
  * which schema_walk builds from the same steps as its own walk.
  *
  * plan: {field number: (kind, wire type, repeated, limit, child plan, enum numbers, oneof)}
- * per message type, kind numbered as schema_walk's step kinds, child plan the message
+ * per message type, kind numbered as schema_walk's step kinds, limit the most characters
+ * of a string (or bytes of a bytes field, or item), child plan the message
  * field's own plan (or None), enum numbers a frozenset (or None), oneof the index of the
  * field's oneof in its message (or -1). Field-number order is the walk's order (schema_walk
  * plans steps so), and a clean encoder writes fields so.
@@ -33,9 +34,8 @@
 #define K_MAP 5
 #define K_SCALARS 7
 
-#define MAX_REPEATED 64   /* schema_walk.MAX_REPEATED */
-#define MAX_BYTES 1024    /* schema_walk.MAX_STRING, for bytes fields */
-#define MAX_DEPTH 64      /* deeper: leave it to Python */
+#define MAX_REPEATED 64 /* schema_walk.MAX_REPEATED (exported; a test holds them equal) */
+#define MAX_DEPTH 64    /* deeper: leave it to Python */
 
 #define FALLBACK 0
 #define CLEAN 1
@@ -90,7 +90,7 @@ static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *
     uint64_t last = 0, oneofs = 0;
     Py_ssize_t count = 0;
     while (p < end) {
-        uint64_t key, n;
+        uint64_t key, n = 0; /* each path that reads n sets it first; -Wall cannot tell */
         if (!read_varint(&p, end, &key))
             return FALLBACK;
         uint64_t number = key >> 3;
@@ -196,7 +196,7 @@ static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *
             break;
         }
         case K_BYTES:
-            if (value_end - value > MAX_BYTES)
+            if (value_end - value > limit)
                 return FALLBACK;
             break;
         case K_ENUM: {
@@ -209,7 +209,9 @@ static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *
                     if (ok != CLEAN)
                         return ok;
                 }
-            } else if (n != 0 || repeated) {
+            } else {
+                /* zero too: a proto2 (closed) enum need not define it, and its decoder keeps
+                 * an undefined value as an unknown field, which the walk refuses */
                 int ok = enum_defined(n, numbers);
                 if (ok != CLEAN)
                     return ok;
@@ -266,4 +268,11 @@ static struct PyModuleDef module = {
     "The fast path of statements.schema_walk.walk (see statements/_walkcore.c).", -1, methods,
 };
 
-PyMODINIT_FUNC PyInit__walkcore(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__walkcore(void) {
+    PyObject *m = PyModule_Create(&module);
+    if (m != NULL && PyModule_AddIntConstant(m, "MAX_REPEATED", MAX_REPEATED) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}

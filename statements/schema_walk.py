@@ -118,7 +118,9 @@ _WIRE: Final = {
 
 WirePlan = dict[int, tuple[int, int, bool, int, Any, frozenset[int] | None, int]]
 """The C core's plan of a message type: field number -> (step kind, wire type, repeated,
-limit, the message field's own plan, enum numbers, index of its oneof or -1)."""
+limit (a string's characters, a bytes field's bytes), the message field's own plan, enum
+numbers, index of its oneof or -1). The core's one bound of its own, MAX_REPEATED, is
+exported by it and held equal to this module's by a test."""
 
 _WIRE_PLANS: dict[str, WirePlan | None] = {}
 
@@ -222,8 +224,8 @@ def _walk(message: Message, steps: tuple[_Step, ...], prefix: str | None, found:
     for step in steps:
         if step.kind == _ONEOF:
             which = message.WhichOneof(step.name)
-            if which is None or step.members is None:
-                continue
+            if which is None or step.members is None or which not in step.members:
+                continue  # none set, or a scalar (no step: nothing to bound or guard)
             step = step.members[which]
         name = step.name
         if step.kind == _STRING:
@@ -283,9 +285,9 @@ def _other(step: _Step, value: Any, prefix: str | None, found: Strings) -> None:
         if repeated:
             _count(value, prefix, name)
         for i, item in enumerate(items):
-            if len(item) > MAX_STRING:
+            if len(item) > step.limit:
                 where = _at(prefix, f"{name}[{i}]" if repeated else name)
-                raise _Problem(where, f"is {len(item)} bytes; at most {MAX_STRING}")
+                raise _Problem(where, f"is {len(item)} bytes; at most {step.limit}")
     elif kind == _MAP:
         _map(value, prefix, name, found)
     elif kind == _SCALARS:

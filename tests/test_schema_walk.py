@@ -18,7 +18,7 @@ import pytest
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import _walkcore, schema_walk
 from affidavit.statements.errors import Rejection
-from google.protobuf import unknown_fields
+from google.protobuf import descriptor_pb2, unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, event, given, settings
@@ -275,3 +275,34 @@ def test_the_fast_path_reads_every_clean_kind(kind: str) -> None:
     fast = _walkcore.strings(st.SerializeToString(), schema_walk._wire_plan(st.DESCRIPTOR))
     assert fast is not None
     assert python_walk(st) == (fast[0], fast[1], False)
+
+
+def test_a_scalar_member_of_a_oneof_is_walked_past() -> None:
+    # A oneof whose set member is a plain scalar has no step of its own: the walk once looked
+    # it up anyway (KeyError) where the core answered.
+    request = pb.GetInclusionProofRequest(index=5, tree_size=9)
+    found = schema_walk.walk(request, "request")
+    assert (found.texts, found.parameters_at) == ([], -1)
+    fast = _walkcore.strings(
+        request.SerializeToString(), schema_walk._wire_plan(request.DESCRIPTOR)
+    )
+    assert fast == ([], -1)
+    assert python_walk(request) == ([], -1, False)
+
+
+def test_a_closed_enum_zero_it_does_not_define_is_refused() -> None:
+    # proto2 enums are closed: FieldDescriptorProto.Type starts at 1, so a 0 on the wire is kept
+    # as an unknown field, which re-serializes as `type = 0`. The core once skipped the check
+    # of a zero enum (proto3 always defines 0) and read the message as clean.
+    field = descriptor_pb2.FieldDescriptorProto.FromString(b"\x0a\x01n\x28\x00")
+    assert len(unknown_fields.UnknownFieldSet(field)) == 1
+    plan = schema_walk._wire_plan(field.DESCRIPTOR)
+    assert _walkcore.strings(field.SerializeToString(), plan) is None
+    with pytest.raises(Rejection, match="field has fields this log's schema does not define"):
+        schema_walk.walk(field, "field")
+
+
+def test_the_core_bounds_repeated_fields_as_the_walk_does() -> None:
+    # The core's one bound of its own: were it above the walk's, it would read as clean a
+    # statement the walk refuses.
+    assert _walkcore.MAX_REPEATED == schema_walk.MAX_REPEATED
