@@ -122,7 +122,10 @@ limit (a string's characters, a bytes field's bytes), the message field's own pl
 numbers, index of its oneof or -1). The core's one bound of its own, MAX_REPEATED, is
 exported by it and held equal to this module's by a test."""
 
-_WIRE_PLANS: dict[str, WirePlan | None] = {}
+_WIRE_PLANS: dict[Descriptor, WirePlan | None] = {}
+"""Keyed by the descriptor itself, as _plan is: two pools may each hold a type of one name
+(an older and a newer schema), and one's plan read over the other's bytes could pass what
+the walk refuses."""
 
 
 def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
@@ -130,14 +133,14 @@ def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
     a type with groups, which the core leaves to the walk. Built once per type (recursive
     types refer to their own plan); a plan another thread sees half built lacks fields, and
     the core declines a field its plan lacks, so a race costs time, never a verdict."""
-    if descriptor.full_name in _WIRE_PLANS:
-        return _WIRE_PLANS[descriptor.full_name]
+    if descriptor in _WIRE_PLANS:
+        return _WIRE_PLANS[descriptor]
     plan: WirePlan = {}
-    _WIRE_PLANS[descriptor.full_name] = plan
+    _WIRE_PLANS[descriptor] = plan
     oneofs = {o.name: i for i, o in enumerate(descriptor.oneofs)}
     for f in descriptor.fields:
         if f.type == FieldDescriptor.TYPE_GROUP:
-            _WIRE_PLANS[descriptor.full_name] = None
+            _WIRE_PLANS[descriptor] = None
             return None
         step = _step(f)
         kind = _SCALARS if step is None else step.kind

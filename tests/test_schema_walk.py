@@ -18,7 +18,7 @@ import pytest
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import _walkcore, schema_walk
 from affidavit.statements.errors import Rejection
-from google.protobuf import descriptor_pb2, unknown_fields
+from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, unknown_fields
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, event, given, settings
@@ -306,3 +306,28 @@ def test_the_core_bounds_repeated_fields_as_the_walk_does() -> None:
     # The core's one bound of its own: were it above the walk's, it would read as clean a
     # statement the walk refuses.
     assert _walkcore.MAX_REPEATED == schema_walk.MAX_REPEATED
+
+
+def _one_field_type(field_type: int) -> Any:
+    """A message class t.M { <field_type> x = 1; } in a pool of its own (E: 0 and 1)."""
+    fdp = descriptor_pb2.FileDescriptorProto(name="t.proto", package="t", syntax="proto3")
+    enum = fdp.enum_type.add(name="E")
+    enum.value.add(name="Z", number=0)
+    enum.value.add(name="A", number=1)
+    field = fdp.message_type.add(name="M").field.add(name="x", number=1, type=field_type)
+    field.label = descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL
+    if field_type == descriptor_pb2.FieldDescriptorProto.TYPE_ENUM:
+        field.type_name = ".t.E"
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName("t.M"))
+
+
+def test_two_types_of_one_name_each_have_their_own_plan() -> None:
+    # Plans were once kept by type name: the int32 type's plan, read over the enum type's
+    # bytes, found no enum to check and passed a value the walk refuses.
+    older = _one_field_type(descriptor_pb2.FieldDescriptorProto.TYPE_INT32)
+    newer = _one_field_type(descriptor_pb2.FieldDescriptorProto.TYPE_ENUM)
+    assert schema_walk.walk(older(x=7), "m").texts == []
+    with pytest.raises(Rejection, match="x is 7, which E does not define"):
+        schema_walk.walk(newer.FromString(b"\x08\x07"), "m")
