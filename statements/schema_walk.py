@@ -130,18 +130,18 @@ the walk refuses."""
 
 def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
     """The C core's plan of a message type, made from the walk's own steps (_step); None for
-    a type with groups, which the core leaves to the walk. Built once per type (recursive
-    types refer to their own plan); a plan another thread sees half built lacks fields, and
-    the core declines a field its plan lacks, so a race costs time, never a verdict."""
+    a type the core leaves to the walk (_unplanned). Built once per type (recursive types
+    refer to their own plan); a plan another thread sees half built lacks fields, and the
+    core declines a field its plan lacks, so a race costs time, never a verdict."""
     if descriptor in _WIRE_PLANS:
         return _WIRE_PLANS[descriptor]
+    if any(_unplanned(f) for f in descriptor.fields):
+        _WIRE_PLANS[descriptor] = None
+        return None
     plan: WirePlan = {}
     _WIRE_PLANS[descriptor] = plan
     oneofs = {o.name: i for i, o in enumerate(descriptor.oneofs)}
     for f in descriptor.fields:
-        if f.type == FieldDescriptor.TYPE_GROUP:
-            _WIRE_PLANS[descriptor] = None
-            return None
         step = _step(f)
         kind = _SCALARS if step is None else step.kind
         child = _wire_plan(f.message_type) if kind == _MESSAGE and f.message_type else None
@@ -151,6 +151,15 @@ def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
         wire = _WIRE.get(f.type, 0)
         plan[f.number] = (kind, wire, f.is_repeated, limit, child, numbers, oneof)
     return plan
+
+
+def _unplanned(f: FieldDescriptor) -> bool:
+    """Groups; and a proto2 string or bytes with a default, which the walk reads (and
+    guards) while the field is unset, where no wire byte shows it to the core."""
+    if f.type == FieldDescriptor.TYPE_GROUP:
+        return True
+    text = f.type in (FieldDescriptor.TYPE_STRING, FieldDescriptor.TYPE_BYTES)
+    return text and not f.is_repeated and bool(f.default_value)
 
 
 def _load_core() -> ModuleType | None:

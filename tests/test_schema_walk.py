@@ -331,3 +331,21 @@ def test_two_types_of_one_name_each_have_their_own_plan() -> None:
     assert schema_walk.walk(older(x=7), "m").texts == []
     with pytest.raises(Rejection, match="x is 7, which E does not define"):
         schema_walk.walk(newer.FromString(b"\x08\x07"), "m")
+
+
+def test_a_proto2_string_default_is_left_to_the_walk() -> None:
+    # The walk reads an unset proto2 string as its default (and so guards it); no wire byte
+    # shows it, so the core, which once answered without it, leaves such a type to the walk.
+    fdp = descriptor_pb2.FileDescriptorProto(name="p2.proto", package="p2", syntax="proto2")
+    fdp.message_type.add(name="M").field.add(
+        name="s",
+        number=1,
+        type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+        label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        default_value="ghp_default",
+    )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    message = message_factory.GetMessageClass(pool.FindMessageTypeByName("p2.M"))()
+    assert schema_walk._wire_plan(message.DESCRIPTOR) is None
+    assert schema_walk.walk(message, "m").texts == ["ghp_default"]
