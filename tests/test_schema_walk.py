@@ -346,6 +346,7 @@ def test_a_proto2_string_default_is_left_to_the_walk() -> None:
     )
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
-    message = message_factory.GetMessageClass(pool.FindMessageTypeByName("p2.M"))()
-    assert schema_walk._wire_plan(message.DESCRIPTOR) is None
+    descriptor = pool.FindMessageTypeByName("p2.M")
+    message = message_factory.GetMessageClass(descriptor)()
+    assert schema_walk._wire_plan(descriptor) is None
     assert schema_walk.walk(message, "m").texts == ["ghp_default"]
