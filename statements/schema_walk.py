@@ -208,7 +208,7 @@ def walk(message: Message, root: str, *, paths: bool = False) -> Strings:
     in errors about its own unknown fields (paths below it start from its fields' names)."""
     if not paths and CORE is not None:
         plan = _wire_plan(cast(Descriptor, message.DESCRIPTOR))  # the stubs' union of two kinds
-        fast = CORE.strings(message.SerializeToString(), plan)
+        fast = CORE.strings(message.SerializePartialToString(), plan)  # proto2: no required check
         if fast is not None:
             return Strings(texts=fast[0], parameters_at=fast[1])
     found = Strings()

@@ -350,3 +350,11 @@ def test_a_proto2_string_default_is_left_to_the_walk() -> None:
     message = message_factory.GetMessageClass(descriptor)()
     assert schema_walk._wire_plan(descriptor) is None
     assert schema_walk.walk(message, "m").texts == ["ghp_default"]
+
+
+def test_a_proto2_message_missing_a_required_field_is_walked() -> None:
+    # The core reads the message's bytes; serializing them once raised EncodeError for an
+    # unset proto2 required field, where the walk has nothing to refuse.
+    part = descriptor_pb2.UninterpretedOption.NamePart(name_part="x")
+    assert not part.IsInitialized()
+    assert schema_walk.walk(part, "part").texts == ["x"]
