@@ -28,7 +28,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
@@ -128,18 +128,22 @@ def run_cli(
     *args: str,
     env: Mapping[str, str] | None = None,
     timeout: float = 60.0,
-    preexec_fn: Callable[[], object] | None = None,
+    umask: int | None = None,
 ) -> subprocess.CompletedProcess[str]:
-    """Run `affidavit ARGS...` to completion, capturing text stdout and stderr."""
+    """Run `affidavit ARGS...` to completion, capturing text stdout and stderr; under umask
+    when given (set by a shell that then execs it: a preexec_fn is unsafe in this threaded
+    process)."""
+    command = [str(AFFIDAVIT), *args]
+    if umask is not None:
+        command = ["sh", "-c", f'umask {umask:03o} && exec "$@"', "sh", *command]
     return subprocess.run(
-        [str(AFFIDAVIT), *args],
+        command,
         env=clean_env(env),
         stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
-        preexec_fn=preexec_fn,
     )
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import signal
 import socket
@@ -112,11 +111,7 @@ def test_init_statements_log_registers_an_admin(
 
 def test_init_key_is_private_whatever_the_umask(tmp_path: Path) -> None:
     d = tmp_path / "log"
-
-    def open_umask() -> None:
-        os.umask(0)
-
-    r = run_cli("init", "--data-dir", str(d), "--origin", "example.com/cli", preexec_fn=open_umask)
+    r = run_cli("init", "--data-dir", str(d), "--origin", "example.com/cli", umask=0)
     assert r.returncode == 0, r.stderr
     assert mode(d / "log.key") == mode(d / "admin.key") == 0o600
 

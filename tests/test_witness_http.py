@@ -154,7 +154,7 @@ def test_status_code_matrix(witness: WitnessProcess) -> None:
     assert fork["cosigned"]["root_hash"] != fork["presented"]["root_hash"]  # type: ignore[index]
     r = post(url, body(9, 10))
     assert r.status == 403 and "fork" in r.body
-    assert "FORK DETECTED" in w.stderr
+    assert w.saw("FORK DETECTED"), w.stderr
 
 
 def test_state_survives_a_crash(witness: WitnessProcess) -> None:

@@ -56,6 +56,18 @@ class WitnessProcess:
         with self._cond:
             return "".join(self._lines)
 
+    def saw(self, text: str, timeout: float = 10.0) -> bool:
+        """Whether text appears in the witness's stderr within timeout: its log lines are read
+        by a thread, so one written as a response is sent may arrive after the response."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while text not in "".join(self._lines):
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(min(remaining, 0.5))
+            return True
+
     def command(self) -> list[str]:
         # Port 0 the first time; a restart listens where logs were told it is.
         cmd = [str(AFFIDAVIT), "witness", "serve", "--listen", f"127.0.0.1:{self._port}"]
