@@ -157,17 +157,12 @@ class LogService(pb_grpc.LogServicer):
                     results: list[SequencerOutcome | RequestError] = list(await queued)
                 except Exception as e:  # the integration failed: nothing of it was acknowledged
                     results = [storage_refusal(e)] * len(positions)
-                if len(results) == len(entries) and self._gate is None:
-                    # Every entry was queued, and without a gate none is refused in the queue:
-                    # the sequencer's outcomes are the answers, in order.
-                    outcomes[:] = cast(list[Outcome], results)
-                else:
-                    for i, result in zip(positions, results, strict=True):
-                        if isinstance(result, Rejection):
-                            self._note_refusal(entries[i], result, source)
-                            outcomes[i] = refusal_status(result)
-                        else:
-                            outcomes[i] = result
+                for i, result in zip(positions, results, strict=True):
+                    if isinstance(result, Rejection):
+                        self._note_refusal(entries[i], result, source)
+                        outcomes[i] = refusal_status(result)
+                    else:
+                        outcomes[i] = result
             assert None not in outcomes, "every entry is refused, or queued and answered"
             settled = cast(list[Outcome], outcomes)
             self._account(settled)
@@ -300,10 +295,7 @@ class LogService(pb_grpc.LogServicer):
         response = pb.AppendBatchResponse()
         add = response.results.add
         for outcome in outcomes:
-            if isinstance(outcome, RequestError):
-                _put_error(add().error, outcome)
-            else:
-                _put_receipt(add().ok, outcome)
+            _put_result(add(), outcome)
         return response
 
     async def AppendStream(
@@ -346,14 +338,10 @@ class LogService(pb_grpc.LogServicer):
         reader = asyncio.ensure_future(read())
         submitter = asyncio.ensure_future(submit())
         try:
-            result_of = pb.AppendResult
             while (task := await chunks.get()) is not None:
                 for outcome in await task:
-                    result = result_of()
-                    if isinstance(outcome, RequestError):
-                        _put_error(result.error, outcome)
-                    else:
-                        _put_receipt(result.ok, outcome)
+                    result = pb.AppendResult()
+                    _put_result(result, outcome)
                     yield result
             await reader  # surfaces a broken request stream
             await submitter
@@ -565,10 +553,13 @@ class LogService(pb_grpc.LogServicer):
             await abort(context, e)
 
 
-def _put_error(error: pb.Error, e: RequestError) -> None:
-    """Write a refusal into a new, empty Error (in place: no message copies)."""
-    error.code = e.code.value[0]
-    error.message = e.message
+def _put_result(result: pb.AppendResult, outcome: Outcome) -> None:
+    """Write an entry's outcome into a new, empty AppendResult (in place: no message copies)."""
+    if isinstance(outcome, RequestError):
+        result.error.code = outcome.code.value[0]
+        result.error.message = outcome.message
+    else:
+        _put_receipt(result.ok, outcome)
 
 
 def _put_receipt(response: pb.AppendResponse, r: Receipt) -> None:
