@@ -2,11 +2,20 @@
 
 statements.ingest.prepare (decode, schema, sizes, secret guard, signature) needs no history,
 so it can run beside the log in other interpreters, each with its own GIL; admission stays in
-the sequencer, in log order, exactly as without workers. A worker is handed each entry with
-the public key its key id names in the committed state (looked up here: workers hold no
-state), verifies the signature against it, and sends back only that key, or the Rejection.
-This process then decodes the entry once more (a few µs) to admit it, and admit() still checks
-that the key is the one registered to the issuer at that point of the log.
+the sequencer, in log order, exactly as without workers. A worker (ingest_worker.py) is handed
+a whole run of entries in one frame, each with the public key its key id names in the
+committed state (looked up here: workers hold no state), verifies the signatures against them,
+and sends back only the refusals. This process then decodes each passed entry's statement once
+more (a few µs) to admit it, and admit() still checks that the key is the one registered to the
+issuer at that point of the log.
+
+Not multiprocessing: its queues pickle through a feeder thread and unpickle results through a
+manager thread, all in this process and under its interpreter lock. Here each worker is a plain
+process on two pipes, used by one calling thread at a time: the caller writes the run, the
+worker reads it whole, prepares it and answers. Workers run in a session of their own (a
+terminal's Ctrl-C reaches the server alone) and end when their stdin does: when the server
+closes it, or dies. A worker that dies is noticed by the run it was given (its pipe ends); that
+run is prepared in the caller's thread and a new worker takes the dead one's place.
 
 Small requests are prepared in the caller's thread: a round trip to a worker costs more than
 a few statements' checks.
@@ -14,19 +23,20 @@ a few statements' checks.
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import multiprocessing
 import os
-import threading
-import time
+import queue
+import subprocess
+import sys
 from collections.abc import Callable, Sequence
-from concurrent.futures import ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import ingest, schema
+from affidavit.server.ingest_worker import Refused
+from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
+from affidavit.statements.worker_frames import read_frame, write_frame
 from google.protobuf.message import DecodeError
 
 log = logging.getLogger("affidavit.server")
@@ -34,9 +44,14 @@ log = logging.getLogger("affidavit.server")
 INLINE_BELOW = 16
 """Runs with fewer entries than this are prepared in the calling thread."""
 
-Outcome = bytes | None | Rejection
-"""A worker's answer for one entry: the public key its signature verified with, None when its
-key was not known, or why it is refused."""
+STOP_WAIT_S = 5.0
+"""How long close() lets a worker finish its run before ending it."""
+
+_START = (
+    "import sys; sys.path[:0] = sys.argv[1:]; "
+    "from affidavit.server.ingest_worker import main; main()"
+)
+"""A worker's program: this process's import path, and, with -P, not the working directory's."""
 
 
 def default_workers() -> int:
@@ -46,49 +61,68 @@ def default_workers() -> int:
     return cores if cores >= 2 else 0
 
 
-def _prepare_run(jobs: Sequence[tuple[bytes, bytes | None]]) -> list[Outcome]:
-    """In a worker: prepare() each entry against the public key named for it."""
-    out: list[Outcome] = []
-    for entry, public_key in jobs:
+class WorkerDiedError(Exception):
+    """A worker's pipe ended before its answer: it was killed, or ran out of memory."""
 
-        def known(key_id: str, public_key: bytes | None = public_key) -> KeyRecord | None:
-            return None if public_key is None else KeyRecord(key_id, "", public_key, 0)
 
+class _Worker:
+    """One worker process and its pipes; used by one thread at a time."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-P", "-c", _START, *sys.path],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            start_new_session=True,
+        )
+
+    def run(self, jobs: list[tuple[bytes, bytes | None]]) -> Refused:
+        """The worker's refusals for a run. Raises WorkerDiedError, or RuntimeError when the
+        worker failed (and ended)."""
+        stdin, stdout = self.proc.stdin, self.proc.stdout
+        assert stdin is not None and stdout is not None
         try:
-            out.append(ingest.prepare(entry, known).verified_with)
-        except Rejection as e:
-            out.append(e)
-    return out
+            write_frame(stdin, jobs)
+        except (BrokenPipeError, ValueError):  # ValueError: closed by close()
+            raise WorkerDiedError from None
+        answer = read_frame(stdout)
+        if answer is None:
+            raise WorkerDiedError
+        kind, value = answer
+        if kind != "ok":
+            raise RuntimeError(f"an ingest worker failed:\n{value}")
+        refused: Refused = value
+        return refused
 
+    def close(self) -> None:
+        """Close its pipes: the worker ends once it has finished its run."""
+        for stream in (self.proc.stdin, self.proc.stdout):
+            if stream is not None:
+                with contextlib.suppress(BrokenPipeError):
+                    stream.close()
 
-def _end_with(parent: int) -> None:
-    """Each worker's initializer: the worker ends once its server is gone, however it went
-    (a killed server never tells its pool; the pool's queues would keep the worker waiting)."""
-
-    def watch() -> None:
-        while os.getppid() == parent:
-            time.sleep(1.0)
-        os._exit(0)
-
-    threading.Thread(target=watch, name="server-watch", daemon=True).start()
+    def stop(self) -> None:
+        """Close it and wait for it (ended after STOP_WAIT_S)."""
+        self.close()
+        try:
+            self.proc.wait(timeout=STOP_WAIT_S)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
 
 
 class IngestWorkers:
-    """N worker processes preparing entries (spawned, never forked: the server holds gRPC)."""
+    """N worker processes preparing runs of entries, each started when a run first needs it."""
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
-        self._lock = threading.Lock()
-        self._pool = self._start()
-
-    def _start(self) -> ProcessPoolExecutor:
-        """The pool; its processes start with the first request big enough to need them."""
-        return ProcessPoolExecutor(
-            self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
-            initializer=_end_with,
-            initargs=(os.getpid(),),
-        )
+        # Idle workers, and None for each place no worker holds yet: a run takes one (waiting
+        # while all are busy) and puts it back.
+        self._idle: queue.SimpleQueue[_Worker | None] = queue.SimpleQueue()
+        for _ in range(workers):
+            self._idle.put(None)
+        self._started: list[_Worker] = []
+        self._closed = False
 
     def prepare(
         self, entries: Sequence[bytes], committed_key: Callable[[str], KeyRecord | None]
@@ -97,27 +131,53 @@ class IngestWorkers:
         an entry names (in the committed state, as the server's own prepare() does)."""
         if len(entries) < INLINE_BELOW:
             return [_inline(entry, committed_key) for entry in entries]
-        jobs = [(entry, _named_key(entry, committed_key)) for entry in entries]
-        pool = self._pool
+        envelopes = [_envelope(entry) for entry in entries]
+        keys = [_named_key(signed, committed_key) for signed in envelopes]
+        worker = self._idle.get()
         try:
-            outcomes = pool.submit(_prepare_run, jobs).result()
-        except BrokenProcessPool:  # a worker died (killed, out of memory): start new ones
-            with self._lock:
-                if self._pool is pool:
-                    log.warning("an ingest worker process died; starting new ones")
-                    self._pool = self._start()
+            if worker is None:
+                worker = self._start()
+            refused = worker.run(list(zip(entries, keys, strict=True)))
+        except (WorkerDiedError, RuntimeError) as e:
+            if worker is not None:  # it is gone (or ends after reporting its failure)
+                self._forget(worker)
+                worker = None
+            if not isinstance(e, WorkerDiedError):
+                raise
+            if not self._closed:
+                log.warning("an ingest worker process died; a new one takes its place")
             return [_inline(entry, committed_key) for entry in entries]
+        finally:
+            self._idle.put(worker)
         out: list[ingest.Prepared | Rejection] = []
-        for entry, outcome in zip(entries, outcomes, strict=True):
-            if isinstance(outcome, Rejection):
-                out.append(outcome)
+        for at, (signed, key) in enumerate(zip(envelopes, keys, strict=True)):
+            if at in refused:
+                out.append(Rejection(*refused[at]))
             else:
-                signed, statement = schema.decode(entry)
-                out.append(ingest.Prepared(signed, statement, outcome))
+                assert signed is not None  # the worker refuses an entry that does not decode
+                out.append(ingest.Prepared(signed, pb.Statement.FromString(signed.statement), key))
         return out
 
+    def _start(self) -> _Worker:
+        if self._closed:
+            raise RuntimeError("the ingest workers are closed: the server is stopping")
+        worker = _Worker()
+        self._started.append(worker)
+        return worker
+
+    def _forget(self, worker: _Worker) -> None:
+        worker.stop()
+        with contextlib.suppress(ValueError):
+            self._started.remove(worker)
+
     def close(self) -> None:
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """End the workers (each finishes its run first; a run handed over after this fails)."""
+        self._closed = True
+        started = list(self._started)
+        for worker in started:
+            worker.close()
+        for worker in started:
+            worker.stop()
 
 
 def _inline(
@@ -129,12 +189,17 @@ def _inline(
         return e
 
 
-def _named_key(entry: bytes, committed_key: Callable[[str], KeyRecord | None]) -> bytes | None:
-    """The committed public key of the key id an entry's envelope names (None for an entry
-    that does not decode: the worker refuses it)."""
+def _envelope(entry: bytes) -> pb.SignedStatement | None:
+    """An entry's envelope, or None when it does not decode (the worker then refuses it)."""
     try:
-        key_id = pb.SignedStatement.FromString(entry).key_id
+        return pb.SignedStatement.FromString(entry)
     except DecodeError:
         return None
-    record = committed_key(key_id)
+
+
+def _named_key(
+    signed: pb.SignedStatement | None, committed_key: Callable[[str], KeyRecord | None]
+) -> bytes | None:
+    """The committed public key of the key id an envelope names."""
+    record = None if signed is None else committed_key(signed.key_id)
     return None if record is None else record.public_key

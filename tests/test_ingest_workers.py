@@ -10,7 +10,11 @@ reproduces every recorded verdict.
 from __future__ import annotations
 
 import hashlib
+import logging
+import os
+import signal
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from affidavit.client.audit import audit
@@ -26,7 +30,7 @@ from affidavit.statements.ids import uuid7
 from affidavit.statements.signing import IdentityKey
 from affidavit.statements.state import DictKV, LogState
 
-from tests.processes import children, wait_gone
+from tests.processes import alive, children, wait_gone
 from tests.serverproc import ServerFactory, ServerProcess, server_factory
 
 __all__ = ["server_factory"]
@@ -169,6 +173,40 @@ def test_workers_prepare_what_this_process_prepares(workers: IngestWorkers) -> N
     assert [_outcome(p) for p in workers.prepare(entries[:3], state.key)] == [
         _outcome(p) for p in here[:3]
     ]
+
+
+def _ingest_workers_of(pid: int) -> set[int]:
+    """The running ingest worker processes started by pid."""
+    return {
+        child
+        for child in children(pid)
+        if alive(child) and b"ingest_worker" in Path(f"/proc/{child}/cmdline").read_bytes()
+    }
+
+
+def test_a_worker_that_dies_is_noticed_and_replaced(
+    workers: IngestWorkers, caplog: pytest.LogCaptureFixture
+) -> None:
+    state = LogState(DictKV())
+    setup, grants = setup_leaves(key("admin"), genesis=True)
+    for i, leaf in enumerate(setup):
+        p = ingest.prepare(leaf, state.key)
+        state.apply(i, leaf_hash(leaf), p.statement, ingest.admit(p, state, build.now_ms()))
+    entries = batch(grants)
+    expected = [_outcome(p) for p in workers.prepare(entries, state.key)]
+    killed = _ingest_workers_of(os.getpid())
+    assert killed  # the run above went to a worker
+    for pid in killed:
+        os.kill(pid, signal.SIGKILL)
+    assert not wait_gone(killed)
+    # The run handed to a dead worker is answered all the same (prepared in this process),
+    # and the next ones by a new worker in its place.
+    with caplog.at_level(logging.WARNING, logger="affidavit.server"):
+        for _ in range(workers.workers + 1):
+            assert [_outcome(p) for p in workers.prepare(entries, state.key)] == expected
+    assert "an ingest worker process died" in caplog.text
+    replaced = _ingest_workers_of(os.getpid())
+    assert replaced and not replaced & killed
 
 
 def _run(server: ServerProcess) -> list[tuple[str, int, str]]:

@@ -7,7 +7,8 @@ import contextlib
 import subprocess
 import sys
 
-from affidavit.client.audit.worker import Prepared, read_frame, write_frame
+from affidavit.client.audit.worker import Prepared
+from affidavit.statements.worker_frames import read_frame, write_frame
 
 _START = (
     "import sys; sys.path[:0] = sys.argv[1:]; "

@@ -16,10 +16,8 @@ main module), so a worker starts in a fraction of the time a multiprocessing spa
 from __future__ import annotations
 
 import contextlib
-import pickle
 import queue
 import signal
-import struct
 import sys
 import threading
 import traceback
@@ -29,32 +27,11 @@ from typing import IO, Any
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
+from affidavit.statements.worker_frames import read_frame, write_frame
 
 Prepared = bytes | None | tuple[str, str]
 """What prepare() gave for one entry: the public key its signature verified with, None when
 its key was not known yet, or a Rejection as (code, message)."""
-
-_LENGTH = struct.Struct(">Q")
-
-
-def write_frame(stream: IO[bytes], obj: object) -> None:
-    """One frame (length, pickle) onto stream, flushed."""
-    data = pickle.dumps(obj, protocol=pickle.HIGHEST_PROTOCOL)
-    stream.write(_LENGTH.pack(len(data)) + data)
-    stream.flush()
-
-
-def read_frame(stream: IO[bytes]) -> Any:
-    """The next frame's object, or None at the end of the stream (none, or a torn frame: the
-    writer died mid-frame)."""
-    head = stream.read(_LENGTH.size)
-    if len(head) < _LENGTH.size:
-        return None
-    (size,) = _LENGTH.unpack(head)
-    data = stream.read(size)
-    if len(data) < size:
-        return None
-    return pickle.loads(data)
 
 
 def _candidate(keys: dict[str, bytes]) -> Callable[[str], KeyRecord | None]:
