@@ -17,7 +17,8 @@ figures are medians over runs. Latencies are per call (per message for streams),
 rate limit they are measured from the call's scheduled start, so a server falling behind shows.
 server_cpu is the server process's CPU time per wall second (1.0 = one core busy), and
 server_cpu_us_per_entry its CPU time per entry answered (all its threads, LevelDB's own
-compaction thread included), client_cpu the client processes', other_cpu the rest of the
+compaction thread included), workers_cpu (and workers_cpu_us_per_entry) that of the server's
+ingest worker processes, client_cpu the client processes', other_cpu the rest of the
 machine's busy time in the same window: on a shared machine a run with a high other_cpu is a
 noisy one, and the CPU time per entry is the steadier figure to compare.
 
@@ -587,6 +588,24 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _children(pid: int) -> set[int]:
+    """pid's child processes (a server's ingest workers)."""
+    found: set[int] = set()
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with open(f"/proc/{pid}/task/{task}/children") as f:
+            found |= {int(c) for c in f.read().split()}
+    return found
+
+
+def _procs_cpu_s(pids: set[int]) -> float:
+    """The CPU seconds of those of pids still running (one that ended counts no more)."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += _proc_cpu_s(pid)
+    return total
+
+
 def _machine_busy_s() -> float:
     """CPU seconds all cores have spent busy since boot (/proc/stat: all but idle and iowait)."""
     with open("/proc/stat") as f:
@@ -788,16 +807,21 @@ class Bench:
             # CPU over exactly the measured window: the server's and all client processes'.
             time.sleep(max(0.0, start_at + self.args.warmup - time.time()))
             s0 = server.cpu_s() if server else 0.0
+            helpers = _children(server.pid) if server else set()  # its ingest workers
+            w0 = _procs_cpu_s(helpers)
             c0 = sum(_proc_cpu_s(pid) for pid in clients)
             m0 = _machine_busy_s()
             t0 = time.perf_counter()
             time.sleep(duration)
             wall = time.perf_counter() - t0
             cpu["server"] = ((server.cpu_s() if server else 0.0) - s0) / wall
+            cpu["workers"] = (_procs_cpu_s(helpers) - w0) / wall
             cpu["client"] = (sum(_proc_cpu_s(pid) for pid in clients) - c0) / wall
             # Whatever else kept the cores busy meanwhile (other work on a shared machine):
             # a run with a high figure here is a noisy one.
-            cpu["other"] = (_machine_busy_s() - m0) / wall - cpu["server"] - cpu["client"]
+            cpu["other"] = (
+                (_machine_busy_s() - m0) / wall - cpu["server"] - cpu["workers"] - cpu["client"]
+            )
 
         results = self.workers.run(jobs, during=sample)
         lat: list[float] = []
@@ -822,6 +846,7 @@ class Bench:
             "first_error": next((r["first_error"] for r in results if r["first_error"]), ""),
             "exhausted": any(r["exhausted"] for r in results),
             "server_cpu": cpu["server"],
+            "workers_cpu": cpu["workers"],
             "client_cpu": cpu["client"],
             "other_cpu": cpu["other"],
         }
@@ -848,7 +873,7 @@ class Bench:
         fig: dict[str, Any] = {"bench": bench, "callers": callers, "mode": mode}
         fig["client_procs"] = max(1, min(procs, callers))
         keys = ("calls_per_s", "entries_per_s", "p50_ms", "p99_ms")
-        for key in keys + ("server_cpu", "client_cpu", "other_cpu"):
+        for key in keys + ("server_cpu", "workers_cpu", "client_cpu", "other_cpu"):
             fig[key] = r3(statistics.median(r[key] for r in runs))
         fig["runs"] = len(runs)
         fig["entries_per_s_each"] = [round(r["entries_per_s"]) for r in runs]
@@ -856,6 +881,12 @@ class Bench:
         fig["server_cpu_us_per_entry"] = r3(
             statistics.median(1e6 * r["server_cpu"] / max(1.0, r["entries_per_s"]) for r in runs)
         )
+        if any(r["workers_cpu"] for r in runs):
+            fig["workers_cpu_us_per_entry"] = r3(
+                statistics.median(
+                    1e6 * r["workers_cpu"] / max(1.0, r["entries_per_s"]) for r in runs
+                )
+            )
         errors = sum(r["errors"] for r in runs)
         if errors:
             codes: collections.Counter[str] = collections.Counter()
