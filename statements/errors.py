@@ -17,10 +17,6 @@ class Rejection(Exception):
         self.message = message
         self.reason = reason
 
-    def __reduce__(self) -> tuple[type[Rejection], tuple[str, str, str]]:
-        """Pickled whole: a Rejection crosses from the server's ingest worker processes."""
-        return (type(self), (self.code, self.message, self.reason))
-
     @classmethod
     def invalid(cls, message: str, reason: str = "") -> Rejection:
         """Malformed: the statement itself is wrong (INVALID_ARGUMENT)."""
