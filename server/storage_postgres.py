@@ -74,6 +74,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import logging
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -82,11 +83,14 @@ import psycopg
 from affidavit.merkle import hashing
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
 from affidavit.server import postgres_notify, postgres_schema
+from affidavit.server.head_lock_times import HeadLockTimes
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
-from affidavit.server.postgres_publish import Publication, pack, pack_tiles
+from affidavit.server.postgres_publish import Publication, Sequenced, pack, pack_tiles
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
+
+log = logging.getLogger("affidavit.server")
 
 SCAN_PAGE = 500
 POOL_SIZE = 8
@@ -137,6 +141,7 @@ class PostgresStorage:
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._listener: postgres_notify.Listener | None = None
+        self.head_lock_times = HeadLockTimes()
         try:  # one plain connection first: a wrong URL fails now, in one line
             psycopg.connect(url, connect_timeout=CONNECT_TIMEOUT_S).close()
         except psycopg.Error as e:
@@ -220,6 +225,13 @@ class PostgresStorage:
     def close(self) -> None:
         if self._held is not None:
             self.unlock_head()
+        times = self.head_lock_times.summary()
+        if times["batches"]:
+            log.info(
+                "head lock per batch: %s",
+                ", ".join(f"{k} {v:g}" for k, v in times.items()),
+                extra={"event": "head-lock-times", **times},
+            )
         if self._listener is not None:
             self._listener.close()
         self._pool.close()
@@ -319,9 +331,10 @@ class PostgresStorage:
                 self._cosigned = (size, note_text)
 
     def index_of(self, leaf_hash: bytes) -> int | None:
-        rows = self._read(
-            "SELECT leaf_index FROM affidavit_leaf WHERE leaf_hash = %s", (leaf_hash,)
-        )
+        with self.head_lock_times.part("lookups"):
+            rows = self._read(
+                "SELECT leaf_index FROM affidavit_leaf WHERE leaf_hash = %s", (leaf_hash,)
+            )
         return int(rows[0][0]) if rows else None
 
     def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
@@ -329,24 +342,29 @@ class PostgresStorage:
             return []
         if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
             raise ValueError("leaf hashes are 32 bytes")
-        rows = self._read(
-            f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
-            (b"".join(leaf_hashes), len(leaf_hashes)),
-        )
+        with self.head_lock_times.part("lookups"):
+            rows = self._read(
+                f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
+                (b"".join(leaf_hashes), len(leaf_hashes)),
+            )
         found = {bytes(h): int(i) for h, i in rows}
         return [found.get(bytes(h)) for h in leaf_hashes]
 
     def get(self, key: bytes) -> bytes | None:
-        rows = self._read("SELECT record_value FROM affidavit_record WHERE record_key = %s", (key,))
+        with self.head_lock_times.part("lookups"):
+            rows = self._read(
+                "SELECT record_value FROM affidavit_record WHERE record_key = %s", (key,)
+            )
         return bytes(rows[0][0]) if rows else None
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         if not keys:
             return {}
-        rows = self._read(
-            "SELECT record_key, record_value FROM affidavit_record WHERE record_key = ANY(%s)",
-            (list(keys),),
-        )
+        with self.head_lock_times.part("lookups"):
+            rows = self._read(
+                "SELECT record_key, record_value FROM affidavit_record WHERE record_key = ANY(%s)",
+                (list(keys),),
+            )
         return {bytes(k): bytes(v) for k, v in rows}
 
     def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]:
@@ -366,7 +384,8 @@ class PostgresStorage:
             at, inclusive = bytes(rows[-1][0]), False
 
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
-        return self._publication.read_tiles(tiles)
+        with self.head_lock_times.part("tiles"):
+            return self._publication.read_tiles(tiles)
 
     def entries(self, start: int, end: int) -> Iterator[tuple[int, bytes]]:
         """Entries from the bundles; stops early (the caller reports it) at a missing one."""
@@ -403,6 +422,7 @@ class PostgresStorage:
     def lock_head(self) -> str | None:
         if self._held is not None:
             raise RuntimeError("the head is already locked by this process")
+        asked = self.head_lock_times.asked()
         try:
             conn = self._pool.getconn()
         except Exception as e:
@@ -424,6 +444,7 @@ class PostgresStorage:
             self._release(conn, rollback=True)
             raise
         self._held, self._held_head = conn, (size, head)
+        self.head_lock_times.holding(asked)
         return None if head is None else str(head)
 
     def _release(self, conn: psycopg.Connection[Any], *, rollback: bool) -> None:
@@ -438,6 +459,7 @@ class PostgresStorage:
         conn, self._held = self._held, None
         if conn is not None:
             self._release(conn, rollback=True)
+            self.head_lock_times.released(0)
             self._publish(self._held_head[0])
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None]:
@@ -447,23 +469,34 @@ class PostgresStorage:
             raise RuntimeError("commit without lock_head")
         new_size = batch.first_index + len(batch.entries)
         try:
-            if self._held_head[1] != previous:
-                raise ConflictError(
-                    f"the head in {self._url} is not the checkpoint this batch extends; "
-                    "refusing to sign over it"
-                )
-            # Before the commit: it may read the bundle this batch's first one grows from.
+            with self.head_lock_times.part("commit"):
+                sequenced = self._commit(conn, batch, previous, new_size)
+        except BaseException:
+            self._release(conn, rollback=True)
+            self.head_lock_times.released(0)
+            raise
+        self._release(conn, rollback=False)
+        self.head_lock_times.released(len(batch.entries))
+        self._publication.unpublished.add(sequenced)
+        return functools.partial(self._publish, new_size)
+
+    def _commit(
+        self, conn: psycopg.Connection[Any], batch: Batch, previous: str | None, new_size: int
+    ) -> Sequenced:
+        """commit's work under the lock: the batch's objects made, and step 2."""
+        if self._held_head[1] != previous:
+            raise ConflictError(
+                f"the head in {self._url} is not the checkpoint this batch extends; "
+                "refusing to sign over it"
+            )
+        # Before the commit: it may read the bundle this batch's first one grows from.
+        with self.head_lock_times.part("bundles"):
             sequenced = self._publication.sequenced(
                 batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
             )
-            with self._mapped("commit to", "commit to"):
-                self._sequence(conn, batch, new_size)
-        except BaseException:
-            self._release(conn, rollback=True)
-            raise
-        self._release(conn, rollback=False)
-        self._publication.unpublished.add(sequenced)
-        return functools.partial(self._publish, new_size)
+        with self._mapped("commit to", "commit to"), self.head_lock_times.part("sequence"):
+            self._sequence(conn, batch, new_size)
+        return sequenced
 
     def _sequence(self, conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
         """Step 2: the batch, durable in the database (the head row is locked by conn)."""

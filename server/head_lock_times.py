@@ -1,0 +1,82 @@
+"""How long a scale-out frontend waited for the log's head row, and held it, per batch.
+
+With several frontends on one log, batches are sequenced one at a time under the head row's
+lock (server.storage_postgres): total append throughput is at most entries per batch over the
+time the lock is held per batch, whatever the number of frontends. These sums say where that
+time goes; the frontend logs them when it stops (benchmarks/storage_bench.py prints them).
+
+    waited    from asking for the lock to holding it (the locking round trip included)
+    held      from holding it to releasing it (commit, or unlock without a batch)
+    lookups   the part of held spent reading the database (dedup lookups, statement state)
+    tiles     the part of held spent reading tiles and bundles (memory or object store)
+    commit    the part of held spent in commit (its bundles made, then one round trip)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+
+@dataclass
+class HeadLockTimes:
+    """Running sums since the frontend started (thread-safe; one integrator adds to them)."""
+
+    batches: int = 0
+    entries: int = 0
+    waited_s: float = 0.0
+    held_s: float = 0.0
+    parts_s: dict[str, float] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _since: float | None = field(default=None, repr=False)
+    _holder: int | None = field(default=None, repr=False)  # the thread holding the lock
+
+    def asked(self) -> float:
+        """The lock is being asked for: the time to pass to holding()."""
+        return time.perf_counter()
+
+    def holding(self, asked: float) -> None:
+        now = time.perf_counter()
+        with self._lock:
+            self.waited_s += now - asked
+            self._since, self._holder = now, threading.get_ident()
+
+    def released(self, entries: int) -> None:
+        """The lock is released after a batch of entries (0: none was sequenced)."""
+        now = time.perf_counter()
+        with self._lock:
+            if self._since is None:
+                return
+            self.held_s += now - self._since
+            self._since = self._holder = None
+            self.batches += 1
+            self.entries += entries
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Time a part of the held time: counted only in the thread holding the lock (readers
+        on other threads make the same calls meanwhile)."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            with self._lock:
+                if self._holder == threading.get_ident():
+                    self.parts_s[name] = self.parts_s.get(name, 0.0) + time.perf_counter() - start
+
+    def summary(self) -> dict[str, float]:
+        """Per batch, in milliseconds, and entries per batch."""
+        with self._lock:
+            n = max(self.batches, 1)
+            out = {
+                "batches": float(self.batches),
+                "entries_per_batch": round(self.entries / n, 1),
+                "waited_ms": round(1000 * self.waited_s / n, 2),
+                "held_ms": round(1000 * self.held_s / n, 2),
+            }
+            for name, seconds in sorted(self.parts_s.items()):
+                out[f"{name}_ms"] = round(1000 * seconds / n, 2)
+            return out
