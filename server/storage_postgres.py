@@ -108,6 +108,21 @@ _HASHES_AT = (
 """The same with consecutive indexes from a first one (parameters: packed, first, count)."""
 
 
+_LOOKUP = f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})"
+"""The indexes of the leaf hashes in the log (parameters: packed, count)."""
+
+
+def _check_hashes(leaf_hashes: Sequence[bytes]) -> None:
+    if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
+        raise ValueError("leaf hashes are 32 bytes")
+
+
+def _indexes(leaf_hashes: Sequence[bytes], rows: list[tuple[Any, ...]]) -> list[int | None]:
+    """_LOOKUP's rows as indexes_of's answer: each hash's index, in order, or None."""
+    found = {bytes(h): int(i) for h, i in rows}
+    return [found.get(bytes(h)) for h in leaf_hashes]
+
+
 def _redacted(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -138,6 +153,9 @@ class PostgresStorage:
         self._objects = objects
         self._held: psycopg.Connection[Any] | None = None
         self._held_head: tuple[int, str | None] = (0, None)  # what lock_head gave: size, note
+        # While the head is held: the leaf hashes lock_head was given, and their indexes, read
+        # with the lock (no batch is sequenced meanwhile: indexes_of answers from them).
+        self._looked_up: tuple[list[bytes], list[int | None]] | None = None
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._listener: postgres_notify.Listener | None = None
@@ -338,17 +356,15 @@ class PostgresStorage:
         return int(rows[0][0]) if rows else None
 
     def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
+        _check_hashes(leaf_hashes)
         if not leaf_hashes:
             return []
-        if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
-            raise ValueError("leaf hashes are 32 bytes")
+        looked_up = self._looked_up
+        if looked_up is not None and looked_up[0] == leaf_hashes:
+            return looked_up[1]  # read with the head lock, which is still held
         with self.head_lock_times.part("lookups"):
-            rows = self._read(
-                f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
-                (b"".join(leaf_hashes), len(leaf_hashes)),
-            )
-        found = {bytes(h): int(i) for h, i in rows}
-        return [found.get(bytes(h)) for h in leaf_hashes]
+            rows = self._read(_LOOKUP, (b"".join(leaf_hashes), len(leaf_hashes)))
+        return _indexes(leaf_hashes, rows)
 
     def get(self, key: bytes) -> bytes | None:
         with self.head_lock_times.part("lookups"):
@@ -419,9 +435,13 @@ class PostgresStorage:
 
     # Extending the log.
 
-    def lock_head(self) -> str | None:
+    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
+        """Step 1; with it, in the same round trip, the indexes of leaf_hashes (read after the
+        lock is granted: READ COMMITTED takes each statement's snapshot as it starts, so
+        every batch sequenced before is seen, and none can be sequenced until commit)."""
         if self._held is not None:
             raise RuntimeError("the head is already locked by this process")
+        _check_hashes(leaf_hashes)
         asked = self.head_lock_times.asked()
         try:
             conn = self._pool.getconn()
@@ -435,11 +455,17 @@ class PostgresStorage:
                         "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
                     )
                     looked = self._publication.look(conn)
+                    lookup = None
+                    if leaf_hashes:
+                        lookup = conn.execute(_LOOKUP, (b"".join(leaf_hashes), len(leaf_hashes)))
                 row = locked.fetchone()
                 if row is None:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
                 self._publication.catch_up(size, looked)
+                if lookup is not None:
+                    hashes = list(leaf_hashes)
+                    self._looked_up = (hashes, _indexes(hashes, lookup.fetchall()))
         except BaseException:
             self._release(conn, rollback=True)
             raise
@@ -456,7 +482,7 @@ class PostgresStorage:
     def unlock_head(self) -> None:
         """Release the head; then, as after a commit, return once the head lock_head gave
         is published (another frontend's batch may not be yet)."""
-        conn, self._held = self._held, None
+        conn, self._held, self._looked_up = self._held, None, None
         if conn is not None:
             self._release(conn, rollback=True)
             self.head_lock_times.released(0)
@@ -464,7 +490,7 @@ class PostgresStorage:
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None]:
         """Steps 1 (done by lock_head) and 2; returns step 3, to run before answering."""
-        conn, self._held = self._held, None
+        conn, self._held, self._looked_up = self._held, None, None
         if conn is None:
             raise RuntimeError("commit without lock_head")
         new_size = batch.first_index + len(batch.entries)
