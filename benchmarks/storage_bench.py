@@ -200,9 +200,9 @@ def run_log(
         fig.update(cpu_figures(cpu.cores(), fig["entries_per_s"], frontends))
         bench.emit(fig)
         read = None if statements else reads(args, b, servers, cpu, tags)
-        if storage and frontends == 1:
-            profile(args, b, name, servers[0], statements, keys_grants=None if not statements
-                    else (keys, grants))  # fmt: skip
+        if storage and frontends in (1, FRONTENDS[-1]):
+            profile(args, b, f"{name}_{frontends}", servers, statements,
+                    keys_grants=None if not statements else (keys, grants))  # fmt: skip
         return fig, read
     finally:
         b.server = None
@@ -263,15 +263,17 @@ def profile(
     args: argparse.Namespace,
     b: Any,
     name: str,
-    server: Any,
+    servers: list[Any],
     statements: bool,
     keys_grants: tuple[Any, Any] | None,
 ) -> None:
-    """With --profile: py-spy over the one scale-out frontend during an extra run of its load,
-    once on the GIL holder and once on every thread on a CPU (driver and client libraries
-    release the GIL while they wait on PostgreSQL and S3)."""
+    """With --profile: py-spy over the first scale-out frontend during an extra run of its
+    load (spread over every frontend, as measured), once on the GIL holder and once on every
+    thread on a CPU (driver and client libraries release the GIL while they wait on
+    PostgreSQL and S3)."""
     if not args.profile:
         return
+    targets = ",".join(s.target for s in servers)
     for gil in (True, False):
         extra: dict[str, Any] = {"batch": bench.BATCH}
         if keys_grants is not None:
@@ -283,10 +285,11 @@ def profile(
         kind = "statements_batch" if statements else "append_batch"
 
         def run(seconds: float, kind: str = kind, extra: dict[str, Any] = extra) -> Any:
-            return b.load_once(server.target, kind, CALLERS, "aio", args.procs,
+            return b.load_once(targets, kind, CALLERS, "aio", args.procs,
                                duration=seconds, **extra)  # fmt: skip
 
-        b.profile(f"{name}_postgres_s3" + ("" if gil else "_all_threads"), server.pid, run, gil=gil)
+        suffix = "" if gil else "_all_threads"
+        b.profile(f"{name}_postgres_s3{suffix}", servers[0].pid, run, gil=gil)
 
 
 def storage_section(args: argparse.Namespace, b: Any) -> None:

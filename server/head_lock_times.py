@@ -4,12 +4,19 @@ With several frontends on one log, batches are sequenced one at a time under the
 lock (server.storage_postgres): total append throughput is at most entries per batch over the
 time the lock is held per batch, whatever the number of frontends. These sums say where that
 time goes; the frontend logs them when it stops (benchmarks/storage_bench.py prints them).
+The grant is stamped by the database's clock, the rest by the frontend's: both are the wall
+clock, so the split between waited and held is exact only where they share a machine (as in
+the benchmark); elsewhere it is off by the clocks' offset, and their sum stays right.
 
-    waited    from asking for the lock to holding it (the locking round trip included)
-    held      from holding it to releasing it (commit, or unlock without a batch)
-    lookups   the part of held spent reading the database (dedup lookups, statement state)
+    waited    from asking for the lock to the database granting it
+    held      from the database granting it to the frontend hearing it released (commit, or
+              unlock without a batch): the reads sent with the lock, in the same round trip,
+              run while it is held and count here
+    lookups   the part of held spent reading the database apart from the lock's own round trip
+              (statement state; the dedup lookup rides with the lock)
     tiles     the part of held spent reading tiles and bundles (memory or object store)
-    commit    the part of held spent in commit (its bundles made, then one round trip)
+    commit    the part of held spent in commit: one round trip, during which the batch's
+              entry bundles are made (bundles, part of commit)
 """
 
 from __future__ import annotations
@@ -36,17 +43,18 @@ class HeadLockTimes:
 
     def asked(self) -> float:
         """The lock is being asked for: the time to pass to holding()."""
-        return time.perf_counter()
+        return time.time()
 
-    def holding(self, asked: float) -> None:
-        now = time.perf_counter()
+    def holding(self, asked: float, granted: float) -> None:
+        """The lock asked for at asked was granted at granted (the database's clock)."""
+        granted = min(max(granted, asked), time.time())  # within what this clock saw
         with self._lock:
-            self.waited_s += now - asked
-            self._since, self._holder = now, threading.get_ident()
+            self.waited_s += granted - asked
+            self._since, self._holder = granted, threading.get_ident()
 
     def released(self, entries: int) -> None:
         """The lock is released after a batch of entries (0: none was sequenced)."""
-        now = time.perf_counter()
+        now = time.time()
         with self._lock:
             if self._since is None:
                 return
@@ -59,13 +67,13 @@ class HeadLockTimes:
     def part(self, name: str) -> Iterator[None]:
         """Time a part of the held time: counted only in the thread holding the lock (readers
         on other threads make the same calls meanwhile)."""
-        start = time.perf_counter()
+        start = time.time()
         try:
             yield
         finally:
             with self._lock:
                 if self._holder == threading.get_ident():
-                    self.parts_s[name] = self.parts_s.get(name, 0.0) + time.perf_counter() - start
+                    self.parts_s[name] = self.parts_s.get(name, 0.0) + time.time() - start
 
     def summary(self) -> dict[str, float]:
         """Per batch, in milliseconds, and entries per batch."""

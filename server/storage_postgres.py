@@ -454,6 +454,7 @@ class PostgresStorage:
                     locked = conn.execute(
                         "SELECT size, note FROM affidavit_head WHERE id = 1 FOR UPDATE"
                     )
+                    granted = conn.execute("SELECT extract(epoch FROM clock_timestamp())")
                     looked = self._publication.look(conn)
                     lookup = None
                     if leaf_hashes:
@@ -462,6 +463,7 @@ class PostgresStorage:
                 if row is None:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
+                (granted_at,) = granted.fetchone() or (asked,)
                 self._publication.catch_up(size, looked)
                 if lookup is not None:
                     hashes = list(leaf_hashes)
@@ -470,7 +472,7 @@ class PostgresStorage:
             self._release(conn, rollback=True)
             raise
         self._held, self._held_head = conn, (size, head)
-        self.head_lock_times.holding(asked)
+        self.head_lock_times.holding(asked, float(granted_at))
         return None if head is None else str(head)
 
     def _release(self, conn: psycopg.Connection[Any], *, rollback: bool) -> None:
@@ -509,34 +511,34 @@ class PostgresStorage:
     def _commit(
         self, conn: psycopg.Connection[Any], batch: Batch, previous: str | None, new_size: int
     ) -> Sequenced:
-        """commit's work under the lock: the batch's objects made, and step 2."""
+        """Step 2 on conn (the head row locked), and the batch's objects, made while the
+        database works on its writes (the COMMIT is sent once they are made: a failure to make
+        them leaves nothing committed)."""
         if self._held_head[1] != previous:
             raise ConflictError(
                 f"the head in {self._url} is not the checkpoint this batch extends; "
                 "refusing to sign over it"
             )
-        # Before the commit: it may read the bundle this batch's first one grows from.
-        with self.head_lock_times.part("bundles"):
-            sequenced = self._publication.sequenced(
-                batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
-            )
-        with self._mapped("commit to", "commit to"), self.head_lock_times.part("sequence"):
-            self._sequence(conn, batch, new_size)
-        return sequenced
-
-    def _sequence(self, conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
-        """Step 2: the batch, durable in the database (the head row is locked by conn)."""
         if any(len(e) > MAX_BUNDLE_ENTRY for e in batch.entries):
             raise StorageError(f"entries of this log are at most {MAX_BUNDLE_ENTRY} bytes")
         for key in batch.extra:
             if not key.startswith(DERIVED_PREFIXES):
                 raise ValueError(f"derived key {key!r} is outside the derived namespaces")
-        with conn.pipeline():  # one round trip: the statements' results are not needed
+        with self._mapped("commit to", "commit to"), conn.pipeline():  # one round trip
             self._sequence_statements(conn, batch, new_size)
+            # Sent, not yet answered. Before the COMMIT: it may read the bundle this batch's
+            # first one grows from, which a later batch's publication may take from memory.
+            with self.head_lock_times.part("bundles"):
+                sequenced = self._publication.sequenced(
+                    batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
+                )
+            conn.execute("COMMIT")
+        return sequenced
 
     def _sequence_statements(
         self, conn: psycopg.Connection[Any], batch: Batch, new_size: int
     ) -> None:
+        """Step 2's writes, in the transaction lock_head began (their results not needed)."""
         if batch.leaf_hashes:
             conn.execute(
                 f"INSERT INTO affidavit_leaf (leaf_hash, leaf_index) {_HASHES_AT}",
@@ -568,7 +570,6 @@ class PostgresStorage:
             "UPDATE affidavit_head SET size = %s, note = %s WHERE id = 1",
             (new_size, batch.checkpoint),
         )
-        conn.execute("COMMIT")
 
     def _publish_all(self) -> None:
         """At startup: publish what is pending (this frontend's own, if it stopped between
