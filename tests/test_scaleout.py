@@ -256,6 +256,35 @@ def test_frontends_append_concurrently_into_one_log(server_factory, scaleout, n)
     assert len({s.checkpoint().root_hash for s in servers}) == 1
 
 
+def test_the_same_new_entries_raced_to_every_frontend_go_in_once(server_factory, scaleout):
+    # Each round sends one fresh batch to every frontend at once. Whichever locks the head
+    # first sequences it; the others' dedup lookup, read with the lock, must find it: every
+    # frontend answers each entry with one index, and the log holds it once.
+    servers = frontends(server_factory, scaleout, 3)
+    start = threading.Barrier(len(servers))
+    for rnd in range(6):
+        batch = [f"raced {rnd}.{i}".encode() for i in range(1 + rnd * 40)]
+        answers: list[list[pb.AppendResponse]] = [[] for _ in servers]
+
+        def send(k: int, batch: list[bytes] = batch, answers: list = answers) -> None:
+            start.wait(timeout=30)
+            answers[k] = append_all(servers[k], batch)
+
+        threads = [threading.Thread(target=send, args=(k,)) for k in range(len(servers))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=RPC_TIMEOUT + 30)
+        assert all(len(a) == len(batch) for a in answers), "a frontend did not answer"
+        for i in range(len(batch)):
+            indexes = {a[i].index for a in answers}
+            assert len(indexes) == 1, f"entry {i} of round {rnd} got indexes {sorted(indexes)}"
+            assert sum(not a[i].duplicate for a in answers) == 1
+    size = max(s.checkpoint().size for s in servers)
+    converge(servers, size)
+    assert size == sum(1 + rnd * 40 for rnd in range(6))  # each entry once
+
+
 def head_row(where: Scaleout) -> tuple[int, int, bool]:
     """The database's head: (size, published size, whether a batch is pending)."""
     with psycopg.connect(where.storage_url) as conn:
