@@ -266,7 +266,9 @@ def test_the_same_new_entries_raced_to_every_frontend_go_in_once(server_factory,
         batch = [f"raced {rnd}.{i}".encode() for i in range(1 + rnd * 40)]
         answers: list[list[pb.AppendResponse]] = [[] for _ in servers]
 
-        def send(k: int, batch: list[bytes] = batch, answers: list = answers) -> None:
+        def send(
+            k: int, batch: list[bytes] = batch, answers: list[list[pb.AppendResponse]] = answers
+        ) -> None:
             start.wait(timeout=30)
             answers[k] = append_all(servers[k], batch)
 
