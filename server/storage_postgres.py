@@ -24,13 +24,20 @@ Order of writes, one batch (crash-safe; every step idempotent):
  1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends' batches wait here). Batches
     sequenced by other frontends and not yet published are read from their pending rows in the
     same round trip: their tiles as stored (the newest checked against its checkpoint's root),
-    their entries only where they fall in the bundle the next batch extends. The caller
-    extends exactly the head it got, whose tiles are in the object store or in this
-    frontend's memory.
+    their entries only where they fall in the bundle the next batch extends; and so are the
+    indexes of the batch's leaf hashes (lock_head's argument, hashed before the lock), read
+    after the lock is granted, so the dedup lookup is exact and costs no round trip of its
+    own. The caller extends exactly the head it got, whose tiles are in the object store or
+    in this frontend's memory.
  2. sequence: in the same transaction insert the leaf-hash rows, derived records, the signed
-    checkpoint and the batch's pending row, and set the head to the new size; COMMIT. The
-    batch is now durable: a crash from here on loses nothing. The next batch (of any
-    frontend) can be sequenced at once.
+    checkpoint and the batch's pending row, and set the head to the new size; COMMIT (sent
+    once the batch's entry bundles are made, which happens while the database works on the
+    inserts: one round trip in all). The batch is now durable: a crash from here on loses
+    nothing. The next batch (of any frontend) can be sequenced at once.
+
+The head row is locked from step 1's grant to step 2's commit: with several frontends, total
+append throughput is at most entries per batch over that time. Each frontend sums it
+(server.head_lock_times) and logs it when it stops.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
     and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
     commit); then, under the published row's lock, move the published size over the written
