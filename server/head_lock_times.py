@@ -12,11 +12,10 @@ the benchmark); elsewhere it is off by the clocks' offset, and their sum stays r
     held      from the database granting it to the frontend hearing it released (commit, or
               unlock without a batch): the reads sent with the lock, in the same round trip,
               run while it is held and count here
-    lookups   the part of held spent reading the database apart from the lock's own round trip
-              (statement state; the dedup lookup rides with the lock)
+    lookups   the part of held spent reading the database (dedup lookups, statement state)
     tiles     the part of held spent reading tiles and bundles (memory or object store)
-    commit    the part of held spent in commit: one round trip, during which the batch's
-              entry bundles are made (bundles, part of commit)
+    commit    the part of held spent in commit: its entry bundles made (bundles), then one
+              round trip (sequence)
 """
 
 from __future__ import annotations

@@ -107,11 +107,8 @@ class LogStore(Protocol):
         down): the sequencer probes with it while appends fail."""
         ...
 
-    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
-        """Take the right to extend the log; the latest checkpoint note (None: none yet).
-        leaf_hashes: the batch's, whose indexes_of the caller asks while it holds the head: a
-        store may read them with the lock, in the same round trip (the answer is exact: no
-        other batch is sequenced while the head is held)."""
+    def lock_head(self) -> str | None:
+        """Take the right to extend the log; the latest checkpoint note (None: none yet)."""
         ...
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None] | None:

@@ -460,8 +460,7 @@ class Sequencer:
         with several frontends on one log, that may be another frontend's latest checkpoint,
         not yet published: it is held only once commit() or unlock_head() has returned.
         """
-        leaf_hashes = hashing.leaf_hashes(entries)  # before the lock: the batch's alone
-        head = self._storage.lock_head(leaf_hashes)
+        head = self._storage.lock_head()
         try:
             if head != self._head_note and head is not None:
                 grown = self._adoptable(head, self._head)
@@ -469,17 +468,18 @@ class Sequencer:
                     self._head, self._head_note = grown, head
                     if self._gate is not None:
                         self._gate.reset(prepared)
-            return self._integrate_locked(entries, prepared, leaf_hashes)
+            return self._integrate_locked(entries, prepared)
         except BaseException:
             with contextlib.suppress(StorageError):  # the first failure is the one to tell
                 self._storage.unlock_head()  # a no-op once commit() has released it
             raise
 
     def _integrate_locked(
-        self, entries: Sequence[bytes], prepared: Sequence[object], leaf_hashes: list[bytes]
+        self, entries: Sequence[bytes], prepared: Sequence[object]
     ) -> _Integrated:
         """_integrate, with the head locked; commit() or unlock_head() releases it."""
         size = self._head.size
+        leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
         stored = self._storage.indexes_of(leaf_hashes)
         admitted = admit_batch(entries, prepared, leaf_hashes, stored, size, gate)

@@ -457,7 +457,7 @@ class Storage:
             out.append(data)
         return out
 
-    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
+    def lock_head(self) -> str | None:
         """The latest checkpoint note: this process is the only writer (its lock file)."""
         return self.checkpoint()
 

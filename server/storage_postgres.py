@@ -24,20 +24,13 @@ Order of writes, one batch (crash-safe; every step idempotent):
  1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends' batches wait here). Batches
     sequenced by other frontends and not yet published are read from their pending rows in the
     same round trip: their tiles as stored (the newest checked against its checkpoint's root),
-    their entries only where they fall in the bundle the next batch extends; and so are the
-    indexes of the batch's leaf hashes (lock_head's argument, hashed before the lock), read
-    after the lock is granted, so the dedup lookup is exact and costs no round trip of its
-    own. The caller extends exactly the head it got, whose tiles are in the object store or
-    in this frontend's memory.
+    their entries only where they fall in the bundle the next batch extends. The caller
+    extends exactly the head it got, whose tiles are in the object store or in this
+    frontend's memory.
  2. sequence: in the same transaction insert the leaf-hash rows, derived records, the signed
-    checkpoint and the batch's pending row, and set the head to the new size; COMMIT (sent
-    once the batch's entry bundles are made, which happens while the database works on the
-    inserts: one round trip in all). The batch is now durable: a crash from here on loses
-    nothing. The next batch (of any frontend) can be sequenced at once.
-
-The head row is locked from step 1's grant to step 2's commit: with several frontends, total
-append throughput is at most entries per batch over that time. Each frontend sums it
-(server.head_lock_times) and logs it when it stops.
+    checkpoint and the batch's pending row, and set the head to the new size; COMMIT. The
+    batch is now durable: a crash from here on loses nothing. The next batch (of any
+    frontend) can be sequenced at once.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
     and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
     commit); then, under the published row's lock, move the published size over the written
@@ -47,12 +40,16 @@ append throughput is at most entries per batch over that time. Each frontend sum
     a row left unwritten past a grace period (its frontend died) is written, its bundles made
     from its entries, by whoever waits on it.
 
+The head row is locked from step 1's grant to step 2's commit: with several frontends, total
+append throughput is at most entries per batch over that time. Each frontend sums it
+(server.head_lock_times) and logs it when it stops.
+
 The checkpoint object is written only after every tile and bundle it covers, and only under
 the published row's lock, for a size above the last one; a reader of the bucket never sees a
 checkpoint whose tiles are missing. checkpoint() answers the published checkpoint, so a
 frontend never serves a tree whose tiles are not readable.
 
-SQL relied on: BIGINT, BYTEA, TEXT, BOOLEAN, TIMESTAMPTZ and now(); primary keys;
+SQL relied on: BIGINT, BYTEA, TEXT, BOOLEAN, TIMESTAMPTZ, now() and clock_timestamp(); primary keys;
 SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array); INSERT ... ON CONFLICT
 (key) DO UPDATE; ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series and
 substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array: no
@@ -115,21 +112,6 @@ _HASHES_AT = (
 """The same with consecutive indexes from a first one (parameters: packed, first, count)."""
 
 
-_LOOKUP = f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})"
-"""The indexes of the leaf hashes in the log (parameters: packed, count)."""
-
-
-def _check_hashes(leaf_hashes: Sequence[bytes]) -> None:
-    if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
-        raise ValueError("leaf hashes are 32 bytes")
-
-
-def _indexes(leaf_hashes: Sequence[bytes], rows: list[tuple[Any, ...]]) -> list[int | None]:
-    """_LOOKUP's rows as indexes_of's answer: each hash's index, in order, or None."""
-    found = {bytes(h): int(i) for h, i in rows}
-    return [found.get(bytes(h)) for h in leaf_hashes]
-
-
 def _redacted(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -160,9 +142,6 @@ class PostgresStorage:
         self._objects = objects
         self._held: psycopg.Connection[Any] | None = None
         self._held_head: tuple[int, str | None] = (0, None)  # what lock_head gave: size, note
-        # While the head is held: the leaf hashes lock_head was given, and their indexes, read
-        # with the lock (no batch is sequenced meanwhile: indexes_of answers from them).
-        self._looked_up: tuple[list[bytes], list[int | None]] | None = None
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._listener: postgres_notify.Listener | None = None
@@ -363,15 +342,17 @@ class PostgresStorage:
         return int(rows[0][0]) if rows else None
 
     def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
-        _check_hashes(leaf_hashes)
         if not leaf_hashes:
             return []
-        looked_up = self._looked_up
-        if looked_up is not None and looked_up[0] == leaf_hashes:
-            return looked_up[1]  # read with the head lock, which is still held
+        if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
+            raise ValueError("leaf hashes are 32 bytes")
         with self.head_lock_times.part("lookups"):
-            rows = self._read(_LOOKUP, (b"".join(leaf_hashes), len(leaf_hashes)))
-        return _indexes(leaf_hashes, rows)
+            rows = self._read(
+                f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
+                (b"".join(leaf_hashes), len(leaf_hashes)),
+            )
+        found = {bytes(h): int(i) for h, i in rows}
+        return [found.get(bytes(h)) for h in leaf_hashes]
 
     def get(self, key: bytes) -> bytes | None:
         with self.head_lock_times.part("lookups"):
@@ -442,13 +423,9 @@ class PostgresStorage:
 
     # Extending the log.
 
-    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
-        """Step 1; with it, in the same round trip, the indexes of leaf_hashes (read after the
-        lock is granted: READ COMMITTED takes each statement's snapshot as it starts, so
-        every batch sequenced before is seen, and none can be sequenced until commit)."""
+    def lock_head(self) -> str | None:
         if self._held is not None:
             raise RuntimeError("the head is already locked by this process")
-        _check_hashes(leaf_hashes)
         asked = self.head_lock_times.asked()
         try:
             conn = self._pool.getconn()
@@ -463,18 +440,12 @@ class PostgresStorage:
                     )
                     granted = conn.execute("SELECT extract(epoch FROM clock_timestamp())")
                     looked = self._publication.look(conn)
-                    lookup = None
-                    if leaf_hashes:
-                        lookup = conn.execute(_LOOKUP, (b"".join(leaf_hashes), len(leaf_hashes)))
                 row = locked.fetchone()
                 if row is None:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
                 (granted_at,) = granted.fetchone() or (asked,)
                 self._publication.catch_up(size, looked)
-                if lookup is not None:
-                    hashes = list(leaf_hashes)
-                    self._looked_up = (hashes, _indexes(hashes, lookup.fetchall()))
         except BaseException:
             self._release(conn, rollback=True)
             raise
@@ -491,7 +462,7 @@ class PostgresStorage:
     def unlock_head(self) -> None:
         """Release the head; then, as after a commit, return once the head lock_head gave
         is published (another frontend's batch may not be yet)."""
-        conn, self._held, self._looked_up = self._held, None, None
+        conn, self._held = self._held, None
         if conn is not None:
             self._release(conn, rollback=True)
             self.head_lock_times.released(0)
@@ -499,7 +470,7 @@ class PostgresStorage:
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None]:
         """Steps 1 (done by lock_head) and 2; returns step 3, to run before answering."""
-        conn, self._held, self._looked_up = self._held, None, None
+        conn, self._held = self._held, None
         if conn is None:
             raise RuntimeError("commit without lock_head")
         new_size = batch.first_index + len(batch.entries)
@@ -518,34 +489,34 @@ class PostgresStorage:
     def _commit(
         self, conn: psycopg.Connection[Any], batch: Batch, previous: str | None, new_size: int
     ) -> Sequenced:
-        """Step 2 on conn (the head row locked), and the batch's objects, made while the
-        database works on its writes (the COMMIT is sent once they are made: a failure to make
-        them leaves nothing committed)."""
+        """commit's work under the lock: the batch's objects made, and step 2."""
         if self._held_head[1] != previous:
             raise ConflictError(
                 f"the head in {self._url} is not the checkpoint this batch extends; "
                 "refusing to sign over it"
             )
+        # Before the commit: it may read the bundle this batch's first one grows from.
+        with self.head_lock_times.part("bundles"):
+            sequenced = self._publication.sequenced(
+                batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
+            )
+        with self._mapped("commit to", "commit to"), self.head_lock_times.part("sequence"):
+            self._sequence(conn, batch, new_size)
+        return sequenced
+
+    def _sequence(self, conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
+        """Step 2: the batch, durable in the database (the head row is locked by conn)."""
         if any(len(e) > MAX_BUNDLE_ENTRY for e in batch.entries):
             raise StorageError(f"entries of this log are at most {MAX_BUNDLE_ENTRY} bytes")
         for key in batch.extra:
             if not key.startswith(DERIVED_PREFIXES):
                 raise ValueError(f"derived key {key!r} is outside the derived namespaces")
-        with self._mapped("commit to", "commit to"), conn.pipeline():  # one round trip
+        with conn.pipeline():  # one round trip: the statements' results are not needed
             self._sequence_statements(conn, batch, new_size)
-            # Sent, not yet answered. Before the COMMIT: it may read the bundle this batch's
-            # first one grows from, which a later batch's publication may take from memory.
-            with self.head_lock_times.part("bundles"):
-                sequenced = self._publication.sequenced(
-                    batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
-                )
-            conn.execute("COMMIT")
-        return sequenced
 
     def _sequence_statements(
         self, conn: psycopg.Connection[Any], batch: Batch, new_size: int
     ) -> None:
-        """Step 2's writes, in the transaction lock_head began (their results not needed)."""
         if batch.leaf_hashes:
             conn.execute(
                 f"INSERT INTO affidavit_leaf (leaf_hash, leaf_index) {_HASHES_AT}",
@@ -577,6 +548,7 @@ class PostgresStorage:
             "UPDATE affidavit_head SET size = %s, note = %s WHERE id = 1",
             (new_size, batch.checkpoint),
         )
+        conn.execute("COMMIT")
 
     def _publish_all(self) -> None:
         """At startup: publish what is pending (this frontend's own, if it stopped between
