@@ -100,6 +100,10 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
     pointer and the rule, never the value. The walk (schema_walk) also refuses unknown fields,
     sizes and enum values, so every statement is walked here."""
     found = schema_walk.walk(statement, "statement")
+    if not found.maps:
+        guarded = None if found.parameters_at < 0 else _guarded_parameters(statement, parameters)
+        if secret_values.quiet(guarded, found.texts):
+            return  # nothing loud anywhere: what the judging below would conclude
     loud = sorted(secrets.loud(found.texts))
     parameters_at = found.parameters_at
     for i in loud:
@@ -120,10 +124,15 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
 
 
 def _guard_parameters(statement: pb.Statement, parameters: Any) -> None:
-    # Refused as not JSON later; its text is still guarded here.
-    text = statement.action.operation.parameters_json
-    value = text if isinstance(parameters, JSONLimitError) else parameters
-    _refuse_hits(PARAMETERS, secret_values.scan_value(value))
+    _refuse_hits(PARAMETERS, secret_values.scan_value(_guarded_parameters(statement, parameters)))
+
+
+def _guarded_parameters(statement: pb.Statement, parameters: Any) -> Any:
+    """What the guard reads of the parameters: their value; their text when they are not JSON
+    (refused as not JSON later, but guarded here first)."""
+    if isinstance(parameters, JSONLimitError):
+        return statement.action.operation.parameters_json
+    return parameters
 
 
 def _refuse_hits(path: str, hits: list[secret_values.Hit]) -> None:

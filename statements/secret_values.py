@@ -72,6 +72,20 @@ def scan_value(value: Any) -> list[Hit]:
     return hits
 
 
+def quiet(value: Any, texts: list[str]) -> bool:
+    """True when ``scan_value(value)`` is certainly empty and ``secrets.loud(texts)`` is too:
+    no string of the value is judged by its name, and no string, run or text is loud, found in
+    one pass over them all (a clean statement's whole guard: its fields and its parameters).
+    False says only that scan_value and scan must be run to know."""
+    walk = _Walk()
+    walk.value(value, None, None)
+    if any(names_context(name) for _, _, name, _ in walk.strings):
+        return False
+    joined = [*texts, *(text for _, text, _, _ in walk.strings)]
+    joined += ("".join(text for _, text in run) for run in walk.runs)
+    return not secrets.loud(joined)
+
+
 def redact_value(value: Any, key: bytes) -> Any:
     """``value`` with each string's secrets replaced by markers keyed by ``key``; a string
     holding a piece of a split secret is replaced whole. Keys are left as they are."""
