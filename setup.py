@@ -1,5 +1,6 @@
-"""Build the C cores: affidavit.merkle._hashcore (hashing, see merkle/_hashcore.c) and
-affidavit.statements._walkcore (the schema walk's fast path, see statements/_walkcore.c).
+"""Build the C cores: affidavit.merkle._hashcore (hashing, see merkle/_hashcore.c),
+affidavit.statements._walkcore (the schema walk's fast path, see statements/_walkcore.c) and
+affidavit.statements._canonicalcore (canonical JSON's fast path, statements/_canonicalcore.c).
 
 Everything else about the distribution lives in pyproject.toml; setuptools needs this file
 only to declare the extensions.
@@ -17,6 +18,11 @@ setup(
         Extension(
             "affidavit.statements._walkcore",
             sources=["statements/_walkcore.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+        ),
+        Extension(
+            "affidavit.statements._canonicalcore",
+            sources=["statements/_canonicalcore.c"],
             extra_compile_args=["-O2", "-std=c11"],
         ),
     ]

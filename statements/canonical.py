@@ -18,7 +18,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 import re
+from types import ModuleType
 from typing import Any
 
 import rfc8785
@@ -36,6 +38,22 @@ _COMPACT = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys
 _DIGEST = re.compile(r"[0-9a-f]{64}")
 _BRACKETS = re.compile(r"[\[\]{}]")
 _MARKER_FINGERPRINT = re.compile(r"(«redacted:[a-z0-9-]+):[0-9a-f]{8}»")
+
+
+def _load_core() -> ModuleType | None:
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
+        return None
+    try:
+        from affidavit.statements import _canonicalcore
+    except ImportError:
+        return None
+    return _canonicalcore
+
+
+CORE: ModuleType | None = _load_core()
+"""The C fast path in use (statements/_canonicalcore.c: text that is plainly canonical JSON
+parsed, anything else declined), or None: the functions here alone, with the same results
+(tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""
 
 
 class JSONLimitError(ValueError):
@@ -58,8 +76,11 @@ def is_canonical(text: str, parsed: Any) -> bool:
     null, whose characters sort alike in UTF-16 and in code points, the standard library's
     sorted, compact dumps writes exactly RFC 8785's text (the same escapes: \\b \\t \\n \\f \\r,
     else \\u00xx). It only ever says yes; anything else is decided by canonical_json, so the
-    answer is always RFC 8785's (tests compare the two on generated values).
+    answer is always RFC 8785's (tests compare the two on generated values). The C core
+    says yes sooner, to text it reads as plainly canonical (and declines the rest).
     """
+    if CORE is not None and CORE.parse(text) is not None:
+        return True
     if not _UTF16_ORDER.search(text) and _plain(parsed) and _COMPACT.encode(parsed) == text:
         return True
     return canonical_json(parsed) == text
@@ -83,7 +104,10 @@ def _plain(value: Any) -> bool:
 
 def loads(text: str) -> Any:
     """Parse JSON text, refusing nesting beyond MAX_DEPTH before the parser recurses into it,
-    NaN and infinities; JSONLimitError with a message fit to follow a field name."""
+    NaN and infinities; JSONLimitError with a message fit to follow a field name. Text the
+    C core reads as plainly canonical JSON it parses itself, to the same value."""
+    if CORE is not None and (parsed := CORE.parse(text)) is not None:
+        return parsed[0]
     depth = 0
     # Nesting never exceeds the count of opening brackets: most texts need no closer look.
     brackets = (

@@ -5,6 +5,10 @@ writes the same text; everything else falls through to canonical_json. These tes
 is_canonical with `canonical_json(parsed) == text` on generated values, written canonically,
 by the standard library, and with edits, including the cases the shortcut must leave alone:
 floats, integers near 2**53, characters that sort otherwise in UTF-16, escapes.
+
+The C core (statements/_canonicalcore.c) parses text it reads as plainly canonical and
+declines the rest: every test runs with it and without it, and it is held to json.loads and
+rfc8785 directly on the same texts.
 """
 
 from __future__ import annotations
@@ -13,9 +17,20 @@ import json
 from typing import Any
 
 import pytest
+from affidavit.statements import canonical
 from affidavit.statements.canonical import JSONLimitError, canonical_json, is_canonical, loads
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+
+
+@pytest.fixture(params=["c", "pure-python"], autouse=True)
+def canonical_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Each test runs with the C fast path of loads and is_canonical and without it."""
+    if request.param == "c":
+        assert canonical.CORE is not None, "the C core is built by pip install -e ."
+    else:
+        monkeypatch.setattr(canonical, "CORE", None)
+    return str(request.param)
 
 _TEXT = st.text(
     st.characters(codec="utf-8")
@@ -53,11 +68,25 @@ def _shortcut_says(text: str, parsed: Any) -> bool | str:
 
 
 def _agree(text: str) -> None:
+    _core_agrees(text)
     try:
         parsed = loads(text)
     except JSONLimitError:
         return
+    assert repr(parsed) == repr(json.loads(text))  # repr: True is not 1, key order counts
     assert _shortcut_says(text, parsed) == _rfc8785_says(text, parsed)
+
+
+def _core_agrees(text: str) -> None:
+    """The C core answers only with json.loads's value, of which text is the RFC 8785 text."""
+    core = canonical.CORE
+    if core is None:
+        return
+    answer = core.parse(text)
+    if answer is not None:
+        (value,) = answer
+        assert repr(value) == repr(json.loads(text))
+        assert canonical_json(value) == text
 
 
 @settings(max_examples=400, deadline=None)
@@ -116,3 +145,72 @@ def test_edited_texts(value: Any, at: int, insert: str) -> None:
 )
 def test_known_cases(text: str) -> None:
     _agree(text)
+
+
+_PLAIN_KEY = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'))
+_PLAIN_TEXT = st.text(st.characters(codec="utf-8", exclude_characters='"\\', min_codepoint=0x20))
+_PLAIN = st.recursive(
+    st.none() | st.booleans() | st.integers(-(10**15) + 1, 10**15 - 1) | _PLAIN_TEXT,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(_PLAIN_KEY, inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(value=_PLAIN)
+def test_core_parses_plainly_canonical_text(value: Any) -> None:
+    """What the core is for: canonical text with no escapes, floats or non-ASCII keys is
+    parsed by it (not declined), to json.loads's value."""
+    text = canonical_json(value)
+    if canonical.CORE is not None:  # else the pure-Python run
+        assert canonical.CORE.parse(text) is not None
+    _agree(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        " {}",
+        "{} ",
+        '{"a": 1}',
+        "[1,]",
+        "[01]",
+        "[-]",
+        "[1e5]",
+        "[1.5]",
+        "1234567890123456",
+        "-0",
+        "tru",
+        "nul",
+        '"abc',
+        '"a\\"',
+        '"\x01"',
+        '{"a":1,"a":1}',
+        '{"ab":1,"a":1}',
+        '{"\u00e9":1}',
+        '{"a":"\\u00e9"}',
+        '"\ud800"',
+        "\ufeff{}",
+        "[" * 33 + "]" * 33,
+    ],
+)
+def test_core_declines(text: str, canonical_core: str) -> None:
+    if canonical_core == "c":
+        assert canonical.CORE is not None
+        assert canonical.CORE.parse(text) is None
+    _agree(text)
+
+
+def test_core_depth_is_the_bound(canonical_core: str) -> None:
+    """Nesting up to MAX_DEPTH parses; one level more is declined (loads refuses it)."""
+    deep = "[" * canonical.MAX_DEPTH + "]" * canonical.MAX_DEPTH
+    assert loads(deep) is not None
+    with pytest.raises(JSONLimitError):
+        loads("[" + deep + "]")
+    if canonical_core == "c":
+        assert canonical.CORE is not None
+        assert canonical.CORE.MAX_DEPTH == canonical.MAX_DEPTH
+        assert canonical.CORE.parse(deep) is not None
+        with pytest.raises(TypeError):
+            canonical.CORE.parse(b"{}")
