@@ -32,6 +32,7 @@ def canonical_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
         monkeypatch.setattr(canonical, "CORE", None)
     return str(request.param)
 
+
 _TEXT = st.text(
     st.characters(codec="utf-8")
     | st.sampled_from(["\x00", "\x1f", "\x7f", "\b", "\t", "\n", "\f", "\r", '"', "\\", "/"])
@@ -147,7 +148,9 @@ def test_known_cases(text: str) -> None:
     _agree(text)
 
 
-_PLAIN_KEY = st.text(st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\'))
+_PLAIN_KEY = st.text(
+    st.characters(min_codepoint=0x20, max_codepoint=0x7E, exclude_characters='"\\')
+)
 _PLAIN_TEXT = st.text(st.characters(codec="utf-8", exclude_characters='"\\', min_codepoint=0x20))
 _PLAIN = st.recursive(
     st.none() | st.booleans() | st.integers(-(10**15) + 1, 10**15 - 1) | _PLAIN_TEXT,
