@@ -1,8 +1,9 @@
 """The secret guard: finds credentials in text, shared by every side.
 
 The client redacts with it before signing, the server rejects what slips through at ingest, the
-auditor re-checks on replay; all three must agree, so this is the only implementation. Pure
-Python (stdlib only), no I/O. The rules are in secret_rules.py; the walk over JSON values and
+auditor re-checks on replay; all three must agree, so this is the only implementation. Python,
+no I/O; its one compiled piece, the keyword search (statements/_guardcore.c), finds exactly
+what str.find does. The rules are in secret_rules.py; the walk over JSON values and
 maps, with the context of keys and sibling keys and tokens split across items, is in
 secret_values.py.
 
@@ -44,9 +45,11 @@ import functools
 import hashlib
 import hmac
 import itertools
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Final, Protocol
 from urllib.parse import unquote
 
@@ -126,12 +129,47 @@ def _automaton() -> _Automaton | None:
 
 
 AUTOMATON: _Automaton | None = _automaton()
-"""The keyword search in use; set to None to run the pure-Python search (tests run both)."""
+"""The keyword search used where the C core is not; set to None (and CORE too) to run the
+pure-Python search (tests run all three)."""
+
+
+def _load_core() -> ModuleType | None:
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
+        return None
+    try:
+        from affidavit.statements import _guardcore
+    except ImportError:
+        return None
+    return _guardcore
+
+
+CORE: ModuleType | None = _load_core()
+"""The compiled keyword search (statements/_guardcore.c), or None (AFFIDAVIT_PURE_PYTHON=1 at
+import, or not built): the automaton's or str.find's, with the same result."""
+
+
+def _keyword_table() -> tuple[bytes, list[tuple[str, ...] | None]]:
+    """The C core's table of the keywords by their first two characters (see _guardcore.c):
+    the bits of the two-character starts, and at each start its keywords, sorted."""
+    assert all(k.isascii() and len(k) >= 2 for k in _KEYWORD_LIST), "the C core's premise"
+    table: list[tuple[str, ...] | None] = [None] * (128 * 128)
+    starts = bytearray(128 * 128 // 8)
+    for keyword in _KEYWORD_LIST:  # sorted: each entry's keywords are too
+        at = ord(keyword[0]) * 128 + ord(keyword[1])
+        table[at] = (*(table[at] or ()), keyword)
+        starts[at >> 3] |= 1 << (at & 7)
+    return bytes(starts), table
+
+
+_STARTS, _TABLE = _keyword_table()
 
 
 def keyword_occurrences(lowered: str) -> list[tuple[int, str]]:
     """(position, keyword) of every occurrence of every rule keyword in ``lowered`` (already
     lowercased), overlapping ones included, sorted by position then keyword."""
+    if CORE is not None:
+        found: list[tuple[int, str]] = CORE.occurrences(lowered, _STARTS, _TABLE)
+        return found
     if AUTOMATON is not None:
         try:
             matches = AUTOMATON.find_matches_as_indexes(lowered, overlapping=True)
@@ -139,7 +177,7 @@ def keyword_occurrences(lowered: str) -> list[tuple[int, str]]:
             pass
         else:
             return sorted((start, _KEYWORD_LIST[i]) for i, start, _ in matches)
-    found: list[tuple[int, str]] = []
+    found = []
     for keyword in _KEYWORD_LIST:
         if keyword in lowered:
             at = lowered.find(keyword)

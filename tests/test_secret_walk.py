@@ -24,12 +24,17 @@ from hypothesis import strategies as hs
 from tests import benign_corpus
 
 
-@pytest.fixture(params=["automaton", "pure-python"])
+@pytest.fixture(params=["c", "automaton", "pure-python"])
 def keyword_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test runs with the compiled keyword search (the ``fast`` extra) and without it."""
+    """Each test runs with each keyword search: the C core's (statements/_guardcore.c), the
+    automaton's (the ``fast`` extra) and str.find's."""
+    if request.param == "c":
+        assert secrets.CORE is not None, "the C core is built by pip install -e ."
+    else:
+        monkeypatch.setattr(secrets, "CORE", None)
     if request.param == "automaton":
         assert secrets.AUTOMATON is not None, "install the fast extra: pip install -e '.[dev]'"
-    else:
+    elif request.param == "pure-python":
         monkeypatch.setattr(secrets, "AUTOMATON", None)
     return str(request.param)
 
@@ -173,7 +178,9 @@ def _occurrences_by_find(lowered: str) -> list[tuple[int, str]]:
 
 
 _KEYWORDY = hs.lists(
-    hs.sampled_from([*secrets._KEYWORD_LIST, "x", "é", "İ", "\ud800", "-", "=", "pas", "s"]),
+    hs.sampled_from(
+        [*secrets._KEYWORD_LIST, "x", "é", "İ", "\ud800", "\U0001f600", "-", "=", "pas", "s"]
+    ),
     max_size=12,
 ).map("".join)
 
@@ -182,8 +189,8 @@ _KEYWORDY = hs.lists(
     max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
 )
 @given(text=hs.one_of(_KEYWORDY, hs.text(max_size=60)))
-def test_the_automaton_finds_every_occurrence_find_does(keyword_search: str, text: str) -> None:
-    """Both keyword searches report every occurrence, overlapping ones included."""
+def test_each_search_finds_every_occurrence_find_does(keyword_search: str, text: str) -> None:
+    """Every keyword search reports every occurrence, overlapping ones included."""
     lowered = text.lower()
     assert secrets.keyword_occurrences(lowered) == _occurrences_by_find(lowered)
 
@@ -208,3 +215,25 @@ def test_quiet_never_hides_a_finding_in_the_corpora(keyword_search: str) -> None
         assert not is_quiet or secrets.scan(text) == [], text[:40]
     assert secrets.loud(texts) == {i for i, q in enumerate(quiet) if not q}
     assert sum(quiet) > 0 and not all(quiet)  # the test sees both answers
+
+
+def test_the_c_search_refuses_a_table_it_cannot_trust() -> None:
+    """A table that breaks the C core's premises is a ValueError, never a read past it."""
+    core = secrets.CORE
+    if core is None:
+        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+    at = ord("a") * 128 + ord("b")
+    starts = bytearray(128 * 128 // 8)
+    starts[at >> 3] |= 1 << (at & 7)
+    table: list[tuple[str, ...] | None] = [None] * (128 * 128)
+    assert core.occurrences("xabx", bytes(starts), table) == []  # a start marked, no entry
+    for entry in [("a",), ("ac",), ("abé",), (1,), "ab"]:
+        table[at] = entry  # type: ignore[call-overload]
+        with pytest.raises(ValueError):
+            core.occurrences("xabx", bytes(starts), table)
+    with pytest.raises(ValueError):
+        core.occurrences("ab", bytes(starts), table[:-1])
+    with pytest.raises(ValueError):
+        core.occurrences("ab", bytes(starts[:-1]), table)
+    table[at] = ("ab", "abc")
+    assert core.occurrences("xabcab", bytes(starts), table) == [(1, "ab"), (1, "abc"), (4, "ab")]

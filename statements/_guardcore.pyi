@@ -1,0 +1,5 @@
+# Types of the secret guard's compiled keyword search, statements/_guardcore.c.
+
+def occurrences(
+    lowered: str, starts: bytes, table: list[tuple[str, ...] | None], /
+) -> list[tuple[int, str]]: ...
