@@ -1,6 +1,6 @@
 /*
- * statements._guardcore: the secret guard's keyword search (secrets.keyword_occurrences),
- * compiled.
+ * statements._guardcore: the secret guard's compiled pieces: the keyword search
+ * (secrets.keyword_occurrences) and the strings of a parameters value (secret_values.quiet).
  *
  *     occurrences(lowered, starts, table) -> [(position, keyword), ...]
  *
@@ -14,6 +14,17 @@
  * otherwise), so a keyword can only start where two ASCII characters start one of them, and
  * its remaining characters are compared one by one. Entries are checked as they are used:
  * a table that breaks these rules is a ValueError, never a read out of bounds.
+ *
+ *     pieces(value, name_keys, piece_max) -> (texts, names) | None
+ *
+ * What secret_values.quiet reads of a parsed JSON value, found without its walk's paths:
+ * ``texts`` every string and object key, and each run of two or more adjacent short strings
+ * of one object or array joined (a piece: 1 to piece_max characters, one run of non-space);
+ * ``names`` every key, and every string stored under a key that is one of ``name_keys``
+ * once lowercased (those a sibling could take its name from): a superset of the names the
+ * walk gives strings, for quiet to test. None (declined) for anything but dicts with str
+ * keys, lists, tuples, str and scalars, or nesting deeper than MAX_DEPTH; and for a key
+ * that is not ASCII (its lowercase is Python's to say).
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -122,17 +133,182 @@ done:
     return found;
 }
 
+#define MAX_DEPTH 64
+#define DECLINE 1
+
+typedef struct {
+    PyObject *texts;     /* list */
+    PyObject *names;     /* list */
+    PyObject *name_keys; /* tuple of lowercase ASCII str */
+    Py_ssize_t piece_max;
+} Pieces;
+
+/* Whether text is a piece: 1 to piece_max characters, exactly one run of non-space (the
+ * walk's 0 < len(v) <= SPLIT_PIECE_MAX and len(v.split()) == 1; split() splits on
+ * Py_UNICODE_ISSPACE, as here). */
+static int is_piece(PyObject *text, Py_ssize_t piece_max) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(text);
+    if (length == 0 || length > piece_max)
+        return 0;
+    int kind = PyUnicode_KIND(text);
+    const void *data = PyUnicode_DATA(text);
+    int runs = 0, in_run = 0;
+    for (Py_ssize_t i = 0; i < length; i++) {
+        int space = Py_UNICODE_ISSPACE(PyUnicode_READ(kind, data, i));
+        if (!space && !in_run && ++runs > 1)
+            return 0;
+        in_run = !space;
+    }
+    return runs == 1;
+}
+
+/* Whether an ASCII key, lowercased, is one of name_keys. */
+static int is_name_key(PyObject *key, PyObject *name_keys) {
+    Py_ssize_t length = PyUnicode_GET_LENGTH(key);
+    const Py_UCS1 *chars = PyUnicode_1BYTE_DATA(key);
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(name_keys); k++) {
+        PyObject *name = PyTuple_GET_ITEM(name_keys, k);
+        if (PyUnicode_GET_LENGTH(name) != length)
+            continue;
+        const Py_UCS1 *want = PyUnicode_1BYTE_DATA(name);
+        Py_ssize_t i = 0;
+        while (i < length && Py_TOLOWER(chars[i]) == want[i])
+            i++;
+        if (i == length)
+            return 1;
+    }
+    return 0;
+}
+
+static int append(PyObject *list, PyObject *item) { return PyList_Append(list, item) ? FAILED : OK; }
+
+/* Close a run: joined into texts when it has two or more pieces; emptied either way. */
+static int close_run(Pieces *p, PyObject *run) {
+    Py_ssize_t size = PyList_GET_SIZE(run);
+    if (size > 1) {
+        PyObject *empty = PyUnicode_New(0, 0);
+        if (empty == NULL)
+            return FAILED;
+        PyObject *joined = PyUnicode_Join(empty, run);
+        Py_DECREF(empty);
+        if (joined == NULL)
+            return FAILED;
+        int ok = append(p->texts, joined);
+        Py_DECREF(joined);
+        if (ok != OK)
+            return ok;
+    }
+    return size ? PyList_SetSlice(run, 0, size, NULL) ? FAILED : OK : OK;
+}
+
+static int pieces_of(Pieces *p, PyObject *value, int depth);
+
+/* One item of a dict (key not NULL) or of a list or tuple (key NULL), as _Walk.value. */
+static int item(Pieces *p, PyObject *run, PyObject *key, PyObject *v, int name_key, int depth) {
+    if (key != NULL && append(p->texts, key) != OK)
+        return FAILED;
+    if (PyUnicode_CheckExact(v)) {
+        if (append(p->texts, v) != OK)
+            return FAILED;
+        if (name_key && append(p->names, v) != OK)
+            return FAILED;
+        if (is_piece(v, p->piece_max))
+            return append(run, v);
+    }
+    int ok = close_run(p, run);
+    if (ok != OK || PyUnicode_CheckExact(v))
+        return ok;
+    return pieces_of(p, v, depth + 1);
+}
+
+static int pieces_of(Pieces *p, PyObject *value, int depth) {
+    if (PyUnicode_CheckExact(value))
+        return append(p->texts, value);
+    int container = PyDict_CheckExact(value) || PyList_CheckExact(value) ||
+                    PyTuple_CheckExact(value);
+    if (!container) {
+        if (PyUnicode_Check(value) || PyDict_Check(value) || PyList_Check(value) ||
+            PyTuple_Check(value))
+            return DECLINE; /* a subclass: its own str(), items() are Python's to call */
+        return OK;          /* a scalar: nothing to read */
+    }
+    if (depth > MAX_DEPTH)
+        return DECLINE;
+    PyObject *run = PyList_New(0);
+    if (run == NULL)
+        return FAILED;
+    int ok = OK;
+    if (PyDict_CheckExact(value)) {
+        Py_ssize_t at = 0;
+        PyObject *key, *v;
+        while (ok == OK && PyDict_Next(value, &at, &key, &v)) {
+            if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
+                ok = DECLINE;
+                break;
+            }
+            if (append(p->names, key) != OK) {
+                ok = FAILED;
+                break;
+            }
+            Py_INCREF(key); /* held across the walk below, which runs no Python code, but */
+            Py_INCREF(v);   /* a borrowed reference is cheap to make safe */
+            ok = item(p, run, key, v, is_name_key(key, p->name_keys), depth);
+            Py_DECREF(key);
+            Py_DECREF(v);
+        }
+    } else {
+        PyObject *seq = value;
+        for (Py_ssize_t i = 0; ok == OK && i < PySequence_Fast_GET_SIZE(seq); i++) {
+            PyObject *v = PySequence_Fast_GET_ITEM(seq, i);
+            Py_INCREF(v);
+            ok = item(p, run, NULL, v, 0, depth);
+            Py_DECREF(v);
+        }
+    }
+    if (ok == OK)
+        ok = close_run(p, run);
+    Py_DECREF(run);
+    return ok;
+}
+
+static PyObject *pieces(PyObject *self, PyObject *args) {
+    (void)self;
+    PyObject *value, *name_keys;
+    Py_ssize_t piece_max;
+    if (!PyArg_ParseTuple(args, "OO!n:pieces", &value, &PyTuple_Type, &name_keys, &piece_max))
+        return NULL;
+    for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(name_keys); k++) {
+        PyObject *name = PyTuple_GET_ITEM(name_keys, k);
+        if (!PyUnicode_Check(name) || !PyUnicode_IS_ASCII(name)) {
+            PyErr_SetString(PyExc_ValueError, "pieces(): name_keys must be ASCII str");
+            return NULL;
+        }
+    }
+    Pieces p = {PyList_New(0), PyList_New(0), name_keys, piece_max};
+    int ok = p.texts == NULL || p.names == NULL ? FAILED : pieces_of(&p, value, 0);
+    if (ok == OK)
+        return Py_BuildValue("(NN)", p.texts, p.names);
+    Py_XDECREF(p.texts);
+    Py_XDECREF(p.names);
+    if (ok == FAILED)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"occurrences", occurrences, METH_VARARGS,
      "occurrences(lowered, starts, table) -> [(position, keyword)]: every occurrence of every "
      "keyword of table in lowered, by position then keyword (see statements/_guardcore.c)."},
+    {"pieces", pieces, METH_VARARGS,
+     "pieces(value, name_keys, piece_max) -> (texts, names) or None: what "
+     "secret_values.quiet reads of a parsed JSON value (see statements/_guardcore.c)."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
     .m_base = PyModuleDef_HEAD_INIT,
     .m_name = "_guardcore",
-    .m_doc = "The secret guard's keyword search (see statements/_guardcore.c).",
+    .m_doc = "The secret guard's compiled pieces (see statements/_guardcore.c).",
     .m_size = -1,
     .m_methods = methods,
 };

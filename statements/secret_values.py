@@ -19,16 +19,22 @@ same rules, so what the client redacts is exactly what the log would refuse.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any, Final, TypeAlias
 
 from affidavit.statements import secrets
 from affidavit.statements.secret_rules import names_context, names_credential
+
+CORE: ModuleType | None = secrets.CORE
+"""The guard's C core (statements/_guardcore.c), whose pieces() quiet uses; None: the walk
+here alone (tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""
 
 # fmt: off
 NAME_KEYS: Final = frozenset({"name", "key", "id", "variable", "var", "env", "field", "header",
                               "parameter", "param", "label", "setting", "property"})
 VALUE_KEYS: Final = frozenset({"value", "val", "data", "content", "secret", "default", "text"})
 # fmt: on
+_NAME_KEYS_ORDERED: Final = tuple(sorted(NAME_KEYS))  # the C core's form of them
 SPLIT_PIECE_MAX: Final = 128
 """Longest string joined with its neighbours to look for a token split across them: pieces of
 a split token are short and have no white space."""
@@ -77,13 +83,27 @@ def quiet(value: Any, texts: list[str]) -> bool:
     no string of the value is judged by its name, and no string, run or text is loud, found in
     one pass over them all (a clean statement's whole guard: its fields and its parameters).
     False says only that scan_value and scan must be run to know."""
+    strings, names = _pieces(value)
+    if any(names_context(name) for name in names):
+        return False
+    return not secrets.loud([*texts, *strings])
+
+
+def _pieces(value: Any) -> tuple[list[str], list[str | None]]:
+    """What quiet reads of a value: every string and key, and each run joined; and the names
+    to test, at least those the walk gives its strings. The C core's (statements/_guardcore.c:
+    every key and every string under a name-holding key, a superset) when it takes the
+    value; else this walk's."""
+    if CORE is not None:
+        found: tuple[list[str], list[str | None]] | None
+        found = CORE.pieces(value, _NAME_KEYS_ORDERED, SPLIT_PIECE_MAX)
+        if found is not None:
+            return found
     walk = _Walk()
     walk.value(value, None, None)
-    if any(names_context(name) for _, _, name, _ in walk.strings):
-        return False
-    joined = [*texts, *(text for _, text, _, _ in walk.strings)]
-    joined += ("".join(text for _, text in run) for run in walk.runs)
-    return not secrets.loud(joined)
+    strings = [text for _, text, _, _ in walk.strings]
+    strings += ("".join(text for _, text in run) for run in walk.runs)
+    return strings, [name for _, _, name, _ in walk.strings]
 
 
 def redact_value(value: Any, key: bytes) -> Any:

@@ -237,3 +237,72 @@ def test_the_c_search_refuses_a_table_it_cannot_trust() -> None:
         core.occurrences("ab", bytes(starts[:-1]), table)
     table[at] = ("ab", "abc")
     assert core.occurrences("xabcab", bytes(starts), table) == [(1, "ab"), (1, "abc"), (4, "ab")]
+
+
+_SPACED = hs.lists(hs.sampled_from(["a", "Z9", " ", "\t", "\x1c", "\u2028", "\u3000", "é"]))
+_ASCII_VALUES = hs.recursive(
+    hs.one_of(_PIECES, _SPACED.map("".join), hs.text(max_size=16), hs.integers(), hs.none()),
+    lambda inner: hs.one_of(
+        hs.lists(inner, max_size=5),
+        hs.dictionaries(_KEYS | hs.sampled_from(["NAME", "Key", "ids", "x"]), inner, max_size=5),
+    ),
+    max_leaves=16,
+)
+
+
+@settings(max_examples=500, deadline=None)
+@given(value=hs.one_of(_VALUES, _ASCII_VALUES))
+def test_the_c_pieces_are_the_walks(value: Any) -> None:
+    """The C core's pieces(): the walk's strings and runs, and a superset of its names; so
+    quiet with it is never looser than quiet without it."""
+    core = secret_values.CORE
+    if core is None:
+        return  # AFFIDAVIT_PURE_PYTHON=1: nothing to compare
+    found = core.pieces(value, secret_values._NAME_KEYS_ORDERED, secret_values.SPLIT_PIECE_MAX)
+    if found is None:
+        assert any(not k.isascii() for k in _keys(value)), "declined only a non-ASCII key"
+        return
+    walk = secret_values._Walk()
+    walk.value(value, None, None)
+    strings = [text for _, text, _, _ in walk.strings]
+    strings += ("".join(text for _, text in run) for run in walk.runs)
+    assert sorted(found[0]) == sorted(strings)
+    assert {n for _, _, n, _ in walk.strings if n is not None} <= set(found[1])
+    try:
+        secret_values.CORE = None
+        loose = secret_values.quiet(value, [])
+    finally:
+        secret_values.CORE = core
+    assert loose or not secret_values.quiet(value, [])
+
+
+def _keys(value: Any) -> Iterator[str]:
+    if isinstance(value, dict):
+        yield from value
+        value = list(value.values())
+    if isinstance(value, list):
+        for v in value:
+            yield from _keys(v)
+
+
+def test_the_c_pieces_decline_what_python_must_read() -> None:
+    core = secret_values.CORE
+    if core is None:
+        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+
+    class Text(str):
+        pass
+
+    deep: Any = "x"
+    for _ in range(100):
+        deep = [deep]
+    args = (secret_values._NAME_KEYS_ORDERED, secret_values.SPLIT_PIECE_MAX)
+    for value in [{"é": "x"}, {1: "x"}, [Text("x")], {"a": {"b": Text("y")}}, deep]:
+        assert core.pieces(value, *args) is None
+    assert core.pieces(("a", "b", 3, b"x"), *args) == (["a", "b", "ab"], [])
+    assert core.pieces({"Name": "DB_PASSWORD", "v": "a b"}, *args) == (
+        ["Name", "DB_PASSWORD", "v", "a b"],
+        ["Name", "DB_PASSWORD", "v"],
+    )
+    with pytest.raises(ValueError):
+        core.pieces({}, ("é",), 1)
