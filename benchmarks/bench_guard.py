@@ -16,8 +16,8 @@ so a machine shared with other work skews them less than wall time):
                 audit's "schema_and_secret_guard" stage (bench_audit.py), which issue 15 aims
                 to bring to about 15 µs
   guard_pure_python_us, check_pure_python_us: the same with nothing compiled (no fast extra:
-                keyword search by str.find; no C core for the schema walk): the same
-                verdicts, only the time differs
+                keyword search by str.find; no C cores: schema walk, guard, canonical JSON):
+                the same verdicts, only the time differs
 for five statements: a typical INTENT (a dozen clean parameters), a grant, an INTENT whose
 parameters carry redaction markers and base64 blobs (the decoding layers' worst case among
 ordinary inputs), and the INTENTs bench_append.py and bench_audit.py sign (two and three
@@ -39,7 +39,7 @@ from functools import partial
 from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import build, schema, schema_walk, secrets
+from affidavit.statements import build, canonical, schema, schema_walk, secret_values, secrets
 from affidavit.statements.canonical import canonical_json, shown_digest
 from affidavit.statements.ids import uuid7
 from affidavit.statements.redact import redact_parameters
@@ -174,6 +174,10 @@ def guard(statement: pb.Statement) -> None:
     schema._guard_secrets(statement, schema._parse_parameters(statement))
 
 
+_CORES: tuple[Any, ...] = (schema_walk, secrets, secret_values, canonical)
+"""The modules with a C fast path (each a CORE attribute; None turns it off)."""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="fewer repeats (a smoke run)")
@@ -186,10 +190,14 @@ def main() -> None:
         guard_us = median_us(partial(guard, statement), batch, repeat)
         check = median_us(partial(schema.check, signed, statement), batch, repeat)
         automaton, secrets.AUTOMATON = secrets.AUTOMATON, None
-        core, schema_walk.CORE = schema_walk.CORE, None
+        cores = {m: m.CORE for m in _CORES}
+        for m in _CORES:
+            m.CORE = None
         pure = median_us(partial(guard, statement), batch, repeat)
         check_pure = median_us(partial(schema.check, signed, statement), batch, repeat)
-        secrets.AUTOMATON, schema_walk.CORE = automaton, core
+        secrets.AUTOMATON = automaton
+        for m, core in cores.items():
+            m.CORE = core
         emit(
             statement=name,
             bytes=len(leaf),
@@ -201,7 +209,9 @@ def main() -> None:
             guard_pure_python_us=round(pure, 2),
             check_pure_python_us=round(check_pure, 2),
             automaton=automaton is not None,
-            walk_core=core is not None,
+            walk_core=cores[schema_walk] is not None,
+            guard_core=cores[secrets] is not None,
+            canonical_core=cores[canonical] is not None,
         )
 
 
