@@ -100,12 +100,17 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
     pointer and the rule, never the value. The walk (schema_walk) also refuses unknown fields,
     sizes and enum values, so every statement is walked here."""
     found = schema_walk.walk(statement, "statement")
-    if not found.maps:
-        guarded = None if found.parameters_at < 0 else _guarded_parameters(statement, parameters)
-        if secret_values.quiet(guarded, found.texts):
-            return  # nothing loud anywhere: what the judging below would conclude
-    loud = sorted(secrets.loud(found.texts))
     parameters_at = found.parameters_at
+    # One loud pass over the fields and the parameters' strings: only what it marks is judged.
+    pieces: list[str] = []
+    named = False
+    if parameters_at >= 0:
+        pieces, named = secret_values.pieces(_guarded_parameters(statement, parameters))
+    count = len(found.texts)
+    marks = secrets.loud([*found.texts, *pieces] if pieces else found.texts)
+    if not named and all(i < count for i in marks):
+        parameters_at = -1  # quiet parameters: scan_value would find nothing in them
+    loud = sorted(i for i in marks if i < count)
     for i in loud:
         if 0 <= parameters_at <= i:
             _guard_parameters(statement, parameters)

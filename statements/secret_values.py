@@ -26,7 +26,7 @@ from affidavit.statements import secrets
 from affidavit.statements.secret_rules import names_context, names_credential
 
 CORE: ModuleType | None = secrets.CORE
-"""The guard's C core (statements/_guardcore.c), whose pieces() quiet uses; None: the walk
+"""The guard's C core (statements/_guardcore.c), which pieces() uses; None: the walk
 here alone (tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""
 
 # fmt: off
@@ -78,32 +78,23 @@ def scan_value(value: Any) -> list[Hit]:
     return hits
 
 
-def quiet(value: Any, texts: list[str]) -> bool:
-    """True when ``scan_value(value)`` is certainly empty and ``secrets.loud(texts)`` is too:
-    no string of the value is judged by its name, and no string, run or text is loud, found in
-    one pass over them all (a clean statement's whole guard: its fields and its parameters).
-    False says only that scan_value and scan must be run to know."""
-    strings, names = _pieces(value)
-    if any(names_context(name) for name in names):
-        return False
-    return not secrets.loud([*texts, *strings])
-
-
-def _pieces(value: Any) -> tuple[list[str], list[str | None]]:
-    """What quiet reads of a value: every string and key, and each run joined; and the names
-    to test, at least those the walk gives its strings. The C core's (statements/_guardcore.c:
-    every key and every string under a name-holding key, a superset) when it takes the
-    value; else this walk's."""
+def pieces(value: Any) -> tuple[list[str], bool]:
+    """What scan_value(value) reads first: every string and key of the value, and each run of
+    short adjacent strings joined; and whether a string may be judged by its name. When none
+    may, and ``secrets.loud`` marks none of these strings, ``scan_value(value)`` is certainly
+    empty: so the guard reads them in the same loud pass as a statement's other fields."""
     if CORE is not None:
         found: tuple[list[str], list[str | None]] | None
         found = CORE.pieces(value, _NAME_KEYS_ORDERED, SPLIT_PIECE_MAX)
         if found is not None:
-            return found
+            # every key and every string under a name-holding key: a superset of the names
+            strings, names = found
+            return strings, any(names_context(name) for name in names)
     walk = _Walk()
     walk.value(value, None, None)
-    strings = [text for _, text, _, _ in walk.strings]
-    strings += ("".join(text for _, text in run) for run in walk.runs)
-    return strings, [name for _, _, name, _ in walk.strings]
+    texts = [text for _, text, _, _ in walk.strings]
+    texts += ("".join(text for _, text in run) for run in walk.runs)
+    return texts, any(names_context(name) for _, _, name, _ in walk.strings)
 
 
 def redact_value(value: Any, key: bytes) -> Any:
