@@ -55,7 +55,9 @@ def test_wheel_holds_only_the_affidavit_namespace(tmp_path: Path) -> None:
     missing = [name for name in parts if f"affidavit/{name}" not in names]
     assert not missing, f"not in the wheel (add its package to pyproject): {missing}"
     assert any(n.startswith("affidavit/merkle/_hashcore") and n.endswith(".so") for n in names)
-    assert any(n.startswith("affidavit/statements/_walkcore") and n.endswith(".so") for n in names)
+    for core in ("_walkcore", "_canonicalcore", "_guardcore"):
+        so = f"affidavit/statements/{core}"
+        assert any(n.startswith(so) and n.endswith(".so") for n in names), core
     assert "affidavit/proto/affidavit_pb2.pyi" in names
     assert "affidavit/py.typed" in names
 
