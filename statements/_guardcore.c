@@ -1,6 +1,6 @@
 /*
  * statements._guardcore: the secret guard's compiled pieces: the keyword search
- * (secrets.keyword_occurrences) and the strings of a parameters value (secret_values.quiet).
+ * (secrets.keyword_occurrences) and the strings of a parameters value (secret_values.pieces).
  *
  *     occurrences(lowered, starts, table) -> [(position, keyword), ...]
  *
@@ -17,12 +17,13 @@
  *
  *     pieces(value, name_keys, piece_max) -> (texts, names) | None
  *
- * What secret_values.quiet reads of a parsed JSON value, found without its walk's paths:
- * ``texts`` every string and object key, and each run of two or more adjacent short strings
- * of one object or array joined (a piece: 1 to piece_max characters, one run of non-space);
+ * What secret_values.pieces reads of a parsed JSON value, found without its walk's paths,
+ * in its walk's order: ``texts`` every string and object key, then each run of two or more
+ * adjacent short strings of one object or array joined, in the order the runs close (a
+ * piece: 1 to piece_max characters, one run of non-space);
  * ``names`` every key, and every string stored under a key that is one of ``name_keys``
  * once lowercased (those a sibling could take its name from): a superset of the names the
- * walk gives strings, for quiet to test. None (declined) for anything but dicts with str
+ * walk gives strings, for pieces to test. None (declined) for anything but dicts with str
  * keys, lists, tuples, str and scalars, or nesting deeper than MAX_DEPTH; and for a key
  * that is not ASCII (its lowercase is Python's to say).
  */
@@ -96,8 +97,10 @@ static PyObject *occurrences(PyObject *self, PyObject *args) {
     if (!PyArg_ParseTuple(args, "Uy*O!:occurrences", &text, &starts, &PyList_Type, &table))
         return NULL;
     PyObject *found = NULL;
+#if PY_VERSION_HEX < 0x030C0000 /* a legacy string made by a C extension; always ready since */
     if (PyUnicode_READY(text) < 0)
         goto done;
+#endif
     if (PyList_GET_SIZE(table) != TABLE_SIZE || starts.len != TABLE_SIZE / 8) {
         PyErr_SetString(PyExc_ValueError,
                         "occurrences(): table must have 128 * 128 entries, starts as many bits");
@@ -138,6 +141,7 @@ done:
 
 typedef struct {
     PyObject *texts;     /* list */
+    PyObject *joins;     /* list: the runs joined, in the order they close */
     PyObject *names;     /* list */
     PyObject *name_keys; /* tuple of lowercase ASCII str */
     Py_ssize_t piece_max;
@@ -193,7 +197,7 @@ static int close_run(Pieces *p, PyObject *run) {
         Py_DECREF(empty);
         if (joined == NULL)
             return FAILED;
-        int ok = append(p->texts, joined);
+        int ok = append(p->joins, joined);
         Py_DECREF(joined);
         if (ok != OK)
             return ok;
@@ -203,12 +207,23 @@ static int close_run(Pieces *p, PyObject *run) {
 
 static int pieces_of(Pieces *p, PyObject *value, int depth);
 
+/* Whether a str may be read by kind and data (a legacy string made by an old C API is made
+ * ready first; every string is ready from Python 3.12). */
+static int ready(PyObject *text) {
+#if PY_VERSION_HEX < 0x030C0000
+    return PyUnicode_READY(text) < 0 ? FAILED : OK;
+#else
+    (void)text;
+    return OK;
+#endif
+}
+
 /* One item of a dict (key not NULL) or of a list or tuple (key NULL), as _Walk.value. */
 static int item(Pieces *p, PyObject *run, PyObject *key, PyObject *v, int name_key, int depth) {
     if (key != NULL && append(p->texts, key) != OK)
         return FAILED;
     if (PyUnicode_CheckExact(v)) {
-        if (append(p->texts, v) != OK)
+        if (ready(v) != OK || append(p->texts, v) != OK)
             return FAILED;
         if (name_key && append(p->names, v) != OK)
             return FAILED;
@@ -242,7 +257,11 @@ static int pieces_of(Pieces *p, PyObject *value, int depth) {
         Py_ssize_t at = 0;
         PyObject *key, *v;
         while (ok == OK && PyDict_Next(value, &at, &key, &v)) {
-            if (!PyUnicode_CheckExact(key) || !PyUnicode_IS_ASCII(key)) {
+            if (!PyUnicode_CheckExact(key) || ready(key) != OK) {
+                ok = PyErr_Occurred() ? FAILED : DECLINE;
+                break;
+            }
+            if (!PyUnicode_IS_ASCII(key)) {
                 ok = DECLINE;
                 break;
             }
@@ -279,13 +298,21 @@ static PyObject *pieces(PyObject *self, PyObject *args) {
         return NULL;
     for (Py_ssize_t k = 0; k < PyTuple_GET_SIZE(name_keys); k++) {
         PyObject *name = PyTuple_GET_ITEM(name_keys, k);
+        if (PyUnicode_Check(name) && ready(name) != OK)
+            return NULL;
         if (!PyUnicode_Check(name) || !PyUnicode_IS_ASCII(name)) {
             PyErr_SetString(PyExc_ValueError, "pieces(): name_keys must be ASCII str");
             return NULL;
         }
     }
-    Pieces p = {PyList_New(0), PyList_New(0), name_keys, piece_max};
-    int ok = p.texts == NULL || p.names == NULL ? FAILED : pieces_of(&p, value, 0);
+    Pieces p = {PyList_New(0), PyList_New(0), PyList_New(0), name_keys, piece_max};
+    int ok = p.texts == NULL || p.joins == NULL || p.names == NULL ? FAILED
+                                                                   : pieces_of(&p, value, 0);
+    if (ok == OK) {
+        Py_ssize_t end = PyList_GET_SIZE(p.texts);
+        ok = PyList_SetSlice(p.texts, end, end, p.joins) ? FAILED : OK; /* the runs last */
+    }
+    Py_XDECREF(p.joins);
     if (ok == OK)
         return Py_BuildValue("(NN)", p.texts, p.names);
     Py_XDECREF(p.texts);
@@ -301,7 +328,7 @@ static PyMethodDef methods[] = {
      "keyword of table in lowered, by position then keyword (see statements/_guardcore.c)."},
     {"pieces", pieces, METH_VARARGS,
      "pieces(value, name_keys, piece_max) -> (texts, names) or None: what "
-     "secret_values.quiet reads of a parsed JSON value (see statements/_guardcore.c)."},
+     "secret_values.pieces reads of a parsed JSON value (see statements/_guardcore.c)."},
     {NULL, NULL, 0, NULL},
 };
 

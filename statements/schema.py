@@ -108,19 +108,20 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
         pieces, named = secret_values.pieces(_guarded_parameters(statement, parameters))
     count = len(found.texts)
     marks = secrets.loud([*found.texts, *pieces] if pieces else found.texts)
-    if not named and all(i < count for i in marks):
+    in_parameters = {i - count for i in marks if i >= count}
+    if not named and not in_parameters:
         parameters_at = -1  # quiet parameters: scan_value would find nothing in them
     loud = sorted(i for i in marks if i < count)
     for i in loud:
         if 0 <= parameters_at <= i:
-            _guard_parameters(statement, parameters)
+            _guard_parameters(statement, parameters, in_parameters)
             parameters_at = -1
         findings = secrets.scan(found.texts[i])
         if findings:
             path = schema_walk.walk(statement, "statement", paths=True).paths[i]
             _refuse_secret(path, findings[0].rule)
     if parameters_at >= 0:
-        _guard_parameters(statement, parameters)
+        _guard_parameters(statement, parameters, in_parameters)
     for at, (_, entries) in enumerate(found.maps):
         for h in secret_values.scan_value(entries)[:1]:
             path = schema_walk.walk(statement, "statement", paths=True).maps[at][0]
@@ -128,8 +129,10 @@ def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
             _refuse_secret(f"{path}.key" if h.in_key else f"{path}[{key!r}]", h.rule)
 
 
-def _guard_parameters(statement: pb.Statement, parameters: Any) -> None:
-    _refuse_hits(PARAMETERS, secret_values.scan_value(_guarded_parameters(statement, parameters)))
+def _guard_parameters(statement: pb.Statement, parameters: Any, loud: set[int]) -> None:
+    """loud: what secrets.loud marked of secret_values.pieces of the guarded parameters."""
+    guarded = _guarded_parameters(statement, parameters)
+    _refuse_hits(PARAMETERS, secret_values.scan_value(guarded, loud))
 
 
 def _guarded_parameters(statement: pb.Statement, parameters: Any) -> Any:

@@ -57,8 +57,9 @@ def pointer_part(key: str | int) -> str:
     return str(key).replace("~", "~0").replace("/", "~1")
 
 
-def scan_value(value: Any) -> list[Hit]:
-    """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order."""
+def scan_value(value: Any, loud: set[int] | None = None) -> list[Hit]:
+    """Every secret in a JSON-like value (dicts, lists, strings, scalars), in walk order.
+    ``loud``: ``secrets.loud(pieces(value)[0])`` when the caller has it already."""
     walk = _Walk()
     walk.value(value, None, None)
     # One pass over all the strings, and the runs joined, finds those a scan must read: the
@@ -66,7 +67,8 @@ def scan_value(value: Any) -> list[Hit]:
     # carrier's), the other runs not at all.
     joins = ["".join(text for _, text in run) for run in walk.runs]
     texts = [text for _, text, _, _ in walk.strings]
-    loud = secrets.loud(texts + joins)
+    if loud is None:
+        loud = secrets.loud(texts + joins)
     hits: list[Hit] = []
     for i, (path, text, name, in_key) in enumerate(walk.strings):
         if i in loud or names_context(name):
@@ -79,10 +81,11 @@ def scan_value(value: Any) -> list[Hit]:
 
 
 def pieces(value: Any) -> tuple[list[str], bool]:
-    """What scan_value(value) reads first: every string and key of the value, and each run of
-    short adjacent strings joined; and whether a string may be judged by its name. When none
-    may, and ``secrets.loud`` marks none of these strings, ``scan_value(value)`` is certainly
-    empty: so the guard reads them in the same loud pass as a statement's other fields."""
+    """What scan_value(value) reads first, in its order: every string and key of the value,
+    then each run of short adjacent strings joined; and whether a string may be judged by its
+    name. When none may, and ``secrets.loud`` marks none of these strings,
+    ``scan_value(value)`` is certainly empty: so the guard reads them in the same loud pass as
+    a statement's other fields (and hands scan_value the marks when there are some)."""
     if CORE is not None:
         found: tuple[list[str], list[str | None]] | None
         found = CORE.pieces(value, _NAME_KEYS_ORDERED, SPLIT_PIECE_MAX)
