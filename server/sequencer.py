@@ -7,12 +7,12 @@ worker thread: hashes the batch with the hashing core, drops entries already in 
 earlier in the batch (they get the first index) and has the gate judge the rest
 (batch_admission), grows the tiles and, from the same hashes, the root and the new entries'
 inclusion proofs (merkle.tiles.grow), signs the checkpoint, and commits entries, hash index,
-tiles and checkpoint in one synced WriteBatch. Only then are the callers answered, each entry
-with its index, the checkpoint and an inclusion proof to it. While one batch is being written
-the next one queues, so under load batches grow by themselves. On a shared log (PostgreSQL + S3)
-the commit leaves the batch's publication to object storage, which a publisher thread runs in
-commit order before its callers are answered; meanwhile the integrator commits the next batches
-(IN_FLIGHT at most).
+tiles and checkpoint in one synced WriteBatch. What remains then runs on a publisher thread, in
+commit order, while the integrator goes on with the next batch (IN_FLIGHT at most): on a shared
+log (PostgreSQL + S3) the batch's publication to object storage, and the checkpoint kept outside
+the database (KeptCheckpoint). Only then are the callers answered, each entry with its index,
+the checkpoint and an inclusion proof to it. While one batch is being written the next one
+queues, so under load batches grow by themselves.
 
 Invariant: the checkpoint served (checkpoint, note) is the one on disk, and its root is the
 root of the tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared
@@ -55,8 +55,8 @@ FOLLOW_INTERVAL = 0.25
 """Seconds between looks at a shared log's head for growth made by other frontends."""
 
 IN_FLIGHT = 2
-"""Batches committed but not yet published (a shared log's) at most: the integrator commits
-the next batch while they publish, and waits for the oldest beyond this."""
+"""Batches committed but not yet published (a shared log's) or kept (KeptCheckpoint) at most:
+the integrator commits the next batch meanwhile, and waits for the oldest beyond this."""
 
 
 class Receipt(NamedTuple):
@@ -90,7 +90,8 @@ Outcome = Receipt | Rejection
 @dataclass
 class _Integrated:
     """A batch committed: its outcomes, what remains before its callers may be answered (a
-    shared log's publication, to run in commit order; None: nothing), and its tree."""
+    shared log's publication, keeping its checkpoint: to run in commit order; None: nothing),
+    and its tree."""
 
     outcomes: list[Outcome]
     publish: Callable[[], None] | None
@@ -152,6 +153,9 @@ class Sequencer:
         self._refreshing: asyncio.Future[None] | None = None  # a look at the head under way
         self._grown = asyncio.Condition()
         self._kept = kept
+        # The checkpoint last kept (recover() brought the file up to the one served): a batch
+        # of duplicates only is answered once the head it answers with is kept too.
+        self._kept_note = note
         self._fault: StorageError | None = None  # why the last integration failed, if it did
         self._halted: StorageError | None = None  # set, the log signs nothing more
         self._faults = asyncio.Condition()  # notified when fault changes
@@ -412,14 +416,14 @@ class Sequencer:
                 continue
             if done.publish is None:
                 await self._settle(batch, done, began)
-            else:  # answered once published; the next batch is committed meanwhile
+            else:  # answered once published and kept; the next batch is committed meanwhile
                 task = loop.create_task(self._settle(batch, done, began))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
 
     async def _settle(self, batch: list[_Pending], done: _Integrated, began: float) -> None:
         """Answer a committed batch's callers once what its commit left to do (a shared log's
-        publication) is done, in commit order (one publisher thread)."""
+        publication, keeping its checkpoint) is done, in commit order (one publisher thread)."""
         try:
             if done.publish is not None:
                 loop = asyncio.get_running_loop()
@@ -452,6 +456,31 @@ class Sequencer:
             self._queue.task_done()
         async with self._grown:
             self._grown.notify_all()
+
+    def _then_keep(
+        self, publish: Callable[[], None] | None, kept: KeptCheckpoint, note: str
+    ) -> Callable[[], None]:
+        """What remains of a committed batch before its callers are answered: its publication
+        (a shared log's, if any), then keeping its checkpoint outside the database. Run by the
+        publisher thread in commit order while the integrator goes on with the next batch: the
+        file's two fsyncs (its own, its directory's) are off the serial path."""
+
+        def finish() -> None:
+            if publish is not None:
+                publish()
+            try:
+                kept.replace(note)
+                self._kept_note = note
+            except OSError as e:
+                # Durable in the database but not yet kept outside it: not acknowledged (a
+                # retry finds the entries, as after a crash at this point). A later batch's
+                # checkpoint, once kept, covers them.
+                message = f"cannot keep the new checkpoint in {kept.path}: {e.strerror}"
+                if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                    raise DiskFullError(f"{message}; free space there") from None
+                raise StorageError(message) from None
+
+        return finish
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time.
@@ -509,19 +538,15 @@ class Sequencer:
             if gate is not None:
                 gate.durable()
             if self._kept is not None:
-                try:
-                    self._kept.replace(note)
-                except OSError as e:
-                    # Durable in the database but not yet kept outside it: not acknowledged
-                    # (a retry finds the entries, as after a crash at this point).
-                    message = f"cannot keep the new checkpoint in {self._kept.path}: {e.strerror}"
-                    if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                        raise DiskFullError(f"{message}; free space there") from None
-                    raise StorageError(message) from None
+                publish = self._then_keep(publish, self._kept, note)
         else:
             self._storage.unlock_head()  # a shared store returns once the head is published
             publish = None
             self._serve(self._head, self._head_note)
+            if self._kept is not None and self._kept_note != self._head_note:
+                # Duplicates of entries whose checkpoint is not kept yet (its keeping failed,
+                # or is under way on the publisher thread): answered once it is.
+                publish = self._then_keep(None, self._kept, self._head_note)
 
         proof_of = batch_proofs.prover(
             [o[0] for o in outcomes if not isinstance(o, Rejection)],

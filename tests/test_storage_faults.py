@@ -121,6 +121,31 @@ def test_a_writer_whose_lock_file_is_removed_signs_nothing_more(
         assert stored[size] == text, f"two checkpoints of size {size}"
 
 
+def test_a_checkpoint_that_cannot_be_kept_acknowledges_nothing(server: ServerProcess) -> None:
+    """The checkpoint kept outside the database is written after the commit, beside the next
+    batch's integration: until it is written, nothing its batch holds is acknowledged, not even
+    as a duplicate; once it can be written, a retry finds the entries where the commit put them
+    and is answered with a checkpoint that is kept."""
+    kept = server.data_dir / "checkpoint"
+    filled(server, 1)
+    before = kept.read_text()
+    blocker = server.data_dir / "checkpoint.tmp"
+    blocker.mkdir()  # the kept file's temporary name is taken: replacing it fails
+    entries = [f"not yet kept {i}".encode() for i in range(5)]
+    for _ in range(2):  # the first copy, then a retry finding it committed
+        resp = server.stub.AppendBatch(pb.AppendBatchRequest(entries=entries), timeout=RPC_TIMEOUT)
+        for r in resp.results:
+            assert r.WhichOneof("result") == "error", r
+            assert r.error.code == grpc.StatusCode.UNAVAILABLE.value[0], r
+            assert "cannot keep the new checkpoint" in r.error.message, r
+        assert kept.read_text() == before
+    blocker.rmdir()
+    acks = append_batch(server, entries)
+    assert [a.index for a in acks] == list(range(5, 10))
+    assert all(a.duplicate for a in acks)
+    assert kept.read_text() == acks[0].checkpoint == server.checkpoint().note
+
+
 # A damaged or truncated write-ahead log.
 
 
