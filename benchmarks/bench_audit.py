@@ -9,8 +9,9 @@ pairs, one action in a thousand out of scope), caches it on disk, and measures i
 - what each stage of a replay costs on one core (decode, schema + secret guard, signature,
   admit + apply, leaf hash + compact range) on a sample: where the time goes;
 - what the server's serial path costs per entry on the same sample (the statement gate's
-  admit + apply + search indexing over a real LevelDB, and the batch commit): the part no
-  number of ingest workers spreads, so 1e6 / its sum caps a server's statements/s;
+  admit + apply + search indexing over a real LevelDB, and the batch commit; then the whole of
+  Sequencer._integrate, which adds hashing, dedup lookups, tiles, signing and proofs): the part
+  no number of ingest workers spreads, so 1e6 / its sum caps a server's statements/s;
 - client.audit.audit_entries over the in-memory log (no network): entries/s, median of runs,
   with 2 worker processes and in one process;
 - writing and reading the audit's position file for the whole log;
@@ -59,6 +60,7 @@ from affidavit.merkle.compact import CompactRange  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.proto import affidavit_pb2_grpc as pb_grpc  # noqa: E402
 from affidavit.server.admission import StatementGate  # noqa: E402
+from affidavit.server.sequencer import Receipt, Sequencer  # noqa: E402
 from affidavit.server.storage import Batch, Storage  # noqa: E402
 from affidavit.statements import build, ingest, schema, signing  # noqa: E402
 from affidavit.statements.canonical import canonical_json, digest, shown_digest  # noqa: E402
@@ -449,6 +451,55 @@ def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, floa
     }
 
 
+def whole_integration_cost(log: Log, sample: int, batch: int = 1000) -> float:
+    """CPU microseconds per entry of the server's whole serial path, Sequencer._integrate, for
+    the first `sample` entries (prepared and read ahead beforehand, as in integrator_costs,
+    untimed) in batches of `batch`: integrator_costs' gate and commit, plus what the sequencer
+    adds around them (leaf hashes, the leaf-hash index lookups, growing the tiles, signing the
+    checkpoint, the receipts' inclusion proofs). No checkpoint kept outside the database: its
+    writes run beside the next batch, on the publisher thread. The receipts must carry the
+    verdicts the log holds."""
+    leaves = log.leaves[:sample]
+    decoded = [schema.decode(leaf) for leaf in leaves]
+    keys = {
+        signing.key_id(st.identity.public_key): st.identity.public_key
+        for _, st in decoded
+        if st.WhichOneof("body") == "identity"
+    }
+    prepared = [ingest.Prepared(s, st, keys[s.key_id]) for s, st in decoded]
+    admitted_ms = decoded[0][1].header.client_time_ms
+    signer, _ = note.generate_key(ORIGIN)
+    spent = 0.0
+    with tempfile.TemporaryDirectory(prefix="bench-audit-sequencer-") as tmp:
+        storage = Storage(Path(tmp) / "db", create=True)
+        try:
+            storage.set_entry_format("statements")
+            empty = Checkpoint(ORIGIN, 0, hashing.EMPTY_ROOT)
+            genesis = note.sign(empty.format(), signer)
+            storage.commit(Batch(0, [], [], {}, genesis), None)
+            gate = StatementGate(storage, clock=lambda: admitted_ms)
+            sequencer = Sequencer(
+                storage, ORIGIN, lambda body: note.sign(body, signer), empty, genesis, gate=gate
+            )
+            for start in range(0, len(leaves), batch):
+                end = min(start + batch, len(leaves))
+                gate.read_ahead(prepared[start:end])  # the verifier threads' part
+                began = time.thread_time()
+                done = sequencer._integrate(leaves[start:end], prepared[start:end])
+                spent += time.thread_time() - began
+                got = [
+                    (o.verdict, o.verdict_reason) if isinstance(o, Receipt) else o
+                    for o in done.outcomes
+                ]
+                if got != log.verdicts[start:end]:
+                    raise SystemExit(
+                        f"the sequencer's verdicts differ from the log's in [{start}, {end})"
+                    )
+        finally:
+            storage.close()
+    return spent / len(leaves) * 1e6
+
+
 # --------------------------------------------------------------------------------------------
 # The audit, in memory and over the network.
 # --------------------------------------------------------------------------------------------
@@ -723,12 +774,15 @@ def ceilings(log: Log, sample: int) -> float:
         }
     )
     gate = integrator_costs(log, sample)
+    whole = whole_integration_cost(log, sample)
     emit(
         {
             "figure": "integrator_cost_us_per_entry",
             "sample": min(sample, len(log.leaves)),
             **{k: round(v, 1) for k, v in gate.items()},
             "serial_ceiling_per_s": round(1e6 / (gate["admit_apply_index"] + gate["commit"])),
+            "whole_integration": round(whole, 1),
+            "whole_serial_ceiling_per_s": round(1e6 / whole),
         }
     )
     return ceiling[2]
