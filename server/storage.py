@@ -40,10 +40,10 @@ import fcntl
 import os
 import threading
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from itertools import repeat, starmap
+from itertools import chain, repeat, starmap
 from pathlib import Path
 
 import plyvel
@@ -483,30 +483,41 @@ class Storage:
                 f"the latest checkpoint stored in {self.path} is not the one this server signed "
                 "last: another process wrote to the database; refusing to sign over it"
             )
-        # Keys and values a batch at a time, in comprehensions: a batch holds thousands.
-        indexes = [
-            _u64(i) for i in range(batch.first_index, batch.first_index + len(batch.entries))
-        ]
-        writes = list(zip([_ENTRY + index for index in indexes], batch.entries, strict=True))
-        writes += zip([_HASH + leaf_hash for leaf_hash in batch.leaf_hashes], indexes, strict=True)
-        for tile, data in batch.tiles.items():
-            writes.append((_tile_key(tile.level, tile.index), data))
         if not all(map(bytes.startswith, extra, repeat(DERIVED_PREFIXES))):
             key = next(k for k in extra if not k.startswith(DERIVED_PREFIXES))
             raise ValueError(f"derived key {key!r} is outside the derived namespaces")
-        writes += extra.items()
+        # Keys and values a batch at a time, in comprehensions: a batch holds thousands. They
+        # are paired as they are put (zip and dict items reuse their pair): a list of the
+        # thousands of pairs, alive until the write, set off young collections by the dozen a
+        # batch, and its survivors more of the full ones that walk the server's whole heap.
+        indexes = [
+            _u64(i) for i in range(batch.first_index, batch.first_index + len(batch.entries))
+        ]
         note = batch.checkpoint.encode()
-        writes.append((_CHECKPOINT, note))
-        writes.append((_CHECKPOINT_AT + _u64(batch.first_index + len(batch.entries)), note))
-        self._write(writes)
+        self._write(
+            chain(
+                zip([_ENTRY + index for index in indexes], batch.entries, strict=True),
+                zip([_HASH + leaf_hash for leaf_hash in batch.leaf_hashes], indexes, strict=True),
+                [(_tile_key(tile.level, tile.index), data) for tile, data in batch.tiles.items()],
+                extra.items(),
+                (
+                    (_CHECKPOINT, note),
+                    (_CHECKPOINT_AT + _u64(batch.first_index + len(batch.entries)), note),
+                ),
+            )
+        )
 
-    def _write(self, writes: Sequence[tuple[bytes, bytes]]) -> None:
-        """One synced WriteBatch; after a failure, no write until the database is reopened."""
+    def _write(self, writes: Iterable[tuple[bytes, bytes]]) -> None:
+        """One synced WriteBatch of writes (commit() has made room for it; otherwise they are
+        few); after a failure, no write until the database is reopened."""
         if self._must_reopen:
+            writes = list(writes)
             self._make_room(sum(len(k) + len(v) for k, v in writes))
         with self._reading() as db:
             try:
-                with db.write_batch(sync=True) as wb:
+                # A transaction: a failure while putting (a pair that cannot be put) writes
+                # nothing, where a plain WriteBatch would write what was put so far.
+                with db.write_batch(sync=True, transaction=True) as wb:
                     # A batch holds a few dozen records a statement: put in a loop in C.
                     deque(starmap(wb.put, writes), maxlen=0)
             except plyvel.Error as e:

@@ -16,6 +16,7 @@ import pytest
 from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import note
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.server.storage import Batch, Storage
 from grpc_health.v1 import health_pb2
 
 from tests import serverproc
@@ -144,6 +145,24 @@ def test_a_checkpoint_that_cannot_be_kept_acknowledges_nothing(server: ServerPro
     assert [a.index for a in acks] == list(range(5, 10))
     assert all(a.duplicate for a in acks)
     assert kept.read_text() == acks[0].checkpoint == server.checkpoint().note
+
+
+def test_a_commit_that_fails_while_putting_writes_nothing(tmp_path: Path) -> None:
+    """A commit's records are put into its WriteBatch as they are paired: one that cannot be
+    put (here a derived value that is not bytes) fails the whole commit, and nothing of it is
+    written (a plain WriteBatch would write what was put before it)."""
+    storage = Storage(tmp_path / "db", create=True, min_free_bytes=0)
+    try:
+        storage.commit(Batch(0, (), (), {}, "first"), previous=None)
+        leaf = b"\x01" * 32
+        bad = Batch(0, [b"entry"], [leaf], {}, "second", {b"s/x": "not bytes"})  # type: ignore[dict-item]
+        with pytest.raises(TypeError):
+            storage.commit(bad, previous="first")
+        assert storage.checkpoint() == "first"
+        assert storage.entry(0) is None
+        assert storage.index_of(leaf) is None
+    finally:
+        storage.close()
 
 
 # A damaged or truncated write-ahead log.
