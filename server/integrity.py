@@ -83,15 +83,21 @@ class DamageNote:
 
 def _replace_file(path: Path, text: str) -> None:
     """Replace path's contents atomically and durably: a synced temporary file renamed over
-    it, then the directory synced."""
-    tmp = path.with_name(path.name + ".tmp")
+    it, then the directory synced. The temporary file is this process's own: the frontends of
+    a shared log may keep their checkpoints in one data directory, each replacing the file
+    while another does."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         os.write(fd, text.encode())
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(tmp, path)
+    try:
+        os.replace(tmp, path)
+    except OSError:
+        tmp.unlink(missing_ok=True)
+        raise
     dir_fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(dir_fd)

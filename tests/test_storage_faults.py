@@ -130,8 +130,9 @@ def test_a_checkpoint_that_cannot_be_kept_acknowledges_nothing(server: ServerPro
     kept = server.data_dir / "checkpoint"
     filled(server, 1)
     before = kept.read_text()
-    blocker = server.data_dir / "checkpoint.tmp"
-    blocker.mkdir()  # the kept file's temporary name is taken: replacing it fails
+    kept.unlink()
+    kept.mkdir()  # a directory in its place, not empty: nothing can be renamed over it
+    (kept / "in the way").touch()
     entries = [f"not yet kept {i}".encode() for i in range(5)]
     for _ in range(2):  # the first copy, then a retry finding it committed
         resp = server.stub.AppendBatch(pb.AppendBatchRequest(entries=entries), timeout=RPC_TIMEOUT)
@@ -139,8 +140,10 @@ def test_a_checkpoint_that_cannot_be_kept_acknowledges_nothing(server: ServerPro
             assert r.WhichOneof("result") == "error", r
             assert r.error.code == grpc.StatusCode.UNAVAILABLE.value[0], r
             assert "cannot keep the new checkpoint" in r.error.message, r
-        assert kept.read_text() == before
-    blocker.rmdir()
+    assert not list(server.data_dir.glob("checkpoint.*.tmp"))  # no temporary file left
+    (kept / "in the way").unlink()
+    kept.rmdir()
+    kept.write_text(before)
     acks = append_batch(server, entries)
     assert [a.index for a in acks] == list(range(5, 10))
     assert all(a.duplicate for a in acks)
