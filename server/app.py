@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 import ssl
@@ -389,6 +390,10 @@ async def serve(settings: ServeSettings) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
+        # What startup made (modules, the log's state, caches' first fill) lives as long as the
+        # server: kept out of the collector's full passes, which otherwise walk it all again
+        # (server CPU per statement under load ≈8 % lower, bench_append's statements section).
+        gc.freeze()
         await stop.wait()
         log.info("stopping: finishing requests in flight", extra={"event": "stopping"})
         if opened.refusals is not None:
