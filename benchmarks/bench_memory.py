@@ -33,6 +33,7 @@ import os
 import sys
 import tempfile
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -54,10 +55,64 @@ PART = 20_000
 client's clock to differ from its own, even on a loaded machine)."""
 PER_PAIR = 2.02
 """Statements per INTENT/OUTCOME pair of bench_audit's generator (one in 50 has an approval)."""
+FLOOR_WINDOW = 40_000
+"""Statements over which a mark's floor (least RSS) is taken: more than two memtable flushes
+(a 64 MiB memtable holds about 17,000 statements), so every floor is read with the memtable
+near empty, whatever it held at the mark itself."""
+FLAT_KB_PER_1000 = 16
+"""The floor may grow at most this much per 1,000 statements past 100,000 for RSS to count
+as flat: 16 MB per million statements, under a tenth of the plateau."""
+
+
+def memory_kb(pid: int) -> dict[str, int]:
+    """The server's resident memory split by kind, in kB: anon (Python's heap, LevelDB's
+    memtables and caches), tables (pages of LevelDB's table files it maps to read them:
+    file-backed, so the kernel may drop them under pressure) and other files (the
+    interpreter and libraries)."""
+    tables = 0
+    in_table = False
+    with open(f"/proc/{pid}/smaps") as f:
+        for line in f:
+            head = line.split(maxsplit=6)
+            if "-" in head[0] and ":" not in head[0]:  # a mapping's first line
+                in_table = line.rstrip().endswith(".ldb")
+            elif in_table and head[0] == "Rss:":
+                tables += int(head[1])
+    return {
+        "rss_kb": proc_status(pid, "VmRSS"),
+        "anon_kb": proc_status(pid, "RssAnon"),
+        "tables_kb": tables,
+        "other_files_kb": proc_status(pid, "RssFile") - tables,
+    }
 
 
 def emit(obj: dict[str, Any]) -> None:
     print(json.dumps(obj), flush=True)
+
+
+def growth(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """Whether RSS is flat from base to top: the floors' growth in MB, and per 1,000
+    statements (in all and by kind)."""
+    per_1000 = (top["entries"] - base["entries"]) / 1000
+
+    def kb_per_1000(kind: str) -> float:
+        return round((top["floor"][kind] - base["floor"][kind]) / per_1000, 2)
+
+    rise = kb_per_1000("rss_kb")
+    return {
+        "bench": "server_rss_growth",
+        "from_entries": base["entries"],
+        "to_entries": top["entries"],
+        "floor_growth_mb": round((top["floor"]["rss_kb"] - base["floor"]["rss_kb"]) / 1024, 1),
+        "kb_per_1000": rise,
+        "anon_kb_per_1000": kb_per_1000("anon_kb"),
+        "tables_kb_per_1000": kb_per_1000("tables_kb"),
+        "rss_growth_mb": round((top["rss_kb"] - base["rss_kb"]) / 1024, 1),
+        "rss_ratio": round(top["rss_kb"] / base["rss_kb"], 3),
+        "entries_ratio": round(top["entries"] / base["entries"], 1),
+        "flat": rise <= FLAT_KB_PER_1000,
+        "flat_means_kb_per_1000_at_most": FLAT_KB_PER_1000,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,13 +128,17 @@ def main(argv: list[str] | None = None) -> int:
             data_dir, hashlib.sha256(token.encode()).hexdigest()
         )
         try:
+            samples: deque[tuple[int, dict[str, int]]] = deque()
 
             def mark(size: int, **extra: Any) -> dict[str, Any]:
+                now = memory_kb(server.pid)
+                floor_at, floor = min(samples or [(size, now)], key=lambda s: s[1]["rss_kb"])
                 figure = {
                     "bench": "server_rss_statements",
                     "entries": size,
-                    "rss_kb": proc_status(server.pid, "VmRSS"),
+                    **now,
                     "hwm_kb": proc_status(server.pid, "VmHWM"),
+                    "floor": {"entries": floor_at, **floor},
                     **extra,
                 }
                 emit(figure)
@@ -120,20 +179,15 @@ def main(argv: list[str] | None = None) -> int:
                             raise SystemExit(f"append refused: {refused[0].error.message}")
                         size += len(batch)
                         appended += len(batch)
+                        samples.append((size, memory_kb(server.pid)))
+                        while samples[0][0] < size - FLOOR_WINDOW:
+                            samples.popleft()
                         while pending and size >= pending[0]:
                             rate = appended / (spent + time.perf_counter() - began)
                             figures[pending.pop(0)] = mark(size, appended_per_s=round(rate))
                     spent += time.perf_counter() - began
-            top = figures[max(figures)]
-            for base in (10_000, 100_000):
-                if base in figures and max(figures) > base:
-                    emit(
-                        {
-                            "ratio": f"rss_{max(figures)}/rss_{base}",
-                            "value": round(top["rss_kb"] / figures[base]["rss_kb"], 3),
-                            "entries_ratio": round(top["entries"] / figures[base]["entries"], 1),
-                        }
-                    )
+            if 100_000 in figures and max(figures) > 100_000:
+                emit(growth(figures[100_000], figures[max(figures)]))
         finally:
             server.terminate()
             server.wait(timeout=60)
