@@ -8,13 +8,13 @@ dependency-free batches of 1,000, and reads the server's memory from /proc after
 
 Each mark prints RSS and VmHWM, RSS split by kind (anon: Python's heap and LevelDB's
 memtables; tables: pages of LevelDB's table files mapped into the server; other files: the
-interpreter and its libraries), and the mark's floor: the sample with the least RSS over the
-last FLOOR_WINDOW statements. RSS at the mark itself swings by over 100 MB with LevelDB's
-state at that moment (how full its memtable is, whether a compaction is reading its inputs),
-so growth is read from floor to floor: the server_rss_growth line gives it in MB and per
-1,000 statements (in all, anon, tables, and held: all but the table pages) from 100,000 and
-from 250,000 statements to the last mark, and says whether the held memory is flat (at most
-FLAT_KB_PER_1000).
+interpreter and its libraries), and the mark's floors: each kind's least over the last
+FLOOR_WINDOW statements, and held (RSS less the table pages). RSS at the mark itself swings
+by over 100 MB with LevelDB's state at that moment (how full its memtable is, whether a
+compaction is reading its inputs), so growth is read from floor to floor: the
+server_rss_growth line gives it in MB and per 1,000 statements (in all, anon, tables and
+held) from 100,000 and from 250,000 statements to the last mark, and says whether the held
+memory is flat (at most FLAT_KB_PER_1000).
 
 Where the plateau goes (the server probed in place at 250,000 statements, RSS 281 MB at the
 mark; tracemalloc-free: object sizes, glibc's mallinfo2 and LevelDB's own memory figure):
@@ -87,14 +87,14 @@ client's clock to differ from its own, even on a loaded machine)."""
 PER_PAIR = 2.02
 """Statements per INTENT/OUTCOME pair of bench_audit's generator (one in 50 has an approval)."""
 FLOOR_WINDOW = 40_000
-"""Statements over which a mark's floor (least RSS) is taken: more than two memtable flushes
-(a 64 MiB memtable holds about 17,000 statements), so every floor is read with the memtable
-near empty, whatever it held at the mark itself."""
+"""Statements over which a mark's floors (least of each kind) are taken: more than two
+memtable flushes (a 64 MiB memtable holds about 17,000 statements), so the anon floor is read
+with the memtable near empty, whatever it held at the mark itself."""
 GROWTH_FROM = (100_000, 250_000)
 """Marks from which growth to the last mark is reported: 100,000 (the issue's figure; the
 record cache is still filling until about then) and 250,000 (every cache long full)."""
 FLAT_KB_PER_1000 = 32
-"""The memory the server holds (the floor's RSS less its mapped table pages) may grow at most
+"""The memory the server holds (RSS less its mapped table pages, at its floor) may grow at most
 this much per 1,000 statements to count as flat: 32 MB per million statements, an eighth of
 the plateau, and above the floors' noise (the memory malloc keeps after a flush swings by
 some 20 MB)."""
@@ -137,7 +137,7 @@ def growth(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         rise: int = top["floor"][kind] - base["floor"][kind]
         return round(rise / per_1000, 2)
 
-    held = kb_per_1000("rss_kb") - kb_per_1000("tables_kb")
+    held = kb_per_1000("held_kb")
     return {
         "bench": "server_rss_growth",
         "from_entries": base["entries"],
@@ -146,7 +146,7 @@ def growth(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
         "floor_kb_per_1000": kb_per_1000("rss_kb"),
         "floor_anon_kb_per_1000": kb_per_1000("anon_kb"),
         "floor_tables_kb_per_1000": kb_per_1000("tables_kb"),
-        "held_kb_per_1000": round(held, 2),
+        "floor_held_kb_per_1000": held,
         "mark_growth_mb": round((top["rss_kb"] - base["rss_kb"]) / 1024, 1),
         "mark_ratio": round(top["rss_kb"] / base["rss_kb"], 3),
         "entries_ratio": round(top["entries"] / base["entries"], 1),
@@ -172,13 +172,17 @@ def main(argv: list[str] | None = None) -> int:
 
             def mark(size: int, **extra: Any) -> dict[str, Any]:
                 now = memory_kb(server.pid)
-                floor_at, floor = min(samples or [(size, now)], key=lambda s: s[1]["rss_kb"])
+                window = [kb for _, kb in samples] or [now]
+                # Each kind's least over the window, apart: the memtable's low point and a
+                # compaction's are seldom the same sample.
+                floor = {kind: min(kb[kind] for kb in window) for kind in now}
+                floor["held_kb"] = min(kb["rss_kb"] - kb["tables_kb"] for kb in window)
                 figure = {
                     "bench": "server_rss_statements",
                     "entries": size,
                     **now,
                     "hwm_kb": proc_status(server.pid, "VmHWM"),
-                    "floor": {"entries": floor_at, **floor},
+                    "floor": floor,
                     **extra,
                 }
                 emit(figure)
