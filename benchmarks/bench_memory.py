@@ -27,8 +27,8 @@ mark; tracemalloc-free: object sizes, glibc's mallinfo2 and LevelDB's own memory
 - 0 to 64 MB LevelDB's memtable (storage.WRITE_BUFFER_BYTES; 55 MB at that mark), and a
   second one while the full one is flushed;
 - 60 to 90 MB freed memtables that malloc keeps for reuse (mallinfo2's free bytes, from
-  100,000 statements on; malloc_trim gives back only part of it);
-- 1 to 45 MB pages of LevelDB's table files: LevelDB maps each table file and reads it
+  100,000 statements on);
+- 1 to 55 MB pages of LevelDB's table files: LevelDB maps each table file and reads it
   through the map, so only the pages a read touches are resident. Appending reads almost
   nothing from the tables, so an idle table keeps 4 kB resident (not its index and Bloom
   filter, some 60 kB per 2 MB table), while a compaction maps all of its inputs until it
@@ -36,17 +36,23 @@ mark; tracemalloc-free: object sizes, glibc's mallinfo2 and LevelDB's own memory
 
 Nothing in that list grows with the log: the caches are bounded, the memtable and the
 compaction's inputs are bounded by LevelDB's options, and LevelDB keeps at most 990 tables
-open (max_open_files, its default 1,000: each within its 1,000 file maps). The claim this
-docstring used to make (every open table's index and filter held in memory, so RSS rising
-until about 1,000 tables) does not hold for appends: at 800,000 statements (468 tables,
-960 MB) the tables' index and filter blocks were 29 MB on disk, and the mapped tables held
-1.9 MB in all. Reads are another matter (not measured here): random point reads page in each
-table's index and filter, and hits their data blocks (in a plyvel test, 20,000 missing
-random keys left about 1 MB resident per 2 MB table, the kernel mapping 64 kB around each
-page touched), so a read-heavy server's RSS can grow towards the size of its open tables,
-up to 990 x 2 MB; those pages are the kernel's file cache, dropped under memory pressure.
-Raising max_open_files past 1,000 would be worse: tables opened beyond LevelDB's 1,000 maps
-read their index and filter into the heap, where the kernel cannot drop them.
+open (max_open_files, its default 1,000, less 10 for its other files), all within its limit
+of 1,000 mapped files. Probed at 250,000, 500,000 and 1,000,000 statements, anon memory less
+LevelDB's own figure (its memtables) was 182, 185 and 195 MB: 16 kB per 1,000 statements,
+within the swing of what malloc keeps. The table pages' floor does rise with the log (16 MB
+at 250,000, 54 MB at 1,000,000 on a loaded machine): a deeper tree compacts more of the
+time, so the floor catches a compaction's inputs more often; that is bounded by the largest
+compaction, not by the log. The claim this docstring used to make (every open table's index
+and filter held in memory, so RSS rising until about 1,000 tables) does not hold for
+appends: at 800,000 statements (468 tables, 960 MB) the tables' index and filter blocks were
+29 MB on disk, and the mapped tables held 1.9 MB in all. Reads are another matter (not
+measured here): random point reads page in each table's index and filter, and a hit its data
+block (in a plyvel test, 20,000 missing random keys left about 1 MB resident per 2 MB table,
+the kernel mapping 64 kB around each page touched), so a read-heavy server's RSS can grow
+towards the size of its open tables, up to 990 x 2 MB; those pages are the kernel's file
+cache, dropped under memory pressure. Raising max_open_files past 1,000 would be worse:
+tables opened beyond LevelDB's 1,000 maps read their index and filter into the heap, where
+the kernel cannot drop them.
 
     .venv/bin/python benchmarks/bench_memory.py                      # 1,000,000 statements
     .venv/bin/python benchmarks/bench_memory.py --entries 200000     # quicker
