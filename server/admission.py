@@ -212,17 +212,20 @@ class StatementGate:
         integrator gets it back only once the thread that took it lets go in turn (up to
         sys.getswitchinterval() later): under load, most of the integrator's time went there.
 
-        On a remote store every read is a round trip, so admission is tried against the
-        cached records, every record it asks for that is not cached is fetched in one query,
-        and again while that uncovers more (a grant's grantor, ...), a few queries for the
-        whole run."""
+        On a remote store every read is a round trip: the named records are fetched in one
+        query as above, then admission is tried against the cached records, every record it
+        asks for that is not cached is fetched in one query, and again while that uncovers
+        more (a grant's grantor, ...), a few queries for the whole run. (The trial alone, on
+        an empty cache — every batch after another frontend's — uncovered one level of
+        records a query and stopped short: an INTENT's rejection record and a grant's uses
+        were read one round trip each, under the head lock.)"""
         ready = [p for p in prepared if isinstance(p, Prepared)]
+        lookup = self._committed.lookup
+        named = (k for p in ready for k in reads_named_by(p.statement, p.signed.key_id))
+        keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
+        if keys:
+            self._committed.fetch(keys)
         if not self._prefetch:
-            lookup = self._committed.lookup
-            named = (k for p in ready for k in reads_named_by(p.statement, p.signed.key_id))
-            keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
-            if keys:
-                self._committed.fetch(keys)
             return
         # Admission at about the time the integrator will admit them: an action is judged
         # only with an admission time, and its verdict reads the most (intent, grants, ...).

@@ -146,22 +146,32 @@ def test_commits_are_kept_by_their_writes_too(db: Storage) -> None:
 
 
 class CountedReads(Storage):
-    """The real store, counting the point reads the gate makes of it."""
+    """The real store, counting the point reads the gate makes of it; `shared` as given (a
+    log shared by several frontends makes the gate read ahead by trying admission)."""
 
     reads = 0
+    shares = False
+
+    @property
+    def shared(self) -> bool:
+        return self.shares
 
     def get(self, key: bytes) -> bytes | None:
         self.reads += 1
         return super().get(key)
 
 
+@pytest.mark.parametrize("shared", [False, True], ids=["local", "shared-after-reset"])
 def test_reading_ahead_leaves_admission_nothing_to_read(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, shared: bool
 ) -> None:
-    """On a local store, what read_ahead reads (in the verifier threads) is all that admitting
-    and applying the usual statements read: the integrator never waits on a read, nor lets go
-    of the interpreter lock to make one."""
+    """What read_ahead reads (in the verifier threads) is all that admitting and applying the
+    usual statements read: the integrator never waits on a read, nor lets go of the
+    interpreter lock to make one. On a shared log every batch after another frontend's starts
+    with an empty cache (reset): the trial admission must still find everything, sessions
+    chained within the batch included (each session signs two statements a batch here)."""
     storage = CountedReads(tmp_path_factory.mktemp("gate") / "db", create=True, min_free_bytes=0)
+    storage.shares = shared
     try:
         now = build.now_ms()
         gate = StatementGate(storage, clock=lambda: now)
@@ -193,28 +203,33 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
         integrate(setup, [gate.prepare(leaf) for leaf in setup])
 
         sessions = [build.SessionSigner(agent) for _ in range(3)]
-        earlier: list[bytes] = []  # the last round's INTENTs
+        earlier: list[bytes] = []  # the last round's INTENTs, two a session
         for round_ in range(3):
             leaves = []
-            for s, intent in zip(sessions, earlier or [b""] * len(sessions), strict=True):
-                action = pb.AgentAction(
-                    phase=pb.AgentAction.INTENT, action_id=uuid7(),
-                    actor=pb.Actor(agent_id="agent"), grant_ids=[grant_id],
-                    authorization=pb.Authorization(decision=pb.ALLOW),
-                    operation=pb.Operation(tool_name="git.pull", resource="repo:x",
-                                           access=pb.READ, parameters_json="{}",
-                                           parameters_digest=parameters_digest({})),
-                )  # fmt: skip
-                if round_ == 2:  # the OUTCOMEs of the last round's INTENTs
-                    action.CopyFrom(build.statement_of(intent).action)
-                    action.phase = pb.AgentAction.OUTCOME
-                    action.intent_leaf_hash = hashing.leaf_hash(intent)
-                    action.outcome.status = pb.OK
-                leaves.append(s.sign(action))
-                s.advance(leaves[-1])
+            for k, s in enumerate(sessions):
+                for j in range(2):
+                    action = pb.AgentAction(
+                        phase=pb.AgentAction.INTENT, action_id=uuid7(),
+                        actor=pb.Actor(agent_id="agent"), grant_ids=[grant_id],
+                        authorization=pb.Authorization(decision=pb.ALLOW),
+                        operation=pb.Operation(tool_name="git.pull", resource="repo:x",
+                                               access=pb.READ, parameters_json="{}",
+                                               parameters_digest=parameters_digest({})),
+                    )  # fmt: skip
+                    if round_ == 2:  # the OUTCOMEs of the last round's INTENTs
+                        intent = earlier[2 * k + j]
+                        action.CopyFrom(build.statement_of(intent).action)
+                        action.phase = pb.AgentAction.OUTCOME
+                        action.intent_leaf_hash = hashing.leaf_hash(intent)
+                        action.outcome.status = pb.OK
+                    leaves.append(s.sign(action))
+                    s.advance(leaves[-1])
             earlier = leaves
             prepared = [gate.prepare(leaf) for leaf in leaves]
-            gate.read_ahead(prepared)
+            if shared:
+                gate.reset(prepared)  # as after another frontend's batch
+            else:
+                gate.read_ahead(prepared)
             before = storage.reads
             verdicts = integrate(leaves, prepared)
             assert verdicts == [(pb.IN_SCOPE, "")] * len(leaves)
