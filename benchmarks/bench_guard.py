@@ -189,13 +189,11 @@ def main() -> None:
         text = median_us(partial(text_guard, statement), batch, repeat)
         guard_us = median_us(partial(guard, statement), batch, repeat)
         check = median_us(partial(schema.check, signed, statement), batch, repeat)
-        automaton, secrets.AUTOMATON = secrets.AUTOMATON, None
         cores = {m: m.CORE for m in _CORES}
         for m in _CORES:
             m.CORE = None
         pure = median_us(partial(guard, statement), batch, repeat)
         check_pure = median_us(partial(schema.check, signed, statement), batch, repeat)
-        secrets.AUTOMATON = automaton
         for m, core in cores.items():
             m.CORE = core
         emit(
@@ -208,7 +206,6 @@ def main() -> None:
             check_us=round(check, 2),
             guard_pure_python_us=round(pure, 2),
             check_pure_python_us=round(check_pure, 2),
-            automaton=automaton is not None,
             walk_core=cores[schema_walk] is not None,
             guard_core=cores[secrets] is not None,
             canonical_core=cores[canonical] is not None,

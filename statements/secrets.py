@@ -50,7 +50,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Final, Protocol
+from typing import Final
 from urllib.parse import unquote
 
 from affidavit.statements.secret_rules import (
@@ -111,28 +111,6 @@ _KEYWORD_LIST: Final = tuple(sorted(_KEYWORDS))  # a fixed order: the same work 
 _RULES_OF: Final = {k: tuple(r for r in RULES if k in r.keywords) for k in _KEYWORD_LIST}
 
 
-class _Automaton(Protocol):
-    def find_matches_as_indexes(
-        self, haystack: str, overlapping: bool = ...
-    ) -> list[tuple[int, int, int]]: ...
-
-
-def _automaton() -> _Automaton | None:
-    """All keywords in one Aho-Corasick automaton (the ``fast`` extra, ahocorasick-rs), or
-    None: then each keyword is searched for in turn, with the same result."""
-    try:
-        import ahocorasick_rs
-    except ImportError:
-        return None
-    found: _Automaton = ahocorasick_rs.AhoCorasick(list(_KEYWORD_LIST))
-    return found
-
-
-AUTOMATON: _Automaton | None = _automaton()
-"""The keyword search used where the C core is not; set to None (and CORE too) to run the
-pure-Python search (tests run all three)."""
-
-
 def _load_core() -> ModuleType | None:
     if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
         return None
@@ -145,7 +123,8 @@ def _load_core() -> ModuleType | None:
 
 CORE: ModuleType | None = _load_core()
 """The compiled keyword search (statements/_guardcore.c), or None (AFFIDAVIT_PURE_PYTHON=1 at
-import, or not built): the automaton's or str.find's, with the same result."""
+import, or not built): then each keyword is searched for in turn with str.find, with the same
+result (tests run both)."""
 
 
 def _keyword_table() -> tuple[bytes, list[tuple[str, ...] | None]]:
@@ -170,13 +149,6 @@ def keyword_occurrences(lowered: str) -> list[tuple[int, str]]:
     if CORE is not None:
         found: list[tuple[int, str]] = CORE.occurrences(lowered, _STARTS, _TABLE)
         return found
-    if AUTOMATON is not None:
-        try:
-            matches = AUTOMATON.find_matches_as_indexes(lowered, overlapping=True)
-        except UnicodeEncodeError:  # a lone surrogate: the search below takes any text
-            pass
-        else:
-            return sorted((start, _KEYWORD_LIST[i]) for i, start, _ in matches)
     found = []
     for keyword in _KEYWORD_LIST:
         if keyword in lowered:
@@ -225,8 +197,8 @@ def loud(texts: list[str]) -> set[int]:
     every finding; text holding a redaction marker is loud at any keyword, as its rules see the
     gaps between markers apart), or when a decoding layer would open it: a ``%XX`` escape in a
     string of 12+ characters, or a mixed-case base64 run whose head decodes to text. Found in
-    one pass over the strings joined, not string by string; the keyword search is the
-    automaton's when installed.
+    one pass over the strings joined, not string by string; the keyword search is the C
+    core's when built.
     """
     joined = "\x00".join(texts)
     lowered = joined.lower()

@@ -25,20 +25,16 @@ from hypothesis import strategies as hs
 from tests import benign_corpus
 
 
-@pytest.fixture(params=["c", "automaton", "pure-python"])
+@pytest.fixture(params=["c", "pure-python"])
 def keyword_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Each test runs with each keyword search: the C core's (statements/_guardcore.c), the
-    automaton's (the ``fast`` extra) and str.find's."""
+    """Each test runs with each keyword search: the C core's (statements/_guardcore.c) and
+    str.find's."""
     if request.param == "c":
         if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
             pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
         assert secrets.CORE is not None, "the C core is built by pip install -e ."
     else:
         monkeypatch.setattr(secrets, "CORE", None)
-    if request.param == "automaton":
-        assert secrets.AUTOMATON is not None, "install the fast extra: pip install -e '.[dev]'"
-    elif request.param == "pure-python":
-        monkeypatch.setattr(secrets, "AUTOMATON", None)
     return str(request.param)
 
 
