@@ -18,12 +18,12 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import os
 import re
 from types import ModuleType
 from typing import Any
 
 import rfc8785
+from affidavit.statements import compiled
 
 MAX_DEPTH = 32
 """Deepest nesting of arrays and objects accepted in parameters (the top level is depth 1)."""
@@ -40,17 +40,7 @@ _BRACKETS = re.compile(r"[\[\]{}]")
 _MARKER_FINGERPRINT = re.compile(r"(«redacted:[a-z0-9-]+):[0-9a-f]{8}»")
 
 
-def _load_core() -> ModuleType | None:
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-        return None
-    try:
-        from affidavit.statements import _canonicalcore
-    except ImportError:
-        return None
-    return _canonicalcore
-
-
-CORE: ModuleType | None = _load_core()
+CORE: ModuleType | None = compiled.load("_canonicalcore")
 """The C fast path in use (statements/_canonicalcore.c: text that is plainly canonical JSON
 parsed, anything else declined), or None: the functions here alone, with the same results
 (tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""

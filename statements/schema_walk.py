@@ -21,11 +21,11 @@ the bounds stay written once, here; tests run the walk both with and without it.
 from __future__ import annotations
 
 import functools
-import os
 from dataclasses import dataclass, field
 from types import ModuleType
 from typing import Any, Final, cast
 
+from affidavit.statements import compiled
 from affidavit.statements.errors import Rejection
 from google.protobuf import unknown_fields
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
@@ -162,17 +162,7 @@ def _unplanned(f: FieldDescriptor) -> bool:
     return text and not f.is_repeated and bool(f.default_value)
 
 
-def _load_core() -> ModuleType | None:
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-        return None
-    try:
-        from affidavit.statements import _walkcore
-    except ImportError:
-        return None
-    return _walkcore
-
-
-CORE: ModuleType | None = _load_core()
+CORE: ModuleType | None = compiled.load("_walkcore")
 """The C fast path in use (statements/_walkcore.c), or None: the walk here alone, with the
 same results (tests run both; AFFIDAVIT_PURE_PYTHON=1 at import turns it off)."""
 

@@ -45,7 +45,6 @@ import functools
 import hashlib
 import hmac
 import itertools
-import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -53,6 +52,7 @@ from types import ModuleType
 from typing import Final
 from urllib.parse import unquote
 
+from affidavit.statements import compiled
 from affidavit.statements.secret_rules import (
     MIN_ENTROPY,
     RULES,
@@ -111,17 +111,7 @@ _KEYWORD_LIST: Final = tuple(sorted(_KEYWORDS))  # a fixed order: the same work 
 _RULES_OF: Final = {k: tuple(r for r in RULES if k in r.keywords) for k in _KEYWORD_LIST}
 
 
-def _load_core() -> ModuleType | None:
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-        return None
-    try:
-        from affidavit.statements import _guardcore
-    except ImportError:
-        return None
-    return _guardcore
-
-
-CORE: ModuleType | None = _load_core()
+CORE: ModuleType | None = compiled.load("_guardcore")
 """The compiled keyword search (statements/_guardcore.c), or None (AFFIDAVIT_PURE_PYTHON=1 at
 import, or not built): then each keyword is searched for in turn with str.find, with the same
 result (tests run both)."""
