@@ -52,6 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from affidavit.client import audit as auditor  # noqa: E402
+from affidavit.client.audit.pool import Pool  # noqa: E402
 from affidavit.client.client import Client  # noqa: E402
 from affidavit.client.verify import TrustPolicy, Verified, open_checkpoint  # noqa: E402
 from affidavit.merkle import hashing, note  # noqa: E402
@@ -516,15 +517,6 @@ def recorded_entries(log: Log) -> list[auditor.RecordedEntry]:
     ]
 
 
-def audit_in_memory(log: Log, cp: Verified, workers: int) -> auditor.Report:
-    entries = recorded_entries(log)
-
-    def source(start: int, end: int) -> list[auditor.RecordedEntry]:
-        return entries[start:end]
-
-    return auditor.audit_entries(source, cp, workers=workers)
-
-
 def check_report(report: auditor.Report, log: Log) -> None:
     """The benchmark's log is honest: only its planted out-of-scope actions may be found."""
     bad = sum(1 for v, _ in log.verdicts if v == pb.OUT_OF_SCOPE) // 2
@@ -788,13 +780,26 @@ def ceilings(log: Log, sample: int) -> float:
     return ceiling[2]
 
 
-def cpu_seconds() -> float:
-    """CPU time of this process and of its children that have ended (the audit's workers are
+def cpu_seconds() -> tuple[float, float]:
+    """CPU time of this process, and of its children that have ended (the audit's workers are
     joined when it returns)."""
     own, children = (
         resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
     )
-    return own.ru_utime + own.ru_stime + children.ru_utime + children.ru_stime
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def worker_start_cpu(workers: int) -> float:
+    """CPU seconds for the audit's worker processes to start (interpreter, imports), answer one
+    empty job and stop: what an audit pays once, whatever the log's size."""
+    began = cpu_seconds()[1]
+    pool = Pool(workers)
+    try:
+        for ticket in [pool.submit([], []) for _ in range(workers)]:
+            pool.collect(ticket)
+    finally:
+        pool.close()
+    return cpu_seconds()[1] - began
 
 
 def in_memory_figure(
@@ -802,13 +807,23 @@ def in_memory_figure(
 ) -> dict[str, Any]:
     """The audit's rate (median of runs), and its CPU time per entry, workers included: on a
     machine shared with other work, the figure that says what the audit costs (C free cores
-    reach at most C / cpu_us_per_entry)."""
-    rates, cpu = [], []
+    reach at most C / cpu_us_per_entry). With workers, the CPU is split between this process
+    (the serial replay: decoding, admission in log order, bookkeeping) and the workers
+    (prepare: decode, schema, guard, signature), and the model is printed: this process alone
+    caps the rate at 1 / main_cpu (Amdahl's serial part), N workers at N / workers_cpu, and C
+    cores at C / (main_cpu + workers_cpu); the workers' start-up is paid once per audit, and
+    is left out of the per-entry figures of the model (it is in cpu_us_per_entry)."""
+    entries = recorded_entries(log)
+    rates, cpu, main, side = [], [], [], []
     for run in range(runs):
         note_(f"audit in memory, {workers} worker(s), run {run + 1}/{runs}")
-        began = cpu_seconds()
-        report = audit_in_memory(log, cp, workers)
-        cpu.append((cpu_seconds() - began) / report.entries * 1e6)
+        own, children = cpu_seconds()
+        report = auditor.audit_entries(lambda s, e: entries[s:e], cp, workers=workers)
+        own_after, children_after = cpu_seconds()
+        n = report.entries
+        main.append((own_after - own) / n * 1e6)
+        side.append((children_after - children) / n * 1e6)
+        cpu.append(main[-1] + side[-1])
         check_report(report, log)
         rates.append(report.rate)
     median = statistics.median(rates)
@@ -824,6 +839,21 @@ def in_memory_figure(
         "load_average_1m": round(os.getloadavg()[0], 2),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
     }
+    if workers:
+        start = worker_start_cpu(workers)
+        main_us = statistics.median(main)
+        workers_us = statistics.median(side) - start / report.entries * 1e6
+        row["main_cpu_us_per_entry"] = round(main_us, 1)
+        row["workers_cpu_us_per_entry"] = round(statistics.median(side), 1)
+        row["workers_start_cpu_s"] = round(start, 3)
+        row["model_per_s"] = {
+            "serial_cap": round(1e6 / main_us),
+            "workers_cap": round(workers * 1e6 / workers_us),
+            **{
+                f"{c}_cores": round(min(1e6 / main_us, c * 1e6 / (main_us + workers_us)))
+                for c in (2, 4, 8)
+            },
+        }
     if verify_2p is not None:
         row["ratio_to_verify_2_processes"] = round(median / verify_2p, 3)
     return row
