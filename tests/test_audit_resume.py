@@ -25,6 +25,7 @@ from affidavit.client.actor import Actor
 from affidavit.client.audit import AuditInterrupted, RecordedEntry, Report, audit, audit_entries
 from affidavit.client.client import Client
 from affidavit.client.errors import VerificationError
+from affidavit.merkle import hashing
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.signing import IdentityKey
 
@@ -246,7 +247,7 @@ def test_audit_workers_end_with_a_killed_auditor() -> None:
         "import sys, time\n"
         "from affidavit.client.audit.pool import Pool\n"
         "pool = Pool(2)\n"
-        "assert pool.collect(pool.submit([b'not a statement'], [])) != []\n"
+        "assert len(pool.collect(pool.submit([b'not a statement'], []))[0]) == 1\n"
         "print('ready', flush=True)\n"
         "time.sleep(600)\n"
     )
@@ -271,7 +272,9 @@ def test_a_dead_worker_fails_the_audit_clearly() -> None:
 
     pool = Pool(1)
     try:
-        assert pool.collect(pool.submit([b"not a statement"], [])) != []
+        # The answer: the entry's refusal, and its leaf hash.
+        prepared, hashes = pool.collect(pool.submit([b"not a statement"], []))
+        assert isinstance(prepared[0], tuple) and hashes == [hashing.leaf_hash(b"not a statement")]
         pool._procs[0].kill()
         pool._procs[0].wait()
         with pytest.raises(RuntimeError, match="audit worker 0 died"):

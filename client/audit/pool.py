@@ -62,8 +62,8 @@ class Pool:
             raise RuntimeError(f"audit worker {w} died (exit status {proc.wait()})") from None
         return w
 
-    def collect(self, ticket: int) -> list[Prepared]:
-        """The results of the oldest chunk handed to that worker."""
+    def collect(self, ticket: int) -> tuple[list[Prepared], list[bytes]]:
+        """The results of the oldest chunk handed to that worker, and its leaf hashes."""
         proc = self._procs[ticket]
         assert proc.stdout is not None
         answer = read_frame(proc.stdout)
@@ -72,7 +72,7 @@ class Pool:
         kind, value = answer
         if kind != "ok":
             raise RuntimeError(f"audit worker {ticket} failed:\n{value}")
-        results: list[Prepared] = value
+        results: tuple[list[Prepared], list[bytes]] = value
         return results
 
     def close(self) -> None:

@@ -1,13 +1,14 @@
-"""An audit worker process: prepare() (decode, schema, secret guard, signature) over chunks
-of entries, with the keys the log has named so far. Started by pool.Pool as
+"""An audit worker process: prepare() (decode, schema, secret guard, signature) and the leaf
+hashes over chunks of entries, with the keys the log has named so far. Started by pool.Pool as
 
     python -P -c "...; from affidavit.client.audit.worker import main; main()" [sys.path]
 
 it reads jobs from stdin and writes results to stdout, each a frame: an 8-byte big-endian
 length, then a pickle. A job is (new_keys, leaves): the (key id, public key) pairs learned
-since its previous job, and the leaves; its answer is ("ok", results), one Prepared per leaf
-in order, or ("error", traceback) when the worker fails. End of stdin ends the worker: the
-auditor closed it, or died (even by SIGKILL), so no worker outlives its auditor.
+since its previous job, and the leaves; its answer is ("ok", (results, leaf_hashes)): one
+Prepared and one leaf hash per leaf, in order; or ("error", traceback) when the worker fails.
+End of stdin ends the worker: the auditor closed it, or died (even by SIGKILL), so no worker
+outlives its auditor.
 
 Only the statements rules are imported here (not the client, gRPC or the auditor's own
 main module), so a worker starts in a fraction of the time a multiprocessing spawn took.
@@ -21,9 +22,10 @@ import signal
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import IO, Any
 
+from affidavit.merkle import hashing
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
@@ -34,20 +36,10 @@ Prepared = bytes | None | tuple[str, str]
 its key was not known yet, or a Rejection as (code, message)."""
 
 
-def _candidate(keys: dict[str, bytes]) -> Callable[[str], KeyRecord | None]:
-    """known_key for prepare(): the public key a key id names. prepare() reads only the public
-    key of the record; admit() checks it is the key registered at that index."""
-
-    def known(key_id: str) -> KeyRecord | None:
-        public_key = keys.get(key_id)
-        return None if public_key is None else KeyRecord(key_id, "", public_key, 0)
-
-    return known
-
-
-def prepare_chunk(leaves: Sequence[bytes], keys: dict[str, bytes]) -> list[Prepared]:
-    """prepare() each leaf, with the keys named so far."""
-    known = _candidate(keys)
+def prepare_chunk(leaves: Sequence[bytes], keys: dict[str, KeyRecord]) -> list[Prepared]:
+    """prepare() each leaf, with the keys named so far (candidate records: prepare() reads
+    only the public key of one; admit() checks it is the key registered at that index)."""
+    known = keys.get
     out: list[Prepared] = []
     for leaf in leaves:
         try:
@@ -76,12 +68,14 @@ def main() -> None:
     sys.stdout = sys.stderr  # stdout carries frames only
     jobs: queue.SimpleQueue[Any] = queue.SimpleQueue()
     threading.Thread(target=_read_jobs, args=(stdin, jobs), daemon=True).start()
-    keys: dict[str, bytes] = {}
+    # One candidate record per key, made when the key arrives, not one per statement.
+    keys: dict[str, KeyRecord] = {}
     try:
         while (job := jobs.get()) is not None:
             new_keys, leaves = job
-            keys.update(new_keys)
-            write_frame(stdout, ("ok", prepare_chunk(leaves, keys)))
+            keys.update((k, KeyRecord(k, "", public_key, 0)) for k, public_key in new_keys)
+            answer = (prepare_chunk(leaves, keys), hashing.leaf_hashes(leaves))
+            write_frame(stdout, ("ok", answer))
     except BrokenPipeError:
         return  # the auditor is gone: nobody to answer
     except BaseException:
