@@ -13,7 +13,14 @@ pairs, one action in a thousand out of scope), caches it on disk, and measures i
   Sequencer._integrate, which adds hashing, dedup lookups, tiles, signing and proofs): the part
   no number of ingest workers spreads, so 1e6 / its sum caps a server's statements/s;
 - client.audit.audit_entries over the in-memory log (no network): entries/s, median of runs,
-  with 2 worker processes and in one process;
+  with 2 worker processes and in one process; with workers, the CPU per entry of the serial
+  process (decode again, admit + apply in log order, compact range, verdict comparison) and of
+  the workers (decode, schema + guard, signature, leaf hash), the workers' start-up, and the
+  model they give: the serial process alone caps the rate at 1 / main, N workers at
+  N / workers, C cores at min(1 / main, C / (main + workers)). On 2 cores the CPU budget is the
+  wall (2026-12-05, load 10-16: main 46 µs, workers 85 µs + 0.34 s of start-up, 2 / 131 µs ≈
+  15,300/s, i.e. s / total = 0.36 of verify on 2 processes); from 3 cores the serial process
+  is, at about 21,500/s (benchmarks/README.md, "Audit replay");
 - writing and reading the audit's position file for the whole log;
 - the network path on a real `affidavit serve` (a smaller log appended with AppendBatch):
   GetEntries read rate alone, and client.audit.audit through a Client.
