@@ -287,10 +287,12 @@ def test_position_file_is_checked(clean: CleanLog, tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 
 
-def test_root_mismatch(clean: CleanLog) -> None:
+@pytest.mark.parametrize("workers", [0, 2])
+def test_root_mismatch(clean: CleanLog, workers: int) -> None:
+    """In one process and with workers (which hash the leaves there)."""
     leaves = [e.data for e in clean.entries]
     wrong = fake_checkpoint(leaves, root=hashing.leaf_hash(b"another history"))
-    report = audit_entries(source_of(clean.entries), wrong)
+    report = audit_entries(source_of(clean.entries), wrong, workers=workers)
     assert report.finding_counts == {"root-mismatch": 1}
     (finding,) = report.findings
     assert (finding.index, finding.severity) == (None, "error")
