@@ -17,7 +17,8 @@ pairs, one action in a thousand out of scope), caches it on disk, and measures i
   process (decode again, admit + apply in log order, compact range, verdict comparison) and of
   the workers (decode, schema + guard, signature, leaf hash), the workers' start-up, and the
   model they give: the serial process alone caps the rate at 1 / main, N workers at
-  N / workers, C cores at min(1 / main, C / (main + workers)). On 2 cores the CPU budget is the
+  N / workers, C cores at C / (main + workers); N workers on C cores reach the least of the
+  three. On 2 cores the CPU budget is the
   wall (2026-12-05, load 10-16: main 46 µs, workers 85 µs + 0.34 s of start-up, 2 / 131 µs ≈
   15,300/s, i.e. s / total = 0.36 of verify on 2 processes); from 3 cores the serial process
   is, at about 21,500/s (benchmarks/README.md, "Audit replay");
@@ -816,10 +817,11 @@ def in_memory_figure(
     machine shared with other work, the figure that says what the audit costs (C free cores
     reach at most C / cpu_us_per_entry). With workers, the CPU is split between this process
     (the serial replay: decoding, admission in log order, bookkeeping) and the workers
-    (prepare: decode, schema, guard, signature), and the model is printed: this process alone
-    caps the rate at 1 / main_cpu (Amdahl's serial part), N workers at N / workers_cpu, and C
-    cores at C / (main_cpu + workers_cpu); the workers' start-up is paid once per audit, and
-    is left out of the per-entry figures of the model (it is in cpu_us_per_entry)."""
+    (prepare: decode, schema, guard, signature; the leaf hash), and the model is printed: this
+    process alone caps the rate at 1 / main_cpu (Amdahl's serial part), N workers at
+    N / workers_cpu, and C cores at C / (main_cpu + workers_cpu); N workers on C cores reach
+    the least of the three. The workers' start-up is paid once per audit, and is left out of
+    the per-entry figures of the model (it is in cpu_us_per_entry)."""
     entries = recorded_entries(log)
     rates, cpu, main, side = [], [], [], []
     for run in range(runs):
@@ -857,7 +859,9 @@ def in_memory_figure(
             "serial_cap": round(1e6 / main_us),
             "workers_cap": round(workers * 1e6 / workers_us),
             **{
-                f"{c}_cores": round(min(1e6 / main_us, c * 1e6 / (main_us + workers_us)))
+                f"{c}_cores": round(
+                    min(1e6 / main_us, workers * 1e6 / workers_us, c * 1e6 / (main_us + workers_us))
+                )
                 for c in (2, 4, 8)
             },
         }
