@@ -17,8 +17,11 @@ figures are medians over runs. Latencies are per call (per message for streams),
 rate limit they are measured from the call's scheduled start, so a server falling behind shows.
 server_cpu is the server process's CPU time per wall second (1.0 = one core busy), and
 server_cpu_us_per_entry its CPU time per entry answered (all its threads, LevelDB's own
-compaction thread included), workers_cpu (and workers_cpu_us_per_entry) that of the server's
-ingest worker processes, client_cpu the client processes', other_cpu the rest of the
+compaction thread included), and, with py-spy installed, server_threads_us_per_entry the same
+split by thread (integrator, main: gRPC and the service, verify, publisher, grpc_poller, and
+native: threads running no Python, mostly LevelDB's compaction), so the interpreter-lock
+threads' share is seen apart from LevelDB's; workers_cpu (and workers_cpu_us_per_entry) that
+of the server's ingest worker processes, client_cpu the client processes', other_cpu the rest of the
 machine's busy time in the same window: on a shared machine a run with a high other_cpu is a
 noisy one, and the CPU time per entry is the steadier figure to compare.
 
@@ -583,9 +586,46 @@ class Workers:
 
 
 def _proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as f:
+    return _stat_cpu_s(f"/proc/{pid}/stat")
+
+
+def _stat_cpu_s(path: str) -> float:
+    """User and system CPU seconds from a /proc stat file (a process's or one thread's)."""
+    with open(path) as f:
         fields = f.read().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _threads_cpu_s(pid: int) -> dict[int, float]:
+    """The CPU seconds of each of pid's threads, by thread id."""
+    found = {}
+    for task in os.listdir(f"/proc/{pid}/task"):
+        with contextlib.suppress(OSError):  # a thread that ended meanwhile
+            found[int(task)] = _stat_cpu_s(f"/proc/{pid}/task/{task}/stat")
+    return found
+
+
+def _thread_parts(pid: int) -> dict[int, str]:
+    """pid's Python threads by thread id, named by what they do (`py-spy dump` names them;
+    verify_1 counts as verify). Empty without py-spy: the split is then not printed. Threads
+    it does not list run no Python: LevelDB's compaction, gRPC's event engine ("native")."""
+    spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if spy is None:
+        return {}
+    dump = subprocess.run(
+        [spy, "dump", "--pid", str(pid)], capture_output=True, text=True, timeout=60
+    ).stdout
+    named = re.findall(r'^Thread (\d+) \([^)]*\): "([^"]*)"', dump, re.M)
+    return {int(tid): _part(name) for tid, name in named}
+
+
+def _part(thread_name: str) -> str:
+    """A thread's part: its name less a pool's number (verify_1: verify); MainThread: main."""
+    if thread_name == "MainThread":
+        return "main"
+    if thread_name.endswith("(_poll_wrapper)"):
+        return "grpc_poller"
+    return re.sub(r"_\d+$", "", thread_name)
 
 
 def _children(pid: int) -> set[int]:
@@ -801,12 +841,14 @@ class Bench:
                 }
             )
         cpu: dict[str, float] = {}
+        threads: dict[int, float] = {}  # the server's CPU by thread, per wall second
         server, clients = self.server, self.workers.pids
 
         def sample() -> None:
             # CPU over exactly the measured window: the server's and all client processes'.
             time.sleep(max(0.0, start_at + self.args.warmup - time.time()))
             s0 = server.cpu_s() if server else 0.0
+            t0s = _threads_cpu_s(server.pid) if server else {}
             helpers = _children(server.pid) if server else set()  # its ingest workers
             w0 = _procs_cpu_s(helpers)
             c0 = sum(_proc_cpu_s(pid) for pid in clients)
@@ -815,6 +857,8 @@ class Bench:
             time.sleep(duration)
             wall = time.perf_counter() - t0
             cpu["server"] = ((server.cpu_s() if server else 0.0) - s0) / wall
+            for tid, spent in (_threads_cpu_s(server.pid) if server else {}).items():
+                threads[tid] = (spent - t0s.get(tid, 0.0)) / wall
             cpu["workers"] = (_procs_cpu_s(helpers) - w0) / wall
             cpu["client"] = (sum(_proc_cpu_s(pid) for pid in clients) - c0) / wall
             # Whatever else kept the cores busy meanwhile (other work on a shared machine):
@@ -824,6 +868,13 @@ class Bench:
             )
 
         results = self.workers.run(jobs, during=sample)
+        parts: dict[str, float] = {}
+        if server is not None and threads:
+            named = _thread_parts(server.pid)
+            if named:
+                for tid, share in threads.items():
+                    part = named.get(tid, "native")
+                    parts[part] = parts.get(part, 0.0) + share
         lat: list[float] = []
         for r in results:
             a = array("d")
@@ -849,6 +900,7 @@ class Bench:
             "workers_cpu": cpu["workers"],
             "client_cpu": cpu["client"],
             "other_cpu": cpu["other"],
+            "server_threads_cpu": parts,
         }
 
     def load(
@@ -881,6 +933,19 @@ class Bench:
         fig["server_cpu_us_per_entry"] = r3(
             statistics.median(1e6 * r["server_cpu"] / max(1.0, r["entries_per_s"]) for r in runs)
         )
+        # Where the server's CPU goes, by thread (its integrator, its main thread: gRPC and
+        # the service, verify threads, LevelDB's and gRPC's native threads): CPU µs per entry.
+        parts = sorted({part for r in runs for part in r["server_threads_cpu"]})
+        if parts:
+            fig["server_threads_us_per_entry"] = {
+                part: r3(
+                    statistics.median(
+                        1e6 * r["server_threads_cpu"].get(part, 0.0) / max(1.0, r["entries_per_s"])
+                        for r in runs
+                    )
+                )
+                for part in parts
+            }
         if any(r["workers_cpu"] for r in runs):
             fig["workers_cpu_us_per_entry"] = r3(
                 statistics.median(
