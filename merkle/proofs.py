@@ -187,6 +187,8 @@ class Levels:
         """
         if not self._tails:
             self._fold_edge()
+        if isinstance(indexes, range) and indexes.step == 1 and len(indexes):
+            return self._run_proofs(indexes.start, indexes.stop)
         size, first, tails = self.size, self.starts[0], self._tails
         levels = list(enumerate(zip(self.rows, self.starts, strict=True)))
         out = []
@@ -198,6 +200,35 @@ class Levels:
             proof += tails[fork]
             out.append(proof)
         return out
+
+    def _run_proofs(self, begin: int, end: int) -> list[list[bytes]]:
+        """inclusion_proofs(range(begin, end)), built from the top level down: the part of a
+        proof from level L up is the same for every leaf under one level-L node, so it is
+        made once per node (a batch's leaves share their upper levels) and each node's part
+        is its sibling then its parent's part. About two list joins a leaf, where the
+        per-leaf walk indexes every level."""
+        size, tails = self.size, self._tails
+        if not self.starts[0] <= begin < end <= size:
+            bad = begin if begin < self.starts[0] else end - 1
+            raise ValueError(f"leaf {bad} is not in these levels")
+        # up: the parts of the level above, for its nodes from up_first on. A node on the
+        # right edge (n == size >> L) has no part: its leaves fork below it. The node left of
+        # it (n ^ edge == 1) forks at L: its part is the tail. Any other node's sibling is in
+        # the rows (the class invariants) and its parent has a part.
+        up: list[list[bytes]] = []
+        up_first = 0
+        for level in reversed(range(len(self.rows))):
+            row, start, edge = self.rows[level], self.starts[level], size >> level
+            first, last = begin >> level, (end - 1) >> level
+            tail = tails[level]
+            up = [
+                [row[(n ^ 1) - start], *up[(n >> 1) - up_first]]
+                if n ^ edge > 1
+                else (list(tail) if n ^ edge else [])
+                for n in range(first, last + 1)
+            ]
+            up_first = first
+        return up
 
     def _fold_edge(self) -> None:
         """Root and proof tails from the right edge: node (L, (size >> L) - 1) for each one bit

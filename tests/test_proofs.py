@@ -286,6 +286,31 @@ def test_levels_hold_what_they_claim() -> None:
     assert proofs.Levels.grow(0, [], {}).root() == merkle.EMPTY_ROOT
 
 
+@HYPO
+@given(old=st.integers(0, 700), added=st.integers(1, 300), data=st.data())
+def test_levels_prove_a_run_as_they_prove_its_leaves(
+    old: int, added: int, data: st.DataObject
+) -> None:
+    # A run of leaves (a range: its proofs built level by level, upper parts shared) gets the
+    # proofs its leaves get one by one (any other iterable: one walk each), and RFC 6962's.
+    ls = leaves(old + added)
+    edge = CompactRange()
+    edge.extend(ls[:old])
+    levels = proofs.Levels.grow(old, ls[old:], proofs.edge_heads(edge))
+    begin = data.draw(st.integers(old, old + added - 1))
+    end = data.draw(st.integers(begin + 1, old + added))
+    run = levels.inclusion_proofs(range(begin, end))
+    assert run == levels.inclusion_proofs(list(range(begin, end)))
+    assert run == [merkle.inclusion_proof(ls, i, old + added) for i in range(begin, end)]
+    assert len({id(proof) for proof in run}) == len(run)  # each its own list
+    with pytest.raises(ValueError, match="not in these levels"):
+        levels.inclusion_proofs(range(begin, old + added + 1))
+    first = levels.starts[0]  # old, or the old edge's leaf when old is odd
+    if first:
+        with pytest.raises(ValueError, match=f"leaf {first - 1} is not"):
+            levels.inclusion_proofs(range(first - 1, end))
+
+
 def test_levels_refuse_heads_that_leave_siblings_out() -> None:
     ls = leaves(8)
     # Without the old edge, level 0 would start at the odd node 5: its sibling is missing.
