@@ -11,7 +11,7 @@ folds that one run.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from affidavit.merkle import hashing
 from affidavit.merkle.compact import CompactRange, HashReader, Node, fold
@@ -177,44 +177,32 @@ class Levels:
         assert self._root is not None
         return self._root
 
-    def inclusion_proofs(self, indexes: Iterable[int]) -> list[list[bytes]]:
-        """The inclusion proof of each leaf index (in [starts[0], size)) in this tree.
+    def inclusion_proofs(self, leaves: range) -> list[list[bytes]]:
+        """The inclusion proof of each leaf of a run (a range of step 1, in [starts[0], size))
+        in this tree.
 
         A leaf's path leaves the path to leaf size (the first one not in the tree) at the
         fork level k = bit_length(index ^ size) - 1. Its proof is its sibling at each level
         below k (in the rows, by the invariants), then a tail that depends on k alone (see
-        _fold_edge), shared by every leaf with that fork level.
+        _fold_edge), shared by every leaf with that fork level. The part of a proof from level
+        L up is the same for every leaf under one level-L node, so the proofs are built from
+        the top level down, each node's part once: its sibling, then its parent's part (about
+        two list joins a leaf, where a walk per leaf would index every level).
         """
+        if leaves.step != 1:
+            raise ValueError("inclusion_proofs takes a run of leaves: a range of step 1")
+        if not leaves:
+            return []
         if not self._tails:
             self._fold_edge()
-        if isinstance(indexes, range) and indexes.step == 1 and len(indexes):
-            return self._run_proofs(indexes.start, indexes.stop)
-        size, first, tails = self.size, self.starts[0], self._tails
-        levels = list(enumerate(zip(self.rows, self.starts, strict=True)))
-        out = []
-        for index in indexes:
-            if not first <= index < size:
-                raise ValueError(f"leaf {index} is not in these levels")
-            fork = (index ^ size).bit_length() - 1
-            proof = [row[(index >> level ^ 1) - start] for level, (row, start) in levels[:fork]]
-            proof += tails[fork]
-            out.append(proof)
-        return out
-
-    def _run_proofs(self, begin: int, end: int) -> list[list[bytes]]:
-        """inclusion_proofs(range(begin, end)), built from the top level down: the part of a
-        proof from level L up is the same for every leaf under one level-L node, so it is
-        made once per node (a batch's leaves share their upper levels) and each node's part
-        is its sibling then its parent's part. About two list joins a leaf, where the
-        per-leaf walk indexes every level."""
-        size, tails = self.size, self._tails
+        size, tails, begin, end = self.size, self._tails, leaves.start, leaves.stop
         if not self.starts[0] <= begin < end <= size:
             bad = begin if begin < self.starts[0] else end - 1
             raise ValueError(f"leaf {bad} is not in these levels")
         # up: the parts of the level above, for its nodes from up_first on. A node on the
         # right edge (n == size >> L) has no part: its leaves fork below it. The node left of
         # it (n ^ edge == 1) forks at L: its part is the tail. Any other node's sibling is in
-        # the rows (the class invariants) and its parent has a part.
+        # the rows (the class invariants), and its parent has a part.
         up: list[list[bytes]] = []
         up_first = 0
         for level in reversed(range(len(self.rows))):
