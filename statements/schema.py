@@ -52,9 +52,12 @@ def _no_unknown_fields(message: Message, path: str) -> None:
 
 
 def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
-    """Schema, sizes and the secret guard; Rejection names the first field that fails."""
+    """Schema, sizes and the secret guard; Rejection names the first field that fails.
+
+    ``statement`` must be ``signed.statement`` decoded (what ``decode`` returns): the walk
+    reads those bytes for it."""
     parameters = _parse_parameters(statement)
-    _guard_secrets(statement, parameters)
+    _guard_secrets(statement, parameters, signed.statement)
     if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
     _check_header(statement)
@@ -92,14 +95,15 @@ def _parse_parameters(statement: pb.Statement) -> Any:
 PARAMETERS = "action.operation.parameters_json"
 
 
-def _guard_secrets(statement: pb.Statement, parameters: Any) -> None:
+def _guard_secrets(statement: pb.Statement, parameters: Any, wire: bytes | None = None) -> None:
     """Every string field of every statement kind through the secret guard: parameters as the
     JSON they hold (parsed by _parse_parameters; their text when they are not JSON), each map
     with its keys and sibling keys as context (secret_values.py), every other field as text.
     Fields are judged in walk order, maps last. The Rejection names the field, the JSON
     pointer and the rule, never the value. The walk (schema_walk) also refuses unknown fields,
-    sizes and enum values, so every statement is walked here."""
-    found = schema_walk.walk(statement, "statement")
+    sizes and enum values, so every statement is walked here. ``wire``: the bytes
+    ``statement`` was decoded from, if the caller has them (schema_walk.walk)."""
+    found = schema_walk.walk(statement, "statement", wire=wire)
     parameters_at = found.parameters_at
     # One loud pass over the fields and the parameters' strings: only what it marks is judged.
     pieces: list[str] = []

@@ -192,13 +192,20 @@ class _Problem(Exception):
         self.detail = detail
 
 
-def walk(message: Message, root: str, *, paths: bool = False) -> Strings:
+def walk(message: Message, root: str, *, paths: bool = False, wire: bytes | None = None) -> Strings:
     """Every string of ``message`` (Strings); Rejection naming the field of the first field
     that is unknown, too big or an undefined enum value. ``root`` names ``message`` itself
-    in errors about its own unknown fields (paths below it start from its fields' names)."""
+    in errors about its own unknown fields (paths below it start from its fields' names).
+
+    ``wire``: the bytes ``message`` was decoded from, when the caller has them (the C core
+    reads them instead of serializing the message again). Any bytes that decode to
+    ``message`` give the same result: the core declines whatever a decoder would normalise
+    (fields out of order or seen twice, unknown fields, a wire type not the schema's)."""
     if not paths and CORE is not None:
         plan = _wire_plan(cast(Descriptor, message.DESCRIPTOR))  # the stubs' union of two kinds
-        fast = CORE.strings(message.SerializePartialToString(), plan)  # proto2: no required check
+        if wire is None:
+            wire = message.SerializePartialToString()  # proto2: no required check
+        fast = CORE.strings(wire, plan)
         if fast is not None:
             return Strings(texts=fast[0], parameters_at=fast[1])
     found = Strings()

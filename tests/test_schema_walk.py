@@ -266,6 +266,11 @@ def test_the_fast_path_finds_what_the_walk_finds_or_declines(
             continue
         event("found")
         assert expected == (fast[0], fast[1], False)
+    # walk(..., wire=) as schema.check calls it, on the bytes the statement was decoded from.
+    walked = _outcome(lambda: schema_walk.walk(st, "statement", wire=data))
+    if isinstance(walked, schema_walk.Strings):
+        walked = walked.texts, walked.parameters_at, bool(walked.maps)
+    assert walked == python_walk(st)
 
 
 @pytest.mark.parametrize("kind", [k for k in KINDS if k != "identity"])
