@@ -104,14 +104,33 @@ def _guard_secrets(statement: pb.Statement, parameters: Any, wire: bytes | None 
     sizes and enum values, so every statement is walked here. ``wire``: the bytes
     ``statement`` was decoded from, if the caller has them (schema_walk.walk)."""
     found = schema_walk.walk(statement, "statement", wire=wire)
-    parameters_at = found.parameters_at
     # One loud pass over the fields and the parameters' strings: only what it marks is judged.
     pieces: list[str] = []
     named = False
-    if parameters_at >= 0:
+    if found.parameters_at >= 0:
         pieces, named = secret_values.pieces(_guarded_parameters(statement, parameters))
-    count = len(found.texts)
     marks = secrets.loud([*found.texts, *pieces] if pieces else found.texts)
+    if marks or named:  # else nothing is judged: most statements
+        _judge_marked(statement, parameters, found, marks, named)
+    for at, (_, entries) in enumerate(found.maps):
+        for h in secret_values.scan_value(entries)[:1]:
+            path = schema_walk.walk(statement, "statement", paths=True).maps[at][0]
+            key = next(k for k in entries if f"/{secret_values.pointer_part(k)}" == h.path)
+            _refuse_secret(f"{path}.key" if h.in_key else f"{path}[{key!r}]", h.rule)
+
+
+def _judge_marked(
+    statement: pb.Statement,
+    parameters: Any,
+    found: schema_walk.Strings,
+    marks: set[int],
+    named: bool,
+) -> None:
+    """The fields and parameters the loud pass marked (``marks``: indices of the walk's texts,
+    then of the parameters' pieces; ``named``: a piece names a credential), judged in walk
+    order; Rejection for the first that holds a secret."""
+    parameters_at = found.parameters_at
+    count = len(found.texts)
     in_parameters = {i - count for i in marks if i >= count}
     if not named and not in_parameters:
         parameters_at = -1  # quiet parameters: scan_value would find nothing in them
@@ -126,11 +145,6 @@ def _guard_secrets(statement: pb.Statement, parameters: Any, wire: bytes | None 
             _refuse_secret(path, findings[0].rule)
     if parameters_at >= 0:
         _guard_parameters(statement, parameters, in_parameters)
-    for at, (_, entries) in enumerate(found.maps):
-        for h in secret_values.scan_value(entries)[:1]:
-            path = schema_walk.walk(statement, "statement", paths=True).maps[at][0]
-            key = next(k for k in entries if f"/{secret_values.pointer_part(k)}" == h.path)
-            _refuse_secret(f"{path}.key" if h.in_key else f"{path}[{key!r}]", h.rule)
 
 
 def _guard_parameters(statement: pb.Statement, parameters: Any, loud: set[int]) -> None:

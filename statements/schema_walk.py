@@ -207,7 +207,7 @@ def walk(message: Message, root: str, *, paths: bool = False, wire: bytes | None
             wire = message.SerializePartialToString()  # proto2: no required check
         fast = CORE.strings(wire, plan)
         if fast is not None:
-            return Strings(texts=fast[0], parameters_at=fast[1])
+            return Strings(fast[0], [], fast[1], [])  # positional: no default_factory calls
     found = Strings()
     try:
         _walk(message, _plan(message.DESCRIPTOR), "" if paths else None, found)
