@@ -96,8 +96,20 @@ def loads(text: str) -> Any:
     """Parse JSON text, refusing nesting beyond MAX_DEPTH before the parser recurses into it,
     NaN and infinities; JSONLimitError with a message fit to follow a field name. Text the
     C core reads as plainly canonical JSON it parses itself, to the same value."""
+    return parse(text)[0]
+
+
+def parse(text: str) -> tuple[Any, bool]:
+    """``loads(text)``, and True when ``text`` is certainly canonical (the C core read it as
+    plainly RFC 8785: ``is_canonical`` would say yes without parsing it again); False when
+    that is not known yet."""
     if CORE is not None and (parsed := CORE.parse(text)) is not None:
-        return parsed[0]
+        return parsed[0], True
+    return _parse(text), False
+
+
+def _parse(text: str) -> Any:
+    """``loads`` without the C core (for text it declines, or when it is not built)."""
     depth = 0
     # Nesting never exceeds the count of opening brackets: most texts need no closer look.
     brackets = (

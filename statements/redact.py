@@ -55,14 +55,20 @@ def markers(value: Any, path: str = "") -> Iterator[pb.Redaction]:
 
 
 def check_shown(
-    parameters_json: str, parsed: Any, digest: str, redactions: Sequence[pb.Redaction]
+    parameters_json: str,
+    parsed: Any,
+    digest: str,
+    redactions: Sequence[pb.Redaction],
+    *,
+    known_canonical: bool = False,
 ) -> str | None:
     """What is wrong with an operation's shown parameters, digest and redactions, or None.
 
-    ``parsed`` is ``parameters_json`` parsed (canonical.loads). The problem names the field
-    and never quotes a parameter.
+    ``parsed`` is ``parameters_json`` parsed (canonical.loads); ``known_canonical``: what
+    canonical.parse said of it (True: it is canonical, not checked again). The problem names
+    the field and never quotes a parameter.
     """
-    if not is_canonical(parameters_json, parsed):
+    if not known_canonical and not is_canonical(parameters_json, parsed):
         return "parameters_json must be canonical JSON (RFC 8785: sorted keys, no spaces)"
     if shown_digest(parameters_json) != digest:
         return (

@@ -13,7 +13,7 @@ from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import names, redact, schema_walk, secret_values, secrets
-from affidavit.statements.canonical import JSONLimitError, is_digest, loads
+from affidavit.statements.canonical import JSONLimitError, is_digest, parse
 from affidavit.statements.errors import Rejection
 from affidavit.statements.ids import is_identity_id, is_uuid7
 from google.protobuf import unknown_fields
@@ -56,7 +56,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
 
     ``statement`` must be ``signed.statement`` decoded (what ``decode`` returns): the walk
     reads those bytes for it."""
-    parameters = _parse_parameters(statement)
+    parameters, known_canonical = _parse_parameters(statement)
     _guard_secrets(statement, parameters, signed.statement)
     if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
@@ -68,7 +68,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
             " (or, for the log itself, refusal)"
         )
     if body == "action":
-        _check_action(statement, parameters)
+        _check_action(statement, parameters, known_canonical)
         return
     {
         "identity": _check_identity,
@@ -80,16 +80,17 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     }[body](statement)
 
 
-def _parse_parameters(statement: pb.Statement) -> Any:
+def _parse_parameters(statement: pb.Statement) -> tuple[Any, bool]:
     """An action's parameters_json parsed once, for the guard and the action's rules: the
-    value, the JSONLimitError that parsing raised, or None when there are none to parse."""
+    value, the JSONLimitError that parsing raised, or None when there are none to parse; and
+    whether the text is already known canonical (canonical.parse)."""
     text = statement.action.operation.parameters_json
     if not text:
-        return None
+        return None, False
     try:
-        return loads(text)
+        return parse(text)
     except JSONLimitError as e:
-        return e
+        return e, False
 
 
 PARAMETERS = "action.operation.parameters_json"
@@ -318,9 +319,10 @@ def _check_session_event(statement: pb.Statement) -> None:
     )
 
 
-def _check_action(statement: pb.Statement, parsed: Any) -> None:
-    """parsed: the parameters as _parse_parameters gave them. Each field is read once (a read
-    of a protobuf field costs as much as a check): the checks, in their order, use locals."""
+def _check_action(statement: pb.Statement, parsed: Any, known_canonical: bool) -> None:
+    """parsed, known_canonical: the parameters as _parse_parameters gave them. Each field is
+    read once (a read of a protobuf field costs as much as a check): the checks, in their
+    order, use locals."""
     a = statement.action
     phase = a.phase
     _require(phase != pb.AgentAction.PHASE_UNSPECIFIED, "action.phase must be INTENT or OUTCOME")
@@ -358,7 +360,13 @@ def _check_action(statement: pb.Statement, parsed: Any) -> None:
     if isinstance(parsed, JSONLimitError):
         raise Rejection.invalid(f"action.operation.parameters_json {parsed}")
     try:
-        problem = redact.check_shown(parameters_json, parsed, parameters_digest, op.redactions)
+        problem = redact.check_shown(
+            parameters_json,
+            parsed,
+            parameters_digest,
+            op.redactions,
+            known_canonical=known_canonical,
+        )
     except JSONLimitError as e:
         problem = f"parameters_json {e}"
     _require(problem is None, f"action.operation.{problem}")
