@@ -12,8 +12,8 @@
  * would find, found faster", and the rules (bounds, kinds, enum values) come from the plan,
  * which schema_walk builds from the same steps as its own walk.
  *
- * plan: {field number: (kind, wire type, repeated, limit, child plan, enum numbers, oneof)}
- * per message type, kind numbered as schema_walk's step kinds, limit the most characters
+ * plan: a list indexed by field number, of (kind, wire type, repeated, limit, child plan,
+ * enum numbers, oneof) for each field of the message type and None for numbers it lacks; kind numbered as schema_walk's step kinds, limit the most characters
  * of a string (or bytes of a bytes field, or item), child plan the message
  * field's own plan (or None), enum numbers a frozenset (or None), oneof the index of the
  * field's oneof in its message (or -1). Field-number order is the walk's order (schema_walk
@@ -85,7 +85,7 @@ static int enum_defined(uint64_t raw, PyObject *numbers) {
 
 static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *texts,
                 Py_ssize_t *parameters_at, int depth) {
-    if (!PyDict_Check(plan) || depth > MAX_DEPTH)
+    if (!PyList_Check(plan) || depth > MAX_DEPTH)
         return FALLBACK;
     uint64_t last = 0, oneofs = 0;
     Py_ssize_t count = 0;
@@ -97,23 +97,25 @@ static int walk(const uint8_t *p, const uint8_t *end, PyObject *plan, PyObject *
         int wire = (int)(key & 7);
         if (number == 0 || number > 536870911 || number < last)
             return FALLBACK;
-        PyObject *num = PyLong_FromUnsignedLongLong(number);
-        if (num == NULL)
-            return FAILED;
-        PyObject *spec = PyDict_GetItemWithError(plan, num); /* borrowed */
-        Py_DECREF(num);
-        if (spec == NULL)
-            return PyErr_Occurred() ? FAILED : FALLBACK; /* a field the schema lacks */
+        if (number >= (uint64_t)PyList_GET_SIZE(plan))
+            return FALLBACK; /* a field the schema lacks */
+        /* borrowed: no Python code runs during the walk, so nothing changes the plan */
+        PyObject *spec = PyList_GET_ITEM(plan, (Py_ssize_t)number);
         if (!PyTuple_Check(spec) || PyTuple_GET_SIZE(spec) != 7)
-            return FALLBACK;
+            return FALLBACK; /* None: a field the schema lacks */
         long kind = PyLong_AsLong(PyTuple_GET_ITEM(spec, 0));
         long want = PyLong_AsLong(PyTuple_GET_ITEM(spec, 1));
-        int repeated = PyObject_IsTrue(PyTuple_GET_ITEM(spec, 2));
-        long limit = PyLong_AsLong(PyTuple_GET_ITEM(spec, 3));
+        PyObject *flag = PyTuple_GET_ITEM(spec, 2);
+        int repeated = flag == Py_True ? 1 : flag == Py_False ? 0 : PyObject_IsTrue(flag);
+        /* the limit bounds strings and bytes only: read for those (below) */
+        long limit = kind == K_STRING || kind == K_PARAMETERS || kind == K_BYTES
+                         ? PyLong_AsLong(PyTuple_GET_ITEM(spec, 3))
+                         : 0;
         PyObject *child = PyTuple_GET_ITEM(spec, 4);
         PyObject *numbers = PyTuple_GET_ITEM(spec, 5);
         long oneof = PyLong_AsLong(PyTuple_GET_ITEM(spec, 6));
-        if (PyErr_Occurred() || repeated < 0)
+        if (repeated < 0 || ((kind == -1 || want == -1 || limit == -1 || oneof == -1) &&
+                             PyErr_Occurred()))
             return FAILED;
         if (number == last) {
             if (!repeated)

@@ -116,11 +116,16 @@ _WIRE: Final = {
 }
 """Each field type's wire type (any other but groups: varint, 0)."""
 
-WirePlan = dict[int, tuple[int, int, bool, int, Any, frozenset[int] | None, int]]
-"""The C core's plan of a message type: field number -> (step kind, wire type, repeated,
-limit (a string's characters, a bytes field's bytes), the message field's own plan, enum
-numbers, index of its oneof or -1). The core's one bound of its own, MAX_REPEATED, is
-exported by it and held equal to this module's by a test."""
+WirePlan = list[tuple[int, int, bool, int, Any, frozenset[int] | None, int] | None]
+"""The C core's plan of a message type, indexed by field number (a list: the core reads it
+without making an int of each field number): (step kind, wire type, repeated, limit (a
+string's characters, a bytes field's bytes), the message field's own plan, enum numbers,
+index of its oneof or -1), or None for a number the type lacks. The core's one bound of its
+own, MAX_REPEATED, is exported by it and held equal to this module's by a test."""
+
+MAX_PLANNED_NUMBER: Final = 4096
+"""A type with a field numbered beyond this is left to the walk (its plan would be a list
+that long)."""
 
 _WIRE_PLANS: dict[Descriptor, WirePlan | None] = {}
 """Keyed by the descriptor itself, as _plan is: two pools may each hold a type of one name
@@ -135,10 +140,11 @@ def _wire_plan(descriptor: Descriptor) -> WirePlan | None:
     core declines a field its plan lacks, so a race costs time, never a verdict."""
     if descriptor in _WIRE_PLANS:
         return _WIRE_PLANS[descriptor]
-    if any(_unplanned(f) for f in descriptor.fields):
+    top = max((f.number for f in descriptor.fields), default=0)
+    if top > MAX_PLANNED_NUMBER or any(_unplanned(f) for f in descriptor.fields):
         _WIRE_PLANS[descriptor] = None
         return None
-    plan: WirePlan = {}
+    plan: WirePlan = [None] * (top + 1)
     _WIRE_PLANS[descriptor] = plan
     oneofs = {o.name: i for i, o in enumerate(descriptor.oneofs)}
     for f in descriptor.fields:

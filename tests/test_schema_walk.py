@@ -363,3 +363,33 @@ def test_a_proto2_message_missing_a_required_field_is_walked() -> None:
     part = descriptor_pb2.UninterpretedOption.NamePart(name_part="x")
     assert not part.IsInitialized()
     assert schema_walk.walk(part, "part").texts == ["x"]
+
+
+@pytest.mark.parametrize("number", [3, schema_walk.MAX_PLANNED_NUMBER + 1])
+def test_a_plan_is_indexed_by_field_number(number: int) -> None:
+    # The core's plan is a list indexed by field number: a type with a field numbered beyond
+    # MAX_PLANNED_NUMBER is left to the walk, which finds the same strings.
+    fdp = descriptor_pb2.FileDescriptorProto(name=f"n{number}.proto", package=f"n{number}")
+    fields = fdp.message_type.add(name="M").field
+    for name, at in (("a", 1), ("b", number)):
+        fields.add(
+            name=name,
+            number=at,
+            type=descriptor_pb2.FieldDescriptorProto.TYPE_STRING,
+            label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
+        )
+    pool = descriptor_pool.DescriptorPool()
+    pool.Add(fdp)
+    descriptor = pool.FindMessageTypeByName(f"n{number}.M")
+    message = message_factory.GetMessageClass(descriptor)(a="x", b="y")
+    plan = schema_walk._wire_plan(descriptor)
+    if number > schema_walk.MAX_PLANNED_NUMBER:
+        assert plan is None
+    else:
+        assert plan is not None and len(plan) == number + 1
+        wire = message.SerializeToString()
+        assert _walkcore.strings(wire, plan) == (["x", "y"], -1)
+        # Numbers the type lacks, in the list (2) or beyond it (4), are declined.
+        assert _walkcore.strings(b"\x12\x01z" + wire, plan) is None
+        assert _walkcore.strings(wire + b"\x22\x01z", plan) is None
+    assert schema_walk.walk(message, "m").texts == ["x", "y"]
