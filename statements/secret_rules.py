@@ -199,9 +199,10 @@ def carried_template(value: str) -> bool:
     return _TEMPLATE.fullmatch(value.strip()) is not None
 
 
+@functools.lru_cache(maxsize=4096)
 def names_context(name: str | None) -> bool:
     """Whether a value stored under ``name`` is judged by its name (a credential's or a
-    carrier's), not by its text alone."""
+    carrier's), not by its text alone. Cached: the guard asks it of every parameter name."""
     return name is not None and (names_credential(name) or carries_credential(name))
 
 

@@ -92,7 +92,7 @@ def pieces(value: Any) -> tuple[list[str], bool]:
         if found is not None:
             # every key and every string under a name-holding key: a superset of the names
             strings, names = found
-            return strings, any(names_context(name) for name in names)
+            return strings, any(map(names_context, names))
     walk = _Walk()
     walk.value(value, None, None)
     texts = [text for _, text, _, _ in walk.strings]
