@@ -56,19 +56,23 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
 
     ``statement`` must be ``signed.statement`` decoded (what ``decode`` returns): the walk
     reads those bytes for it."""
-    parameters, known_canonical = _parse_parameters(statement)
+    body = statement.WhichOneof("body")
+    # An action and its operation are read once and handed down: each read of a submessage
+    # makes (and then frees) a wrapper unless one is alive, which costs more than a check.
+    action = statement.action if body == "action" else None
+    operation = action.operation if action is not None else None
+    parameters, known_canonical = _parse_parameters(operation)
     _guard_secrets(statement, parameters, signed.statement)
     if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
     _check_header(statement)
-    body = statement.WhichOneof("body")
     if body is None:
         raise Rejection.invalid(
             "statement has no body: set identity, grant, approval, action or grant_revocation"
             " (or, for the log itself, refusal)"
         )
-    if body == "action":
-        _check_action(statement, parameters, known_canonical)
+    if action is not None and operation is not None:
+        _check_action(action, operation, parameters, known_canonical)
         return
     {
         "identity": _check_identity,
@@ -80,11 +84,11 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     }[body](statement)
 
 
-def _parse_parameters(statement: pb.Statement) -> tuple[Any, bool]:
+def _parse_parameters(operation: pb.Operation | None) -> tuple[Any, bool]:
     """An action's parameters_json parsed once, for the guard and the action's rules: the
-    value, the JSONLimitError that parsing raised, or None when there are none to parse; and
-    whether the text is already known canonical (canonical.parse)."""
-    text = statement.action.operation.parameters_json
+    value, the JSONLimitError that parsing raised, or None when there are none to parse (or
+    no action); and whether the text is already known canonical (canonical.parse)."""
+    text = operation.parameters_json if operation is not None else ""
     if not text:
         return None, False
     try:
@@ -319,16 +323,14 @@ def _check_session_event(statement: pb.Statement) -> None:
     )
 
 
-def _check_action(statement: pb.Statement, parsed: Any, known_canonical: bool) -> None:
-    """parsed, known_canonical: the parameters as _parse_parameters gave them. Each field is
-    read once (a read of a protobuf field costs as much as a check): the checks, in their
-    order, use locals."""
-    a = statement.action
+def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canonical: bool) -> None:
+    """The statement's action and its operation; parsed, known_canonical: the parameters as
+    _parse_parameters gave them. Each field is read once (a read of a protobuf field costs as
+    much as a check): the checks, in their order, use locals."""
     phase = a.phase
     _require(phase != pb.AgentAction.PHASE_UNSPECIFIED, "action.phase must be INTENT or OUTCOME")
     _require(bool(a.action_id), "action.action_id must be set")
     _require(is_identity_id(a.actor.agent_id), "action.actor.agent_id must be an identity id")
-    op = a.operation
     tool_name, resource, operation_name = op.tool_name, op.resource, op.operation_name
     _require(bool(tool_name), "action.operation.tool_name must be set")
     _require(bool(resource), "action.operation.resource must be set")
