@@ -381,7 +381,8 @@ def test_a_plan_is_indexed_by_field_number(number: int) -> None:
     pool = descriptor_pool.DescriptorPool()
     pool.Add(fdp)
     descriptor = pool.FindMessageTypeByName(f"n{number}.M")
-    message = message_factory.GetMessageClass(descriptor)(a="x", b="y")
+    message = message_factory.GetMessageClass(descriptor)()
+    message.a, message.b = "x", "y"  # type: ignore[attr-defined]  # a dynamic type
     plan = schema_walk._wire_plan(descriptor)
     if number > schema_walk.MAX_PLANNED_NUMBER:
         assert plan is None
