@@ -13,10 +13,11 @@
  * which schema_walk builds from the same steps as its own walk.
  *
  * plan: a list indexed by field number, of (kind, wire type, repeated, limit, child plan,
- * enum numbers, oneof) for each field of the message type and None for numbers it lacks; kind numbered as schema_walk's step kinds, limit the most characters
- * of a string (or bytes of a bytes field, or item), child plan the message
- * field's own plan (or None), enum numbers a frozenset (or None), oneof the index of the
- * field's oneof in its message (or -1). Field-number order is the walk's order (schema_walk
+ * enum numbers, oneof) for each field of the message type and None for numbers it lacks;
+ * kind numbered as schema_walk's step kinds, limit the most characters of a string (or
+ * bytes of a bytes field, or item), child plan the message field's own plan (or None),
+ * enum numbers a frozenset (or None), oneof the index of the field's oneof in its message
+ * (or -1). Field-number order is the walk's order (schema_walk
  * plans steps so), and a clean encoder writes fields so.
  */
 
