@@ -15,7 +15,7 @@ so a machine shared with other work skews them less than wall time):
   check         schema.check: the guard and every schema rule of the statement's kind — the
                 audit's "schema_and_secret_guard" stage (bench_audit.py), which issue 15 aims
                 to bring to about 15 µs
-  guard_pure_python_us, check_pure_python_us: the same with nothing compiled (no fast extra:
+  guard_pure_python_us, check_pure_python_us: the same with nothing compiled (
                 keyword search by str.find; no C cores: schema walk, guard, canonical JSON):
                 the same verdicts, only the time differs
 for five statements: a typical INTENT (a dozen clean parameters), a grant, an INTENT whose
