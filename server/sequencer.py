@@ -107,6 +107,11 @@ class _Pending:
     future: asyncio.Future[list[Outcome]]
 
 
+def _joined(batch: list[_Pending]) -> tuple[list[bytes], list[object]]:
+    """A batch's entries and what was prepared from them, in order."""
+    return [e for p in batch for e in p.entries], [x for p in batch for x in p.prepared]
+
+
 class Sequencer:
     """Owns the log's growth. Create it with recover(); run() integrates until stop()."""
 
@@ -156,6 +161,7 @@ class Sequencer:
         # The checkpoint last kept (recover() brought the file up to the one served): a batch
         # of duplicates only is answered once the head it answers with is kept too.
         self._kept_note = note
+        self._holding = False  # the integrator thread holds the head (between lock and commit)
         self._fault: StorageError | None = None  # why the last integration failed, if it did
         self._halted: StorageError | None = None  # set, the log signs nothing more
         self._faults = asyncio.Condition()  # notified when fault changes
@@ -257,7 +263,8 @@ class Sequencer:
         grown = self._adoptable(text, served)
         if grown is None:
             return False
-        if grown.size > self._head.size:
+        if grown.size > self._head.size and not self._holding:
+            # (While the head is held, the batch being formed extends it, read ahead for.)
             self._head, self._head_note = grown, text
             if self._gate is not None:
                 self._gate.reset(())
@@ -356,29 +363,36 @@ class Sequencer:
 
     async def _next_batch(self) -> list[_Pending]:
         """Whole items, in queue order, up to max_batch entries (an item larger than that goes
-        alone), waiting at most max_wait after the first for more."""
+        alone), waiting for the first and then at most max_wait for more."""
         first = self._carry if self._carry is not None else await self._next_item()
         self._carry = None
-        batch, count = [first], len(first.entries)
-        deadline = time.monotonic() + self._max_wait
-        while count < self._max_batch:
+        self._queued -= len(first.entries)
+        batch = [first]
+        await self._fill(batch, time.monotonic() + self._max_wait)
+        return batch
+
+    async def _fill(self, batch: list[_Pending], deadline: float | None) -> None:
+        """Add queued items to batch, in queue order, while they fit in max_batch entries (the
+        first that does not is carried to the next batch), waiting for more until deadline
+        (None: without waiting, so without yielding to the event loop)."""
+        count = sum(len(p.entries) for p in batch)
+        while self._carry is None and count < self._max_batch:
             try:
                 item = self._queue.get_nowait()
             except asyncio.QueueEmpty:
-                remaining = deadline - time.monotonic()
+                remaining = 0.0 if deadline is None else deadline - time.monotonic()
                 if remaining <= 0:
-                    break
+                    return
                 try:
                     item = await asyncio.wait_for(self._queue.get(), remaining)
                 except TimeoutError:
-                    break
+                    return
             if count + len(item.entries) > self._max_batch:
                 self._carry = item
-                break
+                return
             batch.append(item)
             count += len(item.entries)
-        self._queued -= count
-        return batch
+            self._queued -= len(item.entries)
 
     async def _next_item(self) -> _Pending:
         """The next queued item; while a fault that may clear stands and nothing is queued,
@@ -402,15 +416,13 @@ class Sequencer:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
-            entries = [e for p in batch for e in p.entries]
-            prepared = [x for p in batch for x in p.prepared]
             began = time.monotonic()
             while len(self._in_flight) >= IN_FLIGHT:
                 await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             try:
                 if self._halted is not None:
                     raise self._halted
-                done = await loop.run_in_executor(self._worker, self._integrate, entries, prepared)
+                done = await self._integrate_batch(batch)
             except Exception as e:
                 await self._answer(batch, e)
                 continue
@@ -420,6 +432,24 @@ class Sequencer:
                 task = loop.create_task(self._settle(batch, done, began))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
+
+    async def _integrate_batch(self, batch: list[_Pending]) -> _Integrated:
+        """Integrate batch in the integrator thread. On a shared log, group commit: the head
+        lock is taken first (other frontends may hold it for a while), and only then is the
+        batch completed from what queued meanwhile, without waiting: one batch, one lock, for
+        everything that arrived while it was awaited. The lock is never held while idle (batch
+        has at least one item) and is released on every failure path."""
+        loop = asyncio.get_running_loop()
+        if not self._storage.shared:  # nothing to wait for: lock and extend in one hop
+            return await loop.run_in_executor(self._worker, self._integrate, *_joined(batch))
+        try:
+            head = await loop.run_in_executor(self._worker, self._lock_head)
+            await self._fill(batch, None)
+            return await loop.run_in_executor(self._worker, self._extend, head, *_joined(batch))
+        except BaseException:
+            # Cancelled, the thread goes on: release the head after it (a no-op if released).
+            self._worker.submit(self._unlock_head)
+            raise
 
     async def _settle(self, batch: list[_Pending], done: _Integrated, began: float) -> None:
         """Answer a committed batch's callers once what its commit left to do (a shared log's
@@ -483,14 +513,33 @@ class Sequencer:
         return finish
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
-        """Add a batch to the log durably; runs in the integrator thread, one call at a time.
+        """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
+        return self._extend(self._lock_head(), entries, prepared)
 
-        The batch extends the head the storage gives, held locked until commit (or released):
-        with several frontends on one log, that may be another frontend's latest checkpoint,
+    def _lock_head(self) -> str | None:
+        """Take the head (in the integrator thread): the note the storage gives, to extend.
+
+        With several frontends on one log, that may be another frontend's latest checkpoint,
         not yet published: it is held only once commit() or unlock_head() has returned.
         """
         head = self._storage.lock_head()
+        self._holding = True
+        return head
+
+    def _unlock_head(self) -> None:
+        """Release the head if this thread still holds it (the first failure is the one told)."""
+        self._holding = False
+        with contextlib.suppress(StorageError):
+            self._storage.unlock_head()  # a no-op once commit() has released it
+
+    def _extend(
+        self, head: str | None, entries: Sequence[bytes], prepared: Sequence[object]
+    ) -> _Integrated:
+        """Add a batch to the log durably, extending head (lock_head's, held); runs in the
+        integrator thread. The head is released by the commit, or here on failure."""
         try:
+            if self._halted is not None:
+                raise self._halted
             if head != self._head_note and head is not None:
                 grown = self._adoptable(head, self._head)
                 if grown is not None:
@@ -499,9 +548,10 @@ class Sequencer:
                         self._gate.reset(prepared)
             return self._integrate_locked(entries, prepared)
         except BaseException:
-            with contextlib.suppress(StorageError):  # the first failure is the one to tell
-                self._storage.unlock_head()  # a no-op once commit() has released it
+            self._unlock_head()
             raise
+        finally:
+            self._holding = False
 
     def _integrate_locked(
         self, entries: Sequence[bytes], prepared: Sequence[object]
