@@ -36,6 +36,7 @@ from affidavit.merkle import hashing
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import grow
 from affidavit.server import batch_proofs
+from affidavit.server.append_queue import AppendQueue, Pending
 from affidavit.server.batch_admission import Gate, admit_batch
 from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
 from affidavit.server.logstore import LogStore
@@ -55,8 +56,9 @@ FOLLOW_INTERVAL = 0.25
 """Seconds between looks at a shared log's head for growth made by other frontends."""
 
 IN_FLIGHT = 2
-"""Batches committed but not yet published (a shared log's) or kept (KeptCheckpoint) at most:
-the integrator commits the next batch meanwhile, and waits for the oldest beyond this."""
+"""Batches committed but not yet published (a shared log's) at most: the integrator commits
+the next batch meanwhile, and waits for the oldest beyond this. Batches waiting only for their
+checkpoint to be kept are not counted: however many there are, one keep covers them all."""
 
 
 class Receipt(NamedTuple):
@@ -86,25 +88,28 @@ class ShuttingDownError(Exception):
 Outcome = Receipt | Rejection
 """What one queued entry comes to: its receipt, or the gate's refusal."""
 
+_Pending = Pending[Outcome]
+
 
 @dataclass
 class _Integrated:
     """A batch committed: its outcomes, what remains before its callers may be answered (a
-    shared log's publication, keeping its checkpoint: to run in commit order; None: nothing),
-    and its tree."""
+    shared log's publication, to run in commit order; the checkpoint note to keep outside the
+    database, or one newer; None: nothing), and its tree."""
 
     outcomes: list[Outcome]
     publish: Callable[[], None] | None
+    keep: str | None
     tree: tuple[Checkpoint, str]
 
 
 @dataclass
-class _Pending:
-    """One caller's entries (and what the gate prepared from each), answered together."""
+class _Committed:
+    """A committed batch waiting to be settled (published, its checkpoint kept, answered)."""
 
-    entries: Sequence[bytes]
-    prepared: Sequence[object]
-    future: asyncio.Future[list[Outcome]]
+    batch: list[_Pending]
+    done: _Integrated
+    began: float
 
 
 def _joined(batch: list[_Pending]) -> tuple[list[bytes], list[object]]:
@@ -141,17 +146,16 @@ class Sequencer:
         self._note = note
         self._served = threading.Lock()  # set from the integrator and the event loop
         self._head, self._head_note = checkpoint, note  # the newest sequenced, to extend
-        self._max_batch = max_batch
         self._max_wait = max_wait
-        self._queue: asyncio.Queue[_Pending] = asyncio.Queue()
-        self._queue_size = queue_size
-        self._queued = 0  # entries waiting in the queue (a carried item included)
-        self._carry: _Pending | None = None  # taken from the queue, left for the next batch
+        self._queue: AppendQueue[Outcome] = AppendQueue(queue_size, max_batch)
         # One thread: integrations are strictly sequential.
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="integrator")
         # One thread: publications run in commit order, beside the integrator.
         self._publisher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="publisher")
-        self._in_flight: set[asyncio.Task[None]] = set()
+        self._unsettled: list[_Committed] = []  # committed, in order, not yet settling
+        self._settler: asyncio.Task[None] | None = None  # settling groups of those
+        self._unpublished = 0  # of those committed and not settled, batches with a publication
+        self._settled = asyncio.Condition()  # notified when a group is settled
         self._stopping = False
         self._task: asyncio.Task[None] | None = None
         self._follower: asyncio.Task[None] | None = None
@@ -169,12 +173,12 @@ class Sequencer:
     @property
     def queue_size(self) -> int:
         """How many entries may wait in the queue (besides the batch being integrated)."""
-        return self._queue_size
+        return self._queue.capacity
 
     @property
     def queued(self) -> int:
         """Entries waiting in the queue now."""
-        return self._queued
+        return self._queue.queued
 
     @property
     def checkpoint(self) -> Checkpoint:
@@ -353,46 +357,17 @@ class Sequencer:
             raise ShuttingDownError("the log is shutting down")
         if self._halted is not None:
             raise self._halted
-        room = min(len(entries), self._queue_size - self._queued)
-        if room <= 0:
-            raise QueueFullError(f"the append queue is full ({self._queue_size} entries)")
-        future: asyncio.Future[list[Outcome]] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Pending(entries[:room], prepared[:room], future))
-        self._queued += room
-        return future, room
+        item = self._queue.put(entries, prepared)
+        if item is None:
+            raise QueueFullError(f"the append queue is full ({self._queue.capacity} entries)")
+        return item.future, len(item.entries)
 
     async def _next_batch(self) -> list[_Pending]:
-        """Whole items, in queue order, up to max_batch entries (an item larger than that goes
-        alone), waiting for the first and then at most max_wait for more."""
-        first = self._carry if self._carry is not None else await self._next_item()
-        self._carry = None
-        self._queued -= len(first.entries)
-        batch = [first]
-        await self._fill(batch, time.monotonic() + self._max_wait)
+        """The next batch (server.append_queue): waiting for its first item, then at most
+        max_wait for more."""
+        batch = [await self._next_item()]
+        await self._queue.fill(batch, time.monotonic() + self._max_wait)
         return batch
-
-    async def _fill(self, batch: list[_Pending], deadline: float | None) -> None:
-        """Add queued items to batch, in queue order, while they fit in max_batch entries (the
-        first that does not is carried to the next batch), waiting for more until deadline
-        (None: without waiting, so without yielding to the event loop)."""
-        count = sum(len(p.entries) for p in batch)
-        while self._carry is None and count < self._max_batch:
-            try:
-                item = self._queue.get_nowait()
-            except asyncio.QueueEmpty:
-                remaining = 0.0 if deadline is None else deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                try:
-                    item = await asyncio.wait_for(self._queue.get(), remaining)
-                except TimeoutError:
-                    return
-            if count + len(item.entries) > self._max_batch:
-                self._carry = item
-                return
-            batch.append(item)
-            count += len(item.entries)
-            self._queued -= len(item.entries)
 
     async def _next_item(self) -> _Pending:
         """The next queued item; while a fault that may clear stands and nothing is queued,
@@ -400,7 +375,7 @@ class Sequencer:
         """
         while self._fault is not None and self._halted is None:
             try:
-                return await asyncio.wait_for(self._queue.get(), FAULT_PROBE_S)
+                return await asyncio.wait_for(self._queue.first(), FAULT_PROBE_S)
             except TimeoutError:
                 pass
             loop = asyncio.get_running_loop()
@@ -410,15 +385,16 @@ class Sequencer:
                 await self._set_fault(e)
             else:
                 await self._set_fault(None)
-        return await self._queue.get()
+        return await self._queue.first()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
         while True:
             batch = await self._next_batch()
             began = time.monotonic()
-            while len(self._in_flight) >= IN_FLIGHT:
-                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
+            if self._unpublished >= IN_FLIGHT:
+                async with self._settled:
+                    await self._settled.wait_for(lambda: self._unpublished < IN_FLIGHT)
             try:
                 if self._halted is not None:
                     raise self._halted
@@ -426,12 +402,15 @@ class Sequencer:
             except Exception as e:
                 await self._answer(batch, e)
                 continue
-            if done.publish is None:
-                await self._settle(batch, done, began)
-            else:  # answered once published and kept; the next batch is committed meanwhile
-                task = loop.create_task(self._settle(batch, done, began))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
+            committed = _Committed(batch, done, began)
+            if done.publish is None and done.keep is None:
+                await self._answered([committed], 1, None)
+                continue
+            # Answered once published and kept; the next batch is committed meanwhile.
+            self._unsettled.append(committed)
+            self._unpublished += done.publish is not None
+            if self._settler is None:
+                self._settler = loop.create_task(self._settle())
 
     async def _integrate_batch(self, batch: list[_Pending]) -> _Integrated:
         """Integrate batch in the integrator thread. On a shared log, group commit: the head
@@ -444,27 +423,72 @@ class Sequencer:
             return await loop.run_in_executor(self._worker, self._integrate, *_joined(batch))
         try:
             head = await loop.run_in_executor(self._worker, self._lock_head)
-            await self._fill(batch, None)
+            await self._queue.fill(batch, None)
             return await loop.run_in_executor(self._worker, self._extend, head, *_joined(batch))
         except BaseException:
             # Cancelled, the thread goes on: release the head after it (a no-op if released).
             self._worker.submit(self._unlock_head)
             raise
 
-    async def _settle(self, batch: list[_Pending], done: _Integrated, began: float) -> None:
-        """Answer a committed batch's callers once what its commit left to do (a shared log's
-        publication, keeping its checkpoint) is done, in commit order (one publisher thread)."""
+    async def _settle(self) -> None:
+        """Settle committed batches, in commit order, a group at a time (those committed while
+        the group before was settling): their publications, then one keep of the newest
+        checkpoint among them (it covers the others), then their answers. Streams commit many
+        small batches: this is one thread hop, one file write and two fsyncs per group."""
+        loop = asyncio.get_running_loop()
         try:
+            while self._unsettled:
+                group, self._unsettled = self._unsettled, []
+                try:
+                    ready, failure = await loop.run_in_executor(
+                        self._publisher, self._finish, [c.done for c in group]
+                    )
+                except Exception as e:  # (_finish tells its failures)
+                    ready, failure = 0, e
+                async with self._settled:
+                    self._unpublished -= sum(c.done.publish is not None for c in group)
+                    self._settled.notify_all()
+                await self._answered(group, ready, failure)
+        finally:
+            self._settler = None
+
+    def _finish(self, group: list[_Integrated]) -> tuple[int, Exception | None]:
+        """In the publisher thread: publish each batch of group in commit order, then keep the
+        newest checkpoint among those published; how many of group (from the first) may be
+        answered, and the failure that stopped the rest (None: none did)."""
+        ready, failure = 0, None
+        for done in group:
             if done.publish is not None:
-                loop = asyncio.get_running_loop()
-                await loop.run_in_executor(self._publisher, done.publish)
-                self._serve(*done.tree)
+                try:
+                    done.publish()
+                except Exception as e:
+                    failure = e
+                    break
+            ready += 1
+        keep = next((d.keep for d in reversed(group[:ready]) if d.keep is not None), None)
+        if keep is not None and keep != self._kept_note:
+            try:
+                self._keep(keep)
+            except StorageError as e:
+                return 0, e  # published, durable, not acknowledged (as after a crash here)
+        return ready, failure
+
+    async def _answered(
+        self, group: list[_Committed], ready: int, failure: Exception | None
+    ) -> None:
+        """Answer the first ready batches of group (settled: serve their tree) with their
+        outcomes, and the rest with failure."""
+        published = [c.done.tree for c in group[:ready] if c.done.publish is not None]
+        if published:
+            self._serve(*published[-1])
+        for c in group[:ready]:
             if self._on_batch is not None:
-                self._on_batch(sum(len(p.entries) for p in batch), time.monotonic() - began)
-        except Exception as e:
-            await self._answer(batch, e)
-        else:
-            await self._answer(batch, done.outcomes)
+                entries = sum(len(p.entries) for p in c.batch)
+                self._on_batch(entries, time.monotonic() - c.began)
+            await self._answer(c.batch, c.done.outcomes)
+        for c in group[ready:]:
+            assert failure is not None
+            await self._answer(c.batch, failure)
 
     async def _answer(self, batch: list[_Pending], result: list[Outcome] | Exception) -> None:
         """Tell every caller of batch its outcomes, or the failure (every waiter must hear)."""
@@ -482,35 +506,25 @@ class Sequencer:
                 if not p.future.done():  # else the caller went away
                     p.future.set_result(result[at : at + len(p.entries)])
                 at += len(p.entries)
-        for _ in batch:
-            self._queue.task_done()
+        self._queue.done(batch)
         async with self._grown:
             self._grown.notify_all()
 
-    def _then_keep(
-        self, publish: Callable[[], None] | None, kept: KeptCheckpoint, note: str
-    ) -> Callable[[], None]:
-        """What remains of a committed batch before its callers are answered: its publication
-        (a shared log's, if any), then keeping its checkpoint outside the database. Run by the
-        publisher thread in commit order while the integrator goes on with the next batch: the
+    def _keep(self, note: str) -> None:
+        """Keep note outside the database (KeptCheckpoint), in the publisher thread: the
         file's two fsyncs (its own, its directory's) are off the serial path."""
-
-        def finish() -> None:
-            if publish is not None:
-                publish()
-            try:
-                kept.replace(note)
-                self._kept_note = note
-            except OSError as e:
-                # Durable in the database but not yet kept outside it: not acknowledged (a
-                # retry finds the entries, as after a crash at this point). A later batch's
-                # checkpoint, once kept, covers them.
-                message = f"cannot keep the new checkpoint in {kept.path}: {e.strerror}"
-                if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                    raise DiskFullError(f"{message}; free space there") from None
-                raise StorageError(message) from None
-
-        return finish
+        assert self._kept is not None
+        try:
+            self._kept.replace(note)
+            self._kept_note = note
+        except OSError as e:
+            # Durable in the database but not yet kept outside it: not acknowledged (a retry
+            # finds the entries, as after a crash at this point). A later batch's checkpoint,
+            # once kept, covers them.
+            message = f"cannot keep the new checkpoint in {self._kept.path}: {e.strerror}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{message}; free space there") from None
+            raise StorageError(message) from None
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
@@ -587,16 +601,16 @@ class Sequencer:
                 self._serve(checkpoint, note)
             if gate is not None:
                 gate.durable()
-            if self._kept is not None:
-                publish = self._then_keep(publish, self._kept, note)
+            keep = note if self._kept is not None else None
         else:
             self._storage.unlock_head()  # a shared store returns once the head is published
             publish = None
             self._serve(self._head, self._head_note)
+            keep = None
             if self._kept is not None and self._kept_note != self._head_note:
                 # Duplicates of entries whose checkpoint is not kept yet (its keeping failed,
                 # or is under way on the publisher thread): answered once it is.
-                publish = self._then_keep(None, self._kept, self._head_note)
+                keep = self._head_note
 
         proof_of = batch_proofs.prover(
             [o[0] for o in outcomes if not isinstance(o, Rejection)],
@@ -623,4 +637,4 @@ class Sequencer:
                     reason,
                 )
             )
-        return _Integrated(receipts, publish, (self._head, self._head_note))
+        return _Integrated(receipts, publish, keep, (self._head, self._head_note))
