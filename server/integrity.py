@@ -19,6 +19,7 @@ check stops with it, and may be run again once the storage is back.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 from collections.abc import Callable
@@ -32,7 +33,7 @@ from affidavit.merkle.compact import CompactRange
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import WIDTH, Tile, TileHashReader, grow, tile_hashes
 from affidavit.server.logstore import LogStore, StorageUnavailableError
-from affidavit.server.storage import DataLossError, StorageError
+from affidavit.server.storage import DataLossError, DiskFullError, StorageError
 
 EDGE_ENTRIES = 1024
 """Entries at the right edge that startup reads back and hashes: more than one batch's worth
@@ -58,6 +59,18 @@ class KeptCheckpoint:
 
     def replace(self, note_text: str) -> None:
         _replace_file(self.path, note_text)
+
+    def keep(self, note_text: str) -> None:
+        """replace, for a checkpoint just committed: a failure is a StorageError (DiskFullError
+        when out of room). Its entries are durable in the database but not acknowledged (a
+        retry finds them, as after a crash here); a later checkpoint, once kept, covers them."""
+        try:
+            self.replace(note_text)
+        except OSError as e:
+            message = f"cannot keep the new checkpoint in {self.path}: {e.strerror}"
+            if e.errno in (errno.ENOSPC, errno.EDQUOT):
+                raise DiskFullError(f"{message}; free space there") from None
+            raise StorageError(message) from None
 
 
 class DamageNote:

@@ -1,18 +1,19 @@
 """The sequencer: the one integrator that turns queued appends into durable, signed log growth.
 
-Appends wait in a queue bounded in entries; each queue item is one caller's run of entries (one
-Append, one AppendBatch, one chunk of a stream), kept in order. The integrator takes what is
-queued (whole items, up to max_batch entries, waiting at most max_wait for more), and in a
-worker thread: hashes the batch with the hashing core, drops entries already in the log or
-earlier in the batch (they get the first index) and has the gate judge the rest
-(batch_admission), grows the tiles and, from the same hashes, the root and the new entries'
-inclusion proofs (merkle.tiles.grow), signs the checkpoint, and commits entries, hash index,
-tiles and checkpoint in one synced WriteBatch. What remains then runs on a publisher thread, in
-commit order, while the integrator goes on with the next batch (IN_FLIGHT at most): on a shared
-log (PostgreSQL + S3) the batch's publication to object storage, and the checkpoint kept outside
-the database (KeptCheckpoint). Only then are the callers answered, each entry with its index,
-the checkpoint and an inclusion proof to it. While one batch is being written the next one
-queues, so under load batches grow by themselves.
+Appends wait in a queue bounded in entries (server.append_queue); each queue item is one
+caller's run of entries, kept in order. The integrator takes what is queued (whole items, up to
+max_batch entries, waiting at most max_wait for more), and in a worker thread: hashes the batch
+with the hashing core, drops entries already in the log or earlier in the batch (they get the
+first index) and has the gate judge the rest (batch_admission), grows the tiles and, from the
+same hashes, the root and the new entries' inclusion proofs (merkle.tiles.grow), signs the
+checkpoint, and commits entries, hash index, tiles and checkpoint in one synced WriteBatch. On
+a shared log (PostgreSQL + S3) the head lock is taken before the batch is complete (group
+commit): what queued while another frontend held it joins the batch. What remains then runs on
+a publisher thread, in commit order, while the integrator goes on with the next batches
+(server.settling): a shared log's publications to object storage (IN_FLIGHT at most), and one
+keep of the newest checkpoint outside the database (KeptCheckpoint). Only then are the callers
+answered, each entry with its index, the checkpoint and an inclusion proof to it. While one
+batch is being written the next one queues, so under load batches grow by themselves.
 
 Invariant: the checkpoint served (checkpoint, note) is the one on disk, and its root is the
 root of the tiles on disk; an acknowledged entry is on disk under that checkpoint. On a shared
@@ -24,12 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import errno
 import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import NamedTuple
 
 from affidavit.merkle import hashing
@@ -40,11 +39,11 @@ from affidavit.server.append_queue import AppendQueue, Pending
 from affidavit.server.batch_admission import Gate, admit_batch
 from affidavit.server.integrity import KeptCheckpoint, open_checkpoint
 from affidavit.server.logstore import LogStore
+from affidavit.server.settling import Committed, Integrated, finish
 from affidavit.server.storage import (
     Batch,
     ConflictError,
     DataLossError,
-    DiskFullError,
     StorageError,
 )
 from affidavit.statements.errors import Rejection
@@ -89,27 +88,8 @@ Outcome = Receipt | Rejection
 """What one queued entry comes to: its receipt, or the gate's refusal."""
 
 _Pending = Pending[Outcome]
-
-
-@dataclass
-class _Integrated:
-    """A batch committed: its outcomes, what remains before its callers may be answered (a
-    shared log's publication, to run in commit order; the checkpoint note to keep outside the
-    database, or one newer; None: nothing), and its tree."""
-
-    outcomes: list[Outcome]
-    publish: Callable[[], None] | None
-    keep: str | None
-    tree: tuple[Checkpoint, str]
-
-
-@dataclass
-class _Committed:
-    """A committed batch waiting to be settled (published, its checkpoint kept, answered)."""
-
-    batch: list[_Pending]
-    done: _Integrated
-    began: float
+_Integrated = Integrated[Outcome]
+_Committed = Committed[Outcome]
 
 
 def _joined(batch: list[_Pending]) -> tuple[list[bytes], list[object]]:
@@ -431,10 +411,7 @@ class Sequencer:
             raise
 
     async def _settle(self) -> None:
-        """Settle committed batches, in commit order, a group at a time (those committed while
-        the group before was settling): their publications, then one keep of the newest
-        checkpoint among them (it covers the others), then their answers. Streams commit many
-        small batches: this is one thread hop, one file write and two fsyncs per group."""
+        """Settle committed batches a group at a time (server.settling), then answer them."""
         loop = asyncio.get_running_loop()
         try:
             while self._unsettled:
@@ -453,24 +430,8 @@ class Sequencer:
             self._settler = None
 
     def _finish(self, group: list[_Integrated]) -> tuple[int, Exception | None]:
-        """In the publisher thread: publish each batch of group in commit order, then keep the
-        newest checkpoint among those published; how many of group (from the first) may be
-        answered, and the failure that stopped the rest (None: none did)."""
-        ready, failure = 0, None
-        for done in group:
-            if done.publish is not None:
-                try:
-                    done.publish()
-                except Exception as e:
-                    failure = e
-                    break
-            ready += 1
-        keep = next((d.keep for d in reversed(group[:ready]) if d.keep is not None), None)
-        if keep is not None and keep != self._kept_note:
-            try:
-                self._keep(keep)
-            except StorageError as e:
-                return 0, e  # published, durable, not acknowledged (as after a crash here)
+        """server.settling.finish, in the publisher thread (the one that keeps checkpoints)."""
+        ready, failure, self._kept_note = finish(group, self._kept, self._kept_note)
         return ready, failure
 
     async def _answered(
@@ -509,22 +470,6 @@ class Sequencer:
         self._queue.done(batch)
         async with self._grown:
             self._grown.notify_all()
-
-    def _keep(self, note: str) -> None:
-        """Keep note outside the database (KeptCheckpoint), in the publisher thread: the
-        file's two fsyncs (its own, its directory's) are off the serial path."""
-        assert self._kept is not None
-        try:
-            self._kept.replace(note)
-            self._kept_note = note
-        except OSError as e:
-            # Durable in the database but not yet kept outside it: not acknowledged (a retry
-            # finds the entries, as after a crash at this point). A later batch's checkpoint,
-            # once kept, covers them.
-            message = f"cannot keep the new checkpoint in {self._kept.path}: {e.strerror}"
-            if e.errno in (errno.ENOSPC, errno.EDQUOT):
-                raise DiskFullError(f"{message}; free space there") from None
-            raise StorageError(message) from None
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
