@@ -111,7 +111,8 @@ def queue_behind_held_head(
     until(lambda: waiting_for_the_head(where) > before, "the frontend to ask for the head")
     for c in range(CALLS):  # one at a time: their queue order is known
         calls.append(call([f"{tag}-{c}-{i}".encode() for i in range(PER_CALL)]))
-        until(lambda: queued(s) == (c + 1) * PER_CALL, "the call to queue behind the first")
+        want = (c + 1) * PER_CALL
+        until(lambda: queued(s) == want, "the call to queue behind the first")  # noqa: B023
     return calls
 
 
