@@ -134,8 +134,8 @@ def _tickets_of(kv: KV, index: int) -> list[str]:
 
 def _values(found: list[str]) -> list[str]:
     """A facet's values as stored: distinct, sorted, empty ones left out."""
-    if len(found) == 1:
-        return found if found[0] else []
+    if len(found) < 2:  # most facets of a statement are empty: no set to sort
+        return found if not found or found[0] else []
     return sorted({v for v in found if v})
 
 
