@@ -21,8 +21,10 @@ mark; tracemalloc-free: object sizes, glibc's mallinfo2 and LevelDB's own memory
 
 - 34 MB the interpreter and its libraries (file-backed), and 40 MB of heap the server has
   before any append (modules, gRPC);
-- 81 MB statements.state's RecordCache: 65,536 decoded records beside their bytes, about
-  1.2 kB each (full from about 100,000 statements: most of the rise from 100k to 250k);
+- 20 MB statements.state's RecordCache: 16,384 decoded records beside their bytes, about
+  1.2 kB each (65,536 until the fourth speed session: 81 MB, full from about 100,000
+  statements, most of the rise from 100k to 250k; at 16,384 the held floor at 300,000 fell
+  from 223.7 to 160.9 MB);
   7 MB the gate's 20,000 committed records;
 - 0 to 64 MB LevelDB's memtable (storage.WRITE_BUFFER_BYTES; 55 MB at that mark), and a
   second one while the full one is flushed;
