@@ -166,8 +166,6 @@ class _BatchKV:
         self._committed = committed
         self._lookup = committed.lookup
         self.writes: dict[bytes, bytes] = {}
-        # writes' own method: no call of ours per write (indexing makes some twenty a statement)
-        self.put: Callable[[bytes, bytes], None] = self.writes.__setitem__
 
     def get(self, key: bytes, /) -> bytes | None:
         # Every admission read comes here: the batch, then the committed cache, in one call.
@@ -178,6 +176,9 @@ class _BatchKV:
         if cached is _UNREAD:
             return self._committed.get(key)
         return cached  # type: ignore[return-value]
+
+    def put(self, key: bytes, value: bytes, /) -> None:
+        self.writes[key] = value
 
 
 class StatementGate:

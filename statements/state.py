@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import functools
 import json
-import operator
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from typing import Any, Protocol, TypeVar
 
 from affidavit.proto import affidavit_pb2 as pb
@@ -29,22 +27,16 @@ class KV(Protocol):
 
 
 class DictKV:
-    """An in-memory KV (the auditor, tests). get and put are data's own methods, bound when
-    data is set: no Python call of ours per read or write (admission makes dozens a
-    statement)."""
+    """An in-memory KV (the auditor, tests)."""
 
     def __init__(self) -> None:
-        self.data = {}
+        self.data: dict[bytes, bytes] = {}
 
-    @property
-    def data(self) -> dict[bytes, bytes]:
-        return self._data
+    def get(self, key: bytes, /) -> bytes | None:
+        return self.data.get(key)
 
-    @data.setter
-    def data(self, data: dict[bytes, bytes]) -> None:
-        self._data = data
-        self.get: Callable[[bytes], bytes | None] = data.get
-        self.put: Callable[[bytes, bytes], None] = data.__setitem__
+    def put(self, key: bytes, value: bytes, /) -> None:
+        self.data[key] = value
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,24 +192,6 @@ def _encode(record: Any) -> bytes:
         else:
             parts.append(label + _ENCODER.encode(value))
     return ("".join(parts) + "}").encode()
-
-
-_GETTERS: dict[type, operator.attrgetter[Any]] = {}
-
-
-def _replaced(record: R, **changes: object) -> R:
-    """dataclasses.replace(record, **changes) without its walk over the fields' definitions on
-    every call (an OUTCOME rewrites its intent's record); the records' fields are all
-    positional init fields."""
-    cls = type(record)
-    getter = _GETTERS.get(cls)
-    if getter is None:
-        getter = _GETTERS[cls] = operator.attrgetter(*_fields(cls)[0])
-    values = list(getter(record))
-    names = _fields(cls)[0]
-    for name, value in changes.items():
-        values[names.index(name)] = value
-    return cls(*values)
 
 
 def _decode(cls: type[R], raw: bytes) -> R:
@@ -409,7 +383,7 @@ class LogState:
         elif body == "grant_revocation":
             grant = self.grant(statement.grant_revocation.grant_id)
             assert grant is not None  # admission checked it
-            revoked = _replaced(grant, revoked_at=index, revoked_by=h.issuer)
+            revoked = replace(grant, revoked_at=index, revoked_by=h.issuer)
             self._put(_GRANT + grant.grant_id.encode(), revoked)
         elif body == "action":
             assert verdict is not None
@@ -441,15 +415,15 @@ class LogState:
         assert current is not None
         old = self.key(current.key_id)
         assert old is not None
-        self._put(_KEY_KEY + old.key_id.encode(), _replaced(old, retired_at=index))
+        self._put(_KEY_KEY + old.key_id.encode(), replace(old, retired_at=index))
         if event.op == pb.IdentityEvent.ROTATE_KEY:
             kid = key_id(event.public_key)
             self._put(
                 _KEY_KEY + kid.encode(), KeyRecord(kid, event.identity_id, event.public_key, index)
             )
-            self._put(_IDENTITY + event.identity_id.encode(), _replaced(current, key_id=kid))
+            self._put(_IDENTITY + event.identity_id.encode(), replace(current, key_id=kid))
         else:  # REVOKE
-            self._put(_IDENTITY + event.identity_id.encode(), _replaced(current, revoked_at=index))
+            self._put(_IDENTITY + event.identity_id.encode(), replace(current, revoked_at=index))
 
     def _apply_action(
         self, index: int, leaf_hash: bytes, statement: pb.Statement, verdict: VerdictRecord
@@ -485,4 +459,4 @@ class LogState:
         else:
             done = self.intent(a.action_id)
             assert done is not None
-            self._put(_INTENT + a.action_id.encode(), _replaced(done, outcome_index=index))
+            self._put(_INTENT + a.action_id.encode(), replace(done, outcome_index=index))

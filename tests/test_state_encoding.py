@@ -4,7 +4,6 @@ equal, byte for byte, with those written after it, and decode to the same record
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from dataclasses import fields
 from typing import Any
@@ -68,26 +67,3 @@ def test_the_stored_form_of_a_session_head_is_pinned() -> None:
     assert state._encode(head) == (
         b'{"next_sequence":3,"last_leaf_hash":"' + b"ab" * 32 + b'","closed_at":null}'
     )
-
-
-@given(
-    st.sampled_from(_RECORDS).flatmap(lambda cls: st.tuples(_record(cls), _record(cls))), st.data()
-)
-def test_a_record_with_fields_changed_is_what_dataclasses_replace_makes(
-    pair: tuple[Any, Any], data: st.DataObject
-) -> None:
-    record, other = pair
-    names = [f.name for f in fields(record)]
-    changed = data.draw(st.lists(st.sampled_from(names), unique=True))
-    changes = {name: getattr(other, name) for name in changed}
-    assert state._replaced(record, **changes) == dataclasses.replace(record, **changes)
-
-
-def test_a_dict_kv_reads_and_writes_the_dict_it_was_last_given() -> None:
-    kv = state.DictKV()
-    kv.put(b"a", b"1")
-    assert kv.get(b"a") == b"1" and kv.data == {b"a": b"1"}
-    kv.data = {b"b": b"2"}  # as the audit's position file restores a replay's records
-    assert kv.get(b"a") is None and kv.get(b"b") == b"2"
-    kv.put(b"c", b"3")
-    assert kv.data == {b"b": b"2", b"c": b"3"}
