@@ -42,7 +42,10 @@ CALLERS = 16
 READERS = 64
 STATEMENTS_WINDOW_S = 6.0
 """The statements load's shortest measured window: its calls take 1-2 s each."""
-FRONTENDS = (1, 2, 3)
+FRONTENDS = tuple(int(n) for n in os.environ.get("AFFIDAVIT_BENCH_FRONTENDS", "1,2,3").split(","))
+"""The frontend counts measured (AFFIDAVIT_BENCH_FRONTENDS, e.g. 1, for a short A/B run)."""
+LOADS = os.environ.get("AFFIDAVIT_BENCH_LOADS", "append_batch,statements").split(",")
+"""The loads measured (AFFIDAVIT_BENCH_LOADS: append_batch, statements or both)."""
 
 
 def tree_cpu_s(pid: int) -> float:
@@ -329,8 +332,8 @@ def storage_section(args: argparse.Namespace, b: Any) -> None:
         s3.start()
         pg_ceiling(args, pg.new_database())
         s3_ceiling(args, s3)
-        for statements in (False, True):
-            what = "statements" if statements else "append_batch"
+        for what in LOADS:
+            statements = what == "statements"
             base, _ = run_log(args, b, root / f"leveldb-{what}", statements, 1, [], {}, {})
             one = one_reads = 0.0
             assert pg.proc is not None and s3.proc is not None

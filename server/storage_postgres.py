@@ -86,10 +86,11 @@ from typing import Any
 import psycopg
 from affidavit.merkle import hashing
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
-from affidavit.server import postgres_notify, postgres_schema
+from affidavit.server import postgres_arrays, postgres_notify, postgres_schema
 from affidavit.server.head_lock_times import HeadLockTimes
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
+from affidavit.server.postgres_arrays import ByteaArray
 from affidavit.server.postgres_publish import Publication, Sequenced, pack, pack_tiles
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
@@ -129,6 +130,7 @@ def _first_line(e: Exception) -> str:
 
 
 def _configure(conn: psycopg.Connection[Any]) -> None:
+    postgres_arrays.register(conn.adapters)
     # An engine without the setting holds the lock until the session ends.
     with contextlib.suppress(psycopg.Error):
         conn.execute("SET idle_in_transaction_session_timeout = '60s'")
@@ -366,8 +368,9 @@ class PostgresStorage:
             return {}
         with self.head_lock_times.part("lookups"):
             rows = self._read(
-                "SELECT record_key, record_value FROM affidavit_record WHERE record_key = ANY(%s)",
-                (list(keys),),
+                "SELECT record_key, record_value FROM affidavit_record "
+                "WHERE record_key = ANY(%s::bytea[])",
+                (ByteaArray(keys),),
             )
         return {bytes(k): bytes(v) for k, v in rows}
 
@@ -527,7 +530,7 @@ class PostgresStorage:
                 "INSERT INTO affidavit_record (record_key, record_value) "
                 "SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
                 "ON CONFLICT (record_key) DO UPDATE SET record_value = EXCLUDED.record_value",
-                (list(batch.extra.keys()), list(batch.extra.values())),
+                (ByteaArray(batch.extra.keys()), ByteaArray(batch.extra.values())),
             )
         conn.execute(
             "INSERT INTO affidavit_checkpoint (tree_size, note) VALUES (%s, %s)",
