@@ -86,12 +86,12 @@ from typing import Any
 import psycopg
 from affidavit.merkle import hashing
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, tile_at
-from affidavit.server import postgres_arrays, postgres_notify, postgres_schema
+from affidavit.server import postgres_arrays, postgres_notify, postgres_schema, postgres_sequence
 from affidavit.server.head_lock_times import HeadLockTimes
 from affidavit.server.logstore import MAX_BUNDLE_ENTRY, StorageUnavailableError
 from affidavit.server.objects_s3 import CHECKPOINT, ObjectStore, bundle_entries
 from affidavit.server.postgres_arrays import ByteaArray
-from affidavit.server.postgres_publish import Publication, Sequenced, pack, pack_tiles
+from affidavit.server.postgres_publish import Publication, Sequenced
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, ConflictError, StorageError
 from psycopg_pool import ConnectionPool, PoolTimeout
 
@@ -106,11 +106,6 @@ _HASHES = (
     "SELECT substring(%s::bytea FROM i * 32 + 1 FOR 32) FROM generate_series(0, %s::int - 1) AS i"
 )
 """The 32-byte hashes packed in one BYTEA parameter, as rows (parameters: packed, count)."""
-_HASHES_AT = (
-    "SELECT substring(%s::bytea FROM i * 32 + 1 FOR 32), %s::bigint + i "
-    "FROM generate_series(0, %s::int - 1) AS i"
-)
-"""The same with consecutive indexes from a first one (parameters: packed, first, count)."""
 
 
 def _redacted(url: str) -> str:
@@ -514,44 +509,7 @@ class PostgresStorage:
         for key in batch.extra:
             if not key.startswith(DERIVED_PREFIXES):
                 raise ValueError(f"derived key {key!r} is outside the derived namespaces")
-        with conn.pipeline():  # one round trip: the statements' results are not needed
-            self._sequence_statements(conn, batch, new_size)
-
-    def _sequence_statements(
-        self, conn: psycopg.Connection[Any], batch: Batch, new_size: int
-    ) -> None:
-        if batch.leaf_hashes:
-            conn.execute(
-                f"INSERT INTO affidavit_leaf (leaf_hash, leaf_index) {_HASHES_AT}",
-                (b"".join(batch.leaf_hashes), batch.first_index, len(batch.leaf_hashes)),
-            )
-        if batch.extra:
-            conn.execute(
-                "INSERT INTO affidavit_record (record_key, record_value) "
-                "SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
-                "ON CONFLICT (record_key) DO UPDATE SET record_value = EXCLUDED.record_value",
-                (ByteaArray(batch.extra.keys()), ByteaArray(batch.extra.values())),
-            )
-        conn.execute(
-            "INSERT INTO affidavit_checkpoint (tree_size, note) VALUES (%s, %s)",
-            (new_size, batch.checkpoint),
-        )
-        conn.execute(
-            "INSERT INTO affidavit_pending (size, first_index, note, entries, tiles) "
-            "VALUES (%s, %s, %s, %s, %s)",
-            (
-                new_size,
-                batch.first_index,
-                batch.checkpoint,
-                pack(batch.entries),
-                pack_tiles(batch.tiles),
-            ),
-        )
-        conn.execute(
-            "UPDATE affidavit_head SET size = %s, note = %s WHERE id = 1",
-            (new_size, batch.checkpoint),
-        )
-        conn.execute("COMMIT")
+        postgres_sequence.write(conn, batch, new_size)
 
     def _publish_all(self) -> None:
         """At startup: publish what is pending (this frontend's own, if it stopped between

@@ -25,8 +25,8 @@ def conn(postgres: Postgres) -> Iterator[psycopg.Connection[tuple[object, ...]]]
 @settings(max_examples=60, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(st.binary(max_size=300), max_size=40))
 def test_an_array_arrives_as_the_list_it_was_built_from(conn, items):
-    (got,) = conn.execute("SELECT %s::bytea[]", (ByteaArray(items),)).fetchone() or (None,)
-    assert [bytes(x) for x in got] == items
+    row = conn.execute("SELECT %s::bytea[]", (ByteaArray(items),)).fetchone()
+    assert row is not None and [bytes(x) for x in row[0]] == items
 
 
 def test_two_arrays_unnest_into_pairs_in_order(conn):

@@ -1,0 +1,90 @@
+"""server.postgres_sequence through the driver, on real PostgreSQL and S3: a batch's derived
+records are puts whichever way they go in (the search index's by a plain insert, falling back
+to puts when a key is present), and a batch that fails in step 2 writes nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+
+import psycopg
+import pytest
+from affidavit.merkle import checkpoint as checkpoints
+from affidavit.merkle import hashing, note
+from affidavit.merkle.checkpoint import Checkpoint
+from affidavit.merkle.tiles import grow
+from affidavit.server.objects_s3 import Location, ObjectStore
+from affidavit.server.storage import Batch, StorageError
+from affidavit.server.storage_postgres import PostgresStorage
+
+from tests import backends
+from tests.backends import Scaleout
+
+ORIGIN = "example.com/sequence-test"
+SIGNER, VERIFIER = note.generate_key(ORIGIN)
+
+scaleout = backends.scaleout
+
+
+@pytest.fixture
+def storage(scaleout: Scaleout, monkeypatch: pytest.MonkeyPatch) -> Iterator[PostgresStorage]:
+    for name, value in scaleout.env().items():
+        monkeypatch.setenv(name, value)
+    objects = ObjectStore(Location.parse(scaleout.objects_url))
+    s = PostgresStorage(scaleout.storage_url, objects, create=True)
+    try:
+        yield s
+    finally:
+        s.close()
+
+
+def append(storage: PostgresStorage, entries: list[bytes], extra: Mapping[bytes, bytes]) -> int:
+    """One batch, as the sequencer makes it (tiles grown, checkpoint signed); its first index."""
+    head = storage.lock_head()
+    size = 0 if head is None else checkpoints.parse(note.open(head, [VERIFIER])).size
+    hashes = hashing.leaf_hashes(entries)
+    growth = grow(size, hashes, storage.read_tiles)
+    body = Checkpoint(ORIGIN, size + len(entries), growth.root()).format()
+    batch = Batch(size, entries, hashes, growth.tiles, note.sign(body, SIGNER), dict(extra))
+    storage.commit(batch, head)()
+    return size
+
+
+def index_key(index: int, field: bytes = b"tool\x00read") -> bytes:
+    return b"x/f/" + field + b"\x00" + index.to_bytes(8, "big")
+
+
+def test_state_and_index_records_read_back_and_state_is_rewritten(storage):
+    append(storage, [b"one", b"two"], {b"s/q/s1": b"v1", index_key(0): b"", index_key(1): b""})
+    at = append(storage, [b"three"], {b"s/q/s1": b"v2", index_key(2): b"", b"x/h/2": b"hit"})
+    assert at == 2
+    assert storage.get(b"s/q/s1") == b"v2"
+    assert storage.get(b"x/h/2") == b"hit"
+    keys = [k for k, _ in storage.scan(b"x/f/tool\x00read\x00")]
+    assert keys == [index_key(0), index_key(1), index_key(2)]
+
+
+def test_an_index_key_already_present_takes_the_batchs_value(storage, scaleout):
+    append(storage, [b"one"], {index_key(0): b""})
+    with psycopg.connect(scaleout.storage_url, autocommit=True) as conn:  # out of band
+        conn.execute(
+            "INSERT INTO affidavit_record VALUES (%s, 'stale'), (%s, 'stale')",
+            (b"x/h/1", index_key(1)),
+        )
+    append(storage, [b"two"], {b"s/q/s": b"state", b"x/h/1": b"fresh", index_key(1): b""})
+    assert storage.get(b"x/h/1") == b"fresh"
+    assert storage.get(index_key(1)) == b""
+    assert storage.get(b"s/q/s") == b"state"
+    assert storage.indexes_of(hashing.leaf_hashes([b"two"])) == [1]
+    append(storage, [b"three"], {index_key(2): b""})  # and the next batch goes on as before
+    assert [k for k, _ in storage.scan(b"x/f/")] == [index_key(i) for i in range(3)]
+
+
+def test_a_batch_that_fails_in_step_2_writes_none_of_its_records(storage, scaleout):
+    append(storage, [b"one"], {})
+    with psycopg.connect(scaleout.storage_url, autocommit=True) as conn:
+        conn.execute("INSERT INTO affidavit_checkpoint VALUES (2, 'in the way')")
+    with pytest.raises(StorageError, match="commit to"):
+        append(storage, [b"two"], {b"s/q/s": b"state", index_key(1): b""})
+    assert storage.get(b"s/q/s") is None
+    assert storage.get(index_key(1)) is None
+    assert storage.indexes_of(hashing.leaf_hashes([b"two"])) == [None]
