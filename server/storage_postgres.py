@@ -27,8 +27,9 @@ Order of writes, one batch (crash-safe; every step idempotent):
     their entries only where they fall in the bundle the next batch extends. The caller
     extends exactly the head it got, whose tiles are in the object store or in this
     frontend's memory.
- 2. sequence: in the same transaction insert the leaf-hash rows, derived records, the signed
-    checkpoint and the batch's pending row, and set the head to the new size; COMMIT. The
+ 2. sequence (server.postgres_sequence): in the same transaction insert the leaf-hash rows,
+    derived records, the signed checkpoint and the batch's pending row, and set the head to
+    the new size; COMMIT; one round trip. The
     batch is now durable: a crash from here on loses nothing. The next batch (of any
     frontend) can be sequenced at once.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
@@ -50,11 +51,13 @@ checkpoint whose tiles are missing. checkpoint() answers the published checkpoin
 frontend never serves a tree whose tiles are not readable.
 
 SQL relied on: BIGINT, BYTEA, TEXT, BOOLEAN, TIMESTAMPTZ, now() and clock_timestamp(); primary keys;
-SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array); INSERT ... ON CONFLICT
-(key) DO UPDATE; ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series and
-substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array: no
-per-element encoding on either side); information_schema.tables; ALTER TABLE ... DROP COLUMN
-and ADD COLUMN (the schema upgrades). Used where the engine has them, polled for where not:
+SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array) and = ANY(array), the arrays
+bytea[] parameters sent in the binary wire format (server.postgres_arrays); INSERT ... ON
+CONFLICT (key) DO UPDATE; SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT
+(server.postgres_sequence); ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series
+and substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array);
+information_schema.tables; ALTER TABLE ... DROP COLUMN and ADD COLUMN (the schema upgrades).
+No COPY. Used where the engine has them, polled for where not:
 LISTEN and pg_notify (server.postgres_notify). Known to work: PostgreSQL 12 and later
 (tested on 16); the same subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora
 PostgreSQL document as supported (not tested here). The session setting
@@ -64,8 +67,10 @@ holding the head lock loses it.
 Sizing (per entry, PostgreSQL): one affidavit_leaf row, 32 + 8 bytes of data and about 28 of
 row header (~70 B heap) plus its primary-key B-tree entry (~50 B): ~120 B per entry, growing
 with the log; its index is the only per-entry index and costs one B-tree insert per append.
-A statement adds its state and search records in affidavit_record (typically 4–8 rows of
-50–300 B each, one B-tree entry each). Per batch: one affidavit_checkpoint row (~250 B) and
+A signed statement adds its derived records in affidavit_record, one B-tree entry each: an
+AgentAction INTENT about 17 rows, 4 of statement state (50-450 B values) and 13 of search
+index (one hit record of ~700 B, and 12 keys of 20-80 B with empty values), ~2.0 KB of keys
+and values in all (measured on the storage benchmark's statements). Per batch: one affidavit_checkpoint row (~250 B) and
 one affidavit_pending row carrying the batch's entries once and its grown tiles (32 B per
 entry, plus the partial tiles it extends: up to 8 KiB per tile level; inserted, then deleted
 once published: WAL and TOAST churn about the size of the batch). Object storage per entry: its
