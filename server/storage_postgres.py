@@ -66,17 +66,17 @@ holding the head lock loses it.
 
 Sizing (per entry, PostgreSQL): one affidavit_leaf row, 32 + 8 bytes of data and about 28 of
 row header (~70 B heap) plus its primary-key B-tree entry (~50 B): ~120 B per entry, growing
-with the log; its index is the only per-entry index and costs one B-tree insert per append.
-A signed statement adds its derived records in affidavit_record, one B-tree entry each: an
-AgentAction INTENT about 17 rows, 4 of statement state (50-450 B values) and 13 of search
-index (one hit record of ~700 B, and 12 keys of 20-80 B with empty values), ~2.0 KB of keys
-and values in all (measured on the storage benchmark's statements). Per batch: one affidavit_checkpoint row (~250 B) and
-one affidavit_pending row carrying the batch's entries once and its grown tiles (32 B per
-entry, plus the partial tiles it extends: up to 8 KiB per tile level; inserted, then deleted
-once published: WAL and TOAST churn about the size of the batch). Object storage per entry: its
-bytes + 2 in a bundle, 32 B in its level-0 tile, ~1/8 B in higher tiles; per batch one
-partial tile object per tile level and one partial bundle (kept, as each names its width;
-they can be deleted once the full tile exists).
+with the log; its index is the only per-entry index and costs one B-tree insert per append. A
+signed statement adds its derived records in affidavit_record, one B-tree entry each: an
+AgentAction INTENT about 17 rows, 4 of statement state (50-450 B values) and 13 of search index
+(one hit record of ~700 B, and 12 keys of 20-80 B with empty values), ~2.0 KB of keys and
+values in all (measured on the storage benchmark's statements). Per batch: one
+affidavit_checkpoint row (~250 B) and one affidavit_pending row carrying the batch's entries
+once and its grown tiles (32 B per entry, plus the partial tiles it extends: up to 8 KiB per
+tile level; inserted, then deleted once published: WAL and TOAST churn about the size of the
+batch). Object storage per entry: its bytes + 2 in a bundle, 32 B in its level-0 tile, ~1/8 B
+in higher tiles; per batch one partial tile object per tile level and one partial bundle (kept,
+as each names its width; they can be deleted once the full tile exists).
 """
 
 from __future__ import annotations
