@@ -18,6 +18,10 @@ Beside them: storage_head_lock, per frontend, the head row's lock per batch (ms 
 held and its parts, entries per batch; server.head_lock_times): with several frontends the
 batches are sequenced one at a time, so total appends are at most entries per batch over ms
 held. storage_read_model: the reads beyond one machine (see read_model).
+
+For a short A/B run, AFFIDAVIT_BENCH_LOADS (append_batch, statements or both, comma-separated)
+and AFFIDAVIT_BENCH_FRONTENDS (e.g. 1) narrow what is measured; the LevelDB figure of each load
+is always measured beside it.
 """
 
 from __future__ import annotations
