@@ -116,19 +116,26 @@ def queue_behind_held_head(
     return calls
 
 
+def appended_behind_held_head(
+    s: ServerProcess, where: Scaleout, head: HeldHead, tag: str
+) -> list[pb.AppendResponse]:
+    """queue_behind_held_head, then release the head; every entry's receipt, in call order
+    (each must be one)."""
+    with ThreadPoolExecutor(CALLS + 1) as pool:
+        calls = queue_behind_held_head(s, where, pool, tag)
+        head.release()
+        answers = [c.result() for c in calls]
+    assert all(r.WhichOneof("result") == "ok" for a in answers for r in a.results)
+    return [r.ok for a in answers for r in a.results]
+
+
 def test_entries_queued_while_the_head_is_held_elsewhere_go_in_one_batch(
     server_factory: ServerFactory, scaleout: Scaleout, held: Callable[[], HeldHead]
 ) -> None:
     s = frontend(server_factory, scaleout, None, "--metrics-listen", "127.0.0.1:0")
     size = len(append_all(s, [b"before"]))
     count, entries = batches(s)
-    head = held()
-    with ThreadPoolExecutor(CALLS + 1) as pool:
-        calls = queue_behind_held_head(s, scaleout, pool, "grouped")
-        head.release()
-        answers = [c.result() for c in calls]
-    receipts = [r.ok for a in answers for r in a.results]
-    assert all(r.WhichOneof("result") == "ok" for a in answers for r in a.results)
+    receipts = appended_behind_held_head(s, scaleout, held(), "grouped")
     new = 1 + CALLS * PER_CALL
     # In queue order, at consecutive indexes, all answered with the one batch's checkpoint.
     assert [r.index for r in receipts] == list(range(size, size + new))
@@ -147,12 +154,7 @@ def test_a_full_batch_carries_the_rest_to_the_next_lock(
     )
     size = len(append_all(s, [b"before"]))
     count, _ = batches(s)
-    head = held()
-    with ThreadPoolExecutor(CALLS + 1) as pool:
-        calls = queue_behind_held_head(s, scaleout, pool, "carried")
-        head.release()
-        answers = [c.result() for c in calls]
-    receipts = [r.ok for a in answers for r in a.results]
+    receipts = appended_behind_held_head(s, scaleout, held(), "carried")
     new = 1 + CALLS * PER_CALL
     assert [r.index for r in receipts] == list(range(size, size + new))
     sizes = [tree_size(r) for r in receipts]
