@@ -19,7 +19,6 @@ scans of each (in index order), so a page still resumes by index.
 
 from __future__ import annotations
 
-import _json
 import heapq
 import json
 from collections.abc import Iterator
@@ -237,19 +236,6 @@ _VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.it
 """Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
 _HIT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 """The hit record's encoder, made once (json.dumps with options makes one per call)."""
-_HIT_CHUNKS = _json.make_encoder(
-    None,  # no markers: _HIT_JSON does not check for cycles
-    _HIT_JSON.default,
-    _json.encode_basestring_ascii,
-    None,  # no indent (as _HIT_JSON)
-    _HIT_JSON.key_separator,
-    _HIT_JSON.item_separator,
-    _HIT_JSON.sort_keys,
-    _HIT_JSON.skipkeys,
-    _HIT_JSON.allow_nan,
-)
-"""_HIT_JSON's chunks of a hit record: the C encoder _HIT_JSON.encode makes anew on every call
-(with these settings), made once."""
 _FIELD_PREFIX = {
     name: _FIELD + name.encode() + b"\x00"
     for name in (*_LISTS, "session", "statement", "verdict", "refused")
@@ -268,7 +254,7 @@ def index_statement(
     hit = hit_record(kv, state, index, leaf_hash, prepared, verdict)
     at = _u64(index)
     put = kv.put
-    put(_HIT + at, "".join(_HIT_CHUNKS(hit, 0)).encode())
+    put(_HIT + at, _HIT_JSON.encode(hit).encode())
     values = {name: hit[name] for name in _LISTS}
     values["session"] = [hit["session"]]
     values["statement"] = [hit["statement_id"]]
