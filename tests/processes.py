@@ -1,8 +1,10 @@
-"""Looking at real processes from a test: a process's children, and whether one still runs."""
+"""Looking at real processes from a test: a process's children, whether one still runs, and
+waiting for something they do."""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 
@@ -28,3 +30,12 @@ def wait_gone(pids: set[int], timeout: float = 60) -> set[int]:
     while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.2)
     return {p for p in pids if alive(p)}
+
+
+def wait_for(what: str, ok: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Poll ok until it holds; AssertionError naming what after timeout seconds."""
+    deadline = time.monotonic() + timeout
+    while not ok():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)

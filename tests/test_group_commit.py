@@ -11,7 +11,6 @@ Batches are counted from the server's metrics and from its head-lock-times log l
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -22,6 +21,7 @@ from affidavit.proto import affidavit_pb2 as pb
 
 from tests import backends, serverproc
 from tests.backends import Scaleout
+from tests.processes import wait_for
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
 from tests.test_operable import scrape
 from tests.test_scaleout import append_all, frontend
@@ -33,13 +33,6 @@ CALLS = 5
 """Calls queued behind the first while the head is held elsewhere."""
 
 PER_CALL = 2
-
-
-def until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def waiting_for_the_head(where: Scaleout) -> int:
@@ -108,11 +101,11 @@ def queue_behind_held_head(
         return pool.submit(s.stub.AppendBatch, request, timeout=RPC_TIMEOUT)
 
     calls = [call([f"{tag}-first".encode()])]
-    until(lambda: waiting_for_the_head(where) > before, "the frontend to ask for the head")
+    wait_for("the frontend to ask for the head", lambda: waiting_for_the_head(where) > before)
     for c in range(CALLS):  # one at a time: their queue order is known
         calls.append(call([f"{tag}-{c}-{i}".encode() for i in range(PER_CALL)]))
         want = (c + 1) * PER_CALL
-        until(lambda: queued(s) == want, "the call to queue behind the first")  # noqa: B023
+        wait_for("the call to queue behind the first", lambda: queued(s) == want)  # noqa: B023
     return calls
 
 
@@ -173,7 +166,7 @@ def test_stopping_while_waiting_for_the_head_integrates_everything_queued(
         calls = queue_behind_held_head(s, scaleout, pool, "stopping")
         assert s.proc is not None
         s.proc.terminate()
-        until(lambda: "stopping: finishing requests in flight" in s.stderr, "the stop to begin")
+        wait_for("the stop to begin", lambda: "stopping: finishing requests in flight" in s.stderr)
         head.release()
         answers = [c.result() for c in calls]
     assert s.wait_exit() == 0
@@ -199,7 +192,7 @@ def test_a_lost_connection_while_waiting_for_the_head_fails_that_batch_only(
     head = held()
     with ThreadPoolExecutor(2) as pool:
         first = pool.submit(s.stub.Append, pb.AppendRequest(entry=b"lost"), timeout=RPC_TIMEOUT)
-        until(lambda: waiting_for_the_head(scaleout) > 0, "the frontend to ask for the head")
+        wait_for("the frontend to ask for the head", lambda: waiting_for_the_head(scaleout) > 0)
         with psycopg.connect(scaleout.storage_url, autocommit=True) as admin:
             admin.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
@@ -210,7 +203,7 @@ def test_a_lost_connection_while_waiting_for_the_head_fails_that_batch_only(
     assert failed.value.code() == grpc.StatusCode.UNAVAILABLE
     head.release()
     # Nothing stays held: the next appends go in, after the entry before.
-    until(lambda: _appends(s), "appends to work again")
+    wait_for("appends to work again", lambda: _appends(s))
     assert s.checkpoint().size == size + 1
     assert [e.data for e in s.all_entries()] == [b"before", b"after"]
 

@@ -10,7 +10,7 @@ import shutil
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,19 +19,11 @@ from affidavit.merkle import note
 from affidavit.proto import affidavit_pb2 as pb
 
 from tests import serverproc
+from tests.processes import wait_for
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess, run_cli
 from tests.witnessproc import WitnessProcess
 
 server_factory = serverproc.server_factory
-WAIT = 60.0
-
-
-def wait_for(what: str, ok: Callable[[], bool], timeout: float = WAIT) -> None:
-    deadline = time.monotonic() + timeout
-    while not ok():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def http_checkpoint(s: ServerProcess) -> str:
