@@ -6,6 +6,7 @@ it), so they follow the key-name rules and a stricter alphabet that is safe in i
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import time
@@ -28,6 +29,8 @@ def is_uuid7(text: str) -> bool:
     return _UUID7.fullmatch(text) is not None
 
 
+# The same agents, humans and admins come back in statement after statement: judged once each.
+@functools.lru_cache(maxsize=4096)
 def is_identity_id(text: str) -> bool:
     """1–128 characters of [A-Za-z0-9._:@/-], starting with a letter or digit."""
     return _IDENTITY.fullmatch(text) is not None

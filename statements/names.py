@@ -131,6 +131,8 @@ _NAME = {
 """The grammar as one expression per kind: what problem() accepts, checked in one pass."""
 
 
+# The same tools and resources come back in statement after statement: judged once each.
+@lru_cache(maxsize=4096)
 def is_name(kind: Kind, text: str) -> bool:
     """Whether text is a well-formed name of this kind (problem() says why not)."""
     return len(text) <= MAX_NAME and _NAME[kind].fullmatch(text) is not None

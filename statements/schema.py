@@ -8,26 +8,20 @@ either check. Each violation names the field path (e.g. action.operation.resourc
 
 from __future__ import annotations
 
-import functools
 import re
 from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import ids, names, redact, schema_walk, secret_values, secrets
+from affidavit.statements import names, redact, schema_walk, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, is_digest, parse
 from affidavit.statements.errors import Rejection
-from affidavit.statements.ids import is_uuid7
+from affidavit.statements.ids import is_identity_id, is_uuid7
 from google.protobuf import unknown_fields
 from google.protobuf.message import DecodeError, Message
 
 SCHEMA_VERSION = 1
 
 _HEX = re.compile(r"[0-9a-f]+")
-
-# Names that repeat from statement to statement (the agents acting, the tools they call and
-# the resources they touch) are judged once: a hit costs a fifth of the expression's match.
-is_identity_id = functools.lru_cache(maxsize=4096)(ids.is_identity_id)
-_is_name = functools.lru_cache(maxsize=4096)(names.is_name)
 _ROLE = re.compile(r"[A-Za-z0-9_.-]{1,64}")
 _REASON = re.compile(r"[a-z][a-z-]{0,63}")
 
@@ -199,7 +193,7 @@ def _require_names(kind: names.Kind, path: str, items: list[str], *, pattern: bo
 
 
 def _require_name(kind: names.Kind, path: str, text: str, *, pattern: bool = False) -> None:
-    if not pattern and _is_name(kind, text):
+    if not pattern and names.is_name(kind, text):
         return  # the one-pass check; problem() says why a name is not one
     problem = names.problem(kind, text, pattern=pattern)
     if problem:
