@@ -14,7 +14,6 @@ rfc8785 directly on the same texts.
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 import pytest
@@ -23,13 +22,14 @@ from affidavit.statements.canonical import JSONLimitError, canonical_json, is_ca
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
+from tests.c_cores import skip_if_c_cores_off
+
 
 @pytest.fixture(params=["c", "pure-python"], autouse=True)
 def canonical_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test runs with the C fast path of loads and is_canonical and without it."""
     if request.param == "c":
-        if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-            pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+        skip_if_c_cores_off()
         assert canonical.CORE is not None, "the C core is built by pip install -e ."
     else:
         monkeypatch.setattr(canonical, "CORE", None)

@@ -12,7 +12,6 @@ name-holding key, and the references each call leaves behind.
 from __future__ import annotations
 
 import gc
-import os
 import sys
 import tracemalloc
 from collections import Counter
@@ -23,11 +22,11 @@ import pytest
 from affidavit.statements import canonical, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, canonical_json
 
+from tests.c_cores import skip_if_c_cores_off
 from tests.test_guard_cores import _both
 from tests.test_statements import base
 
-if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-    pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core to hold to Python", allow_module_level=True)
+skip_if_c_cores_off(module=True)
 
 _SAMPLE_CHARS = [
     *map(chr, range(0x3100)),  # ASCII, Latin, Greek (final sigma), spaces up to U+3000

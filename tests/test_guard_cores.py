@@ -10,7 +10,6 @@ to the Python they stand in for piece by piece. This holds the whole check to it
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable
 from typing import Any
 
@@ -22,13 +21,13 @@ from affidavit.statements.errors import Rejection
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 
+from tests.c_cores import skip_if_c_cores_off
 from tests.test_secret_walk import _ASCII_VALUES, _PIECES, _VALUES
 from tests.test_statements import base
 
 _CORES = (secrets, secret_values, canonical)
 
-if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-    pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C cores to compare", allow_module_level=True)
+skip_if_c_cores_off(module=True)
 
 
 def _outcome(check: Callable[[], None]) -> str:

@@ -21,11 +21,12 @@ from affidavit.merkle.hashing import EMPTY_ROOT, PythonCore
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.c_cores import skip_if_c_cores_off
+
 try:
     from affidavit.merkle import _hashcore as c
 except ImportError as e:
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected", allow_module_level=True)
+    skip_if_c_cores_off(module=True)
     raise ImportError(
         "affidavit.merkle._hashcore is not built (pip install -e .); the project always builds "
         "it, so its absence is a failure unless AFFIDAVIT_PURE_PYTHON=1"

@@ -12,7 +12,6 @@ itself, on wire bytes mutated at random, either finds what the walk finds or dec
 
 from __future__ import annotations
 
-import os
 from typing import Any
 
 import pytest
@@ -25,6 +24,7 @@ from google.protobuf.message import DecodeError, Message
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 
+from tests.c_cores import skip_if_c_cores_off
 from tests.test_statements import KINDS, base
 
 Walked = tuple[list[tuple[str, str]], list[tuple[str, dict[str, str]]], int]
@@ -34,8 +34,7 @@ Walked = tuple[list[tuple[str, str]], list[tuple[str, dict[str, str]]], int]
 def walk_core(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
     """Each test runs with the C fast path of the walk and without it."""
     if request.param == "c":
-        if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-            pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+        skip_if_c_cores_off()
         assert schema_walk.CORE is not None, "the C core is built by pip install -e ."
     else:
         monkeypatch.setattr(schema_walk, "CORE", None)

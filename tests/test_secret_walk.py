@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as hs
 
 from tests import benign_corpus
+from tests.c_cores import skip_if_c_cores_off
 
 
 @pytest.fixture(params=["c", "pure-python"])
@@ -30,8 +30,7 @@ def keyword_search(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPat
     """Each test runs with each keyword search: the C core's (statements/_guardcore.c) and
     str.find's."""
     if request.param == "c":
-        if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-            pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+        skip_if_c_cores_off()
         assert secrets.CORE is not None, "the C core is built by pip install -e ."
     else:
         monkeypatch.setattr(secrets, "CORE", None)
@@ -218,9 +217,9 @@ def test_quiet_never_hides_a_finding_in_the_corpora(keyword_search: str) -> None
 
 def test_the_c_search_refuses_a_table_it_cannot_trust() -> None:
     """A table that breaks the C core's premises is a ValueError, never a read past it."""
+    skip_if_c_cores_off()
     core = secrets.CORE
-    if core is None:
-        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+    assert core is not None, "the C core is built by pip install -e ."
     at = ord("a") * 128 + ord("b")
     starts = bytearray(128 * 128 // 8)
     starts[at >> 3] |= 1 << (at & 7)
@@ -254,9 +253,9 @@ _ASCII_VALUES = hs.recursive(
 def test_the_c_pieces_are_the_walks(value: Any) -> None:
     """The C core's pieces(): the walk's strings and runs, and a superset of its names; so
     secret_values.pieces with it calls a value named whenever it does without it."""
+    skip_if_c_cores_off()
     core = secret_values.CORE
-    if core is None:
-        return  # AFFIDAVIT_PURE_PYTHON=1: nothing to compare
+    assert core is not None, "the C core is built by pip install -e ."
     found = core.pieces(value, secret_values._NAME_KEYS_ORDERED, secret_values.SPLIT_PIECE_MAX)
     if found is None:
         assert any(not k.isascii() for k in _keys(value)), "declined only a non-ASCII key"
@@ -285,9 +284,9 @@ def _keys(value: Any) -> Iterator[str]:
 
 
 def test_the_c_pieces_decline_what_python_must_read() -> None:
+    skip_if_c_cores_off()
     core = secret_values.CORE
-    if core is None:
-        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+    assert core is not None, "the C core is built by pip install -e ."
 
     class Text(str):
         pass
