@@ -306,6 +306,48 @@ def sequenced(scaleout: Scaleout, size: int) -> None:
         time.sleep(0.05)
 
 
+def bucket_size(where: Scaleout) -> int:
+    """The size of the checkpoint the bucket serves (log/checkpoint, the tiles API's)."""
+    text = bucket_get(where, "log/checkpoint")
+    assert text is not None
+    return checkpoints.parse(note.parse_note(text.decode())[0]).size
+
+
+def kill_9(s: ServerProcess) -> None:
+    """SIGKILL the running frontend s (a crash, not a stop) and reap it."""
+    assert s.running, "the frontend had stopped before it was killed"
+    s.kill()
+
+
+def kill_9_unpublished(s: ServerProcess, where: Scaleout, entries: list[bytes]) -> int:
+    """Append each of entries to s as a batch of its own with the object store frozen, so each
+    is sequenced in PostgreSQL and none published, then kill -9 s; the head's size before.
+
+    Checks on the way: the head row holds them all, pending; every call fails; the bucket's
+    checkpoint, which never covers tiles not yet written, still has the size before."""
+    weed = where.objects.proc
+    assert weed is not None
+    before = head_row(where)[0]
+    # With the object store frozen, a batch commits in PostgreSQL (the right edge of the tree
+    # is in the frontend's memory) and then hangs writing its objects; the frontend sequences
+    # the next one on top of it meanwhile (from the first's tiles in its memory).
+    weed.send_signal(signal.SIGSTOP)
+    try:
+        calls = []
+        for k, entry in enumerate(entries, start=1):
+            calls.append(s.stub.Append.future(pb.AppendRequest(entry=entry), timeout=RPC_TIMEOUT))
+            sequenced(where, before + k)
+        assert head_row(where) == (before + len(entries), before, True)
+        kill_9(s)  # between the commit and the object writes
+        for call in calls:
+            with pytest.raises(grpc.RpcError):
+                call.result()
+    finally:
+        weed.send_signal(signal.SIGCONT)
+    assert bucket_size(where) == before
+    return before
+
+
 def test_kill_9_mid_batch_while_another_frontend_goes_on(server_factory, scaleout):
     a, b = frontends(server_factory, scaleout, 2)
     load = Load()
@@ -316,9 +358,7 @@ def test_kill_9_mid_batch_while_another_frontend_goes_on(server_factory, scaleou
             load.wait_for(load.record.count() + 50)
             time.sleep(random.uniform(0.0, LOAD_S))
             load.alive.clear()  # from here on, errors are expected
-            assert a.proc is not None
-            a.proc.kill()  # SIGKILL while batches are in flight
-            a.kill()
+            kill_9(a)  # while batches are in flight
         finally:
             load.finish()
         a.start()
@@ -331,65 +371,20 @@ def test_kill_9_mid_batch_while_another_frontend_goes_on(server_factory, scaleou
 def test_kill_9_between_the_database_commit_and_the_object_writes(server_factory, scaleout):
     s = frontend(server_factory, scaleout)
     append_all(s, [b"before"])
-    weed = scaleout.objects.proc
-    assert weed is not None
-    before = head_row(scaleout)
-    # With the object store frozen, the next batch commits in PostgreSQL (the right edge of
-    # the tree is in the frontend's memory) and then hangs writing its tiles.
-    weed.send_signal(signal.SIGSTOP)
-    try:
-        call = s.stub.Append.future(pb.AppendRequest(entry=b"in between"), timeout=RPC_TIMEOUT)
-        sequenced(scaleout, before[0] + 1)
-        size, published, pending = head_row(scaleout)
-        assert (size, published, pending) == (before[0] + 1, before[0], True)
-        assert s.proc is not None
-        s.proc.kill()  # between the commit and the object writes
-        s.kill()
-        with pytest.raises(grpc.RpcError):
-            call.result()
-    finally:
-        weed.send_signal(signal.SIGCONT)
-    # The bucket's checkpoint never covers tiles not yet written: it still says `before`.
-    text = bucket_get(scaleout, "log/checkpoint")
-    assert text is not None
-    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before[0]
+    before = kill_9_unpublished(s, scaleout, [b"in between"])
     s.start()  # the restarted frontend publishes the interrupted batch
-    assert head_row(scaleout) == (before[0] + 1, before[0] + 1, False)
-    assert s.checkpoint().size == before[0] + 1
+    assert head_row(scaleout) == (before + 1, before + 1, False)
+    assert s.checkpoint().size == before + 1
     again = append_all(s, [b"in between"])[0]
-    assert again.duplicate and again.index == before[0]
+    assert again.duplicate and again.index == before
     assert [e.data for e in s.all_entries()][-2:] == [b"before", b"in between"]
-    text = bucket_get(scaleout, "log/checkpoint")
-    assert text is not None
-    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before[0] + 1
+    assert bucket_size(scaleout) == before + 1
 
 
 def test_kill_9_with_two_batches_sequenced_and_unpublished(server_factory, scaleout):
     s = frontend(server_factory, scaleout)
     append_all(s, [b"before"])
-    weed = scaleout.objects.proc
-    assert weed is not None
-    before = head_row(scaleout)[0]
-    # With the object store frozen, the first batch hangs writing its objects; the frontend
-    # sequences the second on top of it meanwhile (from the first's tiles in its memory).
-    weed.send_signal(signal.SIGSTOP)
-    try:
-        calls = []
-        for k, entry in enumerate([b"first pending", b"second pending"], start=1):
-            calls.append(s.stub.Append.future(pb.AppendRequest(entry=entry), timeout=RPC_TIMEOUT))
-            sequenced(scaleout, before + k)
-        assert head_row(scaleout) == (before + 2, before, True)
-        assert s.proc is not None
-        s.proc.kill()
-        s.kill()
-        for call in calls:
-            with pytest.raises(grpc.RpcError):
-                call.result()
-    finally:
-        weed.send_signal(signal.SIGCONT)
-    text = bucket_get(scaleout, "log/checkpoint")
-    assert text is not None
-    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before
+    before = kill_9_unpublished(s, scaleout, [b"first pending", b"second pending"])
     s.start()  # publishes both, in order
     assert head_row(scaleout) == (before + 2, before + 2, False)
     assert s.checkpoint().size == before + 2
@@ -397,9 +392,7 @@ def test_kill_9_with_two_batches_sequenced_and_unpublished(server_factory, scale
     assert [(a.duplicate, a.index) for a in again] == [(True, before), (True, before + 1)]
     entries = [e.data for e in s.all_entries()][-3:]
     assert entries == [b"before", b"first pending", b"second pending"]
-    text = bucket_get(scaleout, "log/checkpoint")
-    assert text is not None
-    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before + 2
+    assert bucket_size(scaleout) == before + 2
 
 
 def test_a_schema_version_1_log_is_upgraded_in_place(server_factory, scaleout):
@@ -438,22 +431,9 @@ def schema_version(where: Scaleout) -> str:
 def test_a_schema_version_2_log_is_upgraded_with_its_pending_batch(server_factory, scaleout):
     s = frontend(server_factory, scaleout)
     append_all(s, [b"before"])
-    weed = scaleout.objects.proc
-    assert weed is not None
-    before = head_row(scaleout)[0]
     # A batch sequenced and not published when the frontend died: its row, as version 2 left
     # it, holds no tiles; the upgraded frontend grows them again from its entries.
-    weed.send_signal(signal.SIGSTOP)
-    try:
-        call = s.stub.Append.future(pb.AppendRequest(entry=b"left by v2"), timeout=RPC_TIMEOUT)
-        sequenced(scaleout, before + 1)
-        assert s.proc is not None
-        s.proc.kill()
-        s.kill()
-        with pytest.raises(grpc.RpcError):
-            call.result()
-    finally:
-        weed.send_signal(signal.SIGCONT)
+    before = kill_9_unpublished(s, scaleout, [b"left by v2"])
     with psycopg.connect(scaleout.storage_url, autocommit=True) as conn, conn.transaction():
         conn.execute("ALTER TABLE affidavit_pending DROP COLUMN tiles")
         conn.execute("UPDATE affidavit_meta SET value = '2' WHERE name = 'schema_version'")
@@ -463,9 +443,7 @@ def test_a_schema_version_2_log_is_upgraded_with_its_pending_batch(server_factor
     assert [e.data for e in s.all_entries()][-2:] == [b"before", b"left by v2"]
     assert append_all(s, [b"left by v2"])[0].index == before
     assert append_all(s, [b"after"])[0].index == before + 1
-    text = bucket_get(scaleout, "log/checkpoint")
-    assert text is not None
-    assert checkpoints.parse(note.parse_note(text.decode())[0]).size == before + 2
+    assert bucket_size(scaleout) == before + 2
 
 
 def test_postgres_restarted_under_load(server_factory, scaleout):
