@@ -85,7 +85,7 @@ from affidavit.client.verify import TrustPolicy  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.statements import build  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
-from bench_append import proc_status  # noqa: E402
+from processes_bench import proc_status  # noqa: E402
 
 MARKS = (0, 10_000, 100_000, 250_000, 500_000, 1_000_000)
 """Log sizes at which RSS is read (those up to --entries, and --entries itself)."""

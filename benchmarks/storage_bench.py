@@ -37,8 +37,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import bench_append as bench  # the script beside this one (its helpers, not its run)
 import psycopg
+from clients_bench import BATCH, ENTRY_SIZE
+from loads_bench import emit, r3, ratio
+from processes_bench import proc_cpu_s, start_log_server, tree_size
+from statements_bench import TARGET_STATEMENTS, build_statements, setup_agents
 
 from tests.backends import ObjectServer, Postgres
 
@@ -70,16 +73,16 @@ def tree_cpu_s(pid: int) -> float:
     total = 0.0
     for p in tree:
         try:
-            total += bench._proc_cpu_s(p)
+            total += proc_cpu_s(p)
         except OSError:
             continue
     return total
 
 
 class CpuParts:
-    """What a load reports as its server's CPU (bench.Bench.server: anything with cpu_s()):
-    every frontend's together; each reading also notes PostgreSQL's and the S3 server's, so
-    a load's window gives the cores each part kept busy."""
+    """What a load reports as its server's CPU (loads_bench.Bench.server: anything with
+    cpu_s()): every frontend's together; each reading also notes PostgreSQL's and the S3
+    server's, so a load's window gives the cores each part kept busy."""
 
     def __init__(self, frontends: list[Any], others: dict[str, int]) -> None:
         self._frontends = frontends
@@ -113,7 +116,7 @@ class CpuParts:
 def pg_ceiling(args: argparse.Namespace, url: str) -> float:
     """Rows/s inserting 1,000 rows of 1 KiB per transaction, committed (fsync on)."""
     rng = random.Random(3)
-    rows = [rng.randbytes(bench.ENTRY_SIZE) for _ in range(1000)]
+    rows = [rng.randbytes(ENTRY_SIZE) for _ in range(1000)]
     rates = []
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute("CREATE TABLE ceiling (n BIGINT PRIMARY KEY, v BYTEA NOT NULL)")
@@ -130,8 +133,8 @@ def pg_ceiling(args: argparse.Namespace, url: str) -> float:
             rates.append(count / (time.perf_counter() - t0))
     rate = statistics.median(rates)
     each = [round(r) for r in rates]
-    bench.emit({"bench": "postgres_batch_insert", "rows_per_txn": 1000, "row_bytes": 1024,
-                "rows_per_s": round(rate), "rows_per_s_each": each})  # fmt: skip
+    emit({"bench": "postgres_batch_insert", "rows_per_txn": 1000, "row_bytes": 1024,
+          "rows_per_s": round(rate), "rows_per_s_each": each})  # fmt: skip
     return rate
 
 
@@ -157,8 +160,8 @@ def s3_ceiling(args: argparse.Namespace, s3: ObjectServer) -> float:
             t.join()
         rates.append(sum(counts) / (time.perf_counter() - t0))
     rate = statistics.median(rates)
-    bench.emit({"bench": "s3_put_8kib", "threads": 8, "puts_per_s": round(rate),
-                "puts_per_s_each": [round(r) for r in rates]})  # fmt: skip
+    emit({"bench": "s3_put_8kib", "threads": 8, "puts_per_s": round(rate),
+          "puts_per_s_each": [round(r) for r in rates]})  # fmt: skip
     return rate
 
 
@@ -177,14 +180,14 @@ def run_log(
     proof reads; the figures, printed, with the CPU each part spent per entry (others: the
     PostgreSQL and S3 servers' pids, for the scale-out runs)."""
     first_dir = root / "f0"
-    servers = [bench.start_log_server(first_dir, statements=statements, extra=storage, env=env)]
+    servers = [start_log_server(first_dir, statements=statements, extra=storage, env=env)]
     try:
         for k in range(1, frontends):
             d = root / f"f{k}"
             d.mkdir(parents=True)
             for name in ("log.key", "log.pub"):
                 shutil.copy2(first_dir / name, d / name)
-            servers.append(bench.start_log_server(d, statements=statements, extra=storage, env=env))
+            servers.append(start_log_server(d, statements=statements, extra=storage, env=env))
         cpu = CpuParts(servers, others)
         b.server = cpu
         targets = ",".join(s.target for s in servers)
@@ -192,15 +195,15 @@ def run_log(
         tags = {"storage": "postgres+s3" if storage else "leveldb", "frontends": frontends}
         if not statements:
             fig = b.load(name, targets, "append_batch", CALLERS, "aio", args.procs,
-                         batch=bench.BATCH, emit_it=False)  # fmt: skip
+                         batch=BATCH, emit_it=False)  # fmt: skip
         else:
-            keys, grants = bench.setup_agents(servers[0].target, first_dir, args.procs)
-            per_s = 2.0 * bench.TARGET_STATEMENTS
+            keys, grants = setup_agents(servers[0].target, first_dir, args.procs)
+            per_s = 2.0 * TARGET_STATEMENTS
             window = max(args.duration, STATEMENTS_WINDOW_S)
 
             def before() -> dict[str, Any]:
                 count = (args.warmup + window) * per_s
-                built: dict[str, Any] = bench.build_statements(
+                built: dict[str, Any] = build_statements(
                     b, CALLERS, args.procs, count, keys, grants
                 )
                 return built
@@ -210,7 +213,7 @@ def run_log(
         assert isinstance(fig, dict)
         fig.update(tags)
         fig.update(cpu_figures(cpu.cores(), fig["entries_per_s"], frontends))
-        bench.emit(fig)
+        emit(fig)
         read = None if statements else reads(args, b, servers, cpu, tags)
         if storage and frontends in (1, FRONTENDS[-1]):
             profile(args, b, f"{name}_{frontends}", servers, statements,
@@ -221,12 +224,12 @@ def run_log(
         for k, s in enumerate(servers):
             code = s.stop()
             if code:
-                bench.emit({"bench": "server_exit", "code": code, "tail": list(s.tail)[-10:]})
+                emit({"bench": "server_exit", "code": code, "tail": list(s.tail)[-10:]})
             times = head_lock_times(s.tail)
             if times:
-                bench.emit({"bench": "storage_head_lock", "load": "statements" if statements
-                            else "append_batch", "frontends": frontends, "frontend": k,
-                            **times})  # fmt: skip
+                emit({"bench": "storage_head_lock", "load": "statements" if statements
+                      else "append_batch", "frontends": frontends, "frontend": k,
+                      **times})  # fmt: skip
 
 
 HEAD_LOCK_LINE = "head lock per batch: "
@@ -247,11 +250,11 @@ def cpu_figures(cores: dict[str, float], per_s: float, frontends: int) -> dict[s
     """The cores each part kept busy during a load, and its CPU milliseconds per entry (the
     frontends' also per frontend): on a machine whose cores every part shares, these decide
     the total."""
-    out: dict[str, Any] = {"cores": {k: bench.r3(v) for k, v in cores.items()}}
+    out: dict[str, Any] = {"cores": {k: r3(v) for k, v in cores.items()}}
     if per_s:
-        out["cpu_ms_per_entry"] = {k: bench.r3(1000 * v / per_s) for k, v in cores.items()}
+        out["cpu_ms_per_entry"] = {k: r3(1000 * v / per_s) for k, v in cores.items()}
         if "frontends" in cores:
-            out["cores_per_frontend"] = bench.r3(cores["frontends"] / frontends)
+            out["cores_per_frontend"] = r3(cores["frontends"] / frontends)
     return out
 
 
@@ -260,14 +263,14 @@ def reads(
 ) -> dict[str, Any]:
     """Inclusion proofs (GetInclusionProof at the tree every frontend serves) from READERS
     callers spread over the frontends: read throughput, beside the appends."""
-    size = min(bench._tree_size(s.target) for s in servers)
+    size = min(tree_size(s.target) for s in servers)
     targets = ",".join(s.target for s in servers)
     fig: dict[str, Any] = b.load("storage_read_inclusion", targets, "inclusion", READERS,
                                  "aio", args.procs, tree_size=size, emit_it=False)  # fmt: skip
     fig.update(tags)
     fig["tree_size"] = size
     fig.update(cpu_figures(cpu.cores(), fig["calls_per_s"], tags["frontends"]))
-    bench.emit(fig)
+    emit(fig)
     if tags["storage"] != "leveldb":
         read_model(fig, tags["frontends"])
     return fig
@@ -287,10 +290,10 @@ def read_model(fig: dict[str, Any], frontends: int) -> None:
     cores = os.cpu_count() or 1
     per_machine = cores * 1000 / per_read_ms
     predicted = {n: round(n * per_machine) for n in FRONTENDS}
-    bench.emit({"bench": "storage_read_model", "frontends": frontends,
-                "cpu_us_per_read_per_frontend": round(1000 * per_read_ms, 1),
-                "postgres_cores_during_reads": fig.get("cores", {}).get("postgres"),
-                "cores_per_machine": cores, "predicted_reads_per_s": predicted})  # fmt: skip
+    emit({"bench": "storage_read_model", "frontends": frontends,
+          "cpu_us_per_read_per_frontend": round(1000 * per_read_ms, 1),
+          "postgres_cores_during_reads": fig.get("cores", {}).get("postgres"),
+          "cores_per_machine": cores, "predicted_reads_per_s": predicted})  # fmt: skip
 
 
 def profile(
@@ -309,12 +312,12 @@ def profile(
         return
     targets = ",".join(s.target for s in servers)
     for gil in (True, False):
-        extra: dict[str, Any] = {"batch": bench.BATCH}
+        extra: dict[str, Any] = {"batch": BATCH}
         if keys_grants is not None:
             keys, grants = keys_grants
             seconds = args.warmup + max(3.0, args.duration) + 1
-            extra = bench.build_statements(
-                b, CALLERS, args.procs, seconds * 2.0 * bench.TARGET_STATEMENTS, keys, grants
+            extra = build_statements(
+                b, CALLERS, args.procs, seconds * 2.0 * TARGET_STATEMENTS, keys, grants
             )
         kind = "statements_batch" if statements else "append_batch"
 
@@ -352,17 +355,17 @@ def storage_section(args: argparse.Namespace, b: Any) -> None:
                 if read is not None:
                     one_reads = one_reads or read["calls_per_s"]
                     if n > 1:
-                        bench.ratio(f"read_inclusion_postgres_s3_{n}_frontends/1_frontend",
-                                    read["calls_per_s"] / one_reads if one_reads else 0.0,
-                                    1.0)  # fmt: skip
+                        ratio(f"read_inclusion_postgres_s3_{n}_frontends/1_frontend",
+                              read["calls_per_s"] / one_reads if one_reads else 0.0,
+                              1.0)  # fmt: skip
                 value = rate / base["entries_per_s"] if base["entries_per_s"] else 0.0
                 if n == 1:
-                    bench.ratio(f"{what}_postgres_s3_1_frontend/leveldb", value, 0.5)
+                    ratio(f"{what}_postgres_s3_1_frontend/leveldb", value, 0.5)
                 else:
-                    bench.emit({"ratio": f"{what}_postgres_s3_{n}_frontends/leveldb",
-                                "value": bench.r3(value)})  # fmt: skip
-                    bench.ratio(f"{what}_postgres_s3_{n}_frontends/1_frontend",
-                                rate / one if one else 0.0, 1.0)  # fmt: skip
+                    emit({"ratio": f"{what}_postgres_s3_{n}_frontends/leveldb",
+                          "value": r3(value)})  # fmt: skip
+                    ratio(f"{what}_postgres_s3_{n}_frontends/1_frontend",
+                          rate / one if one else 0.0, 1.0)  # fmt: skip
     finally:
         pg.stop()
         s3.stop()
