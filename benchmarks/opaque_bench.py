@@ -1,12 +1,12 @@
 """bench_append.py --sections appends,proofs: a log of opaque entries (random 1 KiB entries,
 which a statements log would refuse: it is created with --entry-format opaque).
 
-First the echo server's figures, the ceiling of gRPC itself (unary, batch and stream); then
-appends: unary Append at 1, 16 and 64 callers and at half the peak rate, AppendBatch and
-AppendStream; then proofs: the same log grown to --log-entries, inclusion and consistency
-proof RPCs at 64 callers, the server's RSS, and proofs made in process from the stopped
-server's tiles (ceilings_bench.in_process_proofs). The targets the run rates them against are
-here too.
+First the echo server's figures, the ceiling of gRPC itself (unary at 64 callers, which also
+picks the client harness; with appends unary at 1 and 16, batch and stream too); then appends:
+unary Append at 1, 16 and 64 callers and at half the peak rate, AppendBatch and AppendStream;
+then proofs: the same log grown to --log-entries, inclusion and consistency proof RPCs at 64
+callers, the server's RSS, and proofs made in process from the stopped server's tiles
+(ceilings_bench.in_process_proofs). The targets the run rates them against are here too.
 """
 
 from __future__ import annotations

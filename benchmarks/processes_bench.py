@@ -1,5 +1,6 @@
 """The processes under test in bench_append.py and their CPU: a server subprocess (`affidavit
-serve` on a fresh log, or the echo server), read from /proc, per process and per thread.
+serve` on a fresh log, or the echo server), its RSS and its log's size, and CPU time read from
+/proc, per process and per thread.
 
 A load's CPU figures come from here: a process's user + system time (/proc/<pid>/stat), each of
 its threads' (/proc/<pid>/task/<tid>/stat) named by what it does from `py-spy dump` (without
