@@ -301,37 +301,42 @@ class LogService(pb_grpc.LogServicer):
     async def AppendStream(
         self, request_iterator: AsyncIterator[pb.AppendRequest], context: Context
     ) -> AsyncIterator[pb.AppendResult]:
-        # A reader takes entries as they arrive; a submitter sends everything read so far as
-        # one chunk (one sequencer item: prepared together, appended in order) whenever fewer
-        # than STREAM_CHUNKS chunks await their results, so under load chunks grow by
-        # themselves. Results go back in the order the entries came.
-        arrived: asyncio.Queue[bytes | None] = asyncio.Queue(STREAM_WINDOW)
+        # A reader takes entries as they arrive; a submitter sends everything read so far (at
+        # most max_batch entries) as one chunk (one sequencer item: prepared together, appended
+        # in order) whenever fewer than STREAM_CHUNKS chunks await their results, so under load
+        # chunks grow by themselves. Reading pauses while STREAM_WINDOW entries are read and not
+        # yet submitted. Results go back in the order the entries came. (The read entries are a
+        # plain list and two events, not an asyncio.Queue: no queue bookkeeping per entry.)
+        arrived: list[bytes] = []
+        ended = False
+        more = asyncio.Event()  # arrived grew, or the request stream ended
+        room = asyncio.Event()  # arrived shrank below STREAM_WINDOW
         chunks: asyncio.Queue[asyncio.Future[list[Outcome]] | None] = asyncio.Queue(STREAM_CHUNKS)
 
         async def read() -> None:
+            nonlocal ended
             try:
                 async for request in request_iterator:
-                    if arrived.full():  # the window is full: wait for room
-                        await arrived.put(request.entry)
-                    else:
-                        arrived.put_nowait(request.entry)
+                    arrived.append(request.entry)
+                    more.set()
+                    while len(arrived) >= STREAM_WINDOW:  # the window is full: wait for room
+                        room.clear()
+                        await room.wait()
             finally:
-                await arrived.put(None)
+                ended = True
+                more.set()
 
         async def submit() -> None:
-            ended = False
             try:
-                while not ended:
-                    chunk: list[bytes] = []
-                    entry = await arrived.get()
-                    while entry is not None:
-                        chunk.append(entry)
-                        if len(chunk) == self._max_batch or arrived.empty():
-                            break
-                        entry = arrived.get_nowait()
-                    ended = entry is None
-                    if chunk:
-                        await chunks.put(await self._submit_answered(chunk, context.peer()))
+                while arrived or not ended:
+                    if not arrived:
+                        more.clear()
+                        await more.wait()
+                        continue
+                    chunk = arrived[: self._max_batch]
+                    del arrived[: self._max_batch]
+                    room.set()
+                    await chunks.put(await self._submit_answered(chunk, context.peer()))
             finally:  # the responder always learns the stream's end: it never waits forever
                 await chunks.put(None)
 
