@@ -8,6 +8,7 @@ either check. Each violation names the field path (e.g. action.operation.resourc
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Any
 
@@ -63,7 +64,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     operation = action.operation if action is not None else None
     parameters, known_canonical = _parse_parameters(operation)
     _guard_secrets(statement, parameters, signed.statement)
-    if len(signed.key_id) != 32 or not _HEX.fullmatch(signed.key_id):
+    if not _is_key_id(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
     _check_header(statement)
     if body is None:
@@ -82,6 +83,13 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
         "grant_revocation": _check_grant_revocation,
         "refusal": _check_refusal,
     }[body](statement)
+
+
+# The same few keys sign statement after statement: judged once each.
+@functools.lru_cache(maxsize=4096)
+def _is_key_id(text: str) -> bool:
+    """A key's id: 32 lowercase hex characters (signing.key_id)."""
+    return len(text) == 32 and _HEX.fullmatch(text) is not None
 
 
 def _parse_parameters(operation: pb.Operation | None) -> tuple[Any, bool]:
@@ -297,7 +305,7 @@ def _check_refusal(statement: pb.Statement) -> None:
     _require(len(r.leaf_hash) == 32, "refusal.leaf_hash must be the refused leaf's 32-byte hash")
     _require(bool(_REASON.fullmatch(r.reason)), "refusal.reason must be a reason code")
     _require(
-        not r.key_id or (len(r.key_id) == 32 and bool(_HEX.fullmatch(r.key_id))),
+        not r.key_id or _is_key_id(r.key_id),
         "refusal.key_id must be empty or 32 lowercase hex",
     )
     _require(
