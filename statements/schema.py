@@ -189,11 +189,6 @@ def _refuse_secret(path: str, rule: str, detail: str = "") -> None:
     )
 
 
-def _require(ok: bool, message: str) -> None:
-    if not ok:
-        raise Rejection.invalid(message)
-
-
 def _require_names(kind: names.Kind, path: str, items: list[str], *, pattern: bool) -> None:
     """Every item of a repeated field a well-formed name (or pattern) of kind (statements.names)."""
     for i, text in enumerate(items):
@@ -210,125 +205,123 @@ def _require_name(kind: names.Kind, path: str, text: str, *, pattern: bool = Fal
 
 
 def _check_header(statement: pb.Statement) -> None:
-    _require(statement.HasField("header"), "header is missing")
+    if not statement.HasField("header"):
+        raise Rejection.invalid("header is missing")
     h = statement.header
-    _require(is_uuid7(h.statement_id), "header.statement_id must be a lowercase UUIDv7")
-    _require(
-        is_identity_id(h.issuer), "header.issuer must be an identity id ([A-Za-z0-9._:@/-], 1-128)"
-    )
-    _require(0 < len(h.session_id) <= 128, "header.session_id must be 1-128 characters")
+    if not is_uuid7(h.statement_id):
+        raise Rejection.invalid("header.statement_id must be a lowercase UUIDv7")
+    if not is_identity_id(h.issuer):
+        raise Rejection.invalid("header.issuer must be an identity id ([A-Za-z0-9._:@/-], 1-128)")
+    if not (0 < len(h.session_id) <= 128):
+        raise Rejection.invalid("header.session_id must be 1-128 characters")
     if h.sequence == 0:
-        _require(not h.previous_hash, "header.previous_hash must be empty at sequence 0")
-    else:
-        _require(
-            len(h.previous_hash) == 32,
+        if h.previous_hash:
+            raise Rejection.invalid("header.previous_hash must be empty at sequence 0")
+    elif len(h.previous_hash) != 32:
+        raise Rejection.invalid(
             "header.previous_hash must be the 32-byte leaf hash "
-            "of the issuer's previous statement in this session",
+            "of the issuer's previous statement in this session"
         )
-    _require(h.client_time_ms > 0, "header.client_time_ms must be set (Unix milliseconds)")
-    _require(h.schema_version == SCHEMA_VERSION, _SCHEMA_VERSION_WRONG)
+    if h.client_time_ms <= 0:
+        raise Rejection.invalid("header.client_time_ms must be set (Unix milliseconds)")
+    if h.schema_version != SCHEMA_VERSION:
+        raise Rejection.invalid(f"header.schema_version must be {SCHEMA_VERSION}")
     producer = h.producer
-    _require(bool(producer.adapter), "header.producer.adapter must name the producing adapter")
-    _require(
-        producer.assurance != pb.ASSURANCE_UNSPECIFIED, "header.producer.assurance must be set"
-    )
-
-
-_SCHEMA_VERSION_WRONG = f"header.schema_version must be {SCHEMA_VERSION}"
+    if not producer.adapter:
+        raise Rejection.invalid("header.producer.adapter must name the producing adapter")
+    if producer.assurance == pb.ASSURANCE_UNSPECIFIED:
+        raise Rejection.invalid("header.producer.assurance must be set")
 
 
 def _check_identity(statement: pb.Statement) -> None:
     e = statement.identity
-    _require(
-        e.op != pb.IdentityEvent.OP_UNSPECIFIED,
-        "identity.op must be REGISTER, ROTATE_KEY or REVOKE",
-    )
-    _require(is_identity_id(e.identity_id), "identity.identity_id must be an identity id")
-    if e.op == pb.IdentityEvent.REGISTER:
-        _require(e.kind != pb.IDENTITY_KIND_UNSPECIFIED, "identity.kind must be set to register")
+    if e.op == pb.IdentityEvent.OP_UNSPECIFIED:
+        raise Rejection.invalid("identity.op must be REGISTER, ROTATE_KEY or REVOKE")
+    if not is_identity_id(e.identity_id):
+        raise Rejection.invalid("identity.identity_id must be an identity id")
+    if e.op == pb.IdentityEvent.REGISTER and e.kind == pb.IDENTITY_KIND_UNSPECIFIED:
+        raise Rejection.invalid("identity.kind must be set to register")
     if e.op in (pb.IdentityEvent.REGISTER, pb.IdentityEvent.ROTATE_KEY):
-        _require(len(e.public_key) == 32, "identity.public_key must be a 32-byte Ed25519 key")
-    else:
-        _require(not e.public_key, "identity.public_key must be empty to revoke")
-    if e.owner:
-        _require(is_identity_id(e.owner), "identity.owner must be an identity id")
+        if len(e.public_key) != 32:
+            raise Rejection.invalid("identity.public_key must be a 32-byte Ed25519 key")
+    elif e.public_key:
+        raise Rejection.invalid("identity.public_key must be empty to revoke")
+    if e.owner and not is_identity_id(e.owner):
+        raise Rejection.invalid("identity.owner must be an identity id")
 
 
 def _check_grant(statement: pb.Statement) -> None:
     g = statement.grant
-    _require(is_identity_id(g.grantee), "grant.grantee must be an identity id")
-    _require(len(g.tools) > 0, "grant.tools must list at least one tool pattern")
-    _require(len(g.resources) > 0, "grant.resources must list at least one resource pattern")
-    _require(len(g.access) > 0, "grant.access must list at least one access kind")
-    _require(all(g.access), "grant.access holds ACCESS_KIND_UNSPECIFIED")
-    _require(
-        all(g.tools) and all(g.resources) and all(g.operations), "grant patterns must not be empty"
-    )
+    if not is_identity_id(g.grantee):
+        raise Rejection.invalid("grant.grantee must be an identity id")
+    if not g.tools:
+        raise Rejection.invalid("grant.tools must list at least one tool pattern")
+    if not g.resources:
+        raise Rejection.invalid("grant.resources must list at least one resource pattern")
+    if not g.access:
+        raise Rejection.invalid("grant.access must list at least one access kind")
+    if not all(g.access):
+        raise Rejection.invalid("grant.access holds ACCESS_KIND_UNSPECIFIED")
+    if not (all(g.tools) and all(g.resources) and all(g.operations)):
+        raise Rejection.invalid("grant patterns must not be empty")
     _require_names("tool", "grant.tools", list(g.tools), pattern=True)
     _require_names("tool", "grant.operations", list(g.operations), pattern=True)
     _require_names("resource", "grant.resources", list(g.resources), pattern=True)
     p = g.approval
     _require_names("tool", "grant.approval.tools", list(p.tools), pattern=True)
     _require_names("resource", "grant.approval.resources", list(p.resources), pattern=True)
-    _require(all(p.access), "grant.approval.access holds ACCESS_KIND_UNSPECIFIED")
-    _require(
-        all(is_identity_id(a) for a in p.approvers),
-        "grant.approval.approvers must be identity ids",
-    )
-    _require(
-        all(_ROLE.fullmatch(r) for r in p.roles),
-        "grant.approval.roles must be role names ([A-Za-z0-9_.-], 1-64)",
-    )
-    if g.not_before_ms and g.not_after_ms:
-        _require(
-            g.not_before_ms < g.not_after_ms, "grant.not_before_ms must be before not_after_ms"
-        )
-    if g.parent_grant_id:
-        _require(
-            is_uuid7(g.parent_grant_id), "grant.parent_grant_id must be a statement id (UUIDv7)"
-        )
+    if not all(p.access):
+        raise Rejection.invalid("grant.approval.access holds ACCESS_KIND_UNSPECIFIED")
+    if not all(is_identity_id(a) for a in p.approvers):
+        raise Rejection.invalid("grant.approval.approvers must be identity ids")
+    if not all(_ROLE.fullmatch(r) for r in p.roles):
+        raise Rejection.invalid("grant.approval.roles must be role names ([A-Za-z0-9_.-], 1-64)")
+    if g.not_before_ms and g.not_after_ms and g.not_before_ms >= g.not_after_ms:
+        raise Rejection.invalid("grant.not_before_ms must be before not_after_ms")
+    if g.parent_grant_id and not is_uuid7(g.parent_grant_id):
+        raise Rejection.invalid("grant.parent_grant_id must be a statement id (UUIDv7)")
 
 
 def _check_approval(statement: pb.Statement) -> None:
     a = statement.approval
-    _require(bool(a.action_id), "approval.action_id must name the action decided on")
-    _require(is_digest(a.parameters_digest), "approval.parameters_digest must be 64 lowercase hex")
-    _require(a.decision != pb.Approval.DECISION_UNSPECIFIED, "approval.decision must be set")
-    _require(
-        is_identity_id(a.agent_id),
-        "approval.agent_id must name the agent that is to act (an identity id)",
-    )
+    if not a.action_id:
+        raise Rejection.invalid("approval.action_id must name the action decided on")
+    if not is_digest(a.parameters_digest):
+        raise Rejection.invalid("approval.parameters_digest must be 64 lowercase hex")
+    if a.decision == pb.Approval.DECISION_UNSPECIFIED:
+        raise Rejection.invalid("approval.decision must be set")
+    if not is_identity_id(a.agent_id):
+        raise Rejection.invalid(
+            "approval.agent_id must name the agent that is to act (an identity id)"
+        )
 
 
 def _check_refusal(statement: pb.Statement) -> None:
     r = statement.refusal
-    _require(len(r.leaf_hash) == 32, "refusal.leaf_hash must be the refused leaf's 32-byte hash")
-    _require(bool(_REASON.fullmatch(r.reason)), "refusal.reason must be a reason code")
-    _require(
-        not r.key_id or _is_key_id(r.key_id),
-        "refusal.key_id must be empty or 32 lowercase hex",
-    )
-    _require(
-        not r.identity_id or is_identity_id(r.identity_id),
-        "refusal.identity_id must be empty or an identity id",
-    )
-    _require(r.count >= 1, "refusal.count must be at least 1")
-    _require(0 < r.first_ms <= r.last_ms, "refusal.first_ms must be set and not after last_ms")
+    if len(r.leaf_hash) != 32:
+        raise Rejection.invalid("refusal.leaf_hash must be the refused leaf's 32-byte hash")
+    if not _REASON.fullmatch(r.reason):
+        raise Rejection.invalid("refusal.reason must be a reason code")
+    if r.key_id and not _is_key_id(r.key_id):
+        raise Rejection.invalid("refusal.key_id must be empty or 32 lowercase hex")
+    if r.identity_id and not is_identity_id(r.identity_id):
+        raise Rejection.invalid("refusal.identity_id must be empty or an identity id")
+    if r.count < 1:
+        raise Rejection.invalid("refusal.count must be at least 1")
+    if not (0 < r.first_ms <= r.last_ms):
+        raise Rejection.invalid("refusal.first_ms must be set and not after last_ms")
 
 
 def _check_grant_revocation(statement: pb.Statement) -> None:
-    _require(
-        is_uuid7(statement.grant_revocation.grant_id),
-        "grant_revocation.grant_id must be a grant's statement id (UUIDv7)",
-    )
+    if not is_uuid7(statement.grant_revocation.grant_id):
+        raise Rejection.invalid("grant_revocation.grant_id must be a grant's statement id (UUIDv7)")
 
 
 def _check_session_event(statement: pb.Statement) -> None:
-    _require(statement.session.op != pb.SessionEvent.OP_UNSPECIFIED, "session.op must be set")
-    _require(
-        statement.session.op == pb.SessionEvent.OPEN or not statement.session.purpose,
-        "session.purpose belongs to the OPEN",
-    )
+    if statement.session.op == pb.SessionEvent.OP_UNSPECIFIED:
+        raise Rejection.invalid("session.op must be set")
+    if statement.session.op != pb.SessionEvent.OPEN and statement.session.purpose:
+        raise Rejection.invalid("session.purpose belongs to the OPEN")
 
 
 def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canonical: bool) -> None:
@@ -336,37 +329,40 @@ def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canoni
     _parse_parameters gave them. Each field is read once (a read of a protobuf field costs as
     much as a check): the checks, in their order, use locals."""
     phase = a.phase
-    _require(phase != pb.AgentAction.PHASE_UNSPECIFIED, "action.phase must be INTENT or OUTCOME")
-    _require(bool(a.action_id), "action.action_id must be set")
-    _require(is_identity_id(a.actor.agent_id), "action.actor.agent_id must be an identity id")
+    if phase == pb.AgentAction.PHASE_UNSPECIFIED:
+        raise Rejection.invalid("action.phase must be INTENT or OUTCOME")
+    if not a.action_id:
+        raise Rejection.invalid("action.action_id must be set")
+    if not is_identity_id(a.actor.agent_id):
+        raise Rejection.invalid("action.actor.agent_id must be an identity id")
     tool_name, resource, operation_name = op.tool_name, op.resource, op.operation_name
-    _require(bool(tool_name), "action.operation.tool_name must be set")
-    _require(bool(resource), "action.operation.resource must be set")
+    if not tool_name:
+        raise Rejection.invalid("action.operation.tool_name must be set")
+    if not resource:
+        raise Rejection.invalid("action.operation.resource must be set")
     _require_name("tool", "action.operation.tool_name", tool_name)
     _require_name("resource", "action.operation.resource", resource)
     if operation_name:
         _require_name("tool", "action.operation.operation_name", operation_name)
     authorization = a.authorization
-    _require(
-        not authorization.scopes_granted,
-        "action.authorization.scopes_granted must be empty: what was granted is what the log's "
-        "grants say, not what the producer claims",
-    )
+    if authorization.scopes_granted:
+        raise Rejection.invalid(
+            "action.authorization.scopes_granted must be empty: what was granted is what the log's "
+            "grants say, not what the producer claims"
+        )
     principal_chain = a.principal_chain
-    _require(
-        all(is_identity_id(p) for p in principal_chain) if principal_chain else True,
-        "action.principal_chain must list identity ids",
-    )
-    _require(op.access != pb.ACCESS_KIND_UNSPECIFIED, "action.operation.access must be set")
+    if principal_chain and not all(is_identity_id(p) for p in principal_chain):
+        raise Rejection.invalid("action.principal_chain must list identity ids")
+    if op.access == pb.ACCESS_KIND_UNSPECIFIED:
+        raise Rejection.invalid("action.operation.access must be set")
     parameters_digest = op.parameters_digest
-    _require(
-        is_digest(parameters_digest),
-        "action.operation.parameters_digest must be 64 lowercase hex",
-    )
+    if not is_digest(parameters_digest):
+        raise Rejection.invalid("action.operation.parameters_digest must be 64 lowercase hex")
     # The digest is checked on every action, whatever its redactions say: it is what an
     # approval binds to, so parameters not shown here can never appear approved (redact.py).
     parameters_json = op.parameters_json
-    _require(bool(parameters_json), "action.operation.parameters_json must be set ({} for none)")
+    if not parameters_json:
+        raise Rejection.invalid("action.operation.parameters_json must be set ({} for none)")
     if isinstance(parsed, JSONLimitError):
         raise Rejection.invalid(f"action.operation.parameters_json {parsed}")
     try:
@@ -379,36 +375,28 @@ def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canoni
         )
     except JSONLimitError as e:
         problem = f"parameters_json {e}"
-    _require(problem is None, f"action.operation.{problem}")
+    if problem is not None:
+        raise Rejection.invalid(f"action.operation.{problem}")
     if phase == pb.AgentAction.INTENT:
-        _require(
-            authorization.decision != pb.POLICY_DECISION_UNSPECIFIED,
-            "action.authorization.decision must be set on an INTENT",
-        )
-        _require(not a.intent_leaf_hash, "action.intent_leaf_hash is for OUTCOMEs only")
+        if authorization.decision == pb.POLICY_DECISION_UNSPECIFIED:
+            raise Rejection.invalid("action.authorization.decision must be set on an INTENT")
+        if a.intent_leaf_hash:
+            raise Rejection.invalid("action.intent_leaf_hash is for OUTCOMEs only")
     else:
-        _require(
-            len(a.intent_leaf_hash) == 32,
-            "action.intent_leaf_hash must be the INTENT's 32-byte leaf hash",
-        )
-        _require(
-            a.outcome.status != pb.OUTCOME_STATUS_UNSPECIFIED, "action.outcome.status must be set"
-        )
+        if len(a.intent_leaf_hash) != 32:
+            raise Rejection.invalid(
+                "action.intent_leaf_hash must be the INTENT's 32-byte leaf hash"
+            )
+        if a.outcome.status == pb.OUTCOME_STATUS_UNSPECIFIED:
+            raise Rejection.invalid("action.outcome.status must be set")
     c = a.correlation
     trace_id, span_id = c.trace_id, c.span_id
-    if trace_id:
-        _require(
-            len(trace_id) == 32 and bool(_HEX.fullmatch(trace_id)),
-            "correlation.trace_id must be 32 hex",
-        )
-    if span_id:
-        _require(
-            len(span_id) == 16 and bool(_HEX.fullmatch(span_id)),
-            "correlation.span_id must be 16 hex",
-        )
+    if trace_id and (len(trace_id) != 32 or not _HEX.fullmatch(trace_id)):
+        raise Rejection.invalid("correlation.trace_id must be 32 hex")
+    if span_id and (len(span_id) != 16 or not _HEX.fullmatch(span_id)):
+        raise Rejection.invalid("correlation.span_id must be 16 hex")
     fingerprint = a.credential.fingerprint
-    if fingerprint:
-        _require(
-            len(fingerprint) == 8 and bool(_HEX.fullmatch(fingerprint)),
-            "action.credential.fingerprint must be 8 hex (an HMAC fingerprint, never the secret)",
+    if fingerprint and (len(fingerprint) != 8 or not _HEX.fullmatch(fingerprint)):
+        raise Rejection.invalid(
+            "action.credential.fingerprint must be 8 hex (an HMAC fingerprint, never the secret)"
         )
