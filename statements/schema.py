@@ -192,12 +192,13 @@ def _refuse_secret(path: str, rule: str, detail: str = "") -> None:
 def _require_names(kind: names.Kind, path: str, items: list[str], *, pattern: bool) -> None:
     """Every item of a repeated field a well-formed name (or pattern) of kind (statements.names)."""
     for i, text in enumerate(items):
-        _require_name(kind, f"{path}[{i}]", text, pattern=pattern)
+        if pattern or not names.is_name(kind, text):
+            _refuse_name(kind, f"{path}[{i}]", text, pattern=pattern)
 
 
-def _require_name(kind: names.Kind, path: str, text: str, *, pattern: bool = False) -> None:
-    if not pattern and names.is_name(kind, text):
-        return  # the one-pass check; problem() says why a name is not one
+def _refuse_name(kind: names.Kind, path: str, text: str, *, pattern: bool = False) -> None:
+    """Rejection saying why text is not a well-formed name (or pattern) of kind; nothing when
+    it is one. For a name, callers ask names.is_name first (the one-pass check, cached)."""
     problem = names.problem(kind, text, pattern=pattern)
     if problem:
         what = f"{kind} pattern" if pattern else f"{kind} name"
@@ -340,10 +341,12 @@ def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canoni
         raise Rejection.invalid("action.operation.tool_name must be set")
     if not resource:
         raise Rejection.invalid("action.operation.resource must be set")
-    _require_name("tool", "action.operation.tool_name", tool_name)
-    _require_name("resource", "action.operation.resource", resource)
-    if operation_name:
-        _require_name("tool", "action.operation.operation_name", operation_name)
+    if not names.is_name("tool", tool_name):
+        _refuse_name("tool", "action.operation.tool_name", tool_name)
+    if not names.is_name("resource", resource):
+        _refuse_name("resource", "action.operation.resource", resource)
+    if operation_name and not names.is_name("tool", operation_name):
+        _refuse_name("tool", "action.operation.operation_name", operation_name)
     authorization = a.authorization
     if authorization.scopes_granted:
         raise Rejection.invalid(
