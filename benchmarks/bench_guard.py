@@ -171,7 +171,8 @@ def text_guard(statement: pb.Statement) -> bool:
 
 def guard(statement: pb.Statement) -> None:
     """The guard as schema.check runs it: the parameters parsed, then every field guarded."""
-    schema._guard_secrets(statement, schema._parse_parameters(statement.action.operation)[0])
+    text = statement.action.operation.parameters_json
+    schema._guard_secrets(statement, schema._parse_parameters(text)[0])
 
 
 _CORES: tuple[Any, ...] = (schema_walk, secrets, secret_values, canonical)

@@ -58,11 +58,13 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
     ``statement`` must be ``signed.statement`` decoded (what ``decode`` returns): the walk
     reads those bytes for it."""
     body = statement.WhichOneof("body")
-    # An action and its operation are read once and handed down: each read of a submessage
-    # makes (and then frees) a wrapper unless one is alive, which costs more than a check.
+    # An action, its operation and its parameters' text are read once and handed down: each
+    # read of a submessage makes (and then frees) a wrapper unless one is alive, which costs
+    # more than a check, and each read of a string makes a new str.
     action = statement.action if body == "action" else None
     operation = action.operation if action is not None else None
-    parameters, known_canonical = _parse_parameters(operation)
+    text = operation.parameters_json if operation is not None else ""
+    parameters, known_canonical = _parse_parameters(text)
     _guard_secrets(statement, parameters, signed.statement)
     if not _is_key_id(signed.key_id):
         raise Rejection.invalid("key_id must be 32 lowercase hex characters")
@@ -73,7 +75,7 @@ def check(signed: pb.SignedStatement, statement: pb.Statement) -> None:
             " (or, for the log itself, refusal)"
         )
     if action is not None and operation is not None:
-        _check_action(action, operation, parameters, known_canonical)
+        _check_action(action, operation, text, parameters, known_canonical)
         return
     {
         "identity": _check_identity,
@@ -92,11 +94,11 @@ def _is_key_id(text: str) -> bool:
     return len(text) == 32 and _HEX.fullmatch(text) is not None
 
 
-def _parse_parameters(operation: pb.Operation | None) -> tuple[Any, bool]:
-    """An action's parameters_json parsed once, for the guard and the action's rules: the
-    value, the JSONLimitError that parsing raised, or None when there are none to parse (or
-    no action); and whether the text is already known canonical (canonical.parse)."""
-    text = operation.parameters_json if operation is not None else ""
+def _parse_parameters(text: str) -> tuple[Any, bool]:
+    """An action's parameters_json (``text``; empty when there is no action) parsed once, for
+    the guard and the action's rules: the value, the JSONLimitError that parsing raised, or
+    None when there are none to parse; and whether the text is already known canonical
+    (canonical.parse)."""
     if not text:
         return None, False
     try:
@@ -325,10 +327,13 @@ def _check_session_event(statement: pb.Statement) -> None:
         raise Rejection.invalid("session.purpose belongs to the OPEN")
 
 
-def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canonical: bool) -> None:
-    """The statement's action and its operation; parsed, known_canonical: the parameters as
-    _parse_parameters gave them. Each field is read once (a read of a protobuf field costs as
-    much as a check): the checks, in their order, use locals."""
+def _check_action(
+    a: pb.AgentAction, op: pb.Operation, parameters_json: str, parsed: Any, known_canonical: bool
+) -> None:
+    """The statement's action and its operation; parameters_json: op's, as check read it;
+    parsed, known_canonical: the parameters as _parse_parameters gave them. Each field is read
+    once (a read of a protobuf field costs as much as a check): the checks, in their order,
+    use locals."""
     phase = a.phase
     if phase == pb.AgentAction.PHASE_UNSPECIFIED:
         raise Rejection.invalid("action.phase must be INTENT or OUTCOME")
@@ -363,7 +368,6 @@ def _check_action(a: pb.AgentAction, op: pb.Operation, parsed: Any, known_canoni
         raise Rejection.invalid("action.operation.parameters_digest must be 64 lowercase hex")
     # The digest is checked on every action, whatever its redactions say: it is what an
     # approval binds to, so parameters not shown here can never appear approved (redact.py).
-    parameters_json = op.parameters_json
     if not parameters_json:
         raise Rejection.invalid("action.operation.parameters_json must be set ({} for none)")
     if isinstance(parsed, JSONLimitError):
