@@ -402,7 +402,8 @@ def _check_action(
         raise Rejection.invalid("correlation.trace_id must be 32 hex")
     if span_id and (len(span_id) != 16 or not _HEX.fullmatch(span_id)):
         raise Rejection.invalid("correlation.span_id must be 16 hex")
-    fingerprint = a.credential.fingerprint
+    # Most actions carry no credential: asking costs less than reading an unset submessage.
+    fingerprint = a.credential.fingerprint if a.HasField("credential") else ""
     if fingerprint and (len(fingerprint) != 8 or not _HEX.fullmatch(fingerprint)):
         raise Rejection.invalid(
             "action.credential.fingerprint must be 8 hex (an HMAC fingerprint, never the secret)"
