@@ -16,9 +16,14 @@ one already there (a redone publication) is fine only if its bytes are the same,
 bucket belongs to another log or was altered, and that is a StorageError. Objects are cached in
 memory by path (bounded), which is safe for the same reason.
 
-Endpoint and credentials come from the standard S3 settings (AWS_ENDPOINT_URL_S3 or
-AWS_ENDPOINT_URL for a non-AWS store, AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY or any other
-boto3 credential source, AWS_REGION); with a custom endpoint, path-style addressing is used.
+Endpoint and credentials come from the standard S3 settings, read by the client library
+(obstore, over Rust's object_store: requests run outside the interpreter lock):
+AWS_ENDPOINT_URL_S3 or AWS_ENDPOINT_URL for a non-AWS store (http:// is allowed only when the
+endpoint says so), AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY (and AWS_SESSION_TOKEN), or a web
+identity token (AWS_WEB_IDENTITY_TOKEN_FILE, AWS_ROLE_ARN), a container's or an EC2 instance's
+role; AWS_REGION (or AWS_DEFAULT_REGION). Shared config files (~/.aws, AWS_PROFILE) are not
+read: export the settings instead. With a custom endpoint, path-style addressing is used;
+against AWS itself, virtual-hosted style.
 """
 
 from __future__ import annotations
@@ -30,17 +35,14 @@ from collections import OrderedDict
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from datetime import timedelta
 from urllib.parse import urlsplit
 
-import boto3
-import botocore.exceptions
+import obstore
 from affidavit.server.logstore import StorageUnavailableError
 from affidavit.server.storage import StorageError
-from botocore.config import Config
-
-if TYPE_CHECKING:
-    from mypy_boto3_s3 import S3Client
+from obstore.exceptions import AlreadyExistsError, BaseError
+from obstore.store import S3Store
 
 log = logging.getLogger("affidavit.server")
 
@@ -93,23 +95,26 @@ class Location:
         return Location(self.bucket, f"{self.prefix}.private" if self.prefix else "private")
 
 
-def _client() -> S3Client:
+def _bucket(name: str) -> S3Store:
+    """A client for one bucket, from the standard S3 settings in the environment."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
-    config = Config(
-        s3={"addressing_style": "path" if endpoint else "auto"},
-        retries={"max_attempts": 3, "mode": "standard"},
-        # No extra CRC over every object: SigV4 already covers the payload's SHA-256.
-        request_checksum_calculation="when_required",
-        response_checksum_validation="when_required",
-        connect_timeout=5,
-        read_timeout=30,
-        max_pool_connections=WRITERS * 2,
+    return S3Store(
+        name,
+        virtual_hosted_style_request=not endpoint,
+        client_options={
+            "allow_http": bool(endpoint and endpoint.startswith("http://")),
+            "connect_timeout": timedelta(seconds=5),
+            "timeout": timedelta(seconds=30),
+        },
+        # The library's default (10 retries over 3 minutes) would hold a batch for minutes
+        # before the caller hears UNAVAILABLE.
+        retry_config={"max_retries": 3, "retry_timeout": timedelta(seconds=30)},
     )
-    return boto3.client("s3", config=config)
 
 
 class ObjectStore:
-    """The public and private locations of one log, through one S3 client (thread-safe)."""
+    """The public and private locations of one log, through one client per bucket
+    (thread-safe)."""
 
     def __init__(self, public: Location, private: Location | None = None) -> None:
         self.public = public
@@ -121,7 +126,10 @@ class ObjectStore:
                 f"the private location {self.private.url()} is inside the public one "
                 f"{public.url()}; entry bundles would be public"
             )
-        self._s3 = _client()
+        try:
+            self._buckets = {b: _bucket(b) for b in {public.bucket, self.private.bucket}}
+        except BaseError as e:
+            raise StorageError(f"cannot use the S3 settings: {_reason(e)}") from None
         self._cache: OrderedDict[tuple[bool, str], bytes] = OrderedDict()
         self._cached = 0
         self._lock = threading.Lock()
@@ -135,6 +143,14 @@ class ObjectStore:
         loc = self.private if private else self.public
         return loc.bucket, loc.key(path), private
 
+    def _read(self, bucket: str, key: str) -> bytes | None:
+        try:
+            return bytes(obstore.get(self._buckets[bucket], key).bytes())
+        except FileNotFoundError:
+            return None
+        except BaseError as e:
+            raise _unavailable(e, f"read s3://{bucket}/{key}") from None
+
     def get(self, path: str) -> bytes | None:
         """An object's bytes (tile and bundle objects through the cache), or None if absent."""
         bucket, key, private = self._where(path)
@@ -145,15 +161,8 @@ class ObjectStore:
                 if data is not None:
                     self._cache.move_to_end((private, key))
                     return data
-        try:
-            body = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except botocore.exceptions.ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("NoSuchKey", "404"):
-                return None
-            raise _unavailable(e, f"read s3://{bucket}/{key}") from None
-        except botocore.exceptions.BotoCoreError as e:
-            raise _unavailable(e, f"read s3://{bucket}/{key}") from None
-        if immutable:
+        body = self._read(bucket, key)
+        if immutable and body is not None:
             self._remember(private, key, body)
         return body
 
@@ -173,22 +182,22 @@ class ObjectStore:
         every one), so different bytes there are what a writer that died mid-publication left
         (an upload cut short, or a batch that was never committed): they are replaced."""
         bucket, key, private = self._where(path)
+        store = self._buckets[bucket]
         try:
-            self._s3.put_object(Bucket=bucket, Key=key, Body=data, IfNoneMatch="*")
-        except botocore.exceptions.ClientError as e:
-            code = e.response.get("Error", {}).get("Code")
-            if code not in ("PreconditionFailed", "412", "ConditionalRequestConflict"):
-                raise _unavailable(e, f"write s3://{bucket}/{key}") from None
-            existing = self._s3.get_object(Bucket=bucket, Key=key)["Body"].read()
-            if existing != data:
+            obstore.put(store, key, data, mode="create")
+        except AlreadyExistsError:
+            if self._read(bucket, key) != data:
                 if not unpublished:
                     raise StorageError(
                         f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
                         "to another log or was altered, refusing to overwrite it"
                     ) from None
                 log.warning("replacing s3://%s/%s, left by an interrupted publication", bucket, key)
-                self._s3.put_object(Bucket=bucket, Key=key, Body=data)
-        except botocore.exceptions.BotoCoreError as e:
+                try:
+                    obstore.put(store, key, data)
+                except BaseError as e:
+                    raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+        except BaseError as e:
             raise _unavailable(e, f"write s3://{bucket}/{key}") from None
         self._remember(private, key, data)
 
@@ -206,29 +215,36 @@ class ObjectStore:
         """Replace the published checkpoint (callers serialise this: it must never go back)."""
         bucket, key, _ = self._where(CHECKPOINT)
         try:
-            self._s3.put_object(
-                Bucket=bucket,
-                Key=key,
-                Body=note.encode(),
-                ContentType="text/plain; charset=utf-8",
-                CacheControl="no-cache",
+            obstore.put(
+                self._buckets[bucket],
+                key,
+                note.encode(),
+                attributes={
+                    "Content-Type": "text/plain; charset=utf-8",
+                    "Cache-Control": "no-cache",
+                },
             )
-        except (botocore.exceptions.ClientError, botocore.exceptions.BotoCoreError) as e:
+        except BaseError as e:
             raise _unavailable(e, f"write s3://{bucket}/{key}") from None
 
     def check_reachable(self) -> None:
         """Fail early, with the URL, when a location's bucket cannot be reached."""
-        for loc in {self.public.bucket, self.private.bucket}:
+        for loc in (self.public, self.private):
             try:
-                self._s3.head_bucket(Bucket=loc)
-            except botocore.exceptions.ClientError as e:
+                obstore.list_with_delimiter(self._buckets[loc.bucket], loc.key(CHECKPOINT))
+            except BaseError as e:
                 raise StorageError(
-                    f"cannot use bucket {loc!r}: {e.response.get('Error', {}).get('Message', e)}"
-                    " (create it first, and check the S3 credentials and endpoint settings)"
+                    f"cannot use bucket {loc.bucket!r}: {_reason(e)} (create it first, and "
+                    "check the S3 credentials and endpoint settings)"
                 ) from None
-            except botocore.exceptions.BotoCoreError as e:
-                raise _unavailable(e, f"reach bucket {loc!r}") from None
+
+
+def _reason(e: Exception) -> str:
+    """The client's message without its debug dump (it holds no credentials: requests are
+    signed in headers, and only the URL and the server's answer are quoted)."""
+    text = str(e).split("Debug source:", 1)[0]
+    return " ".join(text.split())[:600]
 
 
 def _unavailable(e: Exception, what: str) -> StorageUnavailableError:
-    return StorageUnavailableError(f"cannot {what}: {e}")
+    return StorageUnavailableError(f"cannot {what}: {_reason(e)}")
