@@ -208,7 +208,7 @@ class ObjectServer:
             _stop(self.proc)
 
     def env(self) -> dict[str, str]:
-        """The standard S3 settings a process (boto3) reads to reach this server."""
+        """The standard S3 settings a process (the driver, obstore) reads to reach this server."""
         return {
             "AWS_ENDPOINT_URL_S3": self.endpoint,
             "AWS_ACCESS_KEY_ID": S3_KEY_ID,
