@@ -9,8 +9,7 @@ at once. Step 3 runs with the head unlocked:
  3a. write: the batch's frontend writes its bundles and tiles. No lock is needed: every such
      object is create-only and its path names its width, so whoever writes it writes the same
      bytes, and no checkpoint object covers it yet. Then the row is marked written, with a
-     synchronous commit of its own (sent in 3b's first round trip, before its lock): a
-     checkpoint object never covers a row whose mark could be lost.
+     synchronous commit: a checkpoint object never covers a row whose mark could be lost.
  3b. advance: under the lock of the published row (affidavit_published, not the head: the
      sequencing of later batches goes on meanwhile), the published size moves over the
      written rows that follow it, in order. Whoever moves it writes the checkpoint object of
@@ -104,8 +103,7 @@ class Sequenced:
     yet written; or, at startup, any pending one). bundled: objects holds every one of its
     entry bundles; else (another frontend's batch) only the bundle the next batch extends, if
     it reaches that far, and the others are made from its entries if this frontend writes it.
-    objects is replaced whole, never changed in place (readers iterate it). to_mark: its
-    objects are written and its row is not yet marked so (the next advance marks it)."""
+    objects is replaced whole, never changed in place (readers iterate it)."""
 
     first: int
     size: int
@@ -113,7 +111,6 @@ class Sequenced:
     objects: dict[Tile, bytes]
     to_write: bool
     bundled: bool = True
-    to_mark: bool = False
 
 
 @dataclass
@@ -422,26 +419,17 @@ class Publication:
         self.publish(size)
 
     def _write(self, batch: Sequenced) -> None:
-        """3a: the batch's objects; its durable mark goes with the next advance."""
+        """3a: the batch's objects, then its durable mark."""
         self._bundled(batch)
         self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
-        batch.to_mark = True
+        with self._pool.connection() as conn:
+            conn.execute(
+                "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
+            )
 
-    def _advance_in(
-        self, conn: psycopg.Connection[Any], marks: Sequence[int]
-    ) -> tuple[int, tuple[int, bool] | None]:
-        """_advance's transaction on conn, after the marks of the rows up to marks (written);
-        two round trips pipelined: mark, lock and look; then write."""
+    def _advance_in(self, conn: psycopg.Connection[Any]) -> tuple[int, tuple[int, bool] | None]:
+        """_advance's transaction on conn; its round trips pipelined (lock and look, write)."""
         with conn.pipeline():
-            if marks:
-                # A transaction of its own, committed (synchronously, in the same round trip)
-                # before the checkpoint object can cover these rows.
-                conn.execute("BEGIN")
-                conn.execute(
-                    "UPDATE affidavit_pending SET written = TRUE WHERE size = ANY(%s::bigint[])",
-                    (list(marks),),
-                )
-                conn.execute("COMMIT")
             conn.execute("BEGIN")
             if self._async_commit:
                 # Losing this commit in a crash leaves the rows written and pending: the next
@@ -478,18 +466,14 @@ class Publication:
         return new, blocked
 
     def _advance(self) -> tuple[int, tuple[int, bool] | None]:
-        """3b: mark the rows 3a wrote; move the published size over the written rows after it;
-        the published size, and the first row still unwritten (its size, and whether its grace
-        period is over)."""
-        marking = [b for b in self.unpublished.batches() if b.to_mark]
+        """3b: move the published size over the written rows after it; the published size, and
+        the first row still unwritten (its size, and whether its grace period is over)."""
         with self._pool.connection() as conn:
             try:
-                new, blocked = self._advance_in(conn, [b.size for b in marking])
+                new, blocked = self._advance_in(conn)
             except BaseException:
                 with contextlib.suppress(psycopg.Error):  # broken: the pool discards it
                     conn.execute("ROLLBACK")
                 raise
-        for batch in marking:
-            batch.to_mark = False
         self.unpublished.advance(new)
         return new, blocked

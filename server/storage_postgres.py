@@ -34,10 +34,9 @@ Order of writes, one batch (crash-safe; every step idempotent):
     frontend) can be sequenced at once.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
     and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
-    commit of its own, in the same round trip as the next lock); then, under the published
-    row's lock, move the published size over the written rows that follow it in order, writing
-    the checkpoint object of the new size first (so it never goes back), and delete the rows
-    passed. Appenders are answered once the published
+    commit); then, under the published row's lock, move the published size over the written
+    rows that follow it in order, writing the checkpoint object of the new size first (so it
+    never goes back), and delete the rows passed. Appenders are answered once the published
     size covers their batch (whoever moves it notifies the others: server.postgres_notify);
     a row left unwritten past a grace period (its frontend died) is written, its bundles made
     from its entries, by whoever waits on it.
