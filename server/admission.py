@@ -38,15 +38,20 @@ class _CommittedKV:
     value is the committed one. On a log shared by several frontends, others commit too: the
     sequencer sees it when the head it extends is not its own, and clear() drops the cache.
 
+    Only state records (s/...) are told to committed(): a search record (x/...) is written
+    once, by the batch that appends its statement, and read only once it is there (the hit
+    of an earlier statement, server.search), so a cached one is never stale. A batch of a
+    thousand statements writes some four thousand state records beside fifteen thousand
+    search records, and committed() is the integrator's.
+
     A read from storage may race a commit of this gate's (under load one is nearly always in
     flight), and may then have seen a record before or after that commit wrote it. So what
     the last RECENT commits wrote is kept: a record read while some of them were made takes
     the value the newest of them wrote, if any wrote it, else the value read (no commit in
     between touched it). A read that raced a clear(), or more commits than are kept, is not
-    cached. Commits are kept by count and by their writes (a batch of a thousand statements
-    writes some twenty thousand records, mostly index keys: sixty-four of those held hundreds
-    of MB). At most MAX_RECORDS are kept (absent ones too: most reads of new ids find
-    nothing); the one longest since it was read from storage or committed is dropped first.
+    cached. Commits are kept by count and by their writes. At most MAX_RECORDS are kept
+    (absent ones too: most reads of new ids find nothing); the one longest since it was read
+    from storage or committed is dropped first.
     """
 
     MAX_RECORDS = 20_000
@@ -123,7 +128,8 @@ class _CommittedKV:
             self._cache.clear()
 
     def committed(self, writes: Mapping[bytes, bytes]) -> None:
-        """A batch with these writes is durable: cached records it wrote take their values."""
+        """A batch with these state writes is durable: cached records it wrote take their
+        values."""
         with self._lock:
             self._commits += 1
             recent = self._recent
@@ -160,12 +166,15 @@ class _Wanted:
 
 
 class _BatchKV:
-    """A batch's writes in front of the committed records."""
+    """A batch's writes in front of the committed records: all of them (writes), and apart,
+    the state records of LogState (state), which alone the committed cache is told of."""
 
     def __init__(self, committed: _CommittedKV) -> None:
         self._committed = committed
         self._lookup = committed.lookup
         self.writes: dict[bytes, bytes] = {}
+        self.state: dict[bytes, bytes] = {}
+        self.index = _IndexKV(self)
 
     def get(self, key: bytes, /) -> bytes | None:
         # Every admission read comes here: the batch, then the committed cache, in one call.
@@ -179,6 +188,16 @@ class _BatchKV:
 
     def put(self, key: bytes, value: bytes, /) -> None:
         self.writes[key] = value
+        self.state[key] = value
+
+
+class _IndexKV:
+    """The batch as search indexing sees it: its search records go into writes alone (about
+    fifteen a statement: put is the dict's own, no Python frame), and it reads as the batch."""
+
+    def __init__(self, batch: _BatchKV) -> None:
+        self.get = batch.get
+        self.put = batch.writes.__setitem__
 
 
 class StatementGate:
@@ -252,7 +271,7 @@ class StatementGate:
         self._last_admitted = max(self._last_admitted, self._clock())
         verdict = ingest.admit(prepared, self._state, self._last_admitted, self._log_key)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
-        search.index_statement(self._batch, self._state, index, leaf_hash, prepared, verdict)
+        search.index_statement(self._batch.index, self._state, index, leaf_hash, prepared, verdict)
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
 
     def writes(self) -> Mapping[bytes, bytes]:
@@ -260,7 +279,7 @@ class StatementGate:
 
     def durable(self) -> None:
         """The batch's writes are committed, durably (the sequencer says so)."""
-        self._committed.committed(self._batch.writes)
+        self._committed.committed(self._batch.state)
 
     def reset(self, prepared: Sequence[object]) -> None:
         """The log grew by another frontend's batches (the sequencer says so): drop the

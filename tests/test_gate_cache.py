@@ -169,7 +169,8 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
     usual statements read: the integrator never waits on a read, nor lets go of the
     interpreter lock to make one. On a shared log every batch after another frontend's starts
     with an empty cache (reset): the trial admission must still find everything, sessions
-    chained within the batch included (each session signs two statements a batch here)."""
+    chained within the batch included (each session signs two statements a batch here). And
+    what the cache then holds is what is committed."""
     storage = CountedReads(tmp_path_factory.mktemp("gate") / "db", create=True, min_free_bytes=0)
     storage.shares = shared
     try:
@@ -234,5 +235,9 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
             verdicts = integrate(leaves, prepared)
             assert verdicts == [(pb.IN_SCOPE, "")] * len(leaves)
             assert storage.reads == before, f"round {round_}"
+            # Every record the cache holds is the committed one: the batch's state records
+            # were told to it; its search records (written once, read once there) were not.
+            cached = dict(gate._committed._cache)
+            assert cached and all(storage.get(k) == v for k, v in cached.items())
     finally:
         storage.close()
