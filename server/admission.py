@@ -192,8 +192,8 @@ class _BatchKV:
 
 
 class _IndexKV:
-    """The batch as search indexing sees it: its search records go into writes alone (about
-    fifteen a statement: put is the dict's own, no Python frame), and it reads as the batch."""
+    """The batch as search indexing sees it: its search records (about fifteen a statement) go
+    into writes alone, and it reads as the batch."""
 
     def __init__(self, batch: _BatchKV) -> None:
         self.get = batch.get
