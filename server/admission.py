@@ -196,8 +196,14 @@ class _IndexKV:
     into writes alone, and it reads as the batch."""
 
     def __init__(self, batch: _BatchKV) -> None:
-        self.get = batch.get
-        self.put = batch.writes.__setitem__
+        self._batch = batch
+        self._writes = batch.writes
+
+    def get(self, key: bytes, /) -> bytes | None:
+        return self._batch.get(key)
+
+    def put(self, key: bytes, value: bytes, /) -> None:
+        self._writes[key] = value
 
 
 class StatementGate:
