@@ -18,11 +18,26 @@ from affidavit.statements.state import (
     LogState,
     RecordCache,
     SessionHead,
+    VerdictRecord,
 )
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 ADMIN = IdentityKey("admin", hashlib.sha256(b"seed:admin").digest())
+
+
+class BytesKV:
+    """A store of bytes only, as the server's are (a DictKV keeps records as objects, so a
+    LogState over one has nothing to decode or cache)."""
+
+    def __init__(self) -> None:
+        self.data: dict[bytes, bytes] = {}
+
+    def get(self, key: bytes, /) -> bytes | None:
+        return self.data.get(key)
+
+    def put(self, key: bytes, value: bytes, /) -> None:
+        self.data[key] = value
 
 
 def test_keys_keep_their_layout() -> None:
@@ -43,7 +58,7 @@ def test_keys_keep_their_layout() -> None:
             b"s/m/admin",
         ]
     )
-    assert kv.data[b"s/q/admin\x00boot"] == (
+    assert kv.get(b"s/q/admin\x00boot") == (
         b'{"next_sequence":1,"last_leaf_hash":"' + (b"01" * 32) + b'","closed_at":null}'
     )
 
@@ -53,7 +68,7 @@ def _head(n: int) -> SessionHead:
 
 
 def test_a_record_rewritten_behind_the_cache_is_read_anew() -> None:
-    kv = DictKV()
+    kv = BytesKV()
     writer, reader = LogState(kv), LogState(kv, RecordCache())
     writer.apply(0, b"\x02" * 32, _statement("a"), None)
     assert reader.session("admin", "a") == SessionHead(1, b"\x02" * 32)
@@ -76,10 +91,21 @@ def _statement(session: str, sequence: int = 0, previous: bytes = b"") -> pb.Sta
     )
 
 
+def _intent(action_id: str, session: str) -> pb.Statement:
+    return pb.Statement(
+        header=pb.Header(issuer="bot", session_id=session, statement_id=action_id),
+        action=pb.AgentAction(
+            action_id=action_id,
+            phase=pb.AgentAction.INTENT,
+            operation=pb.Operation(tool_name="github.merge", resource="repo:acme/web"),
+        ),
+    )
+
+
 def test_one_cache_shared_by_states_over_different_stores() -> None:
     """A record cached from one store is never served for another store's other bytes."""
     cache = RecordCache()
-    one, two = LogState(DictKV(), cache), LogState(DictKV(), cache)
+    one, two = LogState(BytesKV(), cache), LogState(BytesKV(), cache)
     record = KeyRecord("k" * 32, "alice", b"\x05" * 32, 3)
     one._put(b"s/k/" + b"k" * 32, record)
     assert one.key("k" * 32) == record
@@ -112,7 +138,7 @@ def test_reads_are_always_the_stores_current_bytes_decoded(
 ) -> None:
     """Any interleaving of writes through the state, writes behind its back and reads, with a
     cache smaller than the keys in play: every read is what a fresh decode gives."""
-    kv = DictKV()
+    kv = BytesKV()
     cache = RecordCache()
     cache.MAX_RECORDS = capacity
     state, fresh = LogState(kv, cache), LogState(kv)
@@ -125,3 +151,49 @@ def test_reads_are_always_the_stores_current_bytes_decoded(
         fresh.cache = RecordCache()
         fresh._read = fresh.cache.read
         assert state.session("admin", str(session)) == fresh.session("admin", str(session))
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(["put", "raw", "read", "apply", "action", "encoded"]),
+            st.integers(0, 3),
+            st.integers(0, 5),
+        ),
+        max_size=60,
+    )
+)
+def test_a_dict_kv_keeps_records_as_objects_with_the_same_bytes(
+    ops: list[tuple[str, int, int]],
+) -> None:
+    """A DictKV holds what a LogState puts in it as the records themselves, yet reads, get()
+    and encoded() give exactly what a store of bytes holds after the same writes."""
+    kept, stored = DictKV(), BytesKV()
+    states = LogState(kept), LogState(stored)
+    for op, session, n in ops:
+        key = b"s/q/admin\x00" + str(session).encode()
+        if op == "put":
+            for state in states:
+                state._put(key, SessionHead(n, bytes([n]) * 32, n or None))
+        elif op == "raw":
+            for kv in (kept, stored):
+                kv.put(key, b'{"next_sequence":%d,"last_leaf_hash":"%s"}' % (n, b"ab" * 32))
+        elif op == "apply":
+            statement = _statement(str(session), sequence=0)
+            for state in states:
+                state.apply(n, b"\x07" * 32, statement, None)
+        elif op == "action":
+            action = _intent(f"act-{session}", str(session))
+            verdict = VerdictRecord(pb.OUT_OF_SCOPE, "grant-expired", "", n)
+            for state in states:
+                state.apply(n, b"\x08" * 32, action, verdict)
+            assert states[0].verdict(n) == states[1].verdict(n) == verdict
+            assert states[0].intent(f"act-{session}") == states[1].intent(f"act-{session}")
+        elif op == "encoded":
+            assert kept.encoded() == stored.data
+            assert all(type(v) is bytes for v in kept.data.values())
+        assert states[0].session("admin", str(session)) == states[1].session("admin", str(session))
+        assert kept.get(key) == stored.get(key)
+    assert {k: kept.get(k) for k in kept.data} == stored.data
+    assert kept.encoded() == stored.data

@@ -48,7 +48,8 @@ def save_position(path: Path, replay: Replay) -> None:
         },
         separators=(",", ":"),
     ).encode()
-    keys, values = list(replay.kv.data), list(replay.kv.data.values())
+    stored = replay.kv.encoded()
+    keys, values = list(stored), list(stored.values())
     # The replayed state is JSON records keyed by ids and hashes: zlib's fastest level makes
     # it about a quarter of its size (a tenth of a second per 50,000 entries).
     records = zlib.compress(
