@@ -320,7 +320,8 @@ class LogState:
         # A DictKV takes records as they are: they are neither encoded nor cached here.
         self._kept = kv.data if isinstance(kv, DictKV) else None
         self._get: Callable[[bytes], bytes | Any] = kv.get if self._kept is None else self._kept.get
-        """A stored value: bytes, or (from a DictKV) a record kept as it is."""
+        """A stored value: bytes, or (from a DictKV) a record kept as it is. The plain values
+        (statement indexes, uses, rejections, the admin mark) are bytes in either store."""
 
     def _put(self, key: bytes, record: object) -> None:
         if self._kept is not None:
@@ -347,7 +348,7 @@ class LogState:
         return self._read(GrantRecord, key, self._get(key))
 
     def grant_uses(self, grant_id: str) -> int:
-        raw = self.kv.get(_USES + grant_id.encode())
+        raw = self._get(_USES + grant_id.encode())
         return 0 if raw is None else int(raw)
 
     def approval(self, approval_id: str) -> ApprovalRecord | None:
@@ -356,7 +357,7 @@ class LogState:
 
     def rejection(self, action_id: str) -> str:
         """The statement id of the first REJECT of an action, or ""."""
-        raw = self.kv.get(_REJECTION + action_id.encode())
+        raw = self._get(_REJECTION + action_id.encode())
         return "" if raw is None else raw.decode()
 
     def intent(self, action_id: str) -> IntentRecord | None:
@@ -364,7 +365,7 @@ class LogState:
         return self._read(IntentRecord, key, self._get(key))
 
     def statement_index(self, statement_id: str) -> int | None:
-        raw = self.kv.get(_STATEMENT + statement_id.encode())
+        raw = self._get(_STATEMENT + statement_id.encode())
         return None if raw is None else int.from_bytes(raw, "big")
 
     def verdict(self, index: int) -> VerdictRecord | None:
@@ -377,7 +378,7 @@ class LogState:
         return _decode(VerdictRecord, value)
 
     def has_admin(self) -> bool:
-        return self.kv.get(_ADMIN) is not None
+        return self._get(_ADMIN) is not None
 
     def apply(
         self, index: int, leaf_hash: bytes, statement: pb.Statement, verdict: VerdictRecord | None
