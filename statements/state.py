@@ -15,9 +15,11 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
+from types import ModuleType
 from typing import Any, Protocol, TypeVar
 
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import compiled
 from affidavit.statements.signing import key_id
 
 
@@ -187,13 +189,23 @@ def _layout(cls: type) -> tuple[tuple[str, str, bool], ...]:
     return layout
 
 
+CORE: ModuleType | None = compiled.load("_recordcore")
+"""The C encoder of flat records (statements/_recordcore.c), or None."""
+
+
 def _encode(record: Any) -> bytes:
     """A flat record as stored: a JSON object of its fields (not what it caches) in declaration
     order, bytes as hex. Byte for byte what _ENCODER writes for that object (stored records are
     compared as bytes), formatted field by field: strings, integers and None as json's C
-    encoder writes them, anything else by _ENCODER itself."""
+    encoder writes them, anything else by _ENCODER itself. The C core writes the same bytes
+    for the records that hold only those (every record here), and declines the rest."""
+    layout = _layout(type(record))
+    if CORE is not None:
+        raw: bytes | None = CORE.encode(record, layout)
+        if raw is not None:
+            return raw
     parts = []
-    for name, label, is_bytes in _layout(type(record)):
+    for name, label, is_bytes in layout:
         value = getattr(record, name)
         kind = type(value)
         if kind is str:

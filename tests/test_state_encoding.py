@@ -5,9 +5,12 @@ equal, byte for byte, with those written after it, and decode to the same record
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import fields
+from enum import IntEnum
 from typing import Any
 
+import pytest
 from affidavit.statements import state
 from hypothesis import given
 from hypothesis import strategies as st
@@ -66,4 +69,54 @@ def test_the_stored_form_of_a_session_head_is_pinned() -> None:
     head = state.SessionHead(3, b"\xab" * 32, None)
     assert state._encode(head) == (
         b'{"next_sequence":3,"last_leaf_hash":"' + b"ab" * 32 + b'","closed_at":null}'
+    )
+
+
+def _plain(type_name: str) -> st.SearchStrategy[Any]:
+    """Values of the kinds the C core writes itself (no bools)."""
+    if type_name == "int":
+        return _INT
+    return _value(type_name)
+
+
+def _plain_record(cls: type) -> st.SearchStrategy[Any]:
+    return st.builds(cls, **{f.name: _plain(str(f.type)) for f in fields(cls)})
+
+
+def _core() -> Any:
+    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
+        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+    assert state.CORE is not None, "the C core is built by pip install -e ."
+    return state.CORE
+
+
+@given(st.one_of(*(_plain_record(cls) for cls in _RECORDS)))
+def test_the_c_core_writes_what_the_python_encoder_writes(record: Any) -> None:
+    """Strings of every code point (escaped by json's own encoder or written as they are),
+    integers beyond 64 bits, None, bytes: the core answers every such record, with the bytes
+    the Python loop writes."""
+    core = _core()
+    layout = state._layout(type(record))
+    raw = core.encode(record, layout)
+    assert raw is not None
+    python = pytest.MonkeyPatch()
+    python.setattr(state, "CORE", None)
+    try:
+        assert raw == state._encode(record) == _as_json_encoder_writes(record)
+    finally:
+        python.undo()
+
+
+def test_the_c_core_declines_what_it_does_not_write() -> None:
+    """A bool (json writes true), a float, an int subclass: left to Python, which encodes them
+    as json does."""
+    core = _core()
+    for value in (True, 1.5, IntEnum("E", "A").A):
+        head = state.SessionHead(value, b"\x01" * 32)  # type: ignore[arg-type]
+        assert core.encode(head, state._layout(state.SessionHead)) is None
+        assert state._encode(head) == _as_json_encoder_writes(head)
+    # A str where bytes belong is written as a string, as the Python loop writes it.
+    text = state.SessionHead(1, "not bytes")  # type: ignore[arg-type]
+    assert core.encode(text, state._layout(state.SessionHead)) == (
+        b'{"next_sequence":1,"last_leaf_hash":"not bytes","closed_at":null}'
     )
