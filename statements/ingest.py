@@ -80,20 +80,23 @@ def admit(
     Raises Rejection; nothing is changed either way (the caller applies admitted statements).
     """
     signed, st = prepared.signed, prepared.statement
+    # Each protobuf field read costs a lookup in the message (upb): fields read by several
+    # rules are read once here and handed down.
     h = st.header
+    issuer = h.issuer
     body = st.WhichOneof("body")
     genesis = False
     if body == "refusal":
         refusals.check(signed, st, log_key)
     else:
-        genesis = _check_key(prepared, state)
+        genesis = _check_key(prepared, issuer, state)
     if state.statement_index(h.statement_id) is not None:
         raise Rejection.exists(
             f"statement_id {h.statement_id} is already in the log", reason="statement-id-reused"
         )
-    _check_session(h, state)
+    _check_session(h, issuer, state)
     if admitted_ms is None:
-        if st.WhichOneof("body") == "action":
+        if body == "action":
             raise Rejection.precondition(
                 "the log recorded no admission time for this action, so its grant windows "
                 "cannot be judged",
@@ -116,7 +119,7 @@ def admit(
         _check_grant(st, state)
         return None
     if body == "approval":
-        _require_kind(state, h.issuer, pb.HUMAN, "approve actions")
+        _require_kind(state, issuer, pb.HUMAN, "approve actions")
         agent = state.identity(st.approval.agent_id)
         if agent is None or agent.kind != pb.AGENT:
             raise Rejection.precondition(
@@ -128,17 +131,17 @@ def admit(
         if st.session.op == pb.SessionEvent.OPEN and h.sequence != 0:
             raise Rejection.precondition(
                 f"a session's OPEN is its first statement (sequence 0); session "
-                f"{h.session_id!r} of {h.issuer!r} is at sequence {h.sequence}",
+                f"{h.session_id!r} of {issuer!r} is at sequence {h.sequence}",
                 reason="session-open-not-first",
             )
         return None
     if body == "grant_revocation":
         _check_grant_revocation(st, state)
         return None
-    return _check_action(st, state, admitted_ms)
+    return _check_action(st, issuer, state, admitted_ms)
 
 
-def _check_key(prepared: Prepared, state: LogState) -> bool:
+def _check_key(prepared: Prepared, issuer: str, state: LogState) -> bool:
     """The signature under the key registered to the issuer at this point; True for the
     genesis admin's self-registration."""
     signed, st = prepared.signed, prepared.statement
@@ -147,14 +150,14 @@ def _check_key(prepared: Prepared, state: LogState) -> bool:
     if key is None and not genesis:
         raise Rejection.unauthenticated(
             f"key {signed.key_id} is not registered in this log; an admin must register "
-            f"identity {st.header.issuer!r} with it first",
+            f"identity {issuer!r} with it first",
             reason="key-unknown",
         )
     public_key = key.public_key if key is not None else st.identity.public_key
     if prepared.verified_with != public_key:
         _verify(signed, public_key)
     if key is not None:
-        _check_signer(key, st.header.issuer, state)
+        _check_signer(key, issuer, state)
     return genesis
 
 
@@ -175,11 +178,11 @@ def _check_signer(key: KeyRecord, issuer: str, state: LogState) -> None:
         raise Rejection.denied(f"identity {issuer!r} is revoked", reason="issuer-revoked")
 
 
-def _check_session(h: pb.Header, state: LogState) -> None:
-    head = state.session(h.issuer, h.session_id)
+def _check_session(h: pb.Header, issuer: str, state: LogState) -> None:
+    head = state.session(issuer, h.session_id)
     if head is not None and head.closed_at is not None:
         raise Rejection.precondition(
-            f"session {h.session_id!r} of {h.issuer!r} was closed at index {head.closed_at}; "
+            f"session {h.session_id!r} of {issuer!r} was closed at index {head.closed_at}; "
             "nothing may be appended to a closed session: open a new one",
             reason="session-closed",
         )
@@ -189,7 +192,7 @@ def _check_session(h: pb.Header, state: LogState) -> None:
             f" with previous_hash {previous.hex()}" if previous else ""
         )
         raise Rejection.precondition(
-            f"session {h.session_id!r} of {h.issuer!r} expects {want}; got sequence {h.sequence} "
+            f"session {h.session_id!r} of {issuer!r} expects {want}; got sequence {h.sequence} "
             "(a gap, a replay or a fork of the session chain)",
             reason="session-chain",
         )
@@ -306,8 +309,10 @@ def _check_principal_chain(a: pb.AgentAction, state: LogState) -> None:
     )
 
 
-def _check_action(st: pb.Statement, state: LogState, admitted_ms: int | None) -> VerdictRecord:
-    a, issuer = st.action, st.header.issuer
+def _check_action(
+    st: pb.Statement, issuer: str, state: LogState, admitted_ms: int | None
+) -> VerdictRecord:
+    a = st.action
     _require_kind(state, issuer, pb.AGENT, "record agent actions")
     if a.actor.agent_id != issuer:
         raise Rejection.denied(
@@ -316,32 +321,33 @@ def _check_action(st: pb.Statement, state: LogState, admitted_ms: int | None) ->
         )
     assert admitted_ms is not None  # admit() refused an action without it
     _check_principal_chain(a, state)
-    intent = state.intent(a.action_id)
+    action_id = a.action_id
+    intent = state.intent(action_id)
     if a.phase == pb.AgentAction.INTENT:
         if intent is not None:
             raise Rejection.exists(
-                f"action {a.action_id} already has an INTENT (index {intent.index})",
+                f"action {action_id} already has an INTENT (index {intent.index})",
                 reason="intent-exists",
             )
         return scope.intent_verdict(state, a, admitted_ms, st.header.client_time_ms)
     if intent is None:
         raise Rejection.precondition(
-            f"action {a.action_id} has no INTENT in the log; record it first",
+            f"action {action_id} has no INTENT in the log; record it first",
             reason="intent-missing",
         )
     if intent.leaf_hash != a.intent_leaf_hash:
         raise Rejection.precondition(
-            f"intent_leaf_hash is not the leaf hash of action {a.action_id}'s INTENT",
+            f"intent_leaf_hash is not the leaf hash of action {action_id}'s INTENT",
             reason="intent-hash-mismatch",
         )
     if intent.issuer != issuer:
         raise Rejection.denied(
-            f"action {a.action_id} was intended by {intent.issuer!r}, not {issuer!r}",
+            f"action {action_id} was intended by {intent.issuer!r}, not {issuer!r}",
             reason="not-intent-issuer",
         )
     if intent.outcome_index is not None:
         raise Rejection.exists(
-            f"action {a.action_id} already has an OUTCOME (index {intent.outcome_index})",
+            f"action {action_id} already has an OUTCOME (index {intent.outcome_index})",
             reason="outcome-exists",
         )
-    return scope.outcome_verdict(state, a, admitted_ms)
+    return scope.outcome_verdict(state, a, intent, admitted_ms)

@@ -24,7 +24,7 @@ from collections.abc import Iterable
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import names
 from affidavit.statements.names import Kind
-from affidavit.statements.state import GrantRecord, LogState, VerdictRecord
+from affidavit.statements.state import GrantRecord, IntentRecord, LogState, VerdictRecord
 
 MAX_CHAIN = 16
 """Longest delegation chain followed (human → agent → sub-agent → ...)."""
@@ -129,22 +129,27 @@ def _chain_problem(
 
 
 def evaluate_grant(
-    state: LogState, grant_id: str, action: pb.AgentAction, admitted_ms: int, claimed_ms: int
+    state: LogState,
+    grant_id: str,
+    agent_id: str,
+    op: pb.Operation,
+    admitted_ms: int,
+    claimed_ms: int,
 ) -> tuple[str | None, list[GrantRecord]]:
-    """Why the action is outside this grant (None when it is inside), and the grant's chain,
-    the grant first, when it is inside: the approval check reads the same links, walked once."""
+    """Why the operation agent_id acted is outside this grant (None when it is inside), and the
+    grant's chain, the grant first, when it is inside: the approval check reads the same
+    links, walked once."""
     record = state.grant(grant_id)
     if record is None:
         return "unknown-grant", []
     g = record.decoded()
-    if g.grantee != action.actor.agent_id:
+    if g.grantee != agent_id:
         return "not-grantee", []
     if g.max_uses and state.grant_uses(grant_id) >= g.max_uses:
         return "grant-exhausted", []
     problem, records = _chain_problem(state, record, admitted_ms, claimed_ms)
     if problem:
         return problem, []
-    op = action.operation
     if not matches_any("tool", g.tools, op.tool_name):
         return "tool-not-granted", []
     if g.operations and not matches_any("tool", g.operations, op.operation_name):
@@ -183,7 +188,8 @@ def approval_needed(records: list[GrantRecord], action: pb.AgentAction) -> list[
     chain of the grant acted under (the grant first): every grant up the chain whose policy
     requires approval for it, or, when only the agent's own decision asks for approval, the
     grant acted under. Empty when no approval is needed."""
-    needing = [r for r in records if _requires_approval(r.decoded().approval, action.operation)]
+    op = action.operation
+    needing = [r for r in records if _requires_approval(r.decoded().approval, op)]
     if not needing and action.authorization.decision == pb.ALLOW_IF_APPROVED and records:
         needing = records[:1]
     return needing
@@ -216,11 +222,13 @@ def intent_verdict(
     """The verdict on an INTENT: in scope of one of its grants (and approved wherever that
     grant's chain or the agent's decision requires approval, with no REJECT of the action),
     out of scope with the first grant's reason, or no grant."""
-    if not action.grant_ids:
+    grant_ids = action.grant_ids
+    if not grant_ids:
         return VerdictRecord(pb.NO_GRANT, "no-grant", admitted_ms=admitted_ms)
+    agent_id, op = action.actor.agent_id, action.operation
     reasons = []
-    for grant_id in action.grant_ids:
-        problem, records = evaluate_grant(state, grant_id, action, admitted_ms, claimed_ms)
+    for grant_id in grant_ids:
+        problem, records = evaluate_grant(state, grant_id, agent_id, op, admitted_ms, claimed_ms)
         if problem is None and state.rejection(action.action_id):
             problem = "approval-rejected"
         if problem is None:
@@ -236,11 +244,11 @@ def intent_verdict(
     return VerdictRecord(pb.OUT_OF_SCOPE, reason, admitted_ms=admitted_ms)
 
 
-def outcome_verdict(state: LogState, action: pb.AgentAction, admitted_ms: int) -> VerdictRecord:
-    """The verdict on an OUTCOME: its INTENT's, unless the outcome did something else, or ran
-    although the policy denied it or a human rejected it."""
-    intent = state.intent(action.action_id)
-    assert intent is not None  # admission checked it
+def outcome_verdict(
+    state: LogState, action: pb.AgentAction, intent: IntentRecord, admitted_ms: int
+) -> VerdictRecord:
+    """The verdict on an OUTCOME, given its INTENT's record: the INTENT's verdict, unless the
+    outcome did something else, or ran although the policy denied it or a human rejected it."""
     op = action.operation
     if (op.tool_name, op.operation_name, op.resource, op.access, op.parameters_digest) != (
         intent.tool_name,

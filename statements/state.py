@@ -397,24 +397,23 @@ class LogState:
     ) -> None:
         """Record an admitted statement at index: the only way the state changes."""
         h = statement.header
+        issuer = h.issuer  # fields read more than once are read once (each read is a lookup)
         self.kv.put(_STATEMENT + h.statement_id.encode(), index.to_bytes(8, "big"))
         body = statement.WhichOneof("body")
         closes = body == "session" and statement.session.op == pb.SessionEvent.CLOSE
         head = SessionHead(h.sequence + 1, leaf_hash, index if closes else None)
-        self._put(_session_key(h.issuer, h.session_id), head)
+        self._put(_session_key(issuer, h.session_id), head)
         if body == "identity":
             self._apply_identity(index, statement.identity)
         elif body == "grant":
-            record = GrantRecord(
-                h.statement_id, index, h.issuer, statement.grant.SerializeToString()
-            )
+            record = GrantRecord(h.statement_id, index, issuer, statement.grant.SerializeToString())
             self._put(_GRANT + h.statement_id.encode(), record)
         elif body == "approval":
             a = statement.approval
             approval = ApprovalRecord(
                 h.statement_id,
                 index,
-                h.issuer,
+                issuer,
                 a.action_id,
                 a.parameters_digest,
                 a.decision,
@@ -426,19 +425,20 @@ class LogState:
         elif body == "grant_revocation":
             grant = self.grant(statement.grant_revocation.grant_id)
             assert grant is not None  # admission checked it
-            revoked = replace(grant, revoked_at=index, revoked_by=h.issuer)
+            revoked = replace(grant, revoked_at=index, revoked_by=issuer)
             self._put(_GRANT + grant.grant_id.encode(), revoked)
         elif body == "action":
             assert verdict is not None
-            # Not kept in the cache: a verdict is written once and read back seldom (a
-            # duplicate's answer, a page of entries), and a decoded record per action would
-            # push out the records admission reads again and again.
+            # Not kept in the cache (a DictKV keeps it, as every record): a verdict is written
+            # once and read back seldom (a duplicate's answer, a page of entries), and a
+            # decoded record per action would push out the records admission reads again and
+            # again.
             key = _VERDICT + index.to_bytes(8, "big")
             if self._kept is not None:
                 self._kept[key] = verdict
             else:
                 self.kv.put(key, _encode(verdict))
-            self._apply_action(index, leaf_hash, statement, verdict)
+            self._apply_action(index, leaf_hash, issuer, statement.action, verdict)
 
     def _apply_identity(self, index: int, event: pb.IdentityEvent) -> None:
         current = self.identity(event.identity_id)
@@ -473,37 +473,43 @@ class LogState:
             self._put(_IDENTITY + event.identity_id.encode(), replace(current, revoked_at=index))
 
     def _apply_action(
-        self, index: int, leaf_hash: bytes, statement: pb.Statement, verdict: VerdictRecord
+        self,
+        index: int,
+        leaf_hash: bytes,
+        issuer: str,
+        a: pb.AgentAction,
+        verdict: VerdictRecord,
     ) -> None:
-        a = statement.action
+        action_id = a.action_id
+        key = _INTENT + action_id.encode()
         if a.phase == pb.AgentAction.INTENT:
+            op, decision = a.operation, a.authorization.decision
             intent = IntentRecord(
-                a.action_id,
+                action_id,
                 index,
                 leaf_hash,
-                statement.header.issuer,
-                a.operation.tool_name,
-                a.operation.resource,
-                a.operation.parameters_digest,
-                a.authorization.decision,
+                issuer,
+                op.tool_name,
+                op.resource,
+                op.parameters_digest,
+                decision,
                 verdict.verdict,
                 verdict.reason,
-                access=a.operation.access,
-                operation_name=a.operation.operation_name,
+                access=op.access,
+                operation_name=op.operation_name,
             )
-            self._put(_INTENT + a.action_id.encode(), intent)
+            self._put(key, intent)
             # An action in scope uses up one use of the grant it was in, and of every grant up
             # its chain: authority delegated from a grant is that grant's authority, so a child
             # grant cannot multiply its parent's uses. Parents precede children: this ends.
             # An intent its policy denied will not run, so it uses nothing.
-            denied = a.authorization.decision == pb.DENY
-            grant_id = "" if denied else verdict.grant_id
+            grant_id = "" if decision == pb.DENY else verdict.grant_id
             while grant_id:
                 uses = self.grant_uses(grant_id) + 1
                 self.kv.put(_USES + grant_id.encode(), str(uses).encode())
                 record = self.grant(grant_id)
                 grant_id = record.decoded().parent_grant_id if record is not None else ""
         else:
-            done = self.intent(a.action_id)
+            done = self.intent(action_id)
             assert done is not None
-            self._put(_INTENT + a.action_id.encode(), replace(done, outcome_index=index))
+            self._put(key, replace(done, outcome_index=index))

@@ -192,11 +192,10 @@ class Replay:
         verdict: VerdictRecord | None,
         intent_verdict: tuple[int, str] | None,
     ) -> None:
-        body = statement.WhichOneof("body")
-        if body != "action":  # a session event is counted only where there is one
-            self.counts[str(body)] = self.counts.get(str(body), 0) + 1
+        if verdict is None:  # not an action (admit() gives every action a verdict, and only them)
+            body = str(statement.WhichOneof("body"))
+            self.counts[body] = self.counts.get(body, 0) + 1  # sessions: counted if there are any
             return
-        assert verdict is not None  # admit() gives every action a verdict
         action = statement.action
         if action.phase == pb.AgentAction.INTENT:
             self.counts["intent"] += 1
