@@ -51,6 +51,7 @@ _LISTS = (
     "effect",
     "result",
 )
+_LISTS_OF_REFUSALS = tuple(name for name in _LISTS if name not in ("actor", "key"))
 _HIT = b"x/h/"
 _FIELD = b"x/f/"
 _TIME = b"x/t/"
@@ -255,21 +256,22 @@ def index_statement(
     at = _u64(index)
     put = kv.put
     put(_HIT + at, _HIT_JSON.encode(hit).encode())
-    values = {name: hit[name] for name in _LISTS}
-    values["session"] = [hit["session"]]
-    values["statement"] = [hit["statement_id"]]
-    if hit["kind"] == "refusal":
-        # Found with `refused` (and then filtered by the claimed signer it holds as actor and
-        # key): never among what an identity itself signed, which actor / key_id return.
-        values["actor"] = values["key"] = []
-        values["refused"] = ["1"]
-    if hit["verdict"]:
-        values["verdict"] = [_VERDICT_NAMES[hit["verdict"]]]
     suffix = b"\x00" + at
-    for name, vs in values.items():
-        prefix = _FIELD_PREFIX[name]
-        for v in vs:
-            put(prefix + v.encode() + suffix, b"")
+    # Found with `refused` (and then filtered by the claimed signer it holds as actor and key):
+    # a refusal is never among what an identity itself signed, which actor / key_id return.
+    refusal = hit["kind"] == "refusal"
+    for name in _LISTS_OF_REFUSALS if refusal else _LISTS:
+        values = hit[name]
+        if values:
+            prefix = _FIELD_PREFIX[name]
+            for v in values:
+                put(prefix + v.encode() + suffix, b"")
+    put(_FIELD_PREFIX["session"] + hit["session"].encode() + suffix, b"")
+    put(_FIELD_PREFIX["statement"] + hit["statement_id"].encode() + suffix, b"")
+    if refusal:
+        put(_FIELD_PREFIX["refused"] + b"1" + suffix, b"")
+    if hit["verdict"]:
+        put(_FIELD_PREFIX["verdict"] + _VERDICT_NAMES[hit["verdict"]].encode() + suffix, b"")
     put(_TIME + _u64(hit["client_time_ms"]) + at, b"")
 
 
