@@ -298,7 +298,7 @@ class RecordCache:
         self._records: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, cls: type[R], key: bytes, raw: bytes | Any) -> R | None:
+    def read(self, cls: type[R], key: bytes, raw: Any) -> R | None:
         """The record stored as raw under key (None for None; a record a DictKV keeps as the
         object it is, as it is)."""
         if raw is None:
@@ -331,7 +331,7 @@ class LogState:
         self._read = self.cache.read
         # A DictKV takes records as they are: they are neither encoded nor cached here.
         self._kept = kv.data if isinstance(kv, DictKV) else None
-        self._get: Callable[[bytes], bytes | Any] = kv.get if self._kept is None else self._kept.get
+        self._get: Callable[[bytes], Any] = kv.get if self._kept is None else self._kept.get
         """A stored value: bytes, or (from a DictKV) a record kept as it is. The plain values
         (statement indexes, uses, rejections, the admin mark) are bytes in either store."""
 
