@@ -298,14 +298,8 @@ class RecordCache:
         self._records: OrderedDict[bytes, tuple[bytes, Any]] = OrderedDict()
         self._lock = threading.Lock()
 
-    def read(self, cls: type[R], key: bytes, raw: Any) -> R | None:
-        """The record stored as raw under key (None for None; a record a DictKV keeps as the
-        object it is, as it is)."""
-        if raw is None:
-            return None
-        if type(raw) is not bytes:
-            kept: R = raw
-            return kept
+    def read(self, cls: type[R], key: bytes, raw: bytes) -> R:
+        """The record stored as raw under key."""
         hit = self._records.get(key)
         if hit is not None and hit[0] == raw:
             record: R = hit[1]
@@ -323,7 +317,11 @@ class RecordCache:
 
 
 class LogState:
-    """Typed reads and the one transition function over a KV."""
+    """Typed reads and the one transition function over a KV.
+
+    A typed read returns what the store holds unless it is bytes (None when the record is
+    absent; the record itself from a DictKV) and decodes bytes through the RecordCache: the
+    reads an audit makes cost the typed read's own frame and a dict lookup, nothing more."""
 
     def __init__(self, kv: KV, cache: RecordCache | None = None) -> None:
         self.kv = kv
@@ -345,19 +343,23 @@ class LogState:
 
     def key(self, kid: str) -> KeyRecord | None:
         key = _KEY_KEY + kid.encode()
-        return self._read(KeyRecord, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(KeyRecord, key, value)
 
     def identity(self, identity_id: str) -> IdentityRecord | None:
         key = _IDENTITY + identity_id.encode()
-        return self._read(IdentityRecord, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(IdentityRecord, key, value)
 
     def session(self, issuer: str, session_id: str) -> SessionHead | None:
         key = _session_key(issuer, session_id)
-        return self._read(SessionHead, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(SessionHead, key, value)
 
     def grant(self, grant_id: str) -> GrantRecord | None:
         key = _GRANT + grant_id.encode()
-        return self._read(GrantRecord, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(GrantRecord, key, value)
 
     def grant_uses(self, grant_id: str) -> int:
         raw = self._get(_USES + grant_id.encode())
@@ -365,7 +367,8 @@ class LogState:
 
     def approval(self, approval_id: str) -> ApprovalRecord | None:
         key = _APPROVAL + approval_id.encode()
-        return self._read(ApprovalRecord, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(ApprovalRecord, key, value)
 
     def rejection(self, action_id: str) -> str:
         """The statement id of the first REJECT of an action, or ""."""
@@ -374,7 +377,8 @@ class LogState:
 
     def intent(self, action_id: str) -> IntentRecord | None:
         key = _INTENT + action_id.encode()
-        return self._read(IntentRecord, key, self._get(key))
+        value = self._get(key)
+        return value if type(value) is not bytes else self._read(IntentRecord, key, value)
 
     def statement_index(self, statement_id: str) -> int | None:
         raw = self._get(_STATEMENT + statement_id.encode())
