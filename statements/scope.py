@@ -34,7 +34,7 @@ _KIND: dict[str, Kind] = {"tools": "tool", "operations": "tool", "resources": "r
 
 def matches_any(kind: Kind, patterns: Iterable[str], value: str) -> bool:
     # A loop, not any() over a generator: half the cost per call (0.5 against 0.95 µs).
-    for pattern in patterns:
+    for pattern in patterns:  # noqa: SIM110
         if names.matches(kind, pattern, value):
             return True
     return False
