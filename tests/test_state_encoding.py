@@ -5,7 +5,6 @@ equal, byte for byte, with those written after it, and decode to the same record
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import fields
 from enum import IntEnum
 from typing import Any
@@ -14,6 +13,8 @@ import pytest
 from affidavit.statements import state
 from hypothesis import given
 from hypothesis import strategies as st
+
+from tests.c_cores import skip_if_c_cores_off
 
 _RECORDS = (
     state.KeyRecord,
@@ -84,8 +85,7 @@ def _plain_record(cls: type) -> st.SearchStrategy[Any]:
 
 
 def _core() -> Any:
-    if os.environ.get("AFFIDAVIT_PURE_PYTHON") == "1":
-        pytest.skip("AFFIDAVIT_PURE_PYTHON=1: no C core expected")
+    skip_if_c_cores_off()
     assert state.CORE is not None, "the C core is built by pip install -e ."
     return state.CORE
 
