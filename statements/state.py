@@ -32,8 +32,9 @@ class KV(Protocol):
 class DictKV:
     """An in-memory KV (the auditor, tests) that keeps the records a LogState puts in it as the
     objects they are, and encodes one only when its bytes are asked for (get, encoded()): the
-    auditor needs the bytes only when it saves its position, and encoding every record as it
-    is written cost about a fifth of its serial replay."""
+    auditor needs the bytes only when it saves its position, and encoding (and caching) every
+    record as it was written took about a third of its admit + apply (35 -> 24 µs a statement
+    on bench_audit's log, one run under load)."""
 
     def __init__(self) -> None:
         self.data: dict[bytes, bytes | Any] = {}
