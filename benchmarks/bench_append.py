@@ -124,12 +124,13 @@ def main(argv: list[str] | None = None) -> int:
         "comma-separated (default: 0 and the CPU count)",
     )
     p.add_argument("--echo-server", action="store_true", help=argparse.SUPPRESS)
+    p.add_argument("--echo-receipt", default="", help=argparse.SUPPRESS)  # hex, StreamShaped's
     args = p.parse_args(argv)
     unknown = set(args.sections.split(",")) - {"appends", "proofs", "statements", "storage"}
     if unknown:
         p.error(f"--sections: no section {', '.join(sorted(unknown))}")
     if args.echo_server:
-        asyncio.run(echo_serve())
+        asyncio.run(echo_serve(bytes.fromhex(args.echo_receipt)))
         return 0
     if args.duration is None:
         args.duration = 0.5 if args.quick else 2.0
@@ -218,6 +219,8 @@ def main(argv: list[str] | None = None) -> int:
                  / figs["echo_batch"]["entries_per_s"]),
                 ("append_stream/echo_stream", figs["stream"]["entries_per_s"]
                  / figs["echo_stream"]["entries_per_s"]),
+                ("append_stream/echo_stream_shaped", figs["stream"]["entries_per_s"]
+                 / figs["echo_stream_shaped"]["entries_per_s"]),
                 ("append_batch/leveldb_writebatch_sync", figs["batch"]["entries_per_s"]
                  / ldb["batch"]),
             ):  # fmt: skip

@@ -1,5 +1,6 @@
 """The client side of bench_append.py: the echo server (the ceiling of gRPC itself in Python,
-with the log's own messages) and the client processes that load a server.
+with the log's own messages; its StreamShaped answers each message with a real receipt taken
+from the log, take_receipt) and the client processes that load a server.
 
 A load is a job per client process (Workers): its callers (asyncio tasks, or threads for the
 threads harness) call one method of one or more targets for --warmup and --duration seconds,
@@ -55,15 +56,61 @@ async def _echo_batch(req: pb.AppendBatchRequest, ctx: Any) -> pb.AppendBatchRes
 
 
 async def _echo_stream(requests: Any, ctx: Any) -> Any:
+    """The first stream ceiling (echo_stream): each request answered with an AppendResult of
+    a few bytes (its index alone), built per message. Kept as it was so that earlier sessions'
+    append_stream/echo_stream figures stay comparable; it is not the load's shape, since a real
+    receipt is ≈0.5 KB (see _shaped_stream)."""
     i = 0
     async for _ in requests:
         yield pb.AppendResult(ok=pb.AppendResponse(index=i))
         i += 1
 
 
-async def echo_serve() -> None:
+def _shaped_stream(receipt: bytes) -> Callable[[Any, Any], Any]:
+    """The fair stream ceiling (echo_stream_shaped): each request answered with `receipt`, the
+    serialized AppendResult of a real AppendStream receipt (take_receipt: checkpoint note, leaf
+    hash, inclusion proof at the load's tree size), sent as the same prebuilt bytes each time.
+    gRPC then moves the messages AppendStream moves, in both directions, and the echo does no
+    work per message beyond gRPC's own."""
+
+    async def answer(requests: Any, ctx: Any) -> Any:
+        async for _ in requests:
+            yield receipt
+
+    return answer
+
+
+def take_receipt(target: str) -> bytes:
+    """A real receipt of the log at target, of the size the load's receipts have: the
+    serialized AppendResult of median length among those AppendStream answers for one window
+    (STREAM_WINDOW) of fresh random entries, sent at once as a stream caller does (the log
+    grows by them). Not the receipt of one entry sent alone: a checkpoint's newest leaf has
+    the shortest inclusion proof (one hash per set bit of the tree size), while a leaf of a
+    chunk of many has about as many hashes as the tree has levels."""
+    with grpc.insecure_channel(target, options=CHANNEL_OPTIONS) as channel:
+        stream = channel.stream_stream(
+            LOG + "AppendStream",
+            request_serializer=pb.AppendRequest.SerializeToString,
+            response_deserializer=_as_is,
+        )
+        blob = random.randbytes(ENTRY_SIZE * STREAM_WINDOW)
+        requests = (
+            pb.AppendRequest(entry=blob[i * ENTRY_SIZE : (i + 1) * ENTRY_SIZE])
+            for i in range(STREAM_WINDOW)
+        )
+        receipts = sorted(stream(requests, timeout=60), key=len)
+    refused = [r for r in receipts if not pb.AppendResult.FromString(r).HasField("ok")]
+    if len(receipts) != STREAM_WINDOW or refused:
+        raise RuntimeError(
+            f"the log answered {len(receipts)} of {STREAM_WINDOW} entries, refused "
+            f"{len(refused)}: {refused[:1]!r}"
+        )
+    return bytes(receipts[len(receipts) // 2])
+
+
+async def echo_serve(receipt: bytes = b"") -> None:
     """Serve bench.Echo on a free loopback port, printed as `PORT <n>` (bench_append.py
-    --echo-server runs this in its own process)."""
+    --echo-server runs this in its own process); with a receipt, StreamShaped answers it."""
     server = grpc.aio.server(options=CHANNEL_OPTIONS)
     handler = grpc.method_handlers_generic_handler(
         "bench.Echo",
@@ -82,6 +129,11 @@ async def echo_serve() -> None:
                 _echo_stream,
                 request_deserializer=pb.AppendRequest.FromString,
                 response_serializer=pb.AppendResult.SerializeToString,
+            ),
+            "StreamShaped": grpc.stream_stream_rpc_method_handler(
+                _shaped_stream(receipt),
+                request_deserializer=pb.AppendRequest.FromString,
+                response_serializer=_as_is,
             ),
         },
     )
@@ -105,6 +157,7 @@ KINDS: dict[str, tuple[str, bool, Any, Any]] = {
     "echo": (ECHO + "Unary", False, pb.AppendRequest, pb.AppendResponse),
     "echo_batch": (ECHO + "Batch", False, pb.AppendBatchRequest, pb.AppendBatchResponse),
     "echo_stream": (ECHO + "Stream", True, pb.AppendRequest, pb.AppendResult),
+    "echo_stream_shaped": (ECHO + "StreamShaped", True, pb.AppendRequest, pb.AppendResult),
     "inclusion": (LOG + "GetInclusionProof", False, pb.GetInclusionProofRequest, pb.InclusionProof),
     "consistency": (
         LOG + "GetConsistencyProof",
@@ -129,7 +182,7 @@ def _request_maker(
     if kind == "statements_batch":
         prebuilt = iter(_BUILT[job["build_id"]][caller])
         return (lambda: next(prebuilt, None)), job["batch"]
-    if kind in ("append", "echo", "append_stream", "echo_stream"):
+    if kind in ("append", "echo", "append_stream", "echo_stream", "echo_stream_shaped"):
         return (lambda: pb.AppendRequest(entry=rng.randbytes(ENTRY_SIZE))), 1
     if kind in ("append_batch", "echo_batch"):
         n = job.get("batch", BATCH)
