@@ -6,6 +6,9 @@ drives it from separate client processes, then measures, in the same run, what t
 do without the log at all: a trivial gRPC echo server (generic handlers, same client harness),
 LevelDB synced writes, and in-process proof generation from the stored tiles. Prints one JSON
 object per line, one per figure; ratio lines compare figures with the project's targets.
+AppendStream has two ceilings (opaque_bench.py says why): echo_stream, answers of a few bytes,
+kept for comparison with earlier runs; and echo_stream_shaped, the fair one: a real receipt of
+the log answered per message, at AppendStream's caller counts.
 
     .venv/bin/python benchmarks/bench_append.py              # full run, log of 1,000,000
     .venv/bin/python benchmarks/bench_append.py --quick      # a short smoke run
