@@ -59,7 +59,7 @@ async def _echo_stream(requests: Any, ctx: Any) -> Any:
     """The first stream ceiling (echo_stream): each request answered with an AppendResult of
     a few bytes (its index alone), built per message. Kept as it was so that earlier sessions'
     append_stream/echo_stream figures stay comparable; it is not the load's shape, since a real
-    receipt is ≈0.5 KB (see _shaped_stream)."""
+    receipt is 0.6-0.7 KB (see _shaped_stream)."""
     i = 0
     async for _ in requests:
         yield pb.AppendResult(ok=pb.AppendResponse(index=i))

@@ -12,7 +12,7 @@ targets the run rates them against are here too.
 
 The two stream ceilings: echo_stream (2 callers, an answer of a few bytes per message) is the
 one earlier sessions' append_stream/echo_stream figures were taken against, kept unchanged so
-they stay comparable. It is not AppendStream's shape: a receipt is ≈0.5 KB (checkpoint note,
+they stay comparable. It is not AppendStream's shape: a receipt is 0.6-0.7 KB (checkpoint note,
 leaf hash, inclusion proof; 32 bytes more each time the tree doubles), and gRPC's CPU per
 message falls as callers rise. echo_stream_shaped sends the same bytes at the same caller
 counts as AppendStream and does nothing else, so append_stream/echo_stream_shaped is the
