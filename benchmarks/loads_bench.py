@@ -287,7 +287,7 @@ PARTS = [
     ("checkpoint signing", ("merkle/note.py", "merkle/checkpoint.py", "merkle/keys.py")),
     ("storage", ("server/storage.py", "plyvel")),
     ("postgres", ("server/storage_postgres.py", "psycopg")),
-    ("s3", ("server/objects_s3.py", "boto", "urllib3", "http/client.py", "ssl.py", "socket.py")),
+    ("s3", ("server/objects_s3.py", "obstore")),  # the driver and its client (obstore, Rust)
     ("sequencer", ("server/sequencer.py",)),
     ("service", ("server/service.py",)),
     ("grpc+asyncio", ("grpc", "asyncio", "concurrent/futures", "threading.py", "queue.py")),
