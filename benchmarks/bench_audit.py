@@ -81,6 +81,8 @@ from affidavit.statements.redact import parameters_digest  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
 from affidavit.statements.state import KV, DictKV, LogState  # noqa: E402
 
+from tests.bytes_kv import BytesKV  # noqa: E402
+
 TARGET = 50_000
 """Entries/s verified, for a 1M-entry log on this 2-core machine (the project's target)."""
 ORIGIN = "bench.example/audit"
@@ -391,20 +393,6 @@ def stage_costs(log: Log, sample: int) -> dict[str, float]:
     timed("compact_range", lambda: CompactRange().extend(hashes))
     timed("admit_and_apply", lambda: _admit_apply(decoded, hashes, keys, DictKV()))
     return out
-
-
-class BytesKV:
-    """A store of bytes in memory: what a LogState over the server's stores writes (records
-    encoded, decoded records cached beside their bytes), without LevelDB."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes, /) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: bytes, value: bytes, /) -> None:
-        self.data[key] = value
 
 
 def _admit_apply(

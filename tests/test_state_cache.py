@@ -23,21 +23,9 @@ from affidavit.statements.state import (
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.bytes_kv import BytesKV
+
 ADMIN = IdentityKey("admin", hashlib.sha256(b"seed:admin").digest())
-
-
-class BytesKV:
-    """A store of bytes only, as the server's are (a DictKV keeps records as objects, so a
-    LogState over one has nothing to decode or cache)."""
-
-    def __init__(self) -> None:
-        self.data: dict[bytes, bytes] = {}
-
-    def get(self, key: bytes, /) -> bytes | None:
-        return self.data.get(key)
-
-    def put(self, key: bytes, value: bytes, /) -> None:
-        self.data[key] = value
 
 
 def test_keys_keep_their_layout() -> None:
