@@ -394,11 +394,6 @@ async def serve(settings: ServeSettings) -> None:
         # server: kept out of the collector's full passes, which otherwise walk it all again
         # (server CPU per statement under load ≈8 % lower, bench_append's statements section).
         gc.freeze()
-        # Young collections every 10,000 allocations instead of 700: a batch makes and frees
-        # many short-lived objects (reference counting frees them), and each young pass in the
-        # integrator is interpreter-lock time (its CPU per statement 129-137 -> 122-127 µs in
-        # 3 alternations, in process).
-        gc.set_threshold(10_000, 10, 10)
         await stop.wait()
         log.info("stopping: finishing requests in flight", extra={"event": "stopping"})
         if opened.refusals is not None:
