@@ -58,8 +58,11 @@ class _CommittedKV:
     """A few MB: the records the last few thousand statements read."""
     RECENT = 64
     """Commits whose writes are kept for reads that raced them..."""
-    RECENT_WRITES = 50_000
-    """...and at most about this many of their writes (the latest commit's are always kept)."""
+    RECENT_WRITES = 12_000
+    """...and at most about this many of their state writes (the latest commit's are always
+    kept): about three thousand statements' worth (four a statement), as many statements as
+    the fifty thousand writes of every kind this bound counted before search records were
+    left out. A state record is some 300 bytes; at 50,000 they held ≈20 MB more."""
 
     def __init__(self, storage: LogStore) -> None:
         self._storage = storage
