@@ -55,7 +55,7 @@ SELECT ... FOR UPDATE; INSERT ... SELECT FROM unnest(array, array) and = ANY(arr
 bytea[] parameters sent in the binary wire format (server.postgres_arrays); INSERT ... ON
 CONFLICT (key) DO UPDATE; SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT
 (server.postgres_sequence); ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series
-and substring(bytea FROM .. FOR ..) (step 2's leaf hashes travel as one BYTEA, not an array);
+and substring(bytea FROM .. FOR ..) (a batch's leaf hashes travel as one BYTEA, not an array);
 information_schema.tables; ALTER TABLE ... DROP COLUMN and ADD COLUMN (the schema upgrades).
 No COPY. Used where the engine has them, polled for where not:
 LISTEN and pg_notify (server.postgres_notify). Known to work: PostgreSQL 12 and later
@@ -106,6 +106,11 @@ SCAN_PAGE = 500
 POOL_SIZE = 8
 CONNECT_TIMEOUT_S = 3
 """How long a request waits for a database connection before it is answered UNAVAILABLE."""
+
+_HASHES = (
+    "SELECT substring(%s::bytea FROM i * 32 + 1 FOR 32) FROM generate_series(0, %s::int - 1) AS i"
+)
+"""The 32-byte hashes packed in one BYTEA parameter, as rows (parameters: packed, count)."""
 
 
 def _redacted(url: str) -> str:
@@ -345,9 +350,8 @@ class PostgresStorage:
             raise ValueError("leaf hashes are 32 bytes")
         with self.head_lock_times.part("lookups"):
             rows = self._read(
-                "SELECT leaf_hash, leaf_index FROM affidavit_leaf "
-                "WHERE leaf_hash = ANY(%s::bytea[])",
-                (ByteaArray(leaf_hashes),),
+                f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
+                (b"".join(leaf_hashes), len(leaf_hashes)),
             )
         found = {bytes(h): int(i) for h, i in rows}
         return [found.get(bytes(h)) for h in leaf_hashes]
