@@ -39,9 +39,9 @@ from typing import Any
 
 import obstore
 import psycopg
+from affidavit.server.objects_s3 import bucket_client
 from clients_bench import BATCH, ENTRY_SIZE
 from loads_bench import emit, r3, ratio
-from obstore.store import S3Store
 from processes_bench import proc_cpu_s, start_log_server, tree_size
 from statements_bench import TARGET_STATEMENTS, build_statements, setup_agents
 
@@ -143,16 +143,10 @@ def pg_ceiling(args: argparse.Namespace, url: str) -> float:
 def s3_ceiling(args: argparse.Namespace, s3: ObjectServer) -> float:
     """PUTs/s of 8 KiB objects (a full tile's size) from 8 threads, create-only, through the
     client library the driver uses (obstore, configured from the same settings it reads)."""
-    bucket, settings = s3.new_bucket(), s3.env()
-    store = S3Store(
-        bucket,
-        endpoint=settings["AWS_ENDPOINT_URL_S3"],
-        access_key_id=settings["AWS_ACCESS_KEY_ID"],
-        secret_access_key=settings["AWS_SECRET_ACCESS_KEY"],
-        region=settings["AWS_REGION"],
-        virtual_hosted_style_request=False,
-        client_options={"allow_http": True},
-    )
+    # The driver's own client and settings: the settings come from the environment, as the
+    # frontends' do (they get the same values).
+    os.environ.update(s3.env())
+    store = bucket_client(s3.new_bucket())
     body = bytes(8192)
     rates = []
     for run in range(args.runs):

@@ -95,8 +95,9 @@ class Location:
         return Location(self.bucket, f"{self.prefix}.private" if self.prefix else "private")
 
 
-def _bucket(name: str) -> S3Store:
-    """A client for one bucket, from the standard S3 settings in the environment."""
+def bucket_client(name: str) -> S3Store:
+    """A client for one bucket, from the standard S3 settings in the environment (the driver's
+    own, and the storage benchmark's PUT ceiling, so the two measure one configuration)."""
     endpoint = os.environ.get("AWS_ENDPOINT_URL_S3") or os.environ.get("AWS_ENDPOINT_URL")
     return S3Store(
         name,
@@ -127,7 +128,7 @@ class ObjectStore:
                 f"{public.url()}; entry bundles would be public"
             )
         try:
-            self._buckets = {b: _bucket(b) for b in {public.bucket, self.private.bucket}}
+            self._buckets = {b: bucket_client(b) for b in {public.bucket, self.private.bucket}}
         except BaseError as e:
             raise StorageError(f"cannot use the S3 settings: {_reason(e)}") from None
         self._cache: OrderedDict[tuple[bool, str], bytes] = OrderedDict()
