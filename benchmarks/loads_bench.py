@@ -19,11 +19,10 @@ import time
 from array import array
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from clients_bench import Workers
 from processes_bench import (
-    Process,
     children,
     machine_busy_s,
     proc_cpu_s,
@@ -59,6 +58,17 @@ def ratio(name: str, value: float, target: float, *, lower_is_better: bool = Fal
     emit({"ratio": name, "value": r3(value), "target": target, "met": met})
 
 
+class MeasuredServer(Protocol):
+    """What a load reads from the server it measures (Bench.server): its pid (its threads, its
+    ingest worker processes, py-spy's target) and its CPU seconds so far. A processes_bench
+    Process, or storage_bench's CpuParts (every frontend of a scale-out log together)."""
+
+    @property
+    def pid(self) -> int: ...
+
+    def cpu_s(self) -> float: ...
+
+
 class Bench:
     """The client processes (--procs) and the loads they run against a server."""
 
@@ -66,7 +76,7 @@ class Bench:
         self.args = args
         self.workers = Workers(args.procs)
         self.seed = 1
-        self.server: Process | None = None  # the process whose CPU a load reports
+        self.server: MeasuredServer | None = None  # the server whose CPU a load reports
 
     def close(self) -> None:
         self.workers.close()

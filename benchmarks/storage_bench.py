@@ -41,7 +41,7 @@ import obstore
 import psycopg
 from affidavit.server.objects_s3 import bucket_client
 from clients_bench import BATCH, ENTRY_SIZE
-from loads_bench import emit, r3, ratio
+from loads_bench import Bench, emit, r3, ratio
 from processes_bench import proc_cpu_s, start_log_server, tree_size
 from statements_bench import TARGET_STATEMENTS, build_statements, setup_agents
 
@@ -82,9 +82,9 @@ def tree_cpu_s(pid: int) -> float:
 
 
 class CpuParts:
-    """What a load reports as its server's CPU (loads_bench.Bench.server: anything with
-    cpu_s()): every frontend's together; each reading also notes PostgreSQL's and the S3
-    server's, so a load's window gives the cores each part kept busy."""
+    """What a load reports as its server's CPU (Bench.server, a loads_bench.MeasuredServer:
+    the pid and cpu_s() a load reads): every frontend's together; each reading also notes
+    PostgreSQL's and the S3 server's, so a load's window gives the cores each part kept busy."""
 
     def __init__(self, frontends: list[Any], others: dict[str, int]) -> None:
         self._frontends = frontends
@@ -173,7 +173,7 @@ def s3_ceiling(args: argparse.Namespace, s3: ObjectServer) -> float:
 
 def run_log(
     args: argparse.Namespace,
-    b: Any,
+    b: Bench,
     root: Path,
     statements: bool,
     frontends: int,
@@ -265,7 +265,7 @@ def cpu_figures(cores: dict[str, float], per_s: float, frontends: int) -> dict[s
 
 
 def reads(
-    args: argparse.Namespace, b: Any, servers: list[Any], cpu: CpuParts, tags: dict[str, Any]
+    args: argparse.Namespace, b: Bench, servers: list[Any], cpu: CpuParts, tags: dict[str, Any]
 ) -> dict[str, Any]:
     """Inclusion proofs (GetInclusionProof at the tree every frontend serves) from READERS
     callers spread over the frontends: read throughput, beside the appends."""
@@ -304,7 +304,7 @@ def read_model(fig: dict[str, Any], frontends: int) -> None:
 
 def profile(
     args: argparse.Namespace,
-    b: Any,
+    b: Bench,
     name: str,
     servers: list[Any],
     statements: bool,
@@ -335,7 +335,7 @@ def profile(
         b.profile(f"{name}_postgres_s3{suffix}", servers[0].pid, run, gil=gil)
 
 
-def storage_section(args: argparse.Namespace, b: Any) -> None:
+def storage_section(args: argparse.Namespace, b: Bench) -> None:
     root = Path(tempfile.mkdtemp(dir=args.tmp_dir, prefix="bench-storage-"))
     pg_root = root / "postgres"
     pg_root.mkdir()
