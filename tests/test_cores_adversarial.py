@@ -23,8 +23,8 @@ from affidavit.statements import canonical, secret_values, secrets
 from affidavit.statements.canonical import JSONLimitError, canonical_json
 
 from tests.c_cores import skip_if_c_cores_off
+from tests.statement_world import base
 from tests.test_guard_cores import _both
-from tests.test_statements import base
 
 skip_if_c_cores_off(module=True)
 

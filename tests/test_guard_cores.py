@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 
 from tests.c_cores import skip_if_c_cores_off
+from tests.statement_world import base
 from tests.test_secret_walk import _ASCII_VALUES, _PIECES, _VALUES
-from tests.test_statements import base
 
 _CORES = (secrets, secret_values, canonical)
 

@@ -19,7 +19,7 @@ from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import schema
 from affidavit.statements.errors import Rejection
 
-from tests.test_statements import GITHUB_TOKEN, base
+from tests.statement_world import GITHUB_TOKEN, base
 
 
 def _verdict(statement: pb.Statement) -> str:

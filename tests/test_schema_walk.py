@@ -25,7 +25,7 @@ from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as hs
 
 from tests.c_cores import skip_if_c_cores_off
-from tests.test_statements import KINDS, base
+from tests.statement_world import KINDS, base
 
 Walked = tuple[list[tuple[str, str]], list[tuple[str, dict[str, str]]], int]
 

@@ -23,7 +23,7 @@ from affidavit.statements.redact import redact_parameters
 from hypothesis import given, settings
 from hypothesis import strategies as hs
 
-from tests.test_statements import INVALID, base, check_schema, schema_rejection
+from tests.statement_world import INVALID, base, check_schema, schema_rejection
 
 KEY = b"placements-fingerprint-key-32byt"
 
