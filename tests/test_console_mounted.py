@@ -25,7 +25,6 @@ from playwright.sync_api import Browser
 from tests.consoleproc import MountedConsole
 from tests.consolestory import Story, tell
 from tests.serverproc import AFFIDAVIT, ServerFactory, clean_env
-from tests.test_client import Pki, TlsServer, pki
 from tests.test_console import (
     Reader,
     test_a_wrong_token_gets_a_clear_page_and_is_never_echoed,
@@ -38,6 +37,7 @@ from tests.test_console import (
     test_unknown_things_get_clear_pages,
 )
 from tests.test_console_browser import browser, log_in, shot, verification
+from tests.tlspki import Pki, TlsServer, pki
 
 __all__ = [  # the shared tests and fixtures, collected and used here by name
     "browser",
