@@ -29,8 +29,8 @@ from affidavit.statements import build
 from affidavit.statements.canonical import canonical_json
 from affidavit.statements.signing import IdentityKey
 
+from tests.clientworld import policy_of
 from tests.serverproc import RPC_TIMEOUT, ServerFactory, ServerProcess
-from tests.test_client import policy_of
 
 GITHUB_TOKEN = "ghp_" + "Zq8rT2wX9vB4nM6kL1pY3hJ5gF7dS0aQ2eR4"
 DB_PASSWORD = "Tr0ub4dor&3"
