@@ -2,7 +2,7 @@
 recorded but not authorised, not found, not sent, refused by the log; errors as JSON with
 --json; an OUTCOME recorded from another directory than its INTENT's.
 
-Uses the shared log of tests/test_cli.py (alice granted bot github.* on repo:acme/*).
+Uses the shared log of tests/cliproc.py (alice granted bot github.* on repo:acme/*).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import json
 import shutil
 from pathlib import Path
 
-from tests.test_cli import (
+from tests.cliproc import (
     EXIT_NOT_AUTHORISED,
     EXIT_NOT_FOUND,
     EXIT_REFUSED,
