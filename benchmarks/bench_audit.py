@@ -54,18 +54,10 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-# The `name as name` imports are not used here: bench_memory.py and bench_console.py build their
-# logs and start their servers through them (bench_audit.setup, .actions, .build_log, .waves,
-# .start_server).
 from affidavit.merkle import hashing  # noqa: E402
 from audit_integrator_bench import integrator_costs, whole_integration_cost  # noqa: E402
 from audit_log_bench import Log, cached_log, signed_checkpoint  # noqa: E402
-from audit_log_bench import actions as actions  # noqa: E402
-from audit_log_bench import build_log as build_log  # noqa: E402
-from audit_log_bench import setup as setup  # noqa: E402
-from audit_log_bench import waves as waves  # noqa: E402
 from audit_network_bench import network  # noqa: E402
-from audit_network_bench import start_server as start_server  # noqa: E402
 from audit_replay_bench import in_memory_figure, position_file_cost  # noqa: E402
 from audit_stages_bench import admit_apply_over_bytes, stage_costs, verify_ceiling  # noqa: E402
 from loads_bench import emit, note  # noqa: E402

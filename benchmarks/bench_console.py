@@ -40,12 +40,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import bench_audit  # noqa: E402
 from affidavit.client.client import Client  # noqa: E402
 from affidavit.client.verify import TrustPolicy  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.statements import build  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
+from audit_log_bench import build_log, waves  # noqa: E402
+from audit_network_bench import start_server  # noqa: E402
 
 GOAL_MS = 300.0
 _CONSOLE = re.compile(r"affidavit console at (http://\S+?)/console/ ")
@@ -99,20 +100,18 @@ def main(argv: list[str] | None = None) -> int:
     token = "bench-" + hashlib.sha256(os.urandom(16)).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "log"
-        server, port = bench_audit.start_server(
-            data_dir, hashlib.sha256(token.encode()).hexdigest()
-        )
+        server, port = start_server(data_dir, hashlib.sha256(token.encode()).hexdigest())
         console = None
         try:
             admin = IdentityKey.load(data_dir / "admin.key")
             began = time.perf_counter()
-            log = bench_audit.build_log(args.entries, admin=admin, sessions=64)
+            log = build_log(args.entries, admin=admin, sessions=64)
             address = f"127.0.0.1:{port}"
             policy = TrustPolicy((data_dir / "log.pub").read_text().strip())
             with Client(address, policy, token=token, timeout=600) as client:
                 for leaf in log.leaves[: log.prefix]:
                     client.call(client.stub.Append, pb.AppendRequest(entry=leaf))
-                for batch in bench_audit.waves(log.leaves[log.prefix :], 1000):
+                for batch in waves(log.leaves[log.prefix :], 1000):
                     client.call(client.stub.AppendBatch, pb.AppendBatchRequest(entries=batch))
                 size = client.checkpoint().checkpoint.size
                 emit({"log": size, "built_and_appended_s": round(time.perf_counter() - began, 1)})

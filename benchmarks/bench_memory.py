@@ -79,12 +79,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE.parent), str(HERE)]
 
-import bench_audit  # noqa: E402
 from affidavit.client.client import Client  # noqa: E402
 from affidavit.client.verify import TrustPolicy  # noqa: E402
 from affidavit.proto import affidavit_pb2 as pb  # noqa: E402
 from affidavit.statements import build  # noqa: E402
 from affidavit.statements.signing import IdentityKey  # noqa: E402
+from audit_log_bench import actions, setup, waves  # noqa: E402
+from audit_network_bench import start_server  # noqa: E402
 from processes_bench import proc_status  # noqa: E402
 
 MARKS = (0, 10_000, 100_000, 250_000, 500_000, 1_000_000)
@@ -172,9 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     token = "bench-" + hashlib.sha256(os.urandom(16)).hexdigest()
     with tempfile.TemporaryDirectory() as tmp:
         data_dir = Path(tmp) / "log"
-        server, port = bench_audit.start_server(
-            data_dir, hashlib.sha256(token.encode()).hexdigest()
-        )
+        server, port = start_server(data_dir, hashlib.sha256(token.encode()).hexdigest())
         try:
             samples: deque[tuple[int, dict[str, int]]] = deque()
 
@@ -200,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
             admin = IdentityKey.load(data_dir / "admin.key")
             policy = TrustPolicy((data_dir / "log.pub").read_text().strip())
             figures = {0: at_start}
-            cast_log, cast = bench_audit.setup(admin, False, build.now_ms())
+            cast_log, cast = setup(admin, False, build.now_ms())
             size, pending, appended, spent, salt = 1, list(marks[1:]), 0, 0.0, 0
             with (
                 Client(f"127.0.0.1:{port}", policy, token=token, timeout=600) as client,
@@ -218,11 +217,9 @@ def main(argv: list[str] | None = None) -> int:
                         (cast, time_ms, pairs // 2 + i * (pairs % 2), salt + i, 64) for i in (0, 1)
                     ]
                     salt += 2
-                    leaves = [
-                        leaf for part in pool.map(bench_audit.actions, jobs) for leaf in part.leaves
-                    ]
+                    leaves = [leaf for part in pool.map(actions, jobs) for leaf in part.leaves]
                     began = time.perf_counter()
-                    for batch in bench_audit.waves(leaves, 1000):
+                    for batch in waves(leaves, 1000):
                         response = client.call(
                             client.stub.AppendBatch, pb.AppendBatchRequest(entries=batch)
                         )
