@@ -1,5 +1,6 @@
 """In-process ceilings of bench_append.py, measured in the same run as the loads they bound:
-LevelDB synced writes (a WriteBatch of 1,000 1 KiB entries, and single puts), proof generation
+LevelDB synced writes (a WriteBatch of 1,000 1 KiB entries, one run at a time, measured right
+before each AppendBatch run; and single puts), proof generation
 from a stopped server's stored tiles, and Ed25519 signature checks (statements.signing.verify)
 on one and two threads over a statement like the statements load's.
 """
@@ -20,60 +21,69 @@ from affidavit.proto import affidavit_pb2 as pb
 from clients_bench import ENTRY_SIZE, signed_requests
 from loads_bench import emit
 
+LEVELDB_BATCH = 1000
+"""Entries in each synced WriteBatch of the LevelDB ceiling (the server's largest batch)."""
 
-def leveldb_ceilings(args: argparse.Namespace) -> dict[str, float]:
+
+def _values() -> list[bytes]:
+    rng = random.Random(5)
+    return [rng.randbytes(ENTRY_SIZE) for _ in range(LEVELDB_BATCH)]
+
+
+def leveldb_batch_run(args: argparse.Namespace) -> float:
+    """One run of the LevelDB sync-batch ceiling: entries/s of synced WriteBatches of 1,000
+    1 KiB entries for --duration seconds, on a fresh database removed afterwards (its
+    compactions end before this returns, so none of its work spills into the load it bounds).
+    Measured right before each run of that load, so both see the same neighbours."""
     import plyvel
 
-    rng = random.Random(5)
-    values = [rng.randbytes(ENTRY_SIZE) for _ in range(1000)]
-    out = {}
+    values = _values()
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-leveldb-") as d:
         db = plyvel.DB(d, create_if_missing=True)
         try:
-            batch_rates, put_rates = [], []
+            n = 0
+            t0 = time.perf_counter()
+            while time.perf_counter() - t0 < args.duration:
+                with db.write_batch(sync=True) as wb:
+                    for v in values:
+                        wb.put(b"e/" + n.to_bytes(8, "big"), v)
+                        n += 1
+            return n / (time.perf_counter() - t0)
+        finally:
+            db.close()
+
+
+def leveldb_put_ceiling(args: argparse.Namespace) -> float:
+    """Synced single puts/s of 1 KiB entries (median of --runs runs), printed as one line."""
+    import plyvel
+
+    values = _values()
+    with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-leveldb-") as d:
+        db = plyvel.DB(d, create_if_missing=True)
+        try:
+            put_rates = []
             n = 0
             for _ in range(args.runs):
                 count = 0
                 t0 = time.perf_counter()
                 while time.perf_counter() - t0 < args.duration:
-                    with db.write_batch(sync=True) as wb:
-                        for v in values:
-                            wb.put(b"e/" + n.to_bytes(8, "big"), v)
-                            n += 1
-                    count += len(values)
-                batch_rates.append(count / (time.perf_counter() - t0))
-            for _ in range(args.runs):
-                count = 0
-                t0 = time.perf_counter()
-                while time.perf_counter() - t0 < args.duration:
-                    db.put(b"p/" + n.to_bytes(8, "big"), values[n % 1000], sync=True)
+                    db.put(b"p/" + n.to_bytes(8, "big"), values[n % LEVELDB_BATCH], sync=True)
                     n += 1
                     count += 1
                 put_rates.append(count / (time.perf_counter() - t0))
         finally:
             db.close()
-    out["batch"] = statistics.median(batch_rates)
-    out["put"] = statistics.median(put_rates)
-    emit(
-        {
-            "bench": "leveldb_writebatch_sync",
-            "entries_per_batch": 1000,
-            "entry_bytes": ENTRY_SIZE,
-            "entries_per_s": round(out["batch"]),
-            "entries_per_s_each": [round(x) for x in batch_rates],
-            "runs": args.runs,
-        }
-    )
+    rate = statistics.median(put_rates)
     emit(
         {
             "bench": "leveldb_put_sync",
             "entry_bytes": ENTRY_SIZE,
-            "puts_per_s": round(out["put"]),
+            "puts_per_s": round(rate),
             "puts_per_s_each": [round(x) for x in put_rates],
             "runs": args.runs,
         }
     )
-    return out
+    return rate
 
 
 def in_process_proofs(args: argparse.Namespace, db_path: Path) -> dict[str, float]:

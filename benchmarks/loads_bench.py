@@ -1,6 +1,7 @@
 """Loads and their figures in bench_append.py: Bench runs a load --runs times over the client
 processes and prints the medians as one JSON line (rates, latency percentiles, the CPU of the
-server, its threads, its ingest workers, the clients and the rest of the machine); with
+server, its threads, its ingest workers, the clients and the rest of the machine; given the
+server's integrator totals, the mean entries a batch and its mean integration time); with
 --profile it samples the server with py-spy during one extra run and prints where the time
 goes. Also the JSON lines' printer, ratio lines against targets, and the client harness choice.
 """
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 
 from clients_bench import Workers
 from processes_bench import (
+    Integrated,
     children,
     machine_busy_s,
     proc_cpu_s,
@@ -91,9 +93,12 @@ class Bench:
         *,
         duration: float | None = None,
         rate: float | None = None,
+        integrated: Callable[[], Integrated] | None = None,
         **extra: Any,
     ) -> dict[str, Any]:
-        """One run: callers split over procs client processes; totals and latency percentiles."""
+        """One run: callers split over procs client processes; totals and latency percentiles.
+        integrated: the server's integrator totals (Process.integrated), read around the
+        window: then the run also gives entries_per_batch and integration_ms_per_batch."""
         procs = max(1, min(procs, callers))
         duration = duration or self.args.duration
         split = [callers // procs + (1 if i < callers % procs else 0) for i in range(procs)]
@@ -117,11 +122,13 @@ class Bench:
             )
         cpu: dict[str, float] = {}
         threads: dict[int, float] = {}  # the server's CPU by thread, per wall second
+        batches: dict[str, float] = {}
         server, clients = self.server, self.workers.pids
 
         def sample() -> None:
             # CPU over exactly the measured window: the server's and all client processes'.
             time.sleep(max(0.0, start_at + self.args.warmup - time.time()))
+            i0 = integrated() if integrated else None
             s0 = server.cpu_s() if server else 0.0
             t0s = threads_cpu_s(server.pid) if server else {}
             helpers = children(server.pid) if server else set()  # its ingest workers
@@ -141,6 +148,11 @@ class Bench:
             cpu["other"] = (
                 (machine_busy_s() - m0) / wall - cpu["server"] - cpu["workers"] - cpu["client"]
             )
+            if i0 is not None and integrated is not None:  # read last: its CPU is not counted
+                i1 = integrated()
+                if i1.batches > i0.batches:  # else no batch in the window: no figure
+                    batches["entries"] = (i1.entries - i0.entries) / (i1.batches - i0.batches)
+                    batches["ms"] = 1e3 * (i1.seconds - i0.seconds) / (i1.batches - i0.batches)
 
         results = self.workers.run(jobs, during=sample)
         parts: dict[str, float] = {}
@@ -176,6 +188,11 @@ class Bench:
             "client_cpu": cpu["client"],
             "other_cpu": cpu["other"],
             "server_threads_cpu": parts,
+            **(
+                {"entries_per_batch": batches["entries"], "integration_ms_per_batch": batches["ms"]}
+                if batches
+                else {}
+            ),
         }
 
     def load(
@@ -192,7 +209,10 @@ class Bench:
         **kw: Any,
     ) -> dict[str, Any]:
         """--runs runs of one load; the medians, printed as one figure. before() runs ahead of
-        each run, untimed, and gives more job keys."""
+        each run, untimed, and gives more job keys. With integrated (see load_once), also the
+        mean entries a batch (entries_per_batch, and each run's) and integration_ms_per_batch:
+        a batch's mean wall time from the start of its integration to its answer (hash, tiles,
+        sync, checkpoint; batches overlap, one settling while the next integrates)."""
         runs = [
             self.load_once(target, kind, callers, mode, procs, **kw, **(before() if before else {}))
             for _ in range(self.args.runs)
@@ -204,6 +224,14 @@ class Bench:
             fig[key] = r3(statistics.median(r[key] for r in runs))
         fig["runs"] = len(runs)
         fig["entries_per_s_each"] = [round(r["entries_per_s"]) for r in runs]
+        if all("entries_per_batch" in r for r in runs):
+            fig["entries_per_batch"] = round(
+                statistics.median(r["entries_per_batch"] for r in runs)
+            )
+            fig["entries_per_batch_each"] = [round(r["entries_per_batch"]) for r in runs]
+            fig["integration_ms_per_batch"] = r3(
+                statistics.median(r["integration_ms_per_batch"] for r in runs)
+            )
         # The server's CPU time per entry: steadier than the rate on a shared machine.
         fig["server_cpu_us_per_entry"] = r3(
             statistics.median(1e6 * r["server_cpu"] / max(1.0, r["entries_per_s"]) for r in runs)

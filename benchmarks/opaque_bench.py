@@ -22,19 +22,28 @@ fair measure of what the log adds to gRPC's own cost of the stream.
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from affidavit.merkle.checkpoint import parse as parse_checkpoint
 from affidavit.merkle.note import parse_note
 from affidavit.proto import affidavit_pb2 as pb
-from ceilings_bench import in_process_proofs
-from clients_bench import BATCH, take_receipt
+from ceilings_bench import in_process_proofs, leveldb_batch_run
+from clients_bench import BATCH, ENTRY_SIZE, take_receipt
 from loads_bench import Bench, emit, note, pick_harness, r3
-from processes_bench import ECHO_SCRIPT, Process, start_echo_server, start_log_server, tree_size
+from processes_bench import (
+    ECHO_SCRIPT,
+    Integrated,
+    Process,
+    start_echo_server,
+    start_log_server,
+    tree_size,
+)
 
 # Targets (from the project's performance card).
 TARGET_BATCH = 50_000
@@ -46,6 +55,11 @@ TARGET_PROOFS_IN_PROCESS = 20_000
 
 BUILD_BATCH = 1000
 """Entries per AppendBatch call while the log grows to --log-entries."""
+
+BATCH_CALLERS = (16, 32)
+"""AppendBatch's caller counts (100 entries a call). The integrator takes what is queued, so
+the callers bound the batch: at 16 about 550 entries a batch, at 32 about 900 (the LevelDB
+ceiling writes 1,000 a sync)."""
 
 STREAM_CALLERS = (1, 4)
 """AppendStream's caller counts, and its shaped ceiling's: each figure is the best of them."""
@@ -108,10 +122,20 @@ def append_loads(args: argparse.Namespace, b: Bench, srv: Process, figs: dict[st
     )
     peak = max(f["entries_per_s"] for f in unary.values())
     figs["half"] = b.load("append_unary_half_peak", srv.target, "append", 64, *app_h, rate=peak / 2)
-    batch_figs = [
-        b.load("append_batch", srv.target, "append_batch", c, "aio", args.procs, batch=BATCH)
-        for c in (4, 16)
-    ]
+    batch_figs = [batch_load(args, b, srv, c) for c in BATCH_CALLERS]
+    ceilings = [x for f in batch_figs for x in f["leveldb_writebatch_sync_each"]]
+    emit(
+        {
+            "bench": "leveldb_writebatch_sync",
+            "entries_per_batch": 1000,
+            "entry_bytes": ENTRY_SIZE,
+            "entries_per_s": round(statistics.median(ceilings)),
+            "entries_per_s_each": ceilings,
+            "runs": len(ceilings),
+            "measured": "right before each append_batch run",
+        }
+    )
+    figs["batch_all"] = batch_figs
     figs["batch"] = max(batch_figs, key=lambda f: f["entries_per_s"])
     b.profile(
         "append_batch",
@@ -122,9 +146,10 @@ def append_loads(args: argparse.Namespace, b: Bench, srv: Process, figs: dict[st
         ),
     )  # fmt: skip
     stream_figs = [
-        b.load("append_stream", srv.target, "append_stream", c, "aio", args.procs)
+        b.load("append_stream", srv.target, "append_stream", c, "aio", args.procs,
+               integrated=integrated(srv))
         for c in STREAM_CALLERS
-    ]
+    ]  # fmt: skip
     figs["stream"] = max(stream_figs, key=lambda f: f["entries_per_s"])
     b.profile(
         "append_stream",
@@ -135,6 +160,36 @@ def append_loads(args: argparse.Namespace, b: Bench, srv: Process, figs: dict[st
         ),
     )  # fmt: skip
     figs["echo_stream_shaped"] = shaped_echo_stream(args, b, srv)
+
+
+def integrated(srv: Process) -> Callable[[], Integrated] | None:
+    """What gives a load srv's integrator totals (None if its serve has no metrics port)."""
+    return srv.integrated if srv.metrics_url else None
+
+
+def batch_load(args: argparse.Namespace, b: Bench, srv: Process, callers: int) -> dict[str, Any]:
+    """AppendBatch (100 entries a call) at callers, each run right after a run of the LevelDB
+    sync-batch ceiling (ceilings_bench.leveldb_batch_run, as long), so that each pair sees the
+    same neighbours on a shared machine. The figure carries the ceiling's runs
+    (leveldb_writebatch_sync_each, their median leveldb_writebatch_sync) and each pair's ratio
+    (vs_leveldb_each)."""
+    ceilings: list[float] = []
+
+    def ceiling() -> dict[str, Any]:
+        ceilings.append(leveldb_batch_run(args))
+        return {}
+
+    fig = b.load(
+        "append_batch", srv.target, "append_batch", callers, "aio", args.procs,
+        emit_it=False, before=ceiling, integrated=integrated(srv), batch=BATCH,
+    )  # fmt: skip
+    fig["leveldb_writebatch_sync"] = round(statistics.median(ceilings))
+    fig["leveldb_writebatch_sync_each"] = [round(x) for x in ceilings]
+    fig["vs_leveldb_each"] = [
+        r3(rate / bound) for rate, bound in zip(fig["entries_per_s_each"], ceilings, strict=True)
+    ]
+    emit(fig)
+    return fig
 
 
 def shaped_echo_stream(args: argparse.Namespace, b: Bench, srv: Process) -> dict[str, Any]:

@@ -6,6 +6,8 @@ A load's CPU figures come from here: a process's user + system time (/proc/<pid>
 its threads' (/proc/<pid>/task/<tid>/stat) named by what it does from `py-spy dump` (without
 py-spy the per-thread split is not printed), its child processes' (a server's ingest workers),
 and the whole machine's busy time (/proc/stat), so the rest of a shared machine's work shows.
+A log server also serves its Prometheus metrics on a port of its own (serve --metrics-listen),
+from which Process.integrated reads how many entries it has integrated in how many batches.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -110,8 +114,25 @@ def proc_status(pid: int, field: str) -> int:
     raise KeyError(field)
 
 
+@dataclass(frozen=True)
+class Integrated:
+    """A log server's integrator so far (its affidavit_batch_entries and
+    affidavit_integration_seconds histograms): entries, batches, and seconds spent integrating
+    them. Two readings around a window give the mean entries a batch in it."""
+
+    entries: float
+    batches: float
+    seconds: float
+
+
+_TOTALS = re.compile(r"^affidavit_(batch_entries|integration_seconds)_(sum|count) (\S+)$", re.M)
+
+
 class Process:
-    """A server subprocess whose port is read from its output; stderr is drained to a tail."""
+    """A server subprocess whose port is read from its output; stderr is drained to a tail.
+    metrics_url: where a log server serves its Prometheus metrics (start_log_server sets it)."""
+
+    metrics_url: str | None = None
 
     def __init__(
         self, argv: list[str], port_re: str, *, stream: str, env: dict[str, str] | None = None
@@ -171,6 +192,18 @@ class Process:
     def cpu_s(self) -> float:
         return proc_cpu_s(self.pid)
 
+    def integrated(self) -> Integrated:
+        """The integrator's totals so far, from the server's /metrics."""
+        assert self.metrics_url is not None, "a log server started without --metrics-listen"
+        with urllib.request.urlopen(self.metrics_url, timeout=10) as answer:
+            text = answer.read().decode()
+        found = {(m[1], m[2]): float(m[3]) for m in _TOTALS.finditer(text)}
+        return Integrated(
+            entries=found[("batch_entries", "sum")],
+            batches=found[("batch_entries", "count")],
+            seconds=found[("integration_seconds", "sum")],
+        )
+
     def rss_kb(self) -> tuple[int, int]:
         return proc_status(self.pid, "VmRSS"), proc_status(self.pid, "VmHWM")
 
@@ -204,19 +237,27 @@ def start_log_server(
     """`affidavit serve` creating a log in data_dir: of opaque entries (random bytes are not
     signed statements), or with statements=True the default, checked signed statements (with
     --ingest-workers when given); extra flags and environment (the storage section's
-    --storage, --objects)."""
+    --storage, --objects). Its metrics are served on a port of their own (srv.metrics_url), when
+    this checkout's serve has --metrics-listen."""
     exe = shutil.which("affidavit", path=str(Path(sys.executable).parent)) or shutil.which(
         "affidavit"
     )
     if exe is None:
         raise RuntimeError("the `affidavit` command is not installed in this environment")
     argv = [exe, "serve", "--data-dir", str(data_dir), "--listen", "127.0.0.1:0", *(extra or [])]
-    if not statements and "--entry-format" in _serve_help(exe):
+    serve_help = _serve_help(exe)
+    if not statements and "--entry-format" in serve_help:
         argv += ["--entry-format", "opaque"]
+    if "--metrics-listen" in serve_help:
+        argv += ["--metrics-listen", "127.0.0.1:0"]
     if ingest_workers is not None:
         argv += ["--ingest-workers", str(ingest_workers)]
     srv = Process(argv, r" at 127\.0\.0\.1:(\d+),", stream="stderr", env=env)
     srv.wait_serving()
+    # Logged before the gRPC port's line, so it is in the tail by now.
+    for line in list(srv.tail):
+        if m := re.search(r"metrics at (http://127\.0\.0\.1:\d+/metrics)", line):
+            srv.metrics_url = m.group(1)
     return srv
 
 

@@ -100,6 +100,7 @@ def statements_section(
             b.load(
                 bench, srv.target, "statements_batch", c, "aio", procs,
                 before=build_for(c, args.warmup + args.duration),
+                integrated=srv.integrated if srv.metrics_url else None,
             )
             for c in (4, 16)
         ]  # fmt: skip
