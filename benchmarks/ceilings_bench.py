@@ -161,9 +161,10 @@ def _sample_statement() -> tuple[bytes, bytes, bytes]:
     return signed.statement, signed.signature, key.public_key
 
 
-def ed25519_ceiling(args: argparse.Namespace) -> dict[str, float]:
-    """Signature checks/s of statements.signing.verify (PyNaCl, libsodium: the server's one
-    verification path) on statements like the load's, on one thread and on two at once."""
+def ed25519_run(threads: int, duration: float) -> float:
+    """One run: signature checks/s of statements.signing.verify (PyNaCl, libsodium: the
+    server's one verification path) on a statement like the load's, on threads threads at once
+    for duration seconds. statements_bench measures it right before each run of its load."""
     from affidavit.statements.signing import verify
 
     statement, signature, public_key = _sample_statement()
@@ -177,21 +178,23 @@ def ed25519_ceiling(args: argparse.Namespace) -> dict[str, float]:
             n += 50
         counts[at] = n
 
+    counts = [0] * threads
+    until = time.perf_counter() + duration
+    t0 = time.perf_counter()
+    workers = [threading.Thread(target=spin, args=(counts, i, until)) for i in range(threads)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    return sum(counts) / (time.perf_counter() - t0)
+
+
+def ed25519_ceiling(args: argparse.Namespace) -> dict[str, float]:
+    """ed25519_run on one thread and on two, --runs times each; the medians, printed."""
+    statement, _, _ = _sample_statement()
     out: dict[str, float] = {}
     for threads in (1, 2):
-        rates = []
-        for _ in range(args.runs):
-            counts = [0] * threads
-            until = time.perf_counter() + args.duration
-            t0 = time.perf_counter()
-            workers = [
-                threading.Thread(target=spin, args=(counts, i, until)) for i in range(threads)
-            ]
-            for w in workers:
-                w.start()
-            for w in workers:
-                w.join()
-            rates.append(sum(counts) / (time.perf_counter() - t0))
+        rates = [ed25519_run(threads, args.duration) for _ in range(args.runs)]
         out[f"threads{threads}"] = statistics.median(rates)
         emit(
             {

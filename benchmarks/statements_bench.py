@@ -6,13 +6,15 @@ registered by the genesis admin's key, each agent under a grant from the human; 
 AppendBatch loads of AgentAction INTENTs (100 a call, one from each of 100 sessions per
 caller) that the client processes signed and chained ahead of each run, so decoding, schema,
 secret scan, signature, key, session chain and scope verdict all run, and the verdict is
-recorded and indexed. Once per server --ingest-workers value. The ceiling beside it is
-ceilings_bench.ed25519_ceiling; setup_agents and build_statements also serve storage_bench.py.
+recorded and indexed. Once per server --ingest-workers value. Its ceiling, Ed25519 checks on
+2 threads (ceilings_bench.ed25519_run), is measured right before each run of the load (after
+that run's statements are built); setup_agents and build_statements also serve storage_bench.py.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -20,9 +22,10 @@ from typing import Any
 
 import grpc
 from affidavit.proto import affidavit_pb2 as pb
+from ceilings_bench import ed25519_run
 from clients_bench import BATCH, LOG
-from loads_bench import Bench, emit, note
-from processes_bench import start_log_server, tree_size
+from loads_bench import Bench, emit, note, r3
+from processes_bench import Process, start_log_server, tree_size
 
 TARGET_STATEMENTS = 8_000
 """Signed statements/s through AppendBatch (from the project's performance card)."""
@@ -96,14 +99,8 @@ def statements_section(
         def build_for(callers: int, seconds: float) -> Callable[[], dict[str, Any]]:
             return lambda: build_statements(b, callers, procs, seconds * per_s, keys, grants)
 
-        figs = [
-            b.load(
-                bench, srv.target, "statements_batch", c, "aio", procs,
-                before=build_for(c, args.warmup + args.duration),
-                integrated=srv.integrated if srv.metrics_url else None,
-            )
-            for c in (4, 16)
-        ]  # fmt: skip
+        built = args.warmup + args.duration
+        figs = [ceiling_paired_load(args, b, srv, bench, c, build_for(c, built)) for c in (4, 16)]
         best = max(figs, key=lambda f: f["entries_per_s"])
         for gil in (True, False) if args.profile else ():
             extra = build_for(best["callers"], args.warmup + max(3.0, args.duration) + 1)()
@@ -123,6 +120,38 @@ def statements_section(
         code = srv.stop()
         if code:
             emit({"bench": "server_exit", "code": code, "tail": list(srv.tail)[-10:]})
+
+
+def ceiling_paired_load(
+    args: argparse.Namespace,
+    b: Bench,
+    srv: Process,
+    bench: str,
+    callers: int,
+    build: Callable[[], dict[str, Any]],
+) -> dict[str, Any]:
+    """The statements load at callers, each run right after its statements are built and then
+    a run of the Ed25519 2-thread ceiling (ceilings_bench.ed25519_run, as long), so that each
+    pair sees the same neighbours. The figure carries the ceiling's runs (ed25519_2_threads_each,
+    their median ed25519_2_threads) and each pair's ratio (vs_ed25519_each)."""
+    ceilings: list[float] = []
+
+    def before() -> dict[str, Any]:
+        keys = build()
+        ceilings.append(ed25519_run(2, args.duration))
+        return keys
+
+    fig = b.load(
+        bench, srv.target, "statements_batch", callers, "aio", args.procs, emit_it=False,
+        before=before, integrated=srv.integrated if srv.metrics_url else None,
+    )  # fmt: skip
+    fig["ed25519_2_threads"] = round(statistics.median(ceilings))
+    fig["ed25519_2_threads_each"] = [round(x) for x in ceilings]
+    fig["vs_ed25519_each"] = [
+        r3(rate / bound) for rate, bound in zip(fig["entries_per_s_each"], ceilings, strict=True)
+    ]
+    emit(fig)
+    return fig
 
 
 def build_statements(
