@@ -4,7 +4,11 @@
 Starts the real server (durable: every batch is one synced LevelDB WriteBatch, as shipped) and
 drives it from separate client processes, then measures, in the same run, what the machine can
 do without the log at all: a trivial gRPC echo server (generic handlers, same client harness),
-LevelDB synced writes, and in-process proof generation from the stored tiles. Prints one JSON
+LevelDB synced writes, and in-process proof generation from the stored tiles. The ceiling of a
+load whose ratio a shared machine would otherwise skew is measured once per run, right before
+it: LevelDB's synced WriteBatch(1000) before each AppendBatch run, Ed25519 checks on 2 threads
+before each statements run; such a figure carries its ceiling's runs and each pair's ratio, and
+its ratio line is the median of the load's runs over the median of its ceiling's. Prints one JSON
 object per line, one per figure; ratio lines compare figures with the project's targets.
 AppendStream has two ceilings (opaque_bench.py says why): echo_stream, answers of a few bytes,
 kept for comparison with earlier runs; and echo_stream_shaped, the fair one: a real receipt of
@@ -26,7 +30,12 @@ native: threads running no Python, mostly LevelDB's compaction), so the interpre
 threads' share is seen apart from LevelDB's; workers_cpu (and workers_cpu_us_per_entry) that
 of the server's ingest worker processes, client_cpu the client processes', other_cpu the rest of the
 machine's busy time in the same window: on a shared machine a run with a high other_cpu is a
-noisy one, and the CPU time per entry is the steadier figure to compare.
+noisy one, and the CPU time per entry is the steadier figure to compare. The log server
+serves its Prometheus metrics on a port of its own, from which the AppendBatch, AppendStream
+and statements figures give entries_per_batch (the mean entries an integrated batch held in
+the measured window, and each run's) and integration_ms_per_batch (a batch's mean time from the
+start of its integration to its answer): the callers' number and shape bound the batch, and a
+batch of 500 entries is not measured against a ceiling that syncs 1,000 at a time on equal terms.
 
 The append and proof sections use random 1 KiB entries, so their log is created with
 --entry-format opaque (signed statements would be refused). The statements section creates a
@@ -35,7 +44,8 @@ per client process, each agent under a grant from the human; each load then send
 requests of 100 AgentAction INTENTs, one from each of 100 sessions per caller, signed and
 chained ahead of the load (untimed), so every ingest check runs on each statement: decoding,
 schema, secret scan, signature, key, session chain, scope verdict, indexing. Its ceiling is
-statements.signing.verify (PyNaCl) on one and on two threads, measured in the same run; with
+statements.signing.verify (PyNaCl) on one and on two threads, measured at the start, and on two
+threads again right before each run (the ratio's); with
 --profile it is sampled twice: the GIL holder (where the interpreter's time goes) and every
 thread on a CPU (which adds the signature checks and LevelDB work done without the GIL).
 """

@@ -3,7 +3,8 @@ which a statements log would refuse: it is created with --entry-format opaque).
 
 First the echo server's figures, the ceiling of gRPC itself (unary at 64 callers, which also
 picks the client harness; with appends unary at 1 and 16, batch and stream too); then appends:
-unary Append at 1, 16 and 64 callers and at half the peak rate, AppendBatch and AppendStream,
+unary Append at 1, 16 and 64 callers and at half the peak rate, AppendBatch at 16 and 32
+callers (each run right after a run of the LevelDB sync-batch ceiling) and AppendStream,
 and after AppendStream its shaped ceiling (echo_stream_shaped: the stream echo answering a real
 receipt of this log, at AppendStream's caller counts); then proofs: the same log grown to
 --log-entries, inclusion and consistency proof RPCs at 64 callers, the server's RSS, and proofs
