@@ -13,7 +13,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
-from affidavit.server import search
+from affidavit.server import search_index
 from affidavit.server.logstore import LogStore
 from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
@@ -227,8 +227,9 @@ class StatementGate:
         self._state = LogState(self._batch, self._records)
 
     def prepare(self, entry: bytes) -> Prepared:
-        """History-free checks; raises Rejection. Thread-safe."""
-        return ingest.prepare(entry, self.committed.key)
+        """History-free checks, and the statement's free search facets; raises Rejection.
+        Thread-safe."""
+        return search_index.prepare_indexed(entry, self.committed.key)
 
     def read_ahead(self, prepared: Sequence[object]) -> None:
         """Read what admitting prepared (entries prepare() passed; anything else is skipped)
@@ -280,7 +281,9 @@ class StatementGate:
         self._last_admitted = max(self._last_admitted, self._clock())
         verdict = ingest.admit(prepared, self._state, self._last_admitted, self._log_key)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
-        search.index_statement(self._batch.index, self._state, index, leaf_hash, prepared, verdict)
+        search_index.index_statement(
+            self._batch.index, self._state, index, leaf_hash, prepared, verdict
+        )
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
 
     def writes(self) -> Mapping[bytes, bytes]:

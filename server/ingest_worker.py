@@ -6,13 +6,17 @@ ingest_workers.IngestWorkers as
 
 it reads jobs from stdin and writes answers to stdout, one frame each
 (statements.worker_frames). A job is a list of (entry, public key or None); its answer is
-("ok", refused), refused mapping the position of each entry prepare() refuses to its
-Rejection as (code, message, reason), or ("error", traceback) when the worker fails (it then
-ends). An entry not in refused passed, its signature verified with the key sent for it (or
-unchecked when none was: admission refuses an unknown key). End of stdin ends the worker: the
+("ok", (refused, facets)), refused mapping the position of each entry prepare() refuses to its
+Rejection as (code, message, reason) and facets holding, at each position, the passed entry's
+search_index.FreeFacets (None for a refused one), or ("error", traceback) when the worker
+fails (it then ends). An entry not in refused passed, its signature verified with the key sent
+for it (or unchecked when none was: admission refuses an unknown key). Its free facets are
+made here because they need no history either: the integrator, the log's one serial thread,
+then only adds what the log decides. End of stdin ends the worker: the
 server closed it, or died (even by SIGKILL), so no worker outlives its server.
 
-Only the statements rules are imported here (no gRPC, no server), so a worker starts quickly.
+Only the statements rules (and search_index, which imports nothing else) are imported here (no
+gRPC, no storage), so a worker starts quickly.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
+from affidavit.server.search_index import FreeFacets, free_facets
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
@@ -30,21 +35,26 @@ from affidavit.statements.worker_frames import read_frame, write_frame
 
 Refused = dict[int, tuple[str, str, str]]
 """The entries of a run prepare() refused: position -> (code, message, reason)."""
+Answer = tuple[Refused, list[FreeFacets | None]]
+"""A run's answer: the refusals, and each passed entry's free facets by position."""
 
 
-def prepare_run(jobs: Sequence[tuple[bytes, bytes | None]]) -> Refused:
-    """prepare() each entry against the public key named for it; the refusals."""
+def prepare_run(jobs: Sequence[tuple[bytes, bytes | None]]) -> Answer:
+    """prepare() each entry against the public key named for it; the refusals, and the free
+    facets of the entries that passed."""
     refused: Refused = {}
+    facets: list[FreeFacets | None] = []
     for at, (entry, public_key) in enumerate(jobs):
 
         def known(key_id: str, public_key: bytes | None = public_key) -> KeyRecord | None:
             return None if public_key is None else KeyRecord(key_id, "", public_key, 0)
 
         try:
-            ingest.prepare(entry, known)
+            facets.append(free_facets(ingest.prepare(entry, known)))
         except Rejection as e:
             refused[at] = (e.code, e.message, e.reason)
-    return refused
+            facets.append(None)
+    return refused, facets
 
 
 def main() -> None:

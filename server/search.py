@@ -1,6 +1,7 @@
 """Search indexes over statements, and the queries that use them.
 
-Written in the integration batch of the statement they describe (so they cannot drift):
+Written in the integration batch of the statement they describe (so they cannot drift), by
+server.search_index:
 
     x/h/<index>                          the hit record: what a search returns and filters on
     x/f/<field>\\x00<value>\\x00<index>    one key per (field, value) a statement has
@@ -23,13 +24,10 @@ import heapq
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
 
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.server.logstore import LogStore
-from affidavit.statements.ingest import Prepared
-from affidavit.statements.scope import MAX_CHAIN
-from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
+from affidavit.server.search_index import FIELD, HIT, TIME, u64
 
 MAX_PAGE = 1000
 MAX_ENTRY_PAGE_BYTES = 3 << 20
@@ -37,34 +35,11 @@ MAX_ENTRY_PAGE_BYTES = 3 << 20
 MAX_RANGE_SCAN = 200_000
 """Most index keys a prefix or time-window search reads before asking for a narrower query."""
 
-_LISTS = (
-    "actor",
-    "grantor",
-    "approver",
-    "key",
-    "resource",
-    "tool",
-    "trace",
-    "action",
-    "subject",
-    "ticket",
-    "effect",
-    "result",
-)
-_LISTS_OF_REFUSALS = tuple(name for name in _LISTS if name not in ("actor", "key"))
-_HIT = b"x/h/"
-_FIELD = b"x/f/"
-_TIME = b"x/t/"
-
-
-def _u64(n: int) -> bytes:
-    return n.to_bytes(8, "big")
-
 
 @dataclass
 class Facets:
-    """What a statement is about: the hit record, stored once per statement (as hit_record()
-    writes it: the same fields, in this order)."""
+    """What a statement is about: the hit record, stored once per statement (as
+    search_index.index_statement() writes it: the same fields, in this order)."""
 
     index: int
     leaf_hash: str
@@ -107,172 +82,6 @@ class Facets:
             verdict=pb.Verdict.ValueType(self.verdict),
             verdict_reason=self.verdict_reason,
         )
-
-
-def _chain(state: LogState, grant_id: str) -> list[GrantRecord]:
-    """A grant and its parents, up to the root (or the first one not in the log)."""
-    out = []
-    for _ in range(MAX_CHAIN):
-        record = state.grant(grant_id)
-        if record is None:
-            break
-        out.append(record)
-        grant_id = record.decoded().parent_grant_id
-        if not grant_id:
-            break
-    return out
-
-
-def _tickets_of(kv: KV, index: int) -> list[str]:
-    """The tickets indexed for the statement at index (an approval's, read from its hit)."""
-    raw = kv.get(_HIT + _u64(index))
-    if raw is None:
-        return []
-    tickets: list[str] = json.loads(raw).get("ticket", [])
-    return tickets
-
-
-def _values(found: list[str]) -> list[str]:
-    """A facet's values as stored: distinct, sorted, empty ones left out."""
-    if len(found) < 2:  # most facets of a statement are empty: no set to sort
-        return found if not found or found[0] else []
-    return sorted({v for v in found if v})
-
-
-def hit_record(
-    kv: KV,
-    state: LogState,
-    index: int,
-    leaf_hash: bytes,
-    prepared: Prepared,
-    verdict: VerdictRecord | None,
-) -> dict[str, Any]:
-    """The hit record of an admitted statement: Facets' fields, in its order (the stored JSON
-    follows it), built as the dict that is stored (a Facets made only to be taken apart again
-    was a good part of indexing's cost)."""
-    st = prepared.statement
-    h = st.header
-    body = st.WhichOneof("body") or ""
-    issuer = h.issuer
-    actor, key = [issuer], [prepared.signed.key_id]
-    grantor: list[str] = []
-    approver: list[str] = []
-    resource: list[str] = []
-    tool: list[str] = []
-    trace: list[str] = []
-    action: list[str] = []
-    subject: list[str] = []
-    ticket: list[str] = []
-    effect: list[str] = []
-    result: list[str] = []
-    phase = 0
-    verdict_code, reason = (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
-    if body == "action":
-        a = st.action
-        phase = a.phase
-        for grant_id in a.grant_ids:
-            for record in _chain(state, grant_id):
-                grantor.append(record.issuer)
-                ticket.append(record.decoded().ticket)
-        approval = state.approval(a.approval_id) if a.approval_id else None
-        if approval is not None:
-            approver.append(approval.issuer)
-            ticket += _tickets_of(kv, approval.index)
-        outcome = a.outcome
-        effect.append(outcome.effect_ref)
-        result.append(outcome.result_digest)
-        credential = a.credential
-        key += (credential.key_id, credential.token_jti)
-        operation = a.operation
-        resource.append(operation.resource)
-        tool.append(operation.tool_name)
-        action.append(a.action_id)
-        trace.append(a.correlation.trace_id)
-    elif body == "identity":
-        subject.append(st.identity.identity_id)
-    elif body == "grant":
-        grantor.append(issuer)
-        ticket.append(st.grant.ticket)
-        if st.grant.parent_grant_id:
-            for record in _chain(state, st.grant.parent_grant_id):
-                grantor.append(record.issuer)
-    elif body == "approval":
-        approver.append(issuer)
-        action.append(st.approval.action_id)
-        ticket.append(st.approval.ticket)
-    elif body == "grant_revocation":
-        subject.append(st.grant_revocation.grant_id)
-    elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
-        r = st.refusal
-        actor, key = [r.identity_id], [r.key_id]
-        reason = r.reason  # what a hit shows of why it was refused
-    return {
-        "index": index,
-        "leaf_hash": leaf_hash.hex(),
-        "statement_id": h.statement_id,
-        "kind": body,
-        "issuer": issuer,
-        "client_time_ms": h.client_time_ms,
-        "session": h.session_id,
-        "verdict": verdict_code,
-        "verdict_reason": reason,
-        "actor": _values(actor),
-        "grantor": _values(grantor),
-        "approver": _values(approver),
-        "key": _values(key),
-        "resource": _values(resource),
-        "tool": _values(tool),
-        "trace": _values(trace),
-        "action": _values(action),
-        "subject": _values(subject),
-        "ticket": _values(ticket),
-        "effect": _values(effect),
-        "result": _values(result),
-        "phase": phase,
-        "sequence": h.sequence,
-    }
-
-
-_VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
-"""Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
-_HIT_JSON = json.JSONEncoder(separators=(",", ":"), check_circular=False)
-"""The hit record's encoder, made once (json.dumps with options makes one per call)."""
-_FIELD_PREFIX = {
-    name: _FIELD + name.encode() + b"\x00"
-    for name in (*_LISTS, "session", "statement", "verdict", "refused")
-}
-
-
-def index_statement(
-    kv: KV,
-    state: LogState,
-    index: int,
-    leaf_hash: bytes,
-    prepared: Prepared,
-    verdict: VerdictRecord | None,
-) -> None:
-    """Write the hit record and index keys of an admitted statement into the batch."""
-    hit = hit_record(kv, state, index, leaf_hash, prepared, verdict)
-    at = _u64(index)
-    put = kv.put
-    put(_HIT + at, _HIT_JSON.encode(hit).encode())
-    suffix = b"\x00" + at
-    # Found with `refused` (and then filtered by the claimed signer it holds as actor and key):
-    # a refusal is never among what an identity itself signed, which actor / key_id return.
-    refusal = hit["kind"] == "refusal"
-    for name in _LISTS_OF_REFUSALS if refusal else _LISTS:
-        values = hit[name]
-        if values:
-            prefix = _FIELD_PREFIX[name]
-            for v in values:
-                put(prefix + v.encode() + suffix, b"")
-    put(_FIELD_PREFIX["session"] + hit["session"].encode() + suffix, b"")
-    put(_FIELD_PREFIX["statement"] + hit["statement_id"].encode() + suffix, b"")
-    if refusal:
-        put(_FIELD_PREFIX["refused"] + b"1" + suffix, b"")
-    if hit["verdict"]:
-        put(_FIELD_PREFIX["verdict"] + _VERDICT_NAMES[hit["verdict"]].encode() + suffix, b"")
-    put(_TIME + _u64(hit["client_time_ms"]) + at, b"")
 
 
 class SearchError(ValueError):
@@ -345,8 +154,8 @@ def _matches(f: Facets, request: pb.SearchRequest, exact: list[tuple[str, set[st
 
 
 def _field_scan(storage: LogStore, name: str, value: str, start: int) -> Iterator[int]:
-    prefix = _FIELD + name.encode() + b"\x00" + value.encode() + b"\x00"
-    for key, _ in storage.scan(prefix, _u64(start)):
+    prefix = FIELD + name.encode() + b"\x00" + value.encode() + b"\x00"
+    for key, _ in storage.scan(prefix, u64(start)):
         yield int.from_bytes(key[-8:], "big")
 
 
@@ -367,9 +176,9 @@ def _candidates(
     found: list[int] = []
     prefixes = [p for p in request.resource_prefix if p]
     if prefixes:
-        scans = [storage.scan(_FIELD + b"resource\x00" + p.encode()) for p in set(prefixes)]
+        scans = [storage.scan(FIELD + b"resource\x00" + p.encode()) for p in set(prefixes)]
     else:
-        scans = [storage.scan(_TIME, _u64(request.time_from_ms))]
+        scans = [storage.scan(TIME, u64(request.time_from_ms))]
     n = 0
     for scan in scans:
         for key, _ in scan:
@@ -379,7 +188,7 @@ def _candidates(
                     "the search matches too much; add an exact criterion (actor, tool, ...)"
                 )
             if (
-                key.startswith(_TIME)
+                key.startswith(TIME)
                 and request.time_to_ms
                 and int.from_bytes(key[4:12], "big") >= request.time_to_ms
             ):
@@ -408,7 +217,7 @@ def search(storage: LogStore, request: pb.SearchRequest) -> pb.SearchResponse:
     wanted = [(name, set(values)) for name, values in exact]  # once, not per candidate
     entry_bytes = 0
     for index in _candidates(storage, request, exact):
-        raw = storage.get(_HIT + _u64(index))
+        raw = storage.get(HIT + u64(index))
         if raw is None:
             continue
         f = Facets(**json.loads(raw))

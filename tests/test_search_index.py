@@ -1,4 +1,4 @@
-"""server.search's index records, pinned byte for byte: search reads the hit records and index
+"""server.search_index's records (read by server.search), pinned byte for byte: search reads the hit records and index
 keys data directories already hold, so the way they are written may change (faster), the bytes
 may not."""
 
@@ -8,7 +8,7 @@ import dataclasses
 import json
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.server import search
+from affidavit.server import search, search_index
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.state import (
     ApprovalRecord,
@@ -63,7 +63,7 @@ def test_an_intent_is_indexed_under_every_facet_with_its_hit_record() -> None:
     kv, state = _state_with_a_delegated_grant_and_an_approval()
     before = set(kv.data)
     verdict = VerdictRecord(pb.IN_SCOPE, "", "g-child", 1000)
-    search.index_statement(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    search_index.index_statement(kv, state, 7, b"\x07" * 32, _intent(), verdict)
     written = {k: v for k, v in kv.data.items() if k not in before}
     at = b"\x00" + _u64(7)
     assert written.pop(b"x/h/" + _u64(7)) == (
@@ -105,7 +105,7 @@ def test_a_refusal_is_found_only_as_refused() -> None:
     )
     kv = DictKV()
     prepared = Prepared(pb.SignedStatement(key_id="kid-log"), statement, None)
-    search.index_statement(kv, LogState(kv), 9, b"\x09" * 32, prepared, None)
+    search_index.index_statement(kv, LogState(kv), 9, b"\x09" * 32, prepared, None)
     hit = json.loads(kv.data.pop(b"x/h/" + _u64(9)))
     assert (hit["actor"], hit["key"], hit["verdict_reason"]) == (
         ["mallory"],
@@ -125,6 +125,7 @@ def test_the_hit_record_holds_the_fields_of_facets_in_order() -> None:
     """search() reads a hit back as Facets(**record); the stored JSON follows Facets' order."""
     kv, state = _state_with_a_delegated_grant_and_an_approval()
     verdict = VerdictRecord(pb.IN_SCOPE, "", "g-child", 1000)
-    hit = search.hit_record(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    search_index.index_statement(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    hit = json.loads(kv.data[b"x/h/" + _u64(7)])
     assert list(hit) == [f.name for f in dataclasses.fields(search.Facets)]
     assert vars(search.Facets(**hit)) == hit

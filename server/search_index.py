@@ -1,0 +1,285 @@
+"""Writing the search records server.search reads (its docstring gives the layout), in two
+halves.
+
+free_facets() is what a statement's records hold that needs no history: its hit record but
+for the index, leaf hash, verdict and the grantors, approvers and tickets read from the log's
+grants and approvals, as fragments of the stored JSON, and the index keys every such statement
+has, each waiting for the 8-byte index. It runs where the statement is prepared (an ingest
+worker process, or a verifier thread), off the integrator; index_statement(), in the integrator,
+adds what the log decides and writes them all into the batch.
+
+Invariant: the bytes are those of the hit record as one dict in Facets' order, encoded by
+json with separators (",", ":") and ASCII escapes, and of one empty-valued key per (field,
+value) as listed in server.search (tests/test_search_index_halves.py compares them with that
+encoding on generated statements). Only statements rules are imported here, so an ingest
+worker can import it without the server.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
+from typing import NamedTuple
+
+from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import ingest
+from affidavit.statements.ingest import Prepared
+from affidavit.statements.scope import MAX_CHAIN
+from affidavit.statements.state import KV, GrantRecord, KeyRecord, LogState, VerdictRecord
+
+LISTS = (
+    "actor",
+    "grantor",
+    "approver",
+    "key",
+    "resource",
+    "tool",
+    "trace",
+    "action",
+    "subject",
+    "ticket",
+    "effect",
+    "result",
+)
+"""The list-valued facets, in the hit record's order."""
+HIT = b"x/h/"
+FIELD = b"x/f/"
+TIME = b"x/t/"
+_FIELD_PREFIX = {
+    name: FIELD + name.encode() + b"\x00"
+    for name in (*LISTS, "session", "statement", "verdict", "refused")
+}
+_VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
+"""Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(8, "big")
+
+
+class FreeFacets(NamedTuple):
+    """What a statement's search records hold that needs no history. A plain tuple, so it
+    crosses an ingest worker's pipe cheaply. The JSON fragments are ASCII text; the key
+    prefixes are complete keys but for the statement's index."""
+
+    head: str
+    ""","statement_id":...,"session":... (after the leaf hash, before the verdict)"""
+    actor: str
+    ""","actor":[...] (after the verdict reason, before the grantors)"""
+    middle: str
+    ""","key":[...] ... ,"subject":[...] (after the approvers, before the tickets)"""
+    tail: str
+    ""","effect":[...] ... ,"sequence":N} (after the tickets, to the end)"""
+    reason: str | None
+    """A refusal record's reason, which its hit shows as the verdict reason; None otherwise."""
+    grantor: tuple[str, ...]
+    approver: tuple[str, ...]
+    ticket: tuple[str, ...]
+    """The statement's own grantors, approvers and tickets (before those the log adds)."""
+    ticket_chains: tuple[str, ...]
+    """Grants whose chains add grantors and tickets (an action's)."""
+    grantor_chains: tuple[str, ...]
+    """Grants whose chains add grantors only (a delegated grant's parent)."""
+    approval: str
+    """The approval whose approver and tickets are added (an action's), or ""."""
+    keys: tuple[bytes, ...]
+    """The index keys of the statement's own facets, each followed by its index when written."""
+
+
+@dataclass(frozen=True)
+class IndexedPrepared(Prepared):
+    """A prepared statement with its free facets, made where it was prepared."""
+
+    facets: FreeFacets
+
+
+def _string(value: str) -> str:
+    return encode_basestring_ascii(value)  # type: ignore[no-any-return]
+
+
+def _list(values: list[str]) -> str:
+    return "[" + ",".join(map(encode_basestring_ascii, values)) + "]"
+
+
+def _values(found: list[str]) -> list[str]:
+    """A facet's values as stored: distinct, sorted, empty ones left out."""
+    if len(found) < 2:  # most facets of a statement are empty: no set to sort
+        return found if not found or found[0] else []
+    return sorted({v for v in found if v})
+
+
+def free_facets(prepared: Prepared) -> FreeFacets:
+    """The part of an admitted statement's search records that needs no history."""
+    st = prepared.statement
+    h = st.header
+    body = st.WhichOneof("body") or ""
+    issuer = h.issuer
+    actor, key = [issuer], [prepared.signed.key_id]
+    grantor: list[str] = []
+    approver: list[str] = []
+    ticket: list[str] = []
+    resource: list[str] = []
+    tool: list[str] = []
+    trace: list[str] = []
+    action: list[str] = []
+    subject: list[str] = []
+    effect: list[str] = []
+    result: list[str] = []
+    ticket_chains: tuple[str, ...] = ()
+    grantor_chains: tuple[str, ...] = ()
+    approval = ""
+    reason = None
+    phase = 0
+    if body == "action":
+        a = st.action
+        phase = a.phase
+        ticket_chains = tuple(a.grant_ids)
+        approval = a.approval_id
+        outcome = a.outcome
+        effect.append(outcome.effect_ref)
+        result.append(outcome.result_digest)
+        credential = a.credential
+        key += (credential.key_id, credential.token_jti)
+        operation = a.operation
+        resource.append(operation.resource)
+        tool.append(operation.tool_name)
+        action.append(a.action_id)
+        trace.append(a.correlation.trace_id)
+    elif body == "identity":
+        subject.append(st.identity.identity_id)
+    elif body == "grant":
+        grantor.append(issuer)
+        ticket.append(st.grant.ticket)
+        if st.grant.parent_grant_id:
+            grantor_chains = (st.grant.parent_grant_id,)
+    elif body == "approval":
+        approver.append(issuer)
+        action.append(st.approval.action_id)
+        ticket.append(st.approval.ticket)
+    elif body == "grant_revocation":
+        subject.append(st.grant_revocation.grant_id)
+    elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
+        r = st.refusal
+        actor, key = [r.identity_id], [r.key_id]
+        reason = r.reason  # what a hit shows of why it was refused
+    own = {
+        "actor": _values(actor),
+        "key": _values(key),
+        "resource": _values(resource),
+        "tool": _values(tool),
+        "trace": _values(trace),
+        "action": _values(action),
+        "subject": _values(subject),
+        "effect": _values(effect),
+        "result": _values(result),
+    }
+    refusal = body == "refusal"
+    keys: list[bytes] = []
+    for name, values in own.items():
+        # A refusal is never among what an identity itself signed, which actor / key return.
+        if values and not (refusal and name in ("actor", "key")):
+            prefix = _FIELD_PREFIX[name]
+            keys += [prefix + v.encode() + b"\x00" for v in values]
+    keys.append(_FIELD_PREFIX["session"] + h.session_id.encode() + b"\x00")
+    keys.append(_FIELD_PREFIX["statement"] + h.statement_id.encode() + b"\x00")
+    if refusal:  # found with `refused`, then filtered by the claimed signer (actor and key)
+        keys.append(_FIELD_PREFIX["refused"] + b"1\x00")
+    keys.append(TIME + u64(h.client_time_ms))
+    return FreeFacets(
+        head=f',"statement_id":{_string(h.statement_id)},"kind":{_string(body)},'
+        f'"issuer":{_string(issuer)},"client_time_ms":{h.client_time_ms},'
+        f'"session":{_string(h.session_id)}',
+        actor=',"actor":' + _list(own["actor"]),
+        middle=f',"key":{_list(own["key"])},"resource":{_list(own["resource"])},'
+        f'"tool":{_list(own["tool"])},"trace":{_list(own["trace"])},'
+        f'"action":{_list(own["action"])},"subject":{_list(own["subject"])}',
+        tail=f',"effect":{_list(own["effect"])},"result":{_list(own["result"])},'
+        f'"phase":{phase},"sequence":{h.sequence}}}',
+        reason=reason,
+        grantor=tuple(grantor),
+        approver=tuple(approver),
+        ticket=tuple(ticket),
+        ticket_chains=ticket_chains,
+        grantor_chains=grantor_chains,
+        approval=approval,
+        keys=tuple(keys),
+    )
+
+
+def prepare_indexed(entry: bytes, known_key: Callable[[str], KeyRecord | None]) -> Prepared:
+    """statements.ingest.prepare(), with the statement's free facets. Raises Rejection."""
+    p = ingest.prepare(entry, known_key)
+    return IndexedPrepared(p.signed, p.statement, p.verified_with, free_facets(p))
+
+
+def _chain(state: LogState, grant_id: str) -> list[GrantRecord]:
+    """A grant and its parents, up to the root (or the first one not in the log)."""
+    out = []
+    for _ in range(MAX_CHAIN):
+        record = state.grant(grant_id)
+        if record is None:
+            break
+        out.append(record)
+        grant_id = record.decoded().parent_grant_id
+        if not grant_id:
+            break
+    return out
+
+
+def tickets_of(kv: KV, index: int) -> list[str]:
+    """The tickets indexed for the statement at index (an approval's, read from its hit)."""
+    raw = kv.get(HIT + u64(index))
+    if raw is None:
+        return []
+    tickets: list[str] = json.loads(raw).get("ticket", [])
+    return tickets
+
+
+def index_statement(
+    kv: KV,
+    state: LogState,
+    index: int,
+    leaf_hash: bytes,
+    prepared: Prepared,
+    verdict: VerdictRecord | None,
+) -> None:
+    """Write the hit record and index keys of an admitted statement into the batch: its free
+    facets (made when it was prepared, else here) and what the log so far adds."""
+    free = prepared.facets if isinstance(prepared, IndexedPrepared) else free_facets(prepared)
+    grantor, approver, ticket = list(free.grantor), list(free.approver), list(free.ticket)
+    for grant_id in free.ticket_chains:
+        for record in _chain(state, grant_id):
+            grantor.append(record.issuer)
+            ticket.append(record.decoded().ticket)
+    for grant_id in free.grantor_chains:
+        for record in _chain(state, grant_id):
+            grantor.append(record.issuer)
+    if free.approval:
+        approved = state.approval(free.approval)
+        if approved is not None:
+            approver.append(approved.issuer)
+            ticket += tickets_of(kv, approved.index)
+    grantor, approver, ticket = _values(grantor), _values(approver), _values(ticket)
+    verdict_code, reason = (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
+    if free.reason is not None:
+        reason = free.reason
+    at = u64(index)
+    put = kv.put
+    hit = (
+        f'{{"index":{index},"leaf_hash":"{leaf_hash.hex()}"{free.head},"verdict":{verdict_code},'
+        f'"verdict_reason":{_string(reason)}{free.actor},"grantor":{_list(grantor)},'
+        f'"approver":{_list(approver)}{free.middle},"ticket":{_list(ticket)}{free.tail}'
+    )
+    put(HIT + at, hit.encode())
+    for prefix in free.keys:
+        put(prefix + at, b"")
+    suffix = b"\x00" + at
+    for name, values in (("grantor", grantor), ("approver", approver), ("ticket", ticket)):
+        if values:
+            prefix = _FIELD_PREFIX[name]
+            for v in values:
+                put(prefix + v.encode() + suffix, b"")
+    if verdict_code:
+        put(_FIELD_PREFIX["verdict"] + _VERDICT_NAMES[verdict_code].encode() + suffix, b"")
