@@ -95,12 +95,13 @@ class IndexedPrepared(Prepared):
     facets: FreeFacets
 
 
-def _string(value: str) -> str:
-    return encode_basestring_ascii(value)  # type: ignore[no-any-return]
+_string: Callable[[str], str] = encode_basestring_ascii
+"""A string as json writes it with ASCII escapes (json's own C function)."""
 
 
 def _list(values: list[str]) -> str:
-    return "[" + ",".join(map(encode_basestring_ascii, values)) + "]"
+    """A list of strings as json writes it with separators (",", ":") and ASCII escapes."""
+    return "[" + ",".join(map(_string, values)) + "]" if values else "[]"
 
 
 def _values(found: list[str]) -> list[str]:
@@ -164,47 +165,48 @@ def free_facets(prepared: Prepared) -> FreeFacets:
         r = st.refusal
         actor, key = [r.identity_id], [r.key_id]
         reason = r.reason  # what a hit shows of why it was refused
-    own = {
-        "actor": _values(actor),
-        "key": _values(key),
-        "resource": _values(resource),
-        "tool": _values(tool),
-        "trace": _values(trace),
-        "action": _values(action),
-        "subject": _values(subject),
-        "effect": _values(effect),
-        "result": _values(result),
-    }
+    actor, key = _values(actor), _values(key)
+    resource, tool, trace = _values(resource), _values(tool), _values(trace)
+    action, subject = _values(action), _values(subject)
+    effect, result = _values(effect), _values(result)
     refusal = body == "refusal"
     keys: list[bytes] = []
-    for name, values in own.items():
+    for prefix, values in (
         # A refusal is never among what an identity itself signed, which actor / key return.
-        if values and not (refusal and name in ("actor", "key")):
-            prefix = _FIELD_PREFIX[name]
-            keys += [prefix + v.encode() + b"\x00" for v in values]
+        (_FIELD_PREFIX["actor"], () if refusal else actor),
+        (_FIELD_PREFIX["key"], () if refusal else key),
+        (_FIELD_PREFIX["resource"], resource),
+        (_FIELD_PREFIX["tool"], tool),
+        (_FIELD_PREFIX["trace"], trace),
+        (_FIELD_PREFIX["action"], action),
+        (_FIELD_PREFIX["subject"], subject),
+        (_FIELD_PREFIX["effect"], effect),
+        (_FIELD_PREFIX["result"], result),
+    ):
+        for v in values:
+            keys.append(prefix + v.encode() + b"\x00")
     keys.append(_FIELD_PREFIX["session"] + h.session_id.encode() + b"\x00")
     keys.append(_FIELD_PREFIX["statement"] + h.statement_id.encode() + b"\x00")
     if refusal:  # found with `refused`, then filtered by the claimed signer (actor and key)
         keys.append(_FIELD_PREFIX["refused"] + b"1\x00")
-    keys.append(TIME + u64(h.client_time_ms))
+    keys.append(TIME + h.client_time_ms.to_bytes(8, "big"))
     return FreeFacets(
-        head=f',"statement_id":{_string(h.statement_id)},"kind":{_string(body)},'
+        f',"statement_id":{_string(h.statement_id)},"kind":"{body}",'
         f'"issuer":{_string(issuer)},"client_time_ms":{h.client_time_ms},'
         f'"session":{_string(h.session_id)}',
-        actor=',"actor":' + _list(own["actor"]),
-        middle=f',"key":{_list(own["key"])},"resource":{_list(own["resource"])},'
-        f'"tool":{_list(own["tool"])},"trace":{_list(own["trace"])},'
-        f'"action":{_list(own["action"])},"subject":{_list(own["subject"])}',
-        tail=f',"effect":{_list(own["effect"])},"result":{_list(own["result"])},'
-        f'"phase":{phase},"sequence":{h.sequence}}}',
-        reason=reason,
-        grantor=tuple(grantor),
-        approver=tuple(approver),
-        ticket=tuple(ticket),
-        ticket_chains=ticket_chains,
-        grantor_chains=grantor_chains,
-        approval=approval,
-        keys=tuple(keys),
+        f',"actor":{_list(actor)}',
+        f',"key":{_list(key)},"resource":{_list(resource)},"tool":{_list(tool)},'
+        f'"trace":{_list(trace)},"action":{_list(action)},"subject":{_list(subject)}',
+        f',"effect":{_list(effect)},"result":{_list(result)},"phase":{phase},'
+        f'"sequence":{h.sequence}}}',
+        reason,
+        tuple(grantor),
+        tuple(approver),
+        tuple(ticket),
+        ticket_chains,
+        grantor_chains,
+        approval,
+        tuple(keys),
     )
 
 
