@@ -87,10 +87,10 @@ class _Worker:
             write_frame(stdin, jobs)
         except (BrokenPipeError, ValueError):  # ValueError: closed by close()
             raise WorkerDiedError from None
-        answer = read_frame(stdout)
-        if answer is None:
+        frame = read_frame(stdout)
+        if frame is None:
             raise WorkerDiedError
-        kind, value = answer
+        kind, value = frame
         if kind != "ok":
             raise RuntimeError(f"an ingest worker failed:\n{value}")
         answer: Answer = value
