@@ -13,8 +13,10 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 
+from affidavit.server import prepared as server_prepared
 from affidavit.server import search_index
 from affidavit.server.logstore import LogStore
+from affidavit.server.prepared import ServerPrepared
 from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
 from affidavit.statements.errors import Rejection
@@ -229,7 +231,7 @@ class StatementGate:
     def prepare(self, entry: bytes) -> Prepared:
         """History-free checks, and the statement's free search facets; raises Rejection.
         Thread-safe."""
-        return search_index.prepare_indexed(entry, self.committed.key)
+        return server_prepared.prepare(entry, self.committed.key)
 
     def read_ahead(self, prepared: Sequence[object]) -> None:
         """Read what admitting prepared (entries prepare() passed; anything else is skipped)
@@ -250,7 +252,15 @@ class StatementGate:
         were read one round trip each, under the head lock.)"""
         ready = [p for p in prepared if isinstance(p, Prepared)]
         lookup = self._committed.lookup
-        named = (k for p in ready for k in reads_named_by(p.statement, p.signed.key_id))
+        named = (
+            k
+            for p in ready
+            for k in (
+                p.reads
+                if isinstance(p, ServerPrepared)
+                else reads_named_by(p.statement, p.signed.key_id)
+            )
+        )
         keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
         if keys:
             self._committed.fetch(keys)
@@ -281,8 +291,9 @@ class StatementGate:
         self._last_admitted = max(self._last_admitted, self._clock())
         verdict = ingest.admit(prepared, self._state, self._last_admitted, self._log_key)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
+        free = prepared.facets if isinstance(prepared, ServerPrepared) else None
         search_index.index_statement(
-            self._batch.index, self._state, index, leaf_hash, prepared, verdict
+            self._batch.index, self._state, index, leaf_hash, prepared, verdict, free
         )
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
 

@@ -6,17 +6,18 @@ ingest_workers.IngestWorkers as
 
 it reads jobs from stdin and writes answers to stdout, one frame each
 (statements.worker_frames). A job is a list of (entry, public key or None); its answer is
-("ok", (refused, facets)), refused mapping the position of each entry prepare() refuses to its
-Rejection as (code, message, reason) and facets holding, at each position, the passed entry's
-search_index.FreeFacets (None for a refused one), or ("error", traceback) when the worker
-fails (it then ends). An entry not in refused passed, its signature verified with the key sent
-for it (or unchecked when none was: admission refuses an unknown key). Its free facets are
-made here because they need no history either: the integrator, the log's one serial thread,
-then only adds what the log decides. End of stdin ends the worker: the
-server closed it, or died (even by SIGKILL), so no worker outlives its server.
+("ok", (refused, derived)), refused mapping the position of each entry prepare() refuses to
+its Rejection as (code, message, reason) and derived holding, at each position, what the server
+derives from the passed entry (server.prepared.derive: its free search facets and named reads;
+None for a refused one), or ("error", traceback) when the worker fails (it then ends). An entry
+not in refused passed, its signature verified with the key sent for it (or unchecked when none
+was: admission refuses an unknown key). What the server derives is made here because it needs
+no history either: the server's interpreter, whose lock its integrator needs, is spared it.
+End of stdin ends the worker: the server closed it, or died (even by SIGKILL), so no worker
+outlives its server.
 
-Only the statements rules (and search_index, which imports nothing else) are imported here (no
-gRPC, no storage), so a worker starts quickly.
+Only the statements rules (and server.prepared and search_index, which import nothing else)
+are imported here (no gRPC, no storage), so a worker starts quickly.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 import traceback
 from collections.abc import Sequence
 
-from affidavit.server.search_index import FreeFacets, free_facets
+from affidavit.server.prepared import Derived, derive
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
@@ -35,26 +36,26 @@ from affidavit.statements.worker_frames import read_frame, write_frame
 
 Refused = dict[int, tuple[str, str, str]]
 """The entries of a run prepare() refused: position -> (code, message, reason)."""
-Answer = tuple[Refused, list[FreeFacets | None]]
-"""A run's answer: the refusals, and each passed entry's free facets by position."""
+Answer = tuple[Refused, list[Derived | None]]
+"""A run's answer: the refusals, and what the server derives from each passed entry."""
 
 
 def prepare_run(jobs: Sequence[tuple[bytes, bytes | None]]) -> Answer:
-    """prepare() each entry against the public key named for it; the refusals, and the free
-    facets of the entries that passed."""
+    """prepare() each entry against the public key named for it; the refusals, and what the
+    server derives from the entries that passed."""
     refused: Refused = {}
-    facets: list[FreeFacets | None] = []
+    derived: list[Derived | None] = []
     for at, (entry, public_key) in enumerate(jobs):
 
         def known(key_id: str, public_key: bytes | None = public_key) -> KeyRecord | None:
             return None if public_key is None else KeyRecord(key_id, "", public_key, 0)
 
         try:
-            facets.append(free_facets(ingest.prepare(entry, known)))
+            derived.append(derive(ingest.prepare(entry, known)))
         except Rejection as e:
             refused[at] = (e.code, e.message, e.reason)
-            facets.append(None)
-    return refused, facets
+            derived.append(None)
+    return refused, derived
 
 
 def main() -> None:

@@ -5,10 +5,10 @@ so it can run beside the log in other interpreters, each with its own GIL; admis
 the sequencer, in log order, exactly as without workers. A worker (ingest_worker.py) is handed
 a whole run of entries in one frame, each with the public key its key id names in the
 committed state (looked up here: workers hold no state), verifies the signatures against them,
-and sends back the refusals and, for each passed entry, its free search facets (the search
-records' part that needs no history: search_index). This process then decodes each passed
-entry's statement once more (a few µs) to admit it, and admit() still checks that the key is
-the one registered to the issuer at that point of the log.
+and sends back the refusals and, for each passed entry, what this process would otherwise
+derive from it (server.prepared: its free search facets and named reads). This process then
+decodes each passed entry's statement once more (a few µs) to admit it, and admit() still
+checks that the key is the one registered to the issuer at that point of the log.
 
 Not multiprocessing: its queues pickle through a feeder thread and unpickle results through a
 manager thread, all in this process and under its interpreter lock. Here each worker is a plain
@@ -33,7 +33,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.server import search_index
+from affidavit.server import prepared as server_prepared
 from affidavit.server.ingest_worker import Answer
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
@@ -79,7 +79,7 @@ class _Worker:
         )
 
     def run(self, jobs: list[tuple[bytes, bytes | None]]) -> Answer:
-        """The worker's refusals and free facets for a run. Raises WorkerDiedError, or
+        """The worker's refusals and derivations for a run. Raises WorkerDiedError, or
         RuntimeError when the worker failed (and ended)."""
         stdin, stdout = self.proc.stdin, self.proc.stdout
         assert stdin is not None and stdout is not None
@@ -139,7 +139,7 @@ class IngestWorkers:
         try:
             if worker is None:
                 worker = self._start()
-            refused, facets = worker.run(list(zip(entries, keys, strict=True)))
+            refused, derived = worker.run(list(zip(entries, keys, strict=True)))
         except (WorkerDiedError, RuntimeError) as e:
             if worker is not None:  # it is gone (or ends after reporting its failure)
                 self._forget(worker)
@@ -152,14 +152,14 @@ class IngestWorkers:
         finally:
             self._idle.put(worker)
         out: list[ingest.Prepared | Rejection] = []
-        indexed = search_index.IndexedPrepared
+        made = server_prepared.ServerPrepared
         statement_of = pb.Statement.FromString
-        for at, (signed, key, free) in enumerate(zip(envelopes, keys, facets, strict=True)):
-            if free is None:
+        for at, (signed, key, got) in enumerate(zip(envelopes, keys, derived, strict=True)):
+            if got is None:
                 out.append(Rejection(*refused[at]))
             else:
                 assert signed is not None  # the worker refuses an entry that does not decode
-                out.append(indexed(signed, statement_of(signed.statement), key, free))
+                out.append(made(signed, statement_of(signed.statement), key, *got))
         return out
 
     def _start(self) -> _Worker:
@@ -188,7 +188,7 @@ def _inline(
     entry: bytes, committed_key: Callable[[str], KeyRecord | None]
 ) -> ingest.Prepared | Rejection:
     try:
-        return search_index.prepare_indexed(entry, committed_key)
+        return server_prepared.prepare(entry, committed_key)
     except Rejection as e:
         return e
 

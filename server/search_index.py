@@ -19,15 +19,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
 from typing import NamedTuple
 
 from affidavit.proto import affidavit_pb2 as pb
-from affidavit.statements import ingest
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.scope import MAX_CHAIN
-from affidavit.statements.state import KV, GrantRecord, KeyRecord, LogState, VerdictRecord
+from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
 
 LISTS = (
     "actor",
@@ -86,13 +84,6 @@ class FreeFacets(NamedTuple):
     """The approval whose approver and tickets are added (an action's), or ""."""
     keys: tuple[bytes, ...]
     """The index keys of the statement's own facets, each followed by its index when written."""
-
-
-@dataclass(frozen=True)
-class IndexedPrepared(Prepared):
-    """A prepared statement with its free facets, made where it was prepared."""
-
-    facets: FreeFacets
 
 
 _string: Callable[[str], str] = encode_basestring_ascii
@@ -210,12 +201,6 @@ def free_facets(prepared: Prepared) -> FreeFacets:
     )
 
 
-def prepare_indexed(entry: bytes, known_key: Callable[[str], KeyRecord | None]) -> Prepared:
-    """statements.ingest.prepare(), with the statement's free facets. Raises Rejection."""
-    p = ingest.prepare(entry, known_key)
-    return IndexedPrepared(p.signed, p.statement, p.verified_with, free_facets(p))
-
-
 def _chain(state: LogState, grant_id: str) -> list[GrantRecord]:
     """A grant and its parents, up to the root (or the first one not in the log)."""
     out = []
@@ -246,10 +231,12 @@ def index_statement(
     leaf_hash: bytes,
     prepared: Prepared,
     verdict: VerdictRecord | None,
+    free: FreeFacets | None = None,
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch: its free
-    facets (made when it was prepared, else here) and what the log so far adds."""
-    free = prepared.facets if isinstance(prepared, IndexedPrepared) else free_facets(prepared)
+    facets (free, made where it was prepared; else made here) and what the log so far adds."""
+    if free is None:
+        free = free_facets(prepared)
     grantor, approver, ticket = list(free.grantor), list(free.approver), list(free.ticket)
     for grant_id in free.ticket_chains:
         for record in _chain(state, grant_id):

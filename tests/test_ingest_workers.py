@@ -22,7 +22,9 @@ from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
 from affidavit.merkle.hashing import leaf_hash
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.server import prepared as server_prepared
 from affidavit.server.ingest_workers import INLINE_BELOW, IngestWorkers
+from affidavit.server.prepared import ServerPrepared
 from affidavit.statements import build, ingest
 from affidavit.statements.canonical import canonical_json, shown_digest
 from affidavit.statements.errors import Rejection
@@ -147,7 +149,8 @@ def workers() -> Iterator[IngestWorkers]:
 def _outcome(p: ingest.Prepared | Rejection) -> object:
     if isinstance(p, Rejection):
         return (p.code, p.message, p.reason)
-    return (p.signed, p.statement, p.verified_with)
+    assert isinstance(p, ServerPrepared)  # with what the server derives, made by the worker
+    return (p.signed, p.statement, p.verified_with, p.facets, p.reads)
 
 
 def test_workers_prepare_what_this_process_prepares(workers: IngestWorkers) -> None:
@@ -162,7 +165,7 @@ def test_workers_prepare_what_this_process_prepares(workers: IngestWorkers) -> N
     here: list[ingest.Prepared | Rejection] = []
     for entry in entries:
         try:
-            here.append(ingest.prepare(entry, state.key))
+            here.append(server_prepared.prepare(entry, state.key))
         except Rejection as e:
             here.append(e)
     assert [_outcome(p) for p in pooled] == [_outcome(p) for p in here]

@@ -226,10 +226,9 @@ def test_the_two_halves_write_the_records_the_one_dict_did(
     prepared = Prepared(pb.SignedStatement(key_id=key_id), statement, None)
     kv, state = _state(tickets, approval_hit)
     expected = _reference(kv, state, index, leaf, prepared, verdict)
-    if made_when_prepared:  # as an ingest worker or a verifier thread hands it over
-        facets = search_index.free_facets(prepared)
-        prepared = search_index.IndexedPrepared(prepared.signed, statement, None, facets)
+    # Made where it was prepared (an ingest worker, a verifier thread), or at indexing.
+    free = search_index.free_facets(prepared) if made_when_prepared else None
     before = dict(kv.data)
-    search_index.index_statement(kv, state, index, leaf, prepared, verdict)
+    search_index.index_statement(kv, state, index, leaf, prepared, verdict, free)
     written = {k: v for k, v in kv.data.items() if k not in before}
     assert written == expected
