@@ -35,6 +35,7 @@ from collections.abc import Callable, Sequence
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.server import prepared as server_prepared
 from affidavit.server.ingest_worker import Answer
+from affidavit.server.search_index import FreeFacets
 from affidavit.statements import ingest
 from affidavit.statements.errors import Rejection
 from affidavit.statements.state import KeyRecord
@@ -153,13 +154,16 @@ class IngestWorkers:
             self._idle.put(worker)
         out: list[ingest.Prepared | Rejection] = []
         made = server_prepared.ServerPrepared
+        facets_of = FreeFacets._make
         statement_of = pb.Statement.FromString
         for at, (signed, key, got) in enumerate(zip(envelopes, keys, derived, strict=True)):
             if got is None:
                 out.append(Rejection(*refused[at]))
             else:
                 assert signed is not None  # the worker refuses an entry that does not decode
-                out.append(made(signed, statement_of(signed.statement), key, *got))
+                facets, reads = got
+                statement = statement_of(signed.statement)
+                out.append(made(signed, statement, key, facets_of(facets), reads))
         return out
 
     def _start(self) -> _Worker:

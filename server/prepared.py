@@ -19,18 +19,28 @@ from affidavit.statements.state import KeyRecord, reads_named_by
 @dataclass(frozen=True)
 class ServerPrepared(Prepared):
     facets: FreeFacets
+    """Its free search facets."""
     reads: list[bytes]
+    """The state keys admitting it reads that it names."""
 
 
-Derived = tuple[FreeFacets, list[bytes]]
-"""What the server derives from a prepared statement: its free facets and named reads."""
+Derived = tuple[tuple[object, ...], list[bytes]]
+"""What the server derives from a prepared statement, as plain values (to cross an ingest
+worker's pipe: a NamedTuple is pickled with a lookup of its class each): its free facets'
+fields, and its named reads."""
 
 
 def derive(p: Prepared) -> Derived:
-    return free_facets(p), reads_named_by(p.statement, p.signed.key_id)
+    return tuple(free_facets(p)), reads_named_by(p.statement, p.signed.key_id)
 
 
 def prepare(entry: bytes, known_key: Callable[[str], KeyRecord | None]) -> ServerPrepared:
     """statements.ingest.prepare(), and what the server derives. Raises Rejection."""
     p = ingest.prepare(entry, known_key)
-    return ServerPrepared(p.signed, p.statement, p.verified_with, *derive(p))
+    return ServerPrepared(
+        p.signed,
+        p.statement,
+        p.verified_with,
+        free_facets(p),
+        reads_named_by(p.statement, p.signed.key_id),
+    )
