@@ -1,6 +1,6 @@
-"""server.search_index's records (read by server.search), pinned byte for byte: search reads the hit records and index
-keys data directories already hold, so the way they are written may change (faster), the bytes
-may not."""
+"""server.search_index's records (read by server.search), pinned byte for byte: search reads
+the hit records and index keys data directories already hold, so the way they are written may
+change (faster), the bytes may not."""
 
 from __future__ import annotations
 
