@@ -229,8 +229,8 @@ class StatementGate:
         self._state = LogState(self._batch, self._records)
 
     def prepare(self, entry: bytes) -> Prepared:
-        """History-free checks, and the statement's free search facets; raises Rejection.
-        Thread-safe."""
+        """History-free checks, and what the server derives from the statement (server.prepared:
+        its free search facets and named reads); raises Rejection. Thread-safe."""
         return server_prepared.prepare(entry, self.committed.key)
 
     def read_ahead(self, prepared: Sequence[object]) -> None:

@@ -181,7 +181,7 @@ def free_facets(prepared: Prepared) -> FreeFacets:
     if refusal:  # found with `refused`, then filtered by the claimed signer (actor and key)
         keys.append(_FIELD_PREFIX["refused"] + b"1\x00")
     keys.append(TIME + h.client_time_ms.to_bytes(8, "big"))
-    return FreeFacets(
+    return FreeFacets(  # the kind is a oneof's name (an identifier): nothing to escape
         f',"statement_id":{_string(h.statement_id)},"kind":"{body}",'
         f'"issuer":{_string(issuer)},"client_time_ms":{h.client_time_ms},'
         f'"session":{_string(h.session_id)}',
