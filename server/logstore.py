@@ -107,8 +107,12 @@ class LogStore(Protocol):
         down): the sequencer probes with it while appends fail."""
         ...
 
-    def lock_head(self) -> str | None:
-        """Take the right to extend the log; the latest checkpoint note (None: none yet)."""
+    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
+        """Take the right to extend the log; the latest checkpoint note (None: none yet).
+
+        leaf_hashes: those of the batch about to extend it, as far as known. A store whose
+        reads are round trips looks them up with the lock, and indexes_of answers them from
+        that until the head is released: no other process adds a leaf while it is held."""
         ...
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None] | None:

@@ -402,7 +402,8 @@ class Sequencer:
         if not self._storage.shared:  # nothing to wait for: lock and extend in one hop
             return await loop.run_in_executor(self._worker, self._integrate, *_joined(batch))
         try:
-            head = await loop.run_in_executor(self._worker, self._lock_head)
+            entries = [e for p in batch for e in p.entries]
+            head = await loop.run_in_executor(self._worker, self._lock_head, entries)
             await self._queue.fill(batch, None)
             return await loop.run_in_executor(self._worker, self._extend, head, *_joined(batch))
         except BaseException:
@@ -475,13 +476,14 @@ class Sequencer:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
         return self._extend(self._lock_head(), entries, prepared)
 
-    def _lock_head(self) -> str | None:
+    def _lock_head(self, entries: Sequence[bytes] = ()) -> str | None:
         """Take the head (in the integrator thread): the note the storage gives, to extend.
+        entries: the batch's, as far as known (their leaf hashes are looked up with the lock).
 
         With several frontends on one log, that may be another frontend's latest checkpoint,
         not yet published: it is held only once commit() or unlock_head() has returned.
         """
-        head = self._storage.lock_head()
+        head = self._storage.lock_head(hashing.leaf_hashes(entries) if entries else ())
         self._holding = True
         return head
 

@@ -457,8 +457,9 @@ class Storage:
             out.append(data)
         return out
 
-    def lock_head(self) -> str | None:
-        """The latest checkpoint note: this process is the only writer (its lock file)."""
+    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
+        """The latest checkpoint note: this process is the only writer (its lock file).
+        leaf_hashes are not read ahead: indexes_of reads the local database."""
         return self.checkpoint()
 
     def unlock_head(self) -> None:

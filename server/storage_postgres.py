@@ -113,6 +113,21 @@ _HASHES = (
 """The 32-byte hashes packed in one BYTEA parameter, as rows (parameters: packed, count)."""
 
 
+def _leaf_lookup(leaf_hashes: Sequence[bytes]) -> tuple[str, tuple[object, ...]]:
+    """The query (and its parameters) giving the stored (leaf_hash, leaf_index) among
+    leaf_hashes."""
+    if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
+        raise ValueError("leaf hashes are 32 bytes")
+    return (
+        f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
+        (b"".join(leaf_hashes), len(leaf_hashes)),
+    )
+
+
+def _leaf_indexes(rows: Sequence[tuple[Any, ...]]) -> dict[bytes, int]:
+    return {bytes(h): int(i) for h, i in rows}
+
+
 def _redacted(url: str) -> str:
     """The URL without its password, for messages."""
     try:
@@ -144,6 +159,7 @@ class PostgresStorage:
         self._objects = objects
         self._held: psycopg.Connection[Any] | None = None
         self._held_head: tuple[int, str | None] = (0, None)  # what lock_head gave: size, note
+        self._known: dict[bytes, int | None] = {}  # leaf hashes lock_head looked up (held)
         self._cosigned: tuple[int, str] | None = None
         self._lock = threading.Lock()
         self._listener: postgres_notify.Listener | None = None
@@ -344,17 +360,15 @@ class PostgresStorage:
         return int(rows[0][0]) if rows else None
 
     def indexes_of(self, leaf_hashes: Sequence[bytes]) -> list[int | None]:
-        if not leaf_hashes:
-            return []
-        if any(len(h) != hashing.HASH_SIZE for h in leaf_hashes):
-            raise ValueError("leaf hashes are 32 bytes")
-        with self.head_lock_times.part("lookups"):
-            rows = self._read(
-                f"SELECT leaf_hash, leaf_index FROM affidavit_leaf WHERE leaf_hash IN ({_HASHES})",
-                (b"".join(leaf_hashes), len(leaf_hashes)),
-            )
-        found = {bytes(h): int(i) for h, i in rows}
-        return [found.get(bytes(h)) for h in leaf_hashes]
+        """index_of of each; while the head is held, those lock_head looked up are answered
+        from that (no other frontend adds a leaf meanwhile) and only the rest are read."""
+        known = self._known
+        missing = [h for h in leaf_hashes if h not in known]
+        found: dict[bytes, int] = {}
+        if missing:
+            with self.head_lock_times.part("lookups"):
+                found = _leaf_indexes(self._read(*_leaf_lookup(missing)))
+        return [known[h] if h in known else found.get(h) for h in leaf_hashes]
 
     def get(self, key: bytes) -> bytes | None:
         with self.head_lock_times.part("lookups"):
@@ -426,9 +440,13 @@ class PostgresStorage:
 
     # Extending the log.
 
-    def lock_head(self) -> str | None:
+    def lock_head(self, leaf_hashes: Sequence[bytes] = ()) -> str | None:
+        """Step 1; the lookup of leaf_hashes travels in the same round trip, after the lock is
+        granted (so it sees every batch sequenced before), and indexes_of answers from it
+        until the head is released."""
         if self._held is not None:
             raise RuntimeError("the head is already locked by this process")
+        lookup = _leaf_lookup(leaf_hashes) if leaf_hashes else None
         asked = self.head_lock_times.asked()
         try:
             conn = self._pool.getconn()
@@ -443,18 +461,28 @@ class PostgresStorage:
                     )
                     granted = conn.execute("SELECT extract(epoch FROM clock_timestamp())")
                     looked = self._publication.look(conn)
+                    stored = conn.execute(*lookup) if lookup is not None else None
                 row = locked.fetchone()
                 if row is None:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
                 (granted_at,) = granted.fetchone() or (asked,)
                 self._publication.catch_up(size, looked)
+                found = _leaf_indexes(stored.fetchall()) if stored is not None else {}
         except BaseException:
             self._release(conn, rollback=True)
             raise
         self._held, self._held_head = conn, (size, head)
+        self._known = {h: found.get(h) for h in leaf_hashes}
         self.head_lock_times.holding(asked, float(granted_at))
         return None if head is None else str(head)
+
+    def _let_go(self) -> psycopg.Connection[Any] | None:
+        """The held connection, if any; the head is no longer this frontend's to extend (so
+        what lock_head looked up is forgotten: this frontend's commit or another's may add
+        those leaves)."""
+        conn, self._held, self._known = self._held, None, {}
+        return conn
 
     def _release(self, conn: psycopg.Connection[Any], *, rollback: bool) -> None:
         if rollback:
@@ -465,7 +493,7 @@ class PostgresStorage:
     def unlock_head(self) -> None:
         """Release the head; then, as after a commit, return once the head lock_head gave
         is published (another frontend's batch may not be yet)."""
-        conn, self._held = self._held, None
+        conn = self._let_go()
         if conn is not None:
             self._release(conn, rollback=True)
             self.head_lock_times.released(0)
@@ -473,7 +501,7 @@ class PostgresStorage:
 
     def commit(self, batch: Batch, previous: str | None) -> Callable[[], None]:
         """Steps 1 (done by lock_head) and 2; returns step 3, to run before answering."""
-        conn, self._held = self._held, None
+        conn = self._let_go()
         if conn is None:
             raise RuntimeError("commit without lock_head")
         new_size = batch.first_index + len(batch.entries)

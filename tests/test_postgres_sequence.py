@@ -88,3 +88,29 @@ def test_a_batch_that_fails_in_step_2_writes_none_of_its_records(storage, scaleo
     assert storage.get(b"s/q/s") is None
     assert storage.get(index_key(1)) is None
     assert storage.indexes_of(hashing.leaf_hashes([b"two"])) == [None]
+
+
+def test_lock_head_looks_up_the_batchs_leaf_hashes_as_of_the_lock(storage, scaleout):
+    append(storage, [b"one", b"two"], {})
+    other = PostgresStorage(scaleout.storage_url, ObjectStore(Location.parse(scaleout.objects_url)))
+    try:
+        append(other, [b"three"], {})  # another frontend's batch, before the lock
+        storage.lock_head(hashing.leaf_hashes([b"one", b"three", b"four"]))
+        times = storage.head_lock_times
+        read_before = times.parts_s.get("lookups", 0.0)
+        assert storage.indexes_of(hashing.leaf_hashes([b"three", b"four", b"one"])) == [2, None, 0]
+        assert times.parts_s.get("lookups", 0.0) == read_before  # answered from the lock's trip
+        assert storage.indexes_of(hashing.leaf_hashes([b"two", b"four"])) == [1, None]
+        assert times.parts_s["lookups"] > read_before  # "two" was not looked up: read now
+        storage.unlock_head()
+        append(other, [b"four"], {})  # released: what the lock looked up is forgotten
+        assert storage.indexes_of(hashing.leaf_hashes([b"four"])) == [3]
+    finally:
+        other.close()
+
+
+def test_lock_head_refuses_a_leaf_hash_of_another_length(storage):
+    with pytest.raises(ValueError, match="32 bytes"):
+        storage.lock_head([b"short"])
+    storage.lock_head(hashing.leaf_hashes([b"one"]))  # and nothing was held
+    storage.unlock_head()
