@@ -249,6 +249,11 @@ class PostgresStorage:
             self.unlock_head()
         times = self.head_lock_times.summary()
         if times["batches"]:
+            # Beside them, per batch: requests (of any thread) that found every pooled
+            # connection taken, and their wait; one under the head lock counts in its parts.
+            stats, n = self._pool.get_stats(), times["batches"]
+            times["pool_queued"] = round(stats.get("requests_queued", 0) / n, 2)
+            times["pool_wait_ms"] = round(stats.get("requests_wait_ms", 0) / n, 2)
             log.info(
                 "head lock per batch: %s",
                 ", ".join(f"{k} {v:g}" for k, v in times.items()),
