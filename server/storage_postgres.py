@@ -108,7 +108,7 @@ CONNECT_TIMEOUT_S = 3
 """How long a request waits for a database connection before it is answered UNAVAILABLE."""
 
 
-def _leaf_lookup(leaf_hashes: Sequence[bytes]) -> tuple[str, tuple[object, ...]]:
+def leaf_lookup(leaf_hashes: Sequence[bytes]) -> tuple[str, tuple[object, ...]]:
     """The query (and its parameters) giving the stored (leaf_hash, leaf_index) among
     leaf_hashes.
 
@@ -375,7 +375,7 @@ class PostgresStorage:
         found: dict[bytes, int] = {}
         if missing:
             with self.head_lock_times.part("lookups"):
-                found = _leaf_indexes(self._read(*_leaf_lookup(missing)))
+                found = _leaf_indexes(self._read(*leaf_lookup(missing)))
         return [known[h] if h in known else found.get(h) for h in leaf_hashes]
 
     def get(self, key: bytes) -> bytes | None:
@@ -454,7 +454,7 @@ class PostgresStorage:
         until the head is released."""
         if self._held is not None:
             raise RuntimeError("the head is already locked by this process")
-        lookup = _leaf_lookup(leaf_hashes) if leaf_hashes else None
+        lookup = leaf_lookup(leaf_hashes) if leaf_hashes else None
         asked = self.head_lock_times.asked()
         try:
             conn = self._pool.getconn()

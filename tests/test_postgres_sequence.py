@@ -12,9 +12,10 @@ from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, note
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.merkle.tiles import grow
+from affidavit.server import postgres_arrays
 from affidavit.server.objects_s3 import Location, ObjectStore
 from affidavit.server.storage import Batch, StorageError
-from affidavit.server.storage_postgres import PostgresStorage
+from affidavit.server.storage_postgres import PostgresStorage, leaf_lookup
 
 from tests import backends
 from tests.backends import Scaleout
@@ -138,3 +139,30 @@ def test_pending_entries_are_stored_uncompressed_and_an_older_log_is_tuned(stora
         assert again.indexes_of(hashing.leaf_hashes([b"one"])) == [0]
     finally:
         again.close()
+
+
+def test_theleaf_lookups_kept_plan_is_an_index_scan_as_the_table_grows(storage, scaleout):
+    # psycopg prepares a query a connection ran 5 times; PostgreSQL then keeps a generic plan,
+    # made here while the table was small, until the table is analysed. (The packed IN
+    # (generate_series) form kept a hash join over a sequential scan of the table.)
+    probes = hashing.leaf_hashes([f"probe {i}".encode() for i in range(700)])
+    sql, params = leaf_lookup(probes)
+    rows = (
+        "INSERT INTO affidavit_leaf SELECT sha256(int8send(i)), i "
+        "FROM generate_series(%s::bigint, %s::bigint) AS i"
+    )
+    with psycopg.connect(scaleout.storage_url, autocommit=True) as conn:
+        postgres_arrays.register(conn.adapters)
+        conn.execute(rows, (1, 50), prepare=False)  # the first batches'
+        for _ in range(12):
+            assert conn.execute(sql, params, prepare=True).fetchall() == []
+        conn.execute(rows, (51, 50_000), prepare=False)
+        (name, generic), *_ = conn.execute(
+            "SELECT name, generic_plans FROM pg_prepared_statements WHERE statement = %s",
+            (sql.replace("%s", "$1"),),
+        ).fetchall()
+        assert generic > 0
+        array = "{" + ",".join(f'"\\\\x{h.hex()}"' for h in probes) + "}"
+        plan = conn.execute(f"EXPLAIN EXECUTE {name}('{array}')").fetchall()
+    text = "\n".join(str(row[0]) for row in plan)
+    assert "Index" in text and "Seq Scan" not in text, text
