@@ -12,10 +12,15 @@ the benchmark); elsewhere it is off by the clocks' offset, and their sum stays r
     held      from the database granting it to the frontend hearing it released (commit, or
               unlock without a batch): the reads sent with the lock, in the same round trip,
               run while it is held and count here
-    lookups   the part of held spent reading the database (dedup lookups, statement state)
+    lookups   the part of held spent reading the database in batches (dedup lookups not
+              sent with the lock, statement state)
+    gets      the part of held spent reading records one at a time
     tiles     the part of held spent reading tiles and bundles (memory or object store)
     commit    the part of held spent in commit: its entry bundles made (bundles), then one
               round trip (sequence)
+
+Beside each part's milliseconds, its calls per batch (NAME_calls): for lookups, the database
+round trips made under the lock beside the lock's own and the commit's.
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class HeadLockTimes:
     waited_s: float = 0.0
     held_s: float = 0.0
     parts_s: dict[str, float] = field(default_factory=dict)
+    parts_n: dict[str, int] = field(default_factory=dict)  # how many times each part ran
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _since: float | None = field(default=None, repr=False)
     _holder: int | None = field(default=None, repr=False)  # the thread holding the lock
@@ -73,6 +79,7 @@ class HeadLockTimes:
             with self._lock:
                 if self._holder == threading.get_ident():
                     self.parts_s[name] = self.parts_s.get(name, 0.0) + time.time() - start
+                    self.parts_n[name] = self.parts_n.get(name, 0) + 1
 
     def summary(self) -> dict[str, float]:
         """Per batch, in milliseconds, and entries per batch."""
@@ -86,4 +93,5 @@ class HeadLockTimes:
             }
             for name, seconds in sorted(self.parts_s.items()):
                 out[f"{name}_ms"] = round(1000 * seconds / n, 2)
+                out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
             return out

@@ -379,7 +379,7 @@ class PostgresStorage:
         return [known[h] if h in known else found.get(h) for h in leaf_hashes]
 
     def get(self, key: bytes) -> bytes | None:
-        with self.head_lock_times.part("lookups"):
+        with self.head_lock_times.part("gets"):
             rows = self._read(
                 "SELECT record_value FROM affidavit_record WHERE record_key = %s", (key,)
             )

@@ -19,6 +19,7 @@ def test_waits_holds_and_parts_are_summed_per_batch() -> None:
         times.released(entries)
     got = times.summary()
     assert got["batches"] == 2 and got["entries_per_batch"] == 200
+    assert got["commit_calls"] == 1  # per batch
     assert 9.9 <= got["waited_ms"] < 20  # the grant as the database stamped it
     assert got["held_ms"] >= got["commit_ms"] >= 0
 
