@@ -296,6 +296,18 @@ def scaleout(postgres: Postgres, objects: ObjectServer) -> Scaleout:
     return new_scaleout(postgres, objects)
 
 
+def pending_entries_storage(where: Scaleout) -> str:
+    """How PostgreSQL stores the log's pending batches' entries (attstorage; e: out of line,
+    uncompressed, as server.postgres_schema.tune sets it)."""
+    with psycopg.connect(where.storage_url) as conn:
+        row = conn.execute(
+            "SELECT attstorage FROM pg_attribute "
+            "WHERE attrelid = 'affidavit_pending'::regclass AND attname = 'entries'"
+        ).fetchone()
+        assert row is not None
+        return str(row[0])
+
+
 DEPLOYMENTS = ["leveldb", "postgres+s3"]
 """The two storage deployments, for parametrising a suite over both."""
 

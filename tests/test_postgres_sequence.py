@@ -117,25 +117,15 @@ def test_lock_head_refuses_a_leaf_hash_of_another_length(storage):
     storage.unlock_head()
 
 
-def entries_storage(where: Scaleout) -> str:
-    with psycopg.connect(where.storage_url) as conn:
-        row = conn.execute(
-            "SELECT attstorage FROM pg_attribute "
-            "WHERE attrelid = 'affidavit_pending'::regclass AND attname = 'entries'"
-        ).fetchone()
-        assert row is not None
-        return str(row[0])
-
-
 def test_pending_entries_are_stored_uncompressed_and_an_older_log_is_tuned(storage, scaleout):
-    assert entries_storage(scaleout) == "e"  # as created
+    assert backends.pending_entries_storage(scaleout) == "e"  # as created
     append(storage, [b"one"], {})
     with psycopg.connect(scaleout.storage_url, autocommit=True) as conn:  # as made before
         conn.execute("ALTER TABLE affidavit_pending ALTER COLUMN entries SET STORAGE EXTENDED")
-    assert entries_storage(scaleout) == "x"
+    assert backends.pending_entries_storage(scaleout) == "x"
     again = PostgresStorage(scaleout.storage_url, ObjectStore(Location.parse(scaleout.objects_url)))
     try:
-        assert entries_storage(scaleout) == "e"
+        assert backends.pending_entries_storage(scaleout) == "e"
         assert again.indexes_of(hashing.leaf_hashes([b"one"])) == [0]
     finally:
         again.close()

@@ -417,6 +417,7 @@ def test_a_schema_version_1_log_is_upgraded_in_place(server_factory, scaleout):
     assert append_all(s, [b"v1 0"])[0].index == acks[0].index
     assert append_all(s, [b"after"])[0].index == 5
     assert schema_version(scaleout) == "3"
+    assert backends.pending_entries_storage(scaleout) == "e"  # the table it made is tuned
 
 
 def schema_version(where: Scaleout) -> str:
