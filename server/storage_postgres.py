@@ -24,8 +24,9 @@ Order of writes, one batch (crash-safe; every step idempotent):
  1. lock: BEGIN; SELECT the head row FOR UPDATE (other frontends' batches wait here). Batches
     sequenced by other frontends and not yet published are read from their pending rows in the
     same round trip: their tiles as stored (the newest checked against its checkpoint's root),
-    their entries only where they fall in the bundle the next batch extends. The caller
-    extends exactly the head it got, whose tiles are in the object store or in this
+    their entries only where they fall in the bundle the next batch extends; and which of
+    the batch's leaf hashes (those known when the lock is asked for) are stored already. The
+    caller extends exactly the head it got, whose tiles are in the object store or in this
     frontend's memory.
  2. sequence (server.postgres_sequence): in the same transaction insert the leaf-hash rows,
     derived records, the signed checkpoint and the batch's pending row, and set the head to
