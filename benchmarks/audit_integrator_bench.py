@@ -18,32 +18,57 @@ from pathlib import Path
 from affidavit.merkle import hashing, note
 from affidavit.merkle.checkpoint import Checkpoint
 from affidavit.server.admission import StatementGate
+from affidavit.server.prepared import ServerPrepared
+from affidavit.server.search_index import free_facets
 from affidavit.server.sequencer import Receipt, Sequencer
 from affidavit.server.storage import Batch, Storage
 from affidavit.statements import ingest, schema, signing
+from affidavit.statements.state import reads_named_by
 from audit_log_bench import ORIGIN, Log
 
 
-def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, float]:
-    """CPU microseconds per entry of the server's serial path for the first `sample` entries,
-    decoded and signature-checked beforehand (as the ingest workers hand them over), their
-    records read ahead (as the verifier threads do; read_ahead is what that costs them, off
-    the serial path): the statement gate's admission, state transition and search indexing,
-    in log order, against the records of a real LevelDB; then the storage commit of each batch
-    of `batch` (building the WriteBatch; its sync is not CPU time). CPU time of this thread:
-    the integrator's own (LevelDB compacts in threads of its own, which hold no interpreter
-    lock and would add noise as the database grows). The gate must give the verdicts the log
-    holds."""
-    leaves = log.leaves[:sample]
+def server_prepared(leaves: list[bytes]) -> tuple[list[ServerPrepared], float]:
+    """The entries as the integrator gets them from the ingest workers (or the verifier
+    threads): decoded, their signatures' keys known, and what the server derives from each
+    made (server.prepared: the free search facets and the reads it names). With the CPU
+    microseconds per entry that deriving took, which is spent off the serial path."""
     decoded = [schema.decode(leaf) for leaf in leaves]
     keys = {
         signing.key_id(st.identity.public_key): st.identity.public_key
         for _, st in decoded
         if st.WhichOneof("body") == "identity"
     }
-    prepared = [ingest.Prepared(s, st, keys[s.key_id]) for s, st in decoded]
+    plain = [ingest.Prepared(s, st, keys[s.key_id]) for s, st in decoded]
+    began = time.thread_time()
+    prepared = [
+        ServerPrepared(
+            p.signed,
+            p.statement,
+            p.verified_with,
+            free_facets(p),
+            reads_named_by(p.statement, p.signed.key_id),
+        )
+        for p in plain
+    ]
+    return prepared, (time.thread_time() - began) / max(1, len(leaves)) * 1e6
+
+
+def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, float]:
+    """CPU microseconds per entry of the server's serial path for the first `sample` entries,
+    decoded and signature-checked beforehand and what the server derives from them made (as
+    the ingest workers hand them over; derive is what that costs them, off the serial path),
+    their records read ahead (as the verifier threads do; read_ahead is what that costs them,
+    also off the serial path): the statement gate's admission, state transition and search indexing,
+    in log order, against the records of a real LevelDB; then the storage commit of each batch
+    of `batch` (building the WriteBatch; its sync is not CPU time). CPU time of this thread:
+    the integrator's own (LevelDB compacts in threads of its own, which hold no interpreter
+    lock and would add noise as the database grows). The gate must give the verdicts the log
+    holds."""
+    leaves = log.leaves[:sample]
+    prepared, derive_us = server_prepared(leaves)
     hashes = hashing.leaf_hashes(leaves)
-    admitted_ms = decoded[0][1].header.client_time_ms  # the benchmark's log: all signed then
+    # the benchmark's log: all signed then
+    admitted_ms = prepared[0].statement.header.client_time_ms
     gate_s = commit_s = ahead_s = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-audit-gate-") as tmp:
         storage = Storage(Path(tmp) / "db", create=True)
@@ -82,6 +107,7 @@ def integrator_costs(log: Log, sample: int, batch: int = 1000) -> dict[str, floa
         "admit_apply_index": gate_s / n * 1e6,
         "commit": commit_s / n * 1e6,
         "read_ahead": ahead_s / n * 1e6,
+        "derive": derive_us,
     }
 
 
@@ -94,14 +120,8 @@ def whole_integration_cost(log: Log, sample: int, batch: int = 1000) -> float:
     writes run beside the next batch, on the publisher thread. The receipts must carry the
     verdicts the log holds."""
     leaves = log.leaves[:sample]
-    decoded = [schema.decode(leaf) for leaf in leaves]
-    keys = {
-        signing.key_id(st.identity.public_key): st.identity.public_key
-        for _, st in decoded
-        if st.WhichOneof("body") == "identity"
-    }
-    prepared = [ingest.Prepared(s, st, keys[s.key_id]) for s, st in decoded]
-    admitted_ms = decoded[0][1].header.client_time_ms
+    prepared, _ = server_prepared(leaves)
+    admitted_ms = prepared[0].statement.header.client_time_ms
     signer, _ = note.generate_key(ORIGIN)
     spent = 0.0
     with tempfile.TemporaryDirectory(prefix="bench-audit-sequencer-") as tmp:
