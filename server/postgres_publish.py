@@ -123,7 +123,9 @@ class Looked:
 
 class Unpublished:
     """The batches this frontend knows of past the published size, in order and contiguous
-    from it (thread-safe: readers look objects up while the integrator adds batches)."""
+    from it (thread-safe: readers look objects up while the integrator adds batches). The list
+    of batches is replaced whole, never changed in place, so find() scans the list it took
+    under the lock outside it: the lock is held for a lookup's two reads, not for its scan."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -149,7 +151,7 @@ class Unpublished:
             end = self._batches[-1].size if self._batches else self._published
             if batch.first != end:
                 raise StorageError(f"batch [{batch.first}, {batch.size}) does not follow {end}")
-            self._batches.append(batch)
+            self._batches = [*self._batches, batch]
 
     def advance(self, published: int) -> None:
         """The published size is now at least published: forget the batches it covers."""
@@ -164,11 +166,12 @@ class Unpublished:
         """The newest known object of tile's level and index at least tile's width, or None;
         and the published size (whose objects hold every tile not found here)."""
         with self._lock:
-            for batch in reversed(self._batches):
-                for t, data in batch.objects.items():
-                    if (t.level, t.index) == (tile.level, tile.index) and t.width >= tile.width:
-                        return data, self._published
-            return None, self._published
+            batches, published = self._batches, self._published
+        for batch in reversed(batches):
+            for t, data in batch.objects.items():
+                if (t.level, t.index) == (tile.level, tile.index) and t.width >= tile.width:
+                    return data, published
+        return None, published
 
 
 class Publication:
