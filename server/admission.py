@@ -20,8 +20,7 @@ from affidavit.server.prepared import ServerPrepared
 from affidavit.statements import ingest
 from affidavit.statements.build import now_ms
 from affidavit.statements.errors import Rejection
-from affidavit.statements.ingest import Prepared
-from affidavit.statements.state import LogState, RecordCache, reads_named_by
+from affidavit.statements.state import LogState, RecordCache
 
 PREFETCH_ROUNDS = 3
 """Queries a run's prefetch makes at most (each can uncover records the next one reads)."""
@@ -228,7 +227,7 @@ class StatementGate:
         self._batch = _BatchKV(self._committed)
         self._state = LogState(self._batch, self._records)
 
-    def prepare(self, entry: bytes) -> Prepared:
+    def prepare(self, entry: bytes) -> ServerPrepared:
         """History-free checks, and what the server derives from the statement (server.prepared:
         its free search facets and named reads); raises Rejection. Thread-safe."""
         return server_prepared.prepare(entry, self.committed.key)
@@ -250,17 +249,9 @@ class StatementGate:
         an empty cache — every batch after another frontend's — uncovered one level of
         records a query and stopped short: an INTENT's rejection record and a grant's uses
         were read one round trip each, under the head lock.)"""
-        ready = [p for p in prepared if isinstance(p, Prepared)]
+        ready = [p for p in prepared if isinstance(p, ServerPrepared)]
         lookup = self._committed.lookup
-        named = (
-            k
-            for p in ready
-            for k in (
-                p.reads
-                if isinstance(p, ServerPrepared)
-                else reads_named_by(p.statement, p.signed.key_id)
-            )
-        )
+        named = (k for p in ready for k in p.reads)
         keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
         if keys:
             self._committed.fetch(keys)
@@ -286,14 +277,14 @@ class StatementGate:
     def admit(
         self, entry: bytes, prepared: object, leaf_hash: bytes, index: int
     ) -> tuple[int, str]:
-        if not isinstance(prepared, Prepared):
-            prepared = ingest.prepare(entry, self._state.key)
+        if not isinstance(prepared, ServerPrepared):
+            # Not prepared beforehand (its key was registered earlier in this batch, say).
+            prepared = server_prepared.prepare(entry, self._state.key)
         self._last_admitted = max(self._last_admitted, self._clock())
         verdict = ingest.admit(prepared, self._state, self._last_admitted, self._log_key)
         self._state.apply(index, leaf_hash, prepared.statement, verdict)
-        free = prepared.facets if isinstance(prepared, ServerPrepared) else None
         search_index.index_statement(
-            self._batch.index, self._state, index, leaf_hash, prepared, verdict, free
+            self._batch.index, self._state, index, leaf_hash, prepared.facets, verdict
         )
         return (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
 

@@ -229,14 +229,11 @@ def index_statement(
     state: LogState,
     index: int,
     leaf_hash: bytes,
-    prepared: Prepared,
+    free: FreeFacets,
     verdict: VerdictRecord | None,
-    free: FreeFacets | None = None,
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch: its free
-    facets (free, made where it was prepared; else made here) and what the log so far adds."""
-    if free is None:
-        free = free_facets(prepared)
+    facets (free_facets(), made where it was prepared) and what the log so far adds."""
     grantor, approver, ticket = list(free.grantor), list(free.approver), list(free.ticket)
     for grant_id in free.ticket_chains:
         for record in _chain(state, grant_id):

@@ -178,7 +178,7 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
         gate = StatementGate(storage, clock=lambda: now)
         size, previous = 0, None
 
-        def integrate(leaves: list[bytes], prepared: list[Prepared]) -> list[tuple[int, str]]:
+        def integrate(leaves: list[bytes], prepared: Sequence[Prepared]) -> list[tuple[int, str]]:
             nonlocal size, previous
             gate.begin()
             hashes = hashing.leaf_hashes(leaves)

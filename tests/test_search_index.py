@@ -63,7 +63,9 @@ def test_an_intent_is_indexed_under_every_facet_with_its_hit_record() -> None:
     kv, state = _state_with_a_delegated_grant_and_an_approval()
     before = set(kv.data)
     verdict = VerdictRecord(pb.IN_SCOPE, "", "g-child", 1000)
-    search_index.index_statement(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    search_index.index_statement(
+        kv, state, 7, b"\x07" * 32, search_index.free_facets(_intent()), verdict
+    )
     written = {k: v for k, v in kv.data.items() if k not in before}
     at = b"\x00" + _u64(7)
     assert written.pop(b"x/h/" + _u64(7)) == (
@@ -105,7 +107,9 @@ def test_a_refusal_is_found_only_as_refused() -> None:
     )
     kv = DictKV()
     prepared = Prepared(pb.SignedStatement(key_id="kid-log"), statement, None)
-    search_index.index_statement(kv, LogState(kv), 9, b"\x09" * 32, prepared, None)
+    search_index.index_statement(
+        kv, LogState(kv), 9, b"\x09" * 32, search_index.free_facets(prepared), None
+    )
     hit = json.loads(kv.data.pop(b"x/h/" + _u64(9)))
     assert (hit["actor"], hit["key"], hit["verdict_reason"]) == (
         ["mallory"],
@@ -125,7 +129,9 @@ def test_the_hit_record_holds_the_fields_of_facets_in_order() -> None:
     """search() reads a hit back as Facets(**record); the stored JSON follows Facets' order."""
     kv, state = _state_with_a_delegated_grant_and_an_approval()
     verdict = VerdictRecord(pb.IN_SCOPE, "", "g-child", 1000)
-    search_index.index_statement(kv, state, 7, b"\x07" * 32, _intent(), verdict)
+    search_index.index_statement(
+        kv, state, 7, b"\x07" * 32, search_index.free_facets(_intent()), verdict
+    )
     hit = json.loads(kv.data[b"x/h/" + _u64(7)])
     assert list(hit) == [f.name for f in dataclasses.fields(search.Facets)]
     assert vars(search.Facets(**hit)) == hit

@@ -211,7 +211,6 @@ def _state(tickets: list[str], approval_hit: bool) -> tuple[DictKV, LogState]:
     ),
     tickets=st.lists(_text, max_size=3),
     approval_hit=st.booleans(),
-    made_when_prepared=st.booleans(),
 )
 def test_the_two_halves_write_the_records_the_one_dict_did(
     statement: pb.Statement,
@@ -221,14 +220,12 @@ def test_the_two_halves_write_the_records_the_one_dict_did(
     verdict: VerdictRecord | None,
     tickets: list[str],
     approval_hit: bool,
-    made_when_prepared: bool,
 ) -> None:
     prepared = Prepared(pb.SignedStatement(key_id=key_id), statement, None)
     kv, state = _state(tickets, approval_hit)
     expected = _reference(kv, state, index, leaf, prepared, verdict)
-    # Made where it was prepared (an ingest worker, a verifier thread), or at indexing.
-    free = search_index.free_facets(prepared) if made_when_prepared else None
+    free = search_index.free_facets(prepared)  # where it is prepared: a worker, a verify thread
     before = dict(kv.data)
-    search_index.index_statement(kv, state, index, leaf, prepared, verdict, free)
+    search_index.index_statement(kv, state, index, leaf, free, verdict)
     written = {k: v for k, v in kv.data.items() if k not in before}
     assert written == expected
