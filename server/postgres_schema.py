@@ -10,12 +10,14 @@ Upgrade every frontend of a log together: an older one refuses a migrated databa
 
 from __future__ import annotations
 
-import contextlib
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
 import psycopg
 from affidavit.server.storage import StorageError
+
+log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = "3"
 
@@ -75,17 +77,26 @@ def create(conn: psycopg.Connection[Any]) -> None:
 def tune(conn: psycopg.Connection[Any]) -> None:
     """Set UNCOMPRESSED's columns' storage where it is not yet set (a log made before it was
     set, or by an older version, is tuned by the first frontend that opens it). Where the
-    engine has no such setting or catalog (PostgreSQL-compatible engines), nothing changes.
+    engine has no such setting or catalog (PostgreSQL-compatible engines), or the role may not
+    alter the table, nothing changes but a warning: the log works as well, a little slower.
     """
     for table, column in UNCOMPRESSED:
-        with contextlib.suppress(psycopg.Error), conn.transaction():
-            row = conn.execute(
-                "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass "
-                "AND attname = %s",
-                (table, column),
-            ).fetchone()
-            if row is not None and row[0] != "e":
-                conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
+        try:
+            with conn.transaction():
+                row = conn.execute(
+                    "SELECT attstorage FROM pg_attribute WHERE attrelid = %s::regclass "
+                    "AND attname = %s",
+                    (table, column),
+                ).fetchone()
+                if row is not None and row[0] != "e":
+                    conn.execute(f"ALTER TABLE {table} ALTER COLUMN {column} SET STORAGE EXTERNAL")
+        except psycopg.Error as e:
+            log.warning(
+                "%s.%s left compressed (%s): its batches are stored a little slower",
+                table,
+                column,
+                str(e).splitlines()[0] if str(e) else type(e).__name__,
+            )
 
 
 def _version(read: Read) -> str | None:
