@@ -322,32 +322,32 @@ def _check_action(
     assert admitted_ms is not None  # admit() refused an action without it
     _check_principal_chain(a, state)
     action_id = a.action_id
-    intent = state.intent(action_id)
+    # An action is (acting agent, action id): another agent's INTENT with the same id is
+    # another action, and an OUTCOME finds only its own agent's INTENT.
+    intent = state.intent(issuer, action_id)
     if a.phase == pb.AgentAction.INTENT:
         if intent is not None:
             raise Rejection.exists(
-                f"action {action_id} already has an INTENT (index {intent.index})",
+                f"{issuer!r} already recorded an INTENT of action {action_id} "
+                f"(index {intent.index}); give each action its own id",
                 reason="intent-exists",
             )
         return scope.intent_verdict(state, a, admitted_ms, st.header.client_time_ms)
     if intent is None:
         raise Rejection.precondition(
-            f"action {action_id} has no INTENT in the log; record it first",
+            f"{issuer!r} has no INTENT of action {action_id} in the log (an OUTCOME answers "
+            "its own agent's INTENT); record the INTENT first",
             reason="intent-missing",
         )
     if intent.leaf_hash != a.intent_leaf_hash:
         raise Rejection.precondition(
-            f"intent_leaf_hash is not the leaf hash of action {action_id}'s INTENT",
+            f"intent_leaf_hash is not the leaf hash of {issuer!r}'s INTENT of action {action_id}",
             reason="intent-hash-mismatch",
-        )
-    if intent.issuer != issuer:
-        raise Rejection.denied(
-            f"action {action_id} was intended by {intent.issuer!r}, not {issuer!r}",
-            reason="not-intent-issuer",
         )
     if intent.outcome_index is not None:
         raise Rejection.exists(
-            f"action {action_id} already has an OUTCOME (index {intent.outcome_index})",
+            f"{issuer!r}'s action {action_id} already has an OUTCOME "
+            f"(index {intent.outcome_index})",
             reason="outcome-exists",
         )
     return scope.outcome_verdict(state, a, intent, admitted_ms)

@@ -14,7 +14,8 @@ Approval. A grant's ApprovalPolicy, and that of every grant up its chain, says w
 need a human's approval and who may give it; the agent's own decision (ALLOW_IF_APPROVED) can
 add the need, never remove it. An approval counts only for the action id, the acting agent and
 the parameters digest it names, and only from an approver every requiring grant accepts. Any
-REJECT of an action id puts every INTENT of it out of scope.
+REJECT puts the action it names — the acting agent's action id — out of scope: another agent's
+action with the same id is another action.
 """
 
 from __future__ import annotations
@@ -233,7 +234,7 @@ def intent_verdict(
     reasons = []
     for grant_id in grant_ids:
         problem, records = evaluate_grant(state, grant_id, agent_id, op, admitted_ms, claimed_ms)
-        if problem is None and state.rejection(action.action_id):
+        if problem is None and state.rejection(agent_id, action.action_id):
             problem = "approval-rejected"
         if problem is None:
             needing = approval_needed(records, action)
@@ -267,6 +268,6 @@ def outcome_verdict(
     ran = action.outcome.status == pb.OK
     if intent.policy_decision == pb.DENY and ran:
         return VerdictRecord(pb.OUT_OF_SCOPE, "executed-despite-deny", admitted_ms=admitted_ms)
-    if ran and state.rejection(action.action_id):
+    if ran and state.rejection(intent.issuer, action.action_id):
         return VerdictRecord(pb.OUT_OF_SCOPE, "executed-despite-reject", admitted_ms=admitted_ms)
     return VerdictRecord(intent.verdict, intent.reason, admitted_ms=admitted_ms)

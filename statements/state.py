@@ -230,13 +230,30 @@ def _decode(cls: type[R], raw: bytes) -> R:
 
 
 # Keys: b"s/" + kind + b"/" + parts joined by 0x00 (strings UTF-8, integers 8 bytes big-endian).
+# An action is (acting agent, action id): the producer chooses the id, so another agent may
+# choose the same one, and only the pair names one action. Its INTENT and the first REJECT of
+# it are keyed by the pair, the agent first (an identity id, which holds no 0x00, so the key
+# splits at its first 0x00 whatever the action id holds). Layout 2; layout 1 keyed both by the
+# action id alone (statements.state_migration rewrites it once).
 _KEY_KEY, _IDENTITY, _SESSION, _GRANT, _USES = b"s/k/", b"s/i/", b"s/q/", b"s/g/", b"s/u/"
 _APPROVAL, _REJECTION, _INTENT, _STATEMENT = b"s/a/", b"s/r/", b"s/x/", b"s/s/"
 _VERDICT, _ADMIN = b"s/v/", b"s/m/admin"
+STATE_LAYOUT, STATE_LAYOUT_KEY = b"2", b"s/m/layout"
+"""The layout of the statement state, and where a store records it (absent: layout 1)."""
 
 
 def _session_key(issuer: str, session_id: str) -> bytes:
     return _SESSION + issuer.encode() + b"\x00" + session_id.encode()
+
+
+def intent_key(agent_id: str, action_id: str) -> bytes:
+    """Where the INTENT of agent_id's action action_id is kept."""
+    return _INTENT + agent_id.encode() + b"\x00" + action_id.encode()
+
+
+def rejection_key(agent_id: str, action_id: str) -> bytes:
+    """Where the first REJECT of agent_id's action action_id is kept."""
+    return _REJECTION + agent_id.encode() + b"\x00" + action_id.encode()
 
 
 def reads_named_by(statement: pb.Statement, signed_with: str) -> list[bytes]:
@@ -255,7 +272,8 @@ def reads_named_by(statement: pb.Statement, signed_with: str) -> list[bytes]:
     body = statement.WhichOneof("body")
     if body == "action":
         a = statement.action
-        out += (_INTENT + a.action_id.encode(), _REJECTION + a.action_id.encode())
+        agent_id = a.actor.agent_id
+        out += (intent_key(agent_id, a.action_id), rejection_key(agent_id, a.action_id))
         for grant_id in a.grant_ids:
             out += (_GRANT + grant_id.encode(), _USES + grant_id.encode())
         if a.approval_id:
@@ -267,7 +285,7 @@ def reads_named_by(statement: pb.Statement, signed_with: str) -> list[bytes]:
     elif body == "approval":
         out += (
             _IDENTITY + statement.approval.agent_id.encode(),
-            _REJECTION + statement.approval.action_id.encode(),
+            rejection_key(statement.approval.agent_id, statement.approval.action_id),
         )
     elif body == "identity":
         out += (_IDENTITY + statement.identity.identity_id.encode(), _ADMIN)
@@ -371,13 +389,14 @@ class LogState:
         value = self._get(key)
         return value if type(value) is not bytes else self._read(ApprovalRecord, key, value)
 
-    def rejection(self, action_id: str) -> str:
-        """The statement id of the first REJECT of an action, or ""."""
-        raw = self._get(_REJECTION + action_id.encode())
+    def rejection(self, agent_id: str, action_id: str) -> str:
+        """The statement id of the first REJECT of agent_id's action action_id, or ""."""
+        raw = self._get(rejection_key(agent_id, action_id))
         return "" if raw is None else raw.decode()
 
-    def intent(self, action_id: str) -> IntentRecord | None:
-        key = _INTENT + action_id.encode()
+    def intent(self, agent_id: str, action_id: str) -> IntentRecord | None:
+        """The INTENT agent_id recorded for its action action_id, or None."""
+        key = intent_key(agent_id, action_id)
         value = self._get(key)
         return value if type(value) is not bytes else self._read(IntentRecord, key, value)
 
@@ -425,8 +444,8 @@ class LogState:
                 a.agent_id,
             )
             self._put(_APPROVAL + h.statement_id.encode(), approval)
-            if a.decision == pb.Approval.REJECT and not self.rejection(a.action_id):
-                self.kv.put(_REJECTION + a.action_id.encode(), h.statement_id.encode())
+            if a.decision == pb.Approval.REJECT and not self.rejection(a.agent_id, a.action_id):
+                self.kv.put(rejection_key(a.agent_id, a.action_id), h.statement_id.encode())
         elif body == "grant_revocation":
             grant = self.grant(statement.grant_revocation.grant_id)
             assert grant is not None  # admission checked it
@@ -486,7 +505,7 @@ class LogState:
         verdict: VerdictRecord,
     ) -> None:
         action_id = a.action_id
-        key = _INTENT + action_id.encode()
+        key = intent_key(issuer, action_id)  # the issuer is the actor (admission checked it)
         if a.phase == pb.AgentAction.INTENT:
             op, decision = a.operation, a.authorization.decision
             intent = IntentRecord(
@@ -515,6 +534,6 @@ class LogState:
                 record = self.grant(grant_id)
                 grant_id = record.decoded().parent_grant_id if record is not None else ""
         else:
-            done = self.intent(action_id)
+            done = self.intent(issuer, action_id)
             assert done is not None
             self._put(key, replace(done, outcome_index=index))

@@ -177,7 +177,9 @@ def test_a_dict_kv_keeps_records_as_objects_with_the_same_bytes(
             for state in states:
                 state.apply(n, b"\x08" * 32, action, verdict)
             assert states[0].verdict(n) == states[1].verdict(n) == verdict
-            assert states[0].intent(f"act-{session}") == states[1].intent(f"act-{session}")
+            assert states[0].intent("admin", f"act-{session}") == states[1].intent(
+                "admin", f"act-{session}"
+            )
         elif op == "encoded":
             assert kept.encoded() == stored.data
             assert all(type(v) is bytes for v in kept.data.values())

@@ -247,11 +247,12 @@ def test_outcome_with_the_wrong_intent_hash_is_refused() -> None:
     w.refuse(PRECONDITION, BOT, body, match="intent_leaf_hash")
 
 
-def test_outcome_by_another_agent_is_denied() -> None:
+def test_outcome_by_another_agent_finds_no_intent() -> None:
+    """An OUTCOME answers its own agent's INTENT: another agent's action is another action."""
     w, gid = scoped_world()
     r = w.intent(BOT, [gid])
     body = outcome_body("other-agent", r.action_id, r.leaf_hash)
-    w.refuse(DENIED, OTHER, body, match="code-agent")
+    w.refuse(PRECONDITION, OTHER, body, match="'other-agent' has no INTENT of action")
 
 
 def test_second_outcome_and_second_intent_are_refused() -> None:

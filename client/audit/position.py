@@ -3,6 +3,12 @@
 A file is a magic line, a JSON header (checkpoint, next index, compact range, keys, open
 intents, counts, findings) and the replayed state's records (zlib), then a SHA-256 of all of
 that, so a damaged file is refused rather than trusted.
+
+The magic line's version says the layout of the state it holds. Version 3 holds layout 2
+(statements.state: an action keyed by agent and action id) and its open intents as
+[agent, action id, index] triples. Versions 1 and 2 hold layout 1 and open intents keyed by
+action id alone: they are read and rewritten in memory as they load
+(statements.state_migration), so an audit resumes from them; saving writes version 3.
 """
 
 from __future__ import annotations
@@ -20,11 +26,14 @@ from affidavit.client.audit.replay import Findings, Replay
 from affidavit.client.audit.report import Finding
 from affidavit.client.trust import write_atomic
 from affidavit.merkle.compact import CompactRange
+from affidavit.statements import state_migration
 from affidavit.statements.state import DictKV
 
-_POSITION_MAGIC = b"affidavit-audit-position/2\n"
+_POSITION_MAGIC = b"affidavit-audit-position/3\n"
+_POSITION_MAGIC_V2 = b"affidavit-audit-position/2\n"
 _POSITION_MAGIC_V1 = b"affidavit-audit-position/1\n"
 """Version 1 held the records uncompressed (about 370 bytes an entry); it is still read."""
+_POSITION_MAGICS = (_POSITION_MAGIC, _POSITION_MAGIC_V2, _POSITION_MAGIC_V1)
 
 
 def save_position(path: Path, replay: Replay) -> None:
@@ -39,7 +48,7 @@ def save_position(path: Path, replay: Replay) -> None:
                 "hashes": [h.hex() for h in replay.compact.hashes],
             },
             "keys": {k: v.hex() for k, v in replay.keys.items()},
-            "open_intents": replay.open_intents,
+            "open_intents": [[*action, index] for action, index in replay.open_intents.items()],
             "counts": replay.counts,
             "findings": [[f.index, f.kind, f.message] for f in replay.findings.listed],
             "finding_counts": replay.findings.counts,
@@ -84,7 +93,7 @@ def load_position(path: Path) -> Replay:
     """Read a position file written by save_position; PositionError if it cannot be used."""
     raw = path.read_bytes()
     end = len(raw) - 32
-    if not raw.startswith((_POSITION_MAGIC, _POSITION_MAGIC_V1)):
+    if not raw.startswith(_POSITION_MAGICS):
         raise PositionError(f"{path} is not an affidavit audit position file")
     if hashlib.sha256(memoryview(raw)[:end]).digest() != raw[end:]:
         raise PositionError(f"{path} is damaged (its checksum does not match); delete it")
@@ -101,8 +110,9 @@ def _parse_position(body: bytes, end: int) -> Replay:
     at += 8
     h = json.loads(body[at : at + length])
     at += length
-    if body.startswith(_POSITION_MAGIC):
-        body = zlib.decompress(body[at:end])  # version 2: the records are compressed
+    layout1 = not body.startswith(_POSITION_MAGIC)
+    if not body.startswith(_POSITION_MAGIC_V1):
+        body = zlib.decompress(body[at:end])  # versions 2 and 3: the records are compressed
         at, end = 0, len(body)
     n = h["records"]
     key_lengths, value_lengths = array("I"), array("I")
@@ -117,6 +127,14 @@ def _parse_position(body: bytes, end: int) -> Replay:
         raise ValueError("its records do not add up to its length")
     kv = DictKV()
     kv.data = dict(zip(keys, values, strict=True))
+    if layout1:
+        open_intents = _layout1_open_intents(kv.data, h["open_intents"])
+        rewrite = state_migration.rewrite(state_migration.scan_dict(kv.data))
+        for key in rewrite.deletes:
+            del kv.data[key]
+        kv.data.update(rewrite.puts)
+    else:
+        open_intents = {(agent, action): index for agent, action, index in h["open_intents"]}
     return Replay(
         checkpoint_note=h["checkpoint"],
         next_index=h["next_index"],
@@ -125,7 +143,7 @@ def _parse_position(body: bytes, end: int) -> Replay:
         ),
         kv=kv,
         keys={k: bytes.fromhex(v) for k, v in h["keys"].items()},
-        open_intents=h["open_intents"],
+        open_intents=open_intents,
         counts=h["counts"],
         findings=Findings(
             h["max_findings"],
@@ -133,6 +151,20 @@ def _parse_position(body: bytes, end: int) -> Replay:
             h["finding_counts"],
         ),
     )
+
+
+def _layout1_open_intents(
+    records: dict[bytes, bytes], by_action_id: dict[str, int]
+) -> dict[tuple[str, str], int]:
+    """A version 1 or 2 file's open intents, keyed by action id alone, keyed by agent and
+    action id: each INTENT's record (layout 1, keyed by action id) names its agent."""
+    out = {}
+    for action_id, index in by_action_id.items():
+        agent = state_migration.layout1_intent_issuer(records.get, action_id)
+        if agent is None:
+            raise ValueError(f"its open intent {action_id!r} has no INTENT record")
+        out[agent, action_id] = index
+    return out
 
 
 def saved_checkpoint(path: Path) -> str | None:
@@ -147,7 +179,7 @@ def saved_checkpoint(path: Path) -> str | None:
         return None
     except (KeyError, TypeError, ValueError, struct.error):
         magic = b""
-    if magic not in (_POSITION_MAGIC, _POSITION_MAGIC_V1) or not isinstance(note, str):
+    if magic not in _POSITION_MAGICS or not isinstance(note, str):
         raise PositionError(f"{path} is not an affidavit audit position file")
     return note
 

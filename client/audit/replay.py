@@ -115,7 +115,8 @@ class Replay:
     compact: CompactRange = field(default_factory=CompactRange)
     kv: DictKV = field(default_factory=DictKV)
     keys: dict[str, bytes] = field(default_factory=dict)
-    open_intents: dict[str, int] = field(default_factory=dict)
+    open_intents: dict[tuple[str, str], int] = field(default_factory=dict)
+    """Each INTENT without an OUTCOME so far: (agent, action id) -> its index."""
     counts: dict[str, int] = field(default_factory=lambda: dict.fromkeys(_COUNTS, 0))
     log_key: bytes | None = None  # the log's public key: its refusal records verify with it
 
@@ -182,7 +183,8 @@ class Replay:
             return None
         if statement.action.phase != pb.AgentAction.OUTCOME:
             return None
-        intent = self.state.intent(statement.action.action_id)
+        action = statement.action
+        intent = self.state.intent(action.actor.agent_id, action.action_id)
         return None if intent is None else (intent.verdict, intent.reason)
 
     def _tally(
@@ -199,10 +201,10 @@ class Replay:
         action = statement.action
         if action.phase == pb.AgentAction.INTENT:
             self.counts["intent"] += 1
-            self.open_intents[action.action_id] = index
+            self.open_intents[action.actor.agent_id, action.action_id] = index
         else:
             self.counts["outcome"] += 1
-            self.open_intents.pop(action.action_id, None)
+            self.open_intents.pop((action.actor.agent_id, action.action_id), None)
         self.counts[_VERDICT_COUNT[verdict.verdict]] += 1
         kind = _VIOLATION_KIND.get(verdict.verdict)
         if kind is None or intent_verdict == (verdict.verdict, verdict.reason):
@@ -235,6 +237,8 @@ class Replay:
                 f"the entries hash to root {self.compact.root().hex()}; the checkpoint "
                 f"of size {size} says {root_hash.hex()}",
             )
-        for action_id, index in sorted(self.open_intents.items(), key=lambda item: item[1]):
-            out.add(index, "missing-outcome", f"action {action_id} has no OUTCOME")
+        for (agent_id, action_id), index in sorted(
+            self.open_intents.items(), key=lambda item: item[1]
+        ):
+            out.add(index, "missing-outcome", f"{agent_id}'s action {action_id} has no OUTCOME")
         return out
