@@ -15,13 +15,16 @@ that other processes may extend says so (shared): its head can move between batc
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 from affidavit.merkle.tiles import Tile
 from affidavit.server.storage import MIN_FREE_BYTES, Batch, Storage, StorageError
+
+DerivedRewrite = tuple[Mapping[bytes, bytes], Sequence[bytes]]
+"""Derived records to put, and derived keys to delete (LogStore.rewrite_derived)."""
 
 DB_DIR = "db"
 """The LevelDB's directory inside a log's data directory."""
@@ -100,6 +103,13 @@ class LogStore(Protocol):
 
     def scan(self, prefix: bytes, start: bytes = b"") -> Iterator[tuple[bytes, bytes]]: ...
 
+    def rewrite_derived(self, plan: Callable[[], DerivedRewrite | None]) -> bool:
+        """Change a layout of derived records (server.state_migration): with the right to
+        extend the log held, run plan (it reads this store) and write what it gives — records
+        to put, keys to delete — in one atomic, durable write; nothing when it gives None.
+        Whether it wrote. Called at open, before the log takes appends."""
+        ...
+
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]: ...
 
     def check_writable(self) -> None:
@@ -167,7 +177,9 @@ def open_store(
     min_free_bytes: the room LevelDB's disk keeps (see server.storage)."""
     spec.check()
     if spec.storage_url is None:
-        return Storage(spec.data_dir / DB_DIR, create=create, min_free_bytes=min_free_bytes)
+        return _in_layout(
+            Storage(spec.data_dir / DB_DIR, create=create, min_free_bytes=min_free_bytes)
+        )
     # Imported here: the scale-out drivers' libraries are an optional extra.
     try:
         from affidavit.server.objects_s3 import Location, ObjectStore
@@ -182,4 +194,17 @@ def open_store(
         Location.parse(spec.private_objects_url) if spec.private_objects_url is not None else None
     )
     objects = ObjectStore(Location.parse(spec.objects_url), private)
-    return PostgresStorage(spec.storage_url, objects, create=create)
+    return _in_layout(PostgresStorage(spec.storage_url, objects, create=create))
+
+
+def _in_layout(store: LogStore) -> LogStore:
+    """store, its statement state in the layout this server reads (rewritten once if older:
+    server.state_migration); closed if that fails."""
+    from affidavit.server import state_migration  # it imports this module
+
+    try:
+        state_migration.migrate(store)
+    except BaseException:
+        store.close()
+        raise
+    return store

@@ -24,7 +24,7 @@ from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError
 from affidavit.merkle.tiles import grow
-from affidavit.server import config
+from affidavit.server import config, state_migration
 from affidavit.server.integrity import recover
 from affidavit.server.logstore import DB_DIR, LogStore, StoreSpec, open_store
 from affidavit.server.storage import DERIVED_PREFIXES, Batch, Storage, StorageError
@@ -60,6 +60,9 @@ def migrate(
     _, verifier_key = config.load_key(source_dir)
     source = Storage(source_dir / DB_DIR)
     try:
+        # Its derived records are copied as they are: in the layout the target is made in (the
+        # source's own next open would rewrite them the same way).
+        state_migration.migrate(source)
         _, latest = recover(source, verifier_key)
         target = open_store(destination, create=True)
         try:

@@ -40,7 +40,7 @@ import fcntl
 import os
 import threading
 from collections import deque
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from itertools import chain, repeat, starmap
@@ -446,6 +446,26 @@ class Storage:
         stop = prefix[:-1] + bytes([prefix[-1] + 1])  # prefixes are ASCII, never end in 0xff
         with self._reading() as db:
             yield from db.iterator(start=prefix + start, stop=stop, verify_checksums=True)
+
+    def rewrite_derived(
+        self, plan: Callable[[], tuple[Mapping[bytes, bytes], Sequence[bytes]] | None]
+    ) -> bool:
+        """Run plan and write what it gives (records to put, keys to delete) in one synced
+        WriteBatch; nothing when it gives None. This process is the only writer (its lock
+        file); called at open, before the sequencer runs (server.state_migration)."""
+        changes = plan()
+        if changes is None:
+            return False
+        puts, deletes = changes
+        outside = [k for k in chain(puts, deletes) if not k.startswith(DERIVED_PREFIXES)]
+        if outside:
+            raise ValueError(f"derived key {outside[0]!r} is outside the derived namespaces")
+        with self._reading() as db, db.write_batch(sync=True, transaction=True) as wb:
+            for key in deletes:
+                wb.delete(key)
+            for key, value in puts.items():
+                wb.put(key, value)
+        return True
 
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
         """Stored contents of each tile: at least its width's hashes, since tiles only grow."""

@@ -86,7 +86,7 @@ import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import psycopg
@@ -412,6 +412,40 @@ class PostgresStorage:
             if len(rows) < SCAN_PAGE:
                 return
             at, inclusive = bytes(rows[-1][0]), False
+
+    def rewrite_derived(
+        self, plan: Callable[[], tuple[Mapping[bytes, bytes], Sequence[bytes]] | None]
+    ) -> bool:
+        """Run plan and write what it gives (records to put, keys to delete) in one
+        transaction that holds the head row's lock: no frontend sequences a batch meanwhile
+        (plan's reads, on other connections, see every record committed), and of frontends
+        opening together the later ones find it done (server.state_migration)."""
+        with (
+            self._mapped("rewrite derived records in", "rewriting derived records in"),
+            self._pool.connection() as conn,
+            conn.transaction(),
+        ):
+            conn.execute("SELECT size FROM affidavit_head WHERE id = 1 FOR UPDATE")
+            changes = plan()
+            if changes is None:
+                return False
+            puts, deletes = changes
+            outside = [k for k in (*puts, *deletes) if not k.startswith(DERIVED_PREFIXES)]
+            if outside:
+                raise ValueError(f"derived key {outside[0]!r} is outside the derived namespaces")
+            if deletes:
+                conn.execute(
+                    "DELETE FROM affidavit_record WHERE record_key = ANY(%s::bytea[])",
+                    (ByteaArray(deletes),),
+                )
+            if puts:
+                conn.execute(
+                    "INSERT INTO affidavit_record (record_key, record_value) "
+                    "SELECT * FROM unnest(%s::bytea[], %s::bytea[]) "
+                    "ON CONFLICT (record_key) DO UPDATE SET record_value = EXCLUDED.record_value",
+                    (ByteaArray(puts.keys()), ByteaArray(puts.values())),
+                )
+        return True
 
     def read_tiles(self, tiles: Sequence[Tile]) -> list[bytes]:
         with self.head_lock_times.part("tiles"):

@@ -1,0 +1,46 @@
+"""Bring a store's statement state to the layout this server reads, once, when it opens.
+
+The rewrite itself is statements.state_migration (layout 1 -> 2: actions keyed by agent and
+action id). Here it is applied to a LogStore: under the right to extend the log
+(LogStore.rewrite_derived), unless the store's layout mark already says layout 2, the
+rewrite and the mark are written in one atomic write. A crash before that write leaves
+layout 1 whole, and the next open runs the rewrite again; after it, layout 2 whole, and the
+mark makes every later open a single read. A new log gets the mark at its first open.
+
+Every process that writes the store must run this layout: stop every frontend of an older
+affidavit before starting this one on a shared store (an older one would go on writing
+layout 1 keys after the rewrite).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING
+
+from affidavit.statements import state_migration
+from affidavit.statements.state import STATE_LAYOUT, STATE_LAYOUT_KEY
+
+if TYPE_CHECKING:  # server.logstore opens every store through migrate()
+    from affidavit.server.logstore import DerivedRewrite, LogStore
+
+log = logging.getLogger("affidavit.server")
+
+
+def migrate(store: LogStore) -> bool:
+    """Rewrite store's statement state to layout 2 unless it is marked so; whether it wrote."""
+
+    def plan() -> DerivedRewrite | None:
+        if store.get(STATE_LAYOUT_KEY) == STATE_LAYOUT:
+            return None
+        rewrite = state_migration.rewrite(store.scan)
+        rewrite.puts[STATE_LAYOUT_KEY] = STATE_LAYOUT
+        log.info(
+            "rewriting the statement state to layout %s: %d records moved or rebuilt, %d removed",
+            STATE_LAYOUT.decode(),
+            len(rewrite.puts) - 1,
+            len(rewrite.deletes),
+            extra={"event": "state-layout"},
+        )
+        return rewrite.puts, rewrite.deletes
+
+    return store.rewrite_derived(plan)
