@@ -43,9 +43,11 @@ def export_set(client: Client, action_ids: Iterable[str]) -> Bundle:
     leaves: dict[int, bytes] = {}
     admitted: dict[int, int] = {}  # an action's admission time, which its windows are judged at
     for action_id in ids:
-        for entry in bundle.export(client, action_id=action_id).entries:
-            leaves[entry.index] = entry.leaf
-            admitted[entry.index] = entry.admitted_ms
+        # Every agent's action by that id (an action is its agent's action id).
+        for agent_id in bundle.agents_of(client, action_id):
+            for entry in bundle.export(client, action_id=action_id, agent_id=agent_id).entries:
+                leaves[entry.index] = entry.leaf
+                admitted[entry.index] = entry.admitted_ms
     verified = client.checkpoint()
     if max(leaves) >= verified.checkpoint.size:
         raise ExportError("the log's trusted checkpoint went back while exporting; try again")
@@ -62,7 +64,8 @@ def export_set(client: Client, action_ids: Iterable[str]) -> Bundle:
 
 
 def verify_set(bundle_text: str | bytes, policy: TrustPolicy) -> tuple[Report, ...]:
-    """Verify a bundle of one or more actions offline; one Report per action, by action id.
+    """Verify a bundle of one or more actions offline; one Report per action, by agent and
+    action id.
     Raises VerificationError naming the first thing that fails."""
     whole = Bundle.from_json(bundle_text)
     statements: dict[int, pb.Statement] = {}
@@ -72,7 +75,7 @@ def verify_set(bundle_text: str | bytes, policy: TrustPolicy) -> tuple[Report, .
         except Rejection as r:
             raise VerificationError(f"entry {entry.index} is not a valid statement: {r}") from None
     intents = {
-        st.action.action_id: st.action
+        (st.action.actor.agent_id, st.action.action_id): st.action
         for st in statements.values()
         if st.WhichOneof("body") == "action" and st.action.phase == pb.AgentAction.INTENT
     }
@@ -82,8 +85,8 @@ def verify_set(bundle_text: str | bytes, policy: TrustPolicy) -> tuple[Report, .
         raise VerificationError(f"the bundle holds {len(intents)} actions; at most {MAX_ACTIONS}")
     used: set[int] = set()
     reports = []
-    for action_id in sorted(intents):
-        needed = bundle.needed_entries(statements, intents[action_id])
+    for action in sorted(intents):
+        needed = bundle.needed_entries(statements, intents[action])
         used |= needed
         part = Bundle(whole.checkpoint, tuple(e for e in whole.entries if e.index in needed))
         reports.append(bundle.verify(part.to_json(), policy))

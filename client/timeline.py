@@ -230,10 +230,11 @@ def timeline(
 
 
 def unanswered_intents(client: Client, events: Iterable[Event], size: int) -> list[Event]:
-    """The INTENTs among events whose action has no OUTCOME in the log below size."""
+    """The INTENTs among events whose action has no OUTCOME in the log below size. An action
+    is its agent's: another agent's OUTCOME with the same action id answers another action."""
     events = list(events)
     answered = {
-        ev.statement.action.action_id
+        (ev.statement.action.actor.agent_id, ev.statement.action.action_id)
         for ev in events
         if ev.statement.WhichOneof("body") == "action"
         and ev.statement.action.phase == pb.AgentAction.OUTCOME
@@ -243,10 +244,14 @@ def unanswered_intents(client: Client, events: Iterable[Event], size: int) -> li
         st = ev.statement
         if st.WhichOneof("body") != "action" or st.action.phase != pb.AgentAction.INTENT:
             continue
-        if st.action.action_id in answered:
+        agent_id = st.action.actor.agent_id
+        if (agent_id, st.action.action_id) in answered:
             continue
         if not any(
-            h.index < size and h.kind == "action" and h.phase == pb.AgentAction.OUTCOME
+            h.index < size
+            and h.kind == "action"
+            and h.phase == pb.AgentAction.OUTCOME
+            and h.issuer == agent_id  # an action's issuer is its actor (admission checks it)
             for h in client.search(action_id=st.action.action_id)
         ):
             out.append(ev)

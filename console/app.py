@@ -234,9 +234,15 @@ async def search_page(request: web.Request) -> web.Response:
     )
 
 
+def _action_of(request: web.Request) -> tuple[str, str | None]:
+    """The action a page names: its id, and the agent whose it is (?agent=, where several
+    agents used the id)."""
+    return request.match_info["action_id"], request.query.get("agent") or None
+
+
 async def action_page(request: web.Request) -> web.Response:
-    action_id = request.match_info["action_id"]
-    view = await _read(request, lambda login: reads.action(login.client, action_id))
+    action_id, agent_id = _action_of(request)
+    view = await _read(request, lambda login: reads.action(login.client, action_id, agent_id))
     prefix = request.app[_SETTINGS].prefix
     drawing = graph.chain(
         view.report,
@@ -258,8 +264,8 @@ async def action_page(request: web.Request) -> web.Response:
 
 
 async def evidence(request: web.Request) -> web.Response:
-    action_id = request.match_info["action_id"]
-    view = await _read(request, lambda login: reads.action(login.client, action_id))
+    action_id, agent_id = _action_of(request)
+    view = await _read(request, lambda login: reads.action(login.client, action_id, agent_id))
     safe = "".join(c for c in action_id if c.isalnum() or c in "-_")[:64] or "action"
     return web.Response(
         text=view.bundle_json,

@@ -163,6 +163,9 @@ class Row:
     session_id: str
     sequence: int
     action_id: str
+    agent: str
+    """The agent whose action action_id is: an action's actor, or the agent an approval names
+    (an action is its agent's action id)."""
     phase: str
     tool: str
     resource: str
@@ -176,16 +179,16 @@ def row_of(index: int, leaf: bytes, verdict: int = 0, reason: str = "") -> Row:
     """A table row from an entry's exact bytes (and the verdict the log recorded for it)."""
     st = build.statement_of(leaf)
     body = st.WhichOneof("body") or ""
-    action_id = phase = tool = resource = subject = ""
+    action_id = agent = phase = tool = resource = subject = ""
     if body == "action":
         a = st.action
-        action_id, phase = a.action_id, pb.AgentAction.Phase.Name(a.phase)
+        action_id, agent, phase = a.action_id, a.actor.agent_id, pb.AgentAction.Phase.Name(a.phase)
         tool, resource = a.operation.tool_name, a.operation.resource
     elif body == "grant":
         subject, tool = st.grant.grantee, ", ".join(st.grant.tools)
         resource = ", ".join(st.grant.resources)
     elif body == "approval":
-        action_id = st.approval.action_id
+        action_id, agent = st.approval.action_id, st.approval.agent_id
         phase = pb.Approval.Decision.Name(st.approval.decision)
     elif body == "identity":
         subject = st.identity.identity_id
@@ -199,6 +202,7 @@ def row_of(index: int, leaf: bytes, verdict: int = 0, reason: str = "") -> Row:
         session_id=st.header.session_id,
         sequence=st.header.sequence,
         action_id=action_id,
+        agent=agent,
         phase=phase,
         tool=tool,
         resource=resource,
@@ -269,13 +273,14 @@ class NotFound(Exception):
     """What the page asks for is not in the log."""
 
 
-def action(client: Client, action_id: str) -> ActionView:
-    """The evidence of one action: exported and verified exactly as `affidavit export` does."""
+def action(client: Client, action_id: str, agent_id: str | None = None) -> ActionView:
+    """The evidence of one action: exported and verified exactly as `affidavit export` does.
+    agent_id names the agent whose action it is, where several used the id."""
     hits = {h.index: h for h in client.search(action_id=action_id)}
     if not hits:
         raise NotFound(f"no statement about action {action_id!r} is in the log")
     try:
-        bundle = bundles.export(client, action_id=action_id)
+        bundle = bundles.export(client, action_id=action_id, agent_id=agent_id)
     except bundles.ExportError as e:
         raise NotFound(str(e)) from None
     text = bundle.to_json()

@@ -17,6 +17,7 @@ import grpc
 import plyvel
 import psycopg
 import pytest
+from affidavit.client import bundle, bundleset
 from affidavit.client.audit import audit
 from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
@@ -28,7 +29,7 @@ from affidavit.statements.signing import IdentityKey
 
 from tests import backends, serverproc
 from tests.layout1 import LAYOUT_MARK, as_layout1
-from tests.serverproc import ServerFactory
+from tests.serverproc import ServerFactory, ServerProcess
 from tests.test_authority import World, approval, intent
 
 server_factory = serverproc.server_factory
@@ -133,9 +134,7 @@ def _audit_agrees(w: World) -> None:
     """The audit, replaying the log, reproduces every verdict: no error, and a violation at
     exactly the actions recorded out of scope."""
     server = w.server
-    with Client(
-        server.address, TrustPolicy(server.verifier_key), token=server.auditor_token, timeout=60
-    ) as client:
+    with _client(server) as client:
         report = audit(client)
     assert not [f for f in report.findings if f.severity == "error"], report.text()
     violations = {f.index for f in report.findings if f.severity == "violation"}
@@ -161,6 +160,35 @@ def test_an_agent_cannot_squat_another_agents_action_id(deployed: Deployed) -> N
     w.expect("bot-a", _outcome(mine), IN_SCOPE, attack=False)
     w.expect("bot-b", _outcome(squat), IN_SCOPE, attack=False)
     _audit_agrees(w)
+    # Readers that look an action up by id name the agent, or take every agent's.
+    with _client(w.server) as client:
+        with pytest.raises(bundle.ExportError, match=r"2 agents .*\(bot-a, bot-b\)"):
+            bundle.export(client, action_id="call_1")
+        assert bundle.agents_of(client, "call_1") == ["bot-a", "bot-b"]
+        for agent, leaf in (("bot-a", mine), ("bot-b", squat)):
+            b = bundle.export(client, action_id="call_1", agent_id=agent)
+            report = bundle.verify(b.to_json(), client.policy)
+            assert report.intent.actor.agent_id == agent and report.outcome is not None
+            assert report.intent_index == _index_of(b, leaf)
+            actions = [build.statement_of(e.leaf) for e in b.entries]
+            actors = {
+                st.action.actor.agent_id for st in actions if st.WhichOneof("body") == "action"
+            }
+            assert actors == {agent}
+        both = bundleset.verify_set(
+            bundleset.export_set(client, ["call_1"]).to_json(), client.policy
+        )
+        assert sorted(r.intent.actor.agent_id for r in both) == ["bot-a", "bot-b"]
+
+
+def _client(server: ServerProcess) -> Client:
+    return Client(
+        server.address, TrustPolicy(server.verifier_key), token=server.auditor_token, timeout=60
+    )
+
+
+def _index_of(b: bundle.Bundle, leaf: bytes) -> int:
+    return next(e.index for e in b.entries if e.leaf == leaf)
 
 
 def test_a_reject_names_one_agents_action(deployed: Deployed) -> None:

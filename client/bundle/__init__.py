@@ -41,12 +41,14 @@ by a key the verifier's policy does not know, which it ignores (as Go's note.Ope
 only counts.
 
 What export puts in (entries up to the checkpoint's size): the action's INTENT and OUTCOME and
-every approval of it (Search action_id); the approval the INTENT names; every grant the INTENT
-names and each one's parents up to the human grantor (Search statement_id); and every identity
-event (register, rotate, revoke) about each signer of those statements, each grantee, the acting
-agent's owner and, in turn, the admins who signed those events — back to the genesis admin,
-self-registered at index 0 (Search subject). The checkpoint is the newest one the client's
-policy accepts: with a witness quorum, the newest cosigned one.
+every approval of it (Search action_id: an action is its agent's action id, so another agent's
+action, or an approval for another agent, with the same id is not part of it); the approval the
+INTENT names; every grant the INTENT names and each one's parents up to the human grantor
+(Search statement_id); and every identity event (register, rotate, revoke) about each signer
+of those statements, each grantee, the acting agent's owner and, in turn, the admins who signed
+those events — back to the genesis admin, self-registered at index 0 (Search subject). The
+checkpoint is the newest one the client's policy accepts: with a witness quorum, the newest
+cosigned one.
 
 What verify checks, offline, with only the log's and the witnesses' public keys:
   - the checkpoint note carries the log's signature and a quorum of witness cosignatures
@@ -63,9 +65,9 @@ What verify checks, offline, with only the log's and the witnesses' public keys:
     access within the grant, client time inside every window of the chain, the chain rooted in
     a human, and where the policy decision was allow-if-approved, a human's approval bound to
     the action id and its exact parameter digest); the OUTCOME linked to the INTENT by leaf hash;
-  - completeness: the bundle holds one action, its INTENT, every grant the INTENT names with all
-    its parents, and the approval it names; and nothing else — an entry the action's evidence
-    does not need is refused.
+  - completeness: the bundle holds one action (one agent's action id), its INTENT, every grant
+    the INTENT names with all its parents, and the approval it names; and nothing else — an
+    entry the action's evidence does not need is refused.
 
 What it cannot check offline (a full replay, `affidavit audit`, can):
   - session chains: a bundle holds a few statements of each session, not the chain. A link is
@@ -82,7 +84,7 @@ What it cannot check offline (a full replay, `affidavit audit`, can):
     bundled entries, which gives the log's verdict unless one of the above intervened.
 """
 
-from affidavit.client.bundle.export import ExportError, export
+from affidavit.client.bundle.export import ExportError, agents_of, export
 from affidavit.client.bundle.file import FORMAT, MAX_ENTRIES, Bundle, BundleEntry
 from affidavit.client.bundle.report import ApprovalInfo, GrantLink, Report, describe
 from affidavit.client.bundle.verify import needed_entries, verify
@@ -96,6 +98,7 @@ __all__ = [
     "ExportError",
     "GrantLink",
     "Report",
+    "agents_of",
     "describe",
     "export",
     "needed_entries",

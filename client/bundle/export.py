@@ -20,28 +20,53 @@ class ExportError(NotFoundError):
     """The log does not hold what a bundle of this action needs (e.g. a grant it names)."""
 
 
-def export(client: Client, *, action_id: str | None = None, index: int | None = None) -> Bundle:
+def agents_of(client: Client, action_id: str) -> list[str]:
+    """The agents that recorded an INTENT with this action id (an action is its agent's action
+    id: several agents may use one), sorted."""
+    return sorted(
+        {
+            hit.issuer  # an action's issuer is its actor (the log's admission checks it)
+            for hit in client.search(action_id=action_id)
+            if hit.kind == "action" and hit.phase == pb.AgentAction.INTENT
+        }
+    )
+
+
+def export(
+    client: Client,
+    *,
+    action_id: str | None = None,
+    index: int | None = None,
+    agent_id: str | None = None,
+) -> Bundle:
     """The evidence bundle of one action, by its action id or the index of its INTENT or OUTCOME.
 
-    The proofs are to the newest checkpoint client.policy accepts (with a witness quorum, the
-    newest cosigned one); the action must be in it. Needs an auditor credential (the client's
-    token) to read entries. The bundle is verified before it is returned: VerificationError if
-    what the log sent does not verify, ExportError if the log lacks what the bundle needs.
+    An action is its agent's action id: agent_id names the agent when several recorded an
+    action with that id (ExportError otherwise, naming them). The proofs are to the newest
+    checkpoint client.policy accepts (with a witness quorum, the newest cosigned one); the
+    action must be in it. Needs an auditor credential (the client's token) to read entries. The
+    bundle is verified before it is returned: VerificationError if what the log sent does not
+    verify, ExportError if the log lacks what the bundle needs.
     """
     if (action_id is None) == (index is None):
         raise ValueError("give exactly one of action_id or index")
     verified = client.checkpoint()
     size = verified.checkpoint.size
     which = "newest cosigned checkpoint" if client.policy.quorum else "latest checkpoint"
-    leaves: dict[int, bytes] = {}
+    read: dict[int, bytes] = {}
     admitted: dict[int, int] = {}
+    kept: set[int] = set()  # what goes in the bundle, of what was read
+
+    def peek(i: int) -> pb.Statement:
+        if i not in read:
+            for entry in client.entries(i, i + 1):
+                read[i] = entry.data
+                admitted[i] = entry.admitted_ms
+        return build.statement_of(read[i])
 
     def fetch(i: int) -> pb.Statement:
-        if i not in leaves:
-            for entry in client.entries(i, i + 1):
-                leaves[i] = entry.data
-                admitted[i] = entry.admitted_ms
-        return build.statement_of(leaves[i])
+        kept.add(i)
+        return peek(i)
 
     def search(**criteria: str) -> list[int]:
         return [hit.index for hit in client.search(**criteria) if hit.index < size]
@@ -50,21 +75,37 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
         if index >= size:
             wait = "; wait until witnesses cosign it" if client.policy.quorum else ""
             raise ExportError(f"entry {index} is beyond the {which} (size {size}){wait}")
-        st = fetch(index)
+        st = peek(index)
         if st.WhichOneof("body") != "action":
             raise ExportError(f"entry {index} is {statement_kind(st)}, not an agent action")
-        action_id = st.action.action_id
+        action_id, agent_id = st.action.action_id, st.action.actor.agent_id
     assert action_id is not None
 
-    intent: pb.AgentAction | None = None
-    for i in search(action_id=action_id):
-        st = fetch(i)
-        if st.WhichOneof("body") == "action" and st.action.phase == pb.AgentAction.INTENT:
-            intent = st.action
-    if intent is None:
+    about = search(action_id=action_id)
+    intents = {
+        a.actor.agent_id: a
+        for a in (peek(i).action for i in about if peek(i).WhichOneof("body") == "action")
+        if a.phase == pb.AgentAction.INTENT and agent_id in (None, a.actor.agent_id)
+    }
+    whose = f"{agent_id}'s action" if agent_id is not None else "action"
+    if not intents:
         raise ExportError(
-            f"no INTENT of action {action_id} in the log up to the {which} (size {size})"
+            f"no INTENT of {whose} {action_id} in the log up to the {which} (size {size})"
         )
+    if len(intents) > 1:
+        raise ExportError(
+            f"{len(intents)} agents recorded an action {action_id} ({', '.join(sorted(intents))}):"
+            " name the agent, or give the index of its INTENT"
+        )
+    (intent,) = intents.values()
+    action = (intent.actor.agent_id, action_id)
+    for i in about:  # its INTENT, OUTCOME and approvals; not another agent's action by that id
+        st = peek(i)
+        body = st.WhichOneof("body")
+        if (body == "action" and (st.action.actor.agent_id, action_id) == action) or (
+            body == "approval" and (st.approval.agent_id, action_id) == action
+        ):
+            kept.add(i)
 
     def by_id(statement_id: str, what: str) -> pb.Statement:
         found = search(statement_id=statement_id)
@@ -87,7 +128,7 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
                 break
 
     done: set[str] = set()
-    todo = principals(fetch(i) for i in list(leaves))
+    todo = principals(peek(i) for i in sorted(kept))
     while todo - done:
         identity = min(todo - done)
         done.add(identity)
@@ -97,6 +138,7 @@ def export(client: Client, *, action_id: str | None = None, index: int | None = 
             if identity == intent.actor.agent_id and event.identity.owner:
                 todo.add(event.identity.owner)
 
+    leaves = {i: read[i] for i in kept}
     entries = []
     for i in sorted(leaves):
         proof = client.call(

@@ -137,18 +137,21 @@ def _open(text: str, policy: TrustPolicy) -> tuple[Verified, tuple[tuple[str, in
 
 
 def _subject(statements: dict[int, pb.Statement]) -> tuple[str, int]:
-    """The one action the bundle is about, and the index of its INTENT."""
+    """The one action the bundle is about (an action is its agent's action id), and the
+    index of its INTENT."""
     actions = {i: st.action for i, st in statements.items() if st.WhichOneof("body") == "action"}
-    ids = sorted({a.action_id for a in actions.values()})
-    if len(ids) != 1:
+    pairs = sorted({(a.actor.agent_id, a.action_id) for a in actions.values()})
+    if len(pairs) != 1:
         raise VerificationError(
             "the bundle must hold the statements of one action; it holds "
-            + (f"{len(ids)}: {', '.join(ids)}" if ids else "none")
+            + (f"{len(pairs)}: {', '.join(f'{a} {i}' for a, i in pairs)}" if pairs else "none")
         )
     intents = [i for i, a in actions.items() if a.phase == pb.AgentAction.INTENT]
     if not intents:
-        raise VerificationError(f"the INTENT of action {ids[0]} is not in the bundle")
-    return ids[0], intents[0]
+        raise VerificationError(
+            f"the INTENT of {pairs[0][0]}'s action {pairs[0][1]} is not in the bundle"
+        )
+    return pairs[0][1], intents[0]
 
 
 def needed_entries(statements: dict[int, pb.Statement], intent: pb.AgentAction) -> set[int]:
@@ -181,18 +184,19 @@ def needed_entries(statements: dict[int, pb.Statement], intent: pb.AgentAction) 
             "the bundle"
         )
 
+    action = (intent.actor.agent_id, intent.action_id)  # another agent's is another action
+
     def needed(st: pb.Statement) -> bool:
         body = st.WhichOneof("body")
         if body == "action":
-            return st.action.action_id == intent.action_id
+            return (st.action.actor.agent_id, st.action.action_id) == action
         if body == "grant":
             return st.header.statement_id in chain
         if body == "grant_revocation":  # a withdrawn grant of the chain: part of its story
             return st.grant_revocation.grant_id in chain
         if body == "approval":
-            return (
-                st.approval.action_id == intent.action_id
-                or st.header.statement_id == intent.approval_id
+            return (st.approval.agent_id, st.approval.action_id) == action or (
+                st.header.statement_id == intent.approval_id
             )
         return False
 

@@ -276,7 +276,8 @@ def approve(
 ) -> None:
     """Approve (or reject) ACTION_ID by --agent, bound to the digest of its exact parameters.
 
-    A reject puts any INTENT of the action out of scope, whatever the agent decides.
+    A reject puts the INTENT of --agent's action ACTION_ID out of scope, whatever the agent
+    decides (another agent's action with the same id is another action).
     """
     with conn.client() as client:
         rec = Actor(client, load_identity_key(key_file)).approve(

@@ -66,15 +66,28 @@ def _report_data(report: Any) -> dict[str, Any]:
     }
 
 
-def _action_target(action_id: str | None, index: int | None) -> dict[str, Any]:
+def _action_target(action_id: str | None, index: int | None, agent: str) -> dict[str, Any]:
     if (action_id is None) == (index is None):
         raise click.UsageError("give an ACTION_ID or --index")
-    return {"action_id": action_id} if action_id is not None else {"index": index}
+    if index is not None:
+        if agent:
+            raise click.UsageError("--index names one action: --agent goes with an ACTION_ID")
+        return {"index": index}
+    return {"action_id": action_id, "agent_id": agent or None}
+
+
+_AGENT = click.option(
+    "--agent",
+    default="",
+    help="With one ACTION_ID: the agent whose action it is, where several agents used the id "
+    "(an action is its agent's action id).",
+)
 
 
 @click.command()
 @click.argument("action_ids", nargs=-1, metavar="[ACTION_ID]...")
 @click.option("--index", type=int, help="The action's INTENT or OUTCOME index instead of its id.")
+@_AGENT
 @click.option("--session", default="", help="Every action (or statement) of this session.")
 @click.option("--trace", default="", help="Every action (or statement) of this W3C trace id.")
 @click.option("--actor", default="", help="Every action (or statement) this identity issued.")
@@ -110,6 +123,7 @@ def export(
     conn: Conn,
     action_ids: tuple[str, ...],
     index: int | None,
+    agent: str,
     session: str,
     trace: str,
     actor: str,
@@ -165,11 +179,14 @@ def export(
         raise click.UsageError("a bundle needs --out FILE")
     if len(action_ids) <= 1 and not selected:
         with conn.client() as client:
-            target = _action_target(action_ids[0] if action_ids else None, index)
+            target = _action_target(action_ids[0] if action_ids else None, index, agent)
             b = bundle.export(client, **target)
     else:
-        if index is not None:
-            raise click.UsageError("--index names one action: give action ids instead")
+        if index is not None or agent:
+            raise click.UsageError(
+                "--index and --agent name one action: several action ids bundle every agent's "
+                "action by each"
+            )
         with conn.client() as client:
             ids = set(action_ids)
             if selected:
@@ -220,16 +237,17 @@ def verify_bundle(conn: Conn, file: Path) -> None:
 @click.command("who-authorised")
 @click.argument("action_id", required=False)
 @click.option("--index", type=int, help="The action's INTENT or OUTCOME index instead of its id.")
+@_AGENT
 @connection
 @handle_errors
-def who_authorised(conn: Conn, action_id: str | None, index: int | None) -> None:
+def who_authorised(conn: Conn, action_id: str | None, index: int | None, agent: str) -> None:
     """Who authorised an action: the grant chain up to the human, the approval and its ticket,
     each verified against the log (needs --token). Exits 5 when the action was not
     authorised (as verify-bundle does), 6 when the log has no such action."""
     from affidavit.client import bundle
 
     with conn.client() as client:
-        b = bundle.export(client, **_action_target(action_id, index))
+        b = bundle.export(client, **_action_target(action_id, index, agent))
     report = bundle.verify(b.to_json(), conn.policy())
     conn.out.emit(report.summary(), _report_data(report))
     if not report.in_scope:
