@@ -21,6 +21,7 @@ from affidavit.client import bundle, bundleset
 from affidavit.client.audit import audit
 from affidavit.client.client import Client
 from affidavit.client.verify import TrustPolicy
+from affidavit.console import reads
 from affidavit.merkle.hashing import leaf_hash
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
@@ -175,6 +176,10 @@ def test_an_agent_cannot_squat_another_agents_action_id(deployed: Deployed) -> N
                 st.action.actor.agent_id for st in actions if st.WhichOneof("body") == "action"
             }
             assert actors == {agent}
+        with pytest.raises(reads.NotFound, match="2 agents"):
+            reads.action(client, "call_1")
+        view = reads.action(client, "call_1", "bot-b")
+        assert {r.agent for r in view.rows if r.kind == "action"} == {"bot-b"}
         both = bundleset.verify_set(
             bundleset.export_set(client, ["call_1"]).to_json(), client.policy
         )

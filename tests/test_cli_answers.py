@@ -70,12 +70,13 @@ def test_outcome_recorded_from_another_directory(log: Log, tmp_path: Path) -> No
         EXIT_USAGE, "append", "--key", "bot.key", "--outcome", second, env={"AFFIDAVIT_TOKEN": None}
     )
     assert "was not recorded from here" in line and "--token" in line and "AFFIDAVIT_TOKEN" in line
-    line = other.fails(EXIT_USAGE, "append", "--key", "alice.key", "--outcome", second)
-    assert "is bot's, not alice's" in line
+    # An action is its agent's action id: alice has no INTENT by bot's id.
+    line = other.fails(EXIT_NOT_FOUND, "append", "--key", "alice.key", "--outcome", second)
+    assert f"no INTENT of alice's action {second}" in line
     line = other.fails(
         EXIT_NOT_FOUND, "append", "--key", "bot.key", "--outcome", "0197aaaa-0000-7000-8000-0"
     )
-    assert "no INTENT of action" in line
+    assert "no INTENT of bot's action" in line
 
 
 def test_recorded_but_not_authorised(log: Log) -> None:

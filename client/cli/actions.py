@@ -56,24 +56,25 @@ def _intent_leaf(conn: Conn, client: Client, key: IdentityKey, action_id: str) -
             "to fetch it from the log, give an auditor token: --token TOKEN or @FILE "
             "(AFFIDAVIT_TOKEN), or use the --trust-dir that recorded it"
         )
+    # An action is its agent's action id: other agents' INTENTs with this id are other actions.
     for hit in client.search(action_id=action_id):
         entry = next(client.entries(hit.index, hit.index + 1))
         statement = statement_of(entry.data)
         action = statement.action
         if statement.WhichOneof("body") != "action" or action.phase != pb.AgentAction.INTENT:
             continue
+        if action.actor.agent_id != key.identity_id:
+            continue
         proof, _ = client.prove(index=hit.index)
         if proof.leaf_hash != merkle.leaf_hash(entry.data):
             raise VerificationError(
                 f"entry {hit.index} as served is not the entry the log proves at that index"
             )
-        if action.actor.agent_id != key.identity_id:
-            raise click.UsageError(
-                f"action {action_id} is {action.actor.agent_id}'s, not {key.identity_id}'s: "
-                "its OUTCOME is for the agent that recorded its INTENT"
-            )
         return entry.data
-    raise NotFoundError(f"no INTENT of action {action_id} in the log")
+    raise NotFoundError(
+        f"no INTENT of {key.identity_id}'s action {action_id} in the log (an OUTCOME is for the "
+        "agent that recorded the INTENT)"
+    )
 
 
 def _verdict_exit(conn: Conn, receipt: Receipt) -> None:
