@@ -1,8 +1,9 @@
 """Build the C cores: affidavit.merkle._hashcore (hashing, see merkle/_hashcore.c),
-affidavit.statements._walkcore (the schema walk's fast path, see statements/_walkcore.c) and
-affidavit.statements._canonicalcore (canonical JSON's fast path, statements/_canonicalcore.c)
-affidavit.statements._guardcore (the secret guard's keyword search, statements/_guardcore.c)
-and affidavit.statements._recordcore (state records' encoding, statements/_recordcore.c).
+affidavit.statements._walkcore (the schema walk's fast path, see statements/_walkcore.c),
+affidavit.statements._canonicalcore (canonical JSON's fast path, statements/_canonicalcore.c),
+affidavit.statements._guardcore (the secret guard's keyword search, statements/_guardcore.c),
+affidavit.statements._recordcore (state records' encoding, statements/_recordcore.c) and
+affidavit.server._facetcore (an action's free search facets, server/_facetcore.c).
 
 Everything else about the distribution lives in pyproject.toml; setuptools needs this file
 only to declare the extensions.
@@ -35,6 +36,11 @@ setup(
         Extension(
             "affidavit.statements._recordcore",
             sources=["statements/_recordcore.c"],
+            extra_compile_args=["-O2", "-std=c11"],
+        ),
+        Extension(
+            "affidavit.server._facetcore",
+            sources=["server/_facetcore.c"],
             extra_compile_args=["-O2", "-std=c11"],
         ),
     ]

@@ -13,6 +13,11 @@ json with separators (",", ":") and ASCII escapes, and of one empty-valued key p
 value) as listed in server.search (tests/test_search_index_halves.py compares them with that
 encoding on generated statements). Only statements rules are imported here, so an ingest
 worker can import it without the server.
+
+Where the C core is built (server/_facetcore.c), free_facets() first reads an action's facets
+from its signed bytes with it: it answers only for an action whose bytes and strings it can
+read with certainty (its module doc says which), and declines the rest to the Python here, so
+the bytes are the same either way (tests/test_facet_core.py compares the two).
 """
 
 from __future__ import annotations
@@ -20,9 +25,11 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from json.encoder import encode_basestring_ascii
+from types import ModuleType
 from typing import NamedTuple
 
 from affidavit.proto import affidavit_pb2 as pb
+from affidavit.statements import compiled
 from affidavit.statements.ingest import Prepared
 from affidavit.statements.scope import MAX_CHAIN
 from affidavit.statements.state import KV, GrantRecord, LogState, VerdictRecord
@@ -51,6 +58,8 @@ _FIELD_PREFIX = {
 }
 _VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
 """Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
+CORE: ModuleType | None = compiled.load("_facetcore", "affidavit.server")
+"""The C fast path of free_facets() for actions, or None (AFFIDAVIT_PURE_PYTHON=1, not built)."""
 
 
 def u64(n: int) -> bytes:
@@ -102,23 +111,43 @@ def _values(found: list[str]) -> list[str]:
     return sorted({v for v in found if v})
 
 
+_NONE: list[str] = []
+"""A facet with no values (shared: free_facets only reads its lists)."""
+
+
+def _one(value: str) -> list[str]:
+    """_values([value]), without the call's list and length test: most facets hold one."""
+    return [value] if value else _NONE
+
+
 def free_facets(prepared: Prepared) -> FreeFacets:
-    """The part of an admitted statement's search records that needs no history."""
+    """The part of an admitted statement's search records that needs no history.
+    prepared.signed.statement holds the bytes prepared.statement was decoded from (as
+    statements.ingest.prepare gives them), or none: the C core reads those bytes, and declines
+    to the Python when there are none."""
+    if CORE is not None:
+        fields = CORE.action_facets(prepared.signed.statement, prepared.signed.key_id)
+        if fields is not None:
+            return FreeFacets._make(fields)
+    return _free_facets(prepared)
+
+
+def _free_facets(prepared: Prepared) -> FreeFacets:
+    """free_facets() in Python.
+
+    Each body reads only the fields it has; the others stay empty (_NONE). Every list is
+    as _values() leaves it (distinct, sorted, no empty value): a facet with one candidate
+    value goes through _one()."""
     st = prepared.statement
     h = st.header
     body = st.WhichOneof("body") or ""
     issuer = h.issuer
-    actor, key = [issuer], [prepared.signed.key_id]
-    grantor: list[str] = []
-    approver: list[str] = []
-    ticket: list[str] = []
-    resource: list[str] = []
-    tool: list[str] = []
-    trace: list[str] = []
-    action: list[str] = []
-    subject: list[str] = []
-    effect: list[str] = []
-    result: list[str] = []
+    actor = _one(issuer)
+    key = _one(prepared.signed.key_id)
+    grantor: tuple[str, ...] = ()
+    approver: tuple[str, ...] = ()
+    ticket: tuple[str, ...] = ()
+    resource = tool = trace = action = subject = effect = result = _NONE
     ticket_chains: tuple[str, ...] = ()
     grantor_chains: tuple[str, ...] = ()
     approval = ""
@@ -130,52 +159,45 @@ def free_facets(prepared: Prepared) -> FreeFacets:
         ticket_chains = tuple(a.grant_ids)
         approval = a.approval_id
         outcome = a.outcome
-        effect.append(outcome.effect_ref)
-        result.append(outcome.result_digest)
+        effect, result = _one(outcome.effect_ref), _one(outcome.result_digest)
         credential = a.credential
-        key += (credential.key_id, credential.token_jti)
+        if credential.key_id or credential.token_jti:
+            key = _values([prepared.signed.key_id, credential.key_id, credential.token_jti])
         operation = a.operation
-        resource.append(operation.resource)
-        tool.append(operation.tool_name)
-        action.append(a.action_id)
-        trace.append(a.correlation.trace_id)
+        resource, tool = _one(operation.resource), _one(operation.tool_name)
+        action, trace = _one(a.action_id), _one(a.correlation.trace_id)
     elif body == "identity":
-        subject.append(st.identity.identity_id)
+        subject = _one(st.identity.identity_id)
     elif body == "grant":
-        grantor.append(issuer)
-        ticket.append(st.grant.ticket)
+        grantor, ticket = (issuer,), (st.grant.ticket,)
         if st.grant.parent_grant_id:
             grantor_chains = (st.grant.parent_grant_id,)
     elif body == "approval":
-        approver.append(issuer)
-        action.append(st.approval.action_id)
-        ticket.append(st.approval.ticket)
+        approver, ticket = (issuer,), (st.approval.ticket,)
+        action = _one(st.approval.action_id)
     elif body == "grant_revocation":
-        subject.append(st.grant_revocation.grant_id)
+        subject = _one(st.grant_revocation.grant_id)
     elif body == "refusal":  # found by the claimed signer, not by the log that wrote it
         r = st.refusal
-        actor, key = [r.identity_id], [r.key_id]
+        actor, key = _one(r.identity_id), _one(r.key_id)
         reason = r.reason  # what a hit shows of why it was refused
-    actor, key = _values(actor), _values(key)
-    resource, tool, trace = _values(resource), _values(tool), _values(trace)
-    action, subject = _values(action), _values(subject)
-    effect, result = _values(effect), _values(result)
     refusal = body == "refusal"
-    keys: list[bytes] = []
-    for prefix, values in (
-        # A refusal is never among what an identity itself signed, which actor / key return.
-        (_FIELD_PREFIX["actor"], () if refusal else actor),
-        (_FIELD_PREFIX["key"], () if refusal else key),
-        (_FIELD_PREFIX["resource"], resource),
-        (_FIELD_PREFIX["tool"], tool),
-        (_FIELD_PREFIX["trace"], trace),
-        (_FIELD_PREFIX["action"], action),
-        (_FIELD_PREFIX["subject"], subject),
-        (_FIELD_PREFIX["effect"], effect),
-        (_FIELD_PREFIX["result"], result),
-    ):
-        for v in values:
-            keys.append(prefix + v.encode() + b"\x00")
+    keys = [
+        prefix + v.encode() + b"\x00"
+        for prefix, values in (
+            # A refusal is never among what an identity itself signed, which actor / key return.
+            (_FIELD_PREFIX["actor"], _NONE if refusal else actor),
+            (_FIELD_PREFIX["key"], _NONE if refusal else key),
+            (_FIELD_PREFIX["resource"], resource),
+            (_FIELD_PREFIX["tool"], tool),
+            (_FIELD_PREFIX["trace"], trace),
+            (_FIELD_PREFIX["action"], action),
+            (_FIELD_PREFIX["subject"], subject),
+            (_FIELD_PREFIX["effect"], effect),
+            (_FIELD_PREFIX["result"], result),
+        )
+        for v in values
+    ]
     keys.append(_FIELD_PREFIX["session"] + h.session_id.encode() + b"\x00")
     keys.append(_FIELD_PREFIX["statement"] + h.statement_id.encode() + b"\x00")
     if refusal:  # found with `refused`, then filtered by the claimed signer (actor and key)
@@ -191,9 +213,9 @@ def free_facets(prepared: Prepared) -> FreeFacets:
         f',"effect":{_list(effect)},"result":{_list(result)},"phase":{phase},'
         f'"sequence":{h.sequence}}}',
         reason,
-        tuple(grantor),
-        tuple(approver),
-        tuple(ticket),
+        grantor,
+        approver,
+        ticket,
         ticket_chains,
         grantor_chains,
         approval,

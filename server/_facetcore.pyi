@@ -1,0 +1,3 @@
+# Types of free_facets' C fast path for actions, server/_facetcore.c (see search_index).
+
+def action_facets(statement: bytes, key_id: str, /) -> tuple[object, ...] | None: ...
