@@ -23,7 +23,7 @@ the bytes are the same either way (tests/test_facet_core.py compares the two).
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from json.encoder import encode_basestring_ascii
 from types import ModuleType
 from typing import NamedTuple
@@ -56,8 +56,12 @@ _FIELD_PREFIX = {
     name: FIELD + name.encode() + b"\x00"
     for name in (*LISTS, "session", "statement", "verdict", "refused")
 }
-_VERDICT_NAMES: dict[int, str] = {number: name for name, number in pb.Verdict.items()}
-"""Each verdict's name, as the verdict index stores it (pb.Verdict.Name, looked up once)."""
+_GRANTOR, _APPROVER, _TICKET = (_FIELD_PREFIX[n] for n in ("grantor", "approver", "ticket"))
+_VERDICT_KEYS: dict[int, bytes] = {
+    number: _FIELD_PREFIX["verdict"] + name.encode() + b"\x00"
+    for name, number in pb.Verdict.items()
+}
+"""Each verdict's index key but for the index: its name as pb.Verdict.Name gives it."""
 CORE: ModuleType | None = compiled.load("_facetcore", "affidavit.server")
 """The C fast path of free_facets() for actions, or None (AFFIDAVIT_PURE_PYTHON=1, not built)."""
 
@@ -99,12 +103,12 @@ _string: Callable[[str], str] = encode_basestring_ascii
 """A string as json writes it with ASCII escapes (json's own C function)."""
 
 
-def _list(values: list[str]) -> str:
+def _list(values: Sequence[str]) -> str:
     """A list of strings as json writes it with separators (",", ":") and ASCII escapes."""
     return "[" + ",".join(map(_string, values)) + "]" if values else "[]"
 
 
-def _values(found: list[str]) -> list[str]:
+def _values(found: Sequence[str]) -> Sequence[str]:
     """A facet's values as stored: distinct, sorted, empty ones left out."""
     if len(found) < 2:  # most facets of a statement are empty: no set to sort
         return found if not found or found[0] else []
@@ -143,7 +147,7 @@ def _free_facets(prepared: Prepared) -> FreeFacets:
     body = st.WhichOneof("body") or ""
     issuer = h.issuer
     actor = _one(issuer)
-    key = _one(prepared.signed.key_id)
+    key: Sequence[str] = _one(prepared.signed.key_id)
     grantor: tuple[str, ...] = ()
     approver: tuple[str, ...] = ()
     ticket: tuple[str, ...] = ()
@@ -255,20 +259,26 @@ def index_statement(
     verdict: VerdictRecord | None,
 ) -> None:
     """Write the hit record and index keys of an admitted statement into the batch: its free
-    facets (free_facets(), made where it was prepared) and what the log so far adds."""
-    grantor, approver, ticket = list(free.grantor), list(free.approver), list(free.ticket)
-    for grant_id in free.ticket_chains:
-        for record in _chain(state, grant_id):
-            grantor.append(record.issuer)
-            ticket.append(record.decoded().ticket)
-    for grant_id in free.grantor_chains:
-        for record in _chain(state, grant_id):
-            grantor.append(record.issuer)
-    if free.approval:
-        approved = state.approval(free.approval)
-        if approved is not None:
-            approver.append(approved.issuer)
-            ticket += tickets_of(kv, approved.index)
+    facets (free_facets(), made where it was prepared) and what the log so far adds. (It runs
+    in the integrator, under the interpreter lock, once a statement: the grantors, approvers
+    and tickets are copied only when the log adds some, and the keys' prefixes are made once.)"""
+    grantor: Sequence[str] = free.grantor
+    approver: Sequence[str] = free.approver
+    ticket: Sequence[str] = free.ticket
+    if free.ticket_chains or free.grantor_chains or free.approval:
+        grantor, approver, ticket = list(grantor), list(approver), list(ticket)
+        for grant_id in free.ticket_chains:
+            for record in _chain(state, grant_id):
+                grantor.append(record.issuer)
+                ticket.append(record.decoded().ticket)
+        for grant_id in free.grantor_chains:
+            for record in _chain(state, grant_id):
+                grantor.append(record.issuer)
+        if free.approval:
+            approved = state.approval(free.approval)
+            if approved is not None:
+                approver.append(approved.issuer)
+                ticket += tickets_of(kv, approved.index)
     grantor, approver, ticket = _values(grantor), _values(approver), _values(ticket)
     verdict_code, reason = (verdict.verdict, verdict.reason) if verdict is not None else (0, "")
     if free.reason is not None:
@@ -284,10 +294,8 @@ def index_statement(
     for prefix in free.keys:
         put(prefix + at, b"")
     suffix = b"\x00" + at
-    for name, values in (("grantor", grantor), ("approver", approver), ("ticket", ticket)):
-        if values:
-            prefix = _FIELD_PREFIX[name]
-            for v in values:
-                put(prefix + v.encode() + suffix, b"")
+    for prefix, values in ((_GRANTOR, grantor), (_APPROVER, approver), (_TICKET, ticket)):
+        for v in values:
+            put(prefix + v.encode() + suffix, b"")
     if verdict_code:
-        put(_FIELD_PREFIX["verdict"] + _VERDICT_NAMES[verdict_code].encode() + suffix, b"")
+        put(_VERDICT_KEYS[verdict_code] + at, b"")
