@@ -58,6 +58,7 @@ def test_wheel_holds_only_the_affidavit_namespace(tmp_path: Path) -> None:
     for core in ("_walkcore", "_canonicalcore", "_guardcore"):
         so = f"affidavit/statements/{core}"
         assert any(n.startswith(so) and n.endswith(".so") for n in names), core
+    assert any(n.startswith("affidavit/server/_facetcore") and n.endswith(".so") for n in names)
     assert "affidavit/proto/affidavit_pb2.pyi" in names
     assert "affidavit/py.typed" in names
 
