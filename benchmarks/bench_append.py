@@ -27,15 +27,16 @@ server_cpu_us_per_entry its CPU time per entry answered (all its threads, LevelD
 compaction thread included), and, with py-spy installed, server_threads_us_per_entry the same
 split by thread (integrator, main: gRPC and the service, verify, publisher, grpc_poller, and
 native: threads running no Python, mostly LevelDB's compaction), so the interpreter-lock
-threads' share is seen apart from LevelDB's; workers_cpu (and workers_cpu_us_per_entry) that
-of the server's ingest worker processes, client_cpu the client processes', other_cpu the rest of the
-machine's busy time in the same window: on a shared machine a run with a high other_cpu is a
-noisy one, and the CPU time per entry is the steadier figure to compare. The log server
-serves its Prometheus metrics on a port of its own, from which the AppendBatch, AppendStream
-and statements figures give entries_per_batch (the mean entries an integrated batch held in
-the measured window, and each run's) and integration_ms_per_batch (a batch's mean time from the
-start of its integration to its answer): the callers' number and shape bound the batch, and a
-batch of 500 entries is not measured against a ceiling that syncs 1,000 at a time on equal terms.
+threads' share is seen apart from LevelDB's; workers_cpu (and workers_cpu_us_per_entry) that of
+the server's ingest worker processes, client_cpu (and client_cpu_us_per_entry) the client
+processes', other_cpu the rest of the machine's busy time in the same window: on a shared
+machine a run with a high other_cpu is a noisy one, and the CPU time per entry is the steadier
+figure to compare. The log server serves its Prometheus metrics on a port of its own, from which
+the AppendBatch, AppendStream and statements figures give entries_per_batch (the mean entries an
+integrated batch held in the measured window, and each run's) and integration_ms_per_batch (a
+batch's mean time from the start of its integration to its answer): the callers' number and
+shape bound the batch, and a batch of 500 entries is not measured against a ceiling that syncs
+1,000 at a time on equal terms.
 
 The append and proof sections use random 1 KiB entries, so their log is created with
 --entry-format opaque (signed statements would be refused). The statements section creates a
@@ -47,7 +48,9 @@ schema, secret scan, signature, key, session chain, scope verdict, indexing. Its
 statements.signing.verify (PyNaCl) on one and on two threads, measured at the start, and on two
 threads again right before each run (the ratio's); with
 --profile it is sampled twice: the GIL holder (where the interpreter's time goes) and every
-thread on a CPU (which adds the signature checks and LevelDB work done without the GIL).
+thread on a CPU (which adds the signature checks and LevelDB work done without the GIL). Each
+statements figure also gives calls_per_batch, the LevelDB sync-batch ceiling in its own shape
+(leveldb_writebatch_sync_at_batch) and statements_cpu_total (statements_bench.py says what).
 """
 
 from __future__ import annotations

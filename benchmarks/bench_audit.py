@@ -13,8 +13,10 @@ pairs, one action in a thousand out of scope), caches it on disk, and measures i
   as the server does);
 - what the server's serial path costs per entry on the same sample (the statement gate's
   admit + apply + search indexing over a real LevelDB, and the batch commit; then the whole of
-  Sequencer._integrate, which adds hashing, dedup lookups, tiles, signing and proofs): the part
-  no number of ingest workers spreads, so 1e6 / its sum caps a server's statements/s;
+  Sequencer._integrate, which adds hashing, dedup lookups, tiles, signing and proofs, and
+  integrator_split, the same split by stage: admit, apply, indexing, commit, durable, proofs,
+  signing, other, gc, and mean_batch): the part no number of ingest workers spreads, so
+  1e6 / its sum caps a server's statements/s;
 - client.audit.audit_entries over the in-memory log (no network): entries/s, median of runs,
   with 2 worker processes and in one process; with workers, the CPU per entry of the serial
   process (decode again, admit + apply in log order, compact range, verdict comparison) and of
@@ -55,7 +57,11 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from affidavit.merkle import hashing  # noqa: E402
-from audit_integrator_bench import integrator_costs, whole_integration_cost  # noqa: E402
+from audit_integrator_bench import (  # noqa: E402
+    integration_split,
+    integrator_costs,
+    whole_integration_cost,
+)
 from audit_log_bench import Log, cached_log, signed_checkpoint  # noqa: E402
 from audit_network_bench import network  # noqa: E402
 from audit_replay_bench import in_memory_figure, position_file_cost  # noqa: E402
@@ -159,6 +165,7 @@ def ceilings(log: Log, sample: int) -> float:
     )
     gate = integrator_costs(log, sample)
     whole = whole_integration_cost(log, sample)
+    split = integration_split(log, sample)
     emit(
         {
             "figure": "integrator_cost_us_per_entry",
@@ -167,6 +174,7 @@ def ceilings(log: Log, sample: int) -> float:
             "serial_ceiling_per_s": round(1e6 / (gate["admit_apply_index"] + gate["commit"])),
             "whole_integration": round(whole, 1),
             "whole_serial_ceiling_per_s": round(1e6 / whole),
+            "integrator_split": {k: round(v, 1) for k, v in split.items()},
         }
     )
     return ceiling[2]

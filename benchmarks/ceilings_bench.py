@@ -1,6 +1,7 @@
 """In-process ceilings of bench_append.py, measured in the same run as the loads they bound:
 LevelDB synced writes (a WriteBatch of 1,000 1 KiB entries, one run at a time, measured right
-before each AppendBatch run; and single puts), proof generation
+before each AppendBatch run; the same in a load's own shape, batches of the entries its
+integrator's batches held; and single puts), proof generation
 from a stopped server's stored tiles, and Ed25519 signature checks (statements.signing.verify)
 on one and two threads over a statement like the statements load's.
 """
@@ -25,19 +26,20 @@ LEVELDB_BATCH = 1000
 """Entries in each synced WriteBatch of the LevelDB ceiling (the server's largest batch)."""
 
 
-def _values() -> list[bytes]:
+def _values(count: int = LEVELDB_BATCH) -> list[bytes]:
     rng = random.Random(5)
-    return [rng.randbytes(ENTRY_SIZE) for _ in range(LEVELDB_BATCH)]
+    return [rng.randbytes(ENTRY_SIZE) for _ in range(count)]
 
 
-def leveldb_batch_run(args: argparse.Namespace) -> float:
-    """One run of the LevelDB sync-batch ceiling: entries/s of synced WriteBatches of 1,000
-    1 KiB entries for --duration seconds, on a fresh database removed afterwards (its
-    compactions end before this returns, so none of its work spills into the load it bounds).
-    Measured right before each run of that load, so both see the same neighbours."""
+def leveldb_batch_run(args: argparse.Namespace, batch: int = LEVELDB_BATCH) -> float:
+    """One run of the LevelDB sync-batch ceiling: entries/s of synced WriteBatches of `batch`
+    1 KiB entries (1,000: the server's largest batch; a load's entries_per_batch: that load's
+    shape) for --duration seconds, on a fresh database removed afterwards (its compactions end
+    before this returns, so none of its work spills into the load it bounds). Measured right
+    before or after a run of that load, so both see the same neighbours."""
     import plyvel
 
-    values = _values()
+    values = _values(max(1, batch))
     with tempfile.TemporaryDirectory(dir=args.tmp_dir, prefix="bench-leveldb-") as d:
         db = plyvel.DB(d, create_if_missing=True)
         try:

@@ -255,6 +255,9 @@ class Bench:
                     1e6 * r["workers_cpu"] / max(1.0, r["entries_per_s"]) for r in runs
                 )
             )
+        fig["client_cpu_us_per_entry"] = r3(
+            statistics.median(1e6 * r["client_cpu"] / max(1.0, r["entries_per_s"]) for r in runs)
+        )
         errors = sum(r["errors"] for r in runs)
         if errors:
             codes: collections.Counter[str] = collections.Counter()

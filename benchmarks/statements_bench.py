@@ -9,11 +9,22 @@ secret scan, signature, key, session chain and scope verdict all run, and the ve
 recorded and indexed. Once per server --ingest-workers value. Its ceiling, Ed25519 checks on
 2 threads (ceilings_bench.ed25519_run), is measured right before each run of the load (after
 that run's statements are built); setup_agents and build_statements also serve storage_bench.py.
+
+Each figure also carries calls_per_batch (entries_per_batch over the 100 statements a call:
+about 1 means the integrator takes one request at a time, as it finds them ready) and, once
+its runs are done, the LevelDB sync-batch ceiling in the load's shape
+(leveldb_writebatch_sync_at_batch: synced WriteBatches of the entries_per_batch the load's
+integrator measured, one run) and statements_cpu_total: the CPU µs a statement of the server,
+its ingest workers and the client processes, their sum, the cores they kept busy, and the two
+caps of benchmarks/README.md's model, rate(C) = min(C / total, 1 / integrator): the CPU
+budget of this machine's cores (cpu_budget_cap_per_s) and the serial cap of the integrator
+thread (serial_cap_per_s; with py-spy installed, which names the server's threads).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import time
 from collections.abc import Callable
@@ -22,7 +33,7 @@ from typing import Any
 
 import grpc
 from affidavit.proto import affidavit_pb2 as pb
-from ceilings_bench import ed25519_run
+from ceilings_bench import ed25519_run, leveldb_batch_run
 from clients_bench import BATCH, LOG
 from loads_bench import Bench, emit, note, r3
 from processes_bench import Process, start_log_server, tree_size
@@ -150,8 +161,37 @@ def ceiling_paired_load(
     fig["vs_ed25519_each"] = [
         r3(rate / bound) for rate, bound in zip(fig["entries_per_s_each"], ceilings, strict=True)
     ]
+    if "entries_per_batch" in fig:
+        fig["calls_per_batch"] = r3(fig["entries_per_batch"] / BATCH)
+        fig["leveldb_writebatch_sync_at_batch"] = round(
+            leveldb_batch_run(args, fig["entries_per_batch"])
+        )
+    fig["statements_cpu_total"] = cpu_total(fig)
     emit(fig)
     return fig
+
+
+def cpu_total(fig: dict[str, Any]) -> dict[str, Any]:
+    """A statements figure's CPU µs a statement by process, their sum, the cores they used,
+    and the model's two caps (the module's docstring)."""
+    server = fig["server_cpu_us_per_entry"]
+    workers = fig.get("workers_cpu_us_per_entry", 0.0)
+    clients = fig["client_cpu_us_per_entry"]
+    total = server + workers + clients
+    cores = os.cpu_count() or 1
+    out: dict[str, Any] = {
+        "server_us": server,
+        "workers_us": workers,
+        "clients_us": clients,
+        "total_us": r3(total),
+        "cores_used": r3(fig["server_cpu"] + fig["workers_cpu"] + fig["client_cpu"]),
+        "cores": cores,
+        "cpu_budget_cap_per_s": round(cores * 1e6 / max(total, 1e-9)),
+    }
+    integrator = fig.get("server_threads_us_per_entry", {}).get("integrator")
+    if integrator:
+        out["serial_cap_per_s"] = round(1e6 / integrator)
+    return out
 
 
 def build_statements(
