@@ -14,10 +14,12 @@ Ratios: each scale-out figure over the LevelDB one (goal: one frontend >= 0.5), 
 frontends over one (goal: >= 1.0, adding frontends must not lower total throughput). All
 processes share this machine's cores: PostgreSQL, SeaweedFS, the frontends and the clients.
 
-Beside them: storage_head_lock, per frontend, the head row's lock per batch (ms waited, ms
-held and its parts, entries per batch; server.head_lock_times): with several frontends the
-batches are sequenced one at a time, so total appends are at most entries per batch over ms
-held. storage_read_model: the reads beyond one machine (see read_model).
+Each load figure carries entries_per_batch and integration_ms_per_batch over all its frontends'
+batches (their /metrics summed). Beside them: storage_head_lock, per frontend, the head row's
+lock per batch (ms waited, ms held and its parts, entries per batch; server.head_lock_times):
+with several frontends the batches are sequenced one at a time, so total appends are at most
+entries per batch over ms held. storage_read_model: the reads beyond one machine (see
+read_model).
 
 For a short A/B run, AFFIDAVIT_BENCH_LOADS (append_batch, statements or both, comma-separated)
 and AFFIDAVIT_BENCH_FRONTENDS (e.g. 1) narrow what is measured; the LevelDB figure of each load
@@ -34,6 +36,7 @@ import statistics
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -42,7 +45,7 @@ import psycopg
 from affidavit.server.objects_s3 import bucket_client
 from clients_bench import BATCH, ENTRY_SIZE
 from loads_bench import Bench, emit, r3, ratio
-from processes_bench import proc_cpu_s, start_log_server, tree_size
+from processes_bench import Integrated, Process, proc_cpu_s, start_log_server, tree_size
 from statements_bench import TARGET_STATEMENTS, build_statements, setup_agents
 
 from tests.backends import ObjectServer, Postgres
@@ -171,6 +174,24 @@ def s3_ceiling(args: argparse.Namespace, s3: ObjectServer) -> float:
     return rate
 
 
+def frontends_integrated(servers: list[Process]) -> Callable[[], Integrated] | None:
+    """The frontends' integrator totals summed (None when a frontend serves no metrics): the
+    load's entries_per_batch is then the mean over every frontend's batches, and
+    integration_ms_per_batch their mean time."""
+    if not all(s.metrics_url for s in servers):
+        return None
+
+    def totals() -> Integrated:
+        parts = [s.integrated() for s in servers]
+        return Integrated(
+            entries=sum(p.entries for p in parts),
+            batches=sum(p.batches for p in parts),
+            seconds=sum(p.seconds for p in parts),
+        )
+
+    return totals
+
+
 def run_log(
     args: argparse.Namespace,
     b: Bench,
@@ -196,12 +217,13 @@ def run_log(
             servers.append(start_log_server(d, statements=statements, extra=storage, env=env))
         cpu = CpuParts(servers, others)
         b.server = cpu
+        integrated = frontends_integrated(servers)
         targets = ",".join(s.target for s in servers)
         name = "storage_statements" if statements else "storage_append_batch"
         tags = {"storage": "postgres+s3" if storage else "leveldb", "frontends": frontends}
         if not statements:
             fig = b.load(name, targets, "append_batch", CALLERS, "aio", args.procs,
-                         batch=BATCH, emit_it=False)  # fmt: skip
+                         batch=BATCH, emit_it=False, integrated=integrated)  # fmt: skip
         else:
             keys, grants = setup_agents(servers[0].target, first_dir, args.procs)
             per_s = 2.0 * TARGET_STATEMENTS
@@ -215,7 +237,8 @@ def run_log(
                 return built
 
             fig = b.load(name, targets, "statements_batch", CALLERS, "aio", args.procs,
-                         before=before, emit_it=False, duration=window)  # fmt: skip
+                         before=before, emit_it=False, duration=window,
+                         integrated=integrated)  # fmt: skip
         assert isinstance(fig, dict)
         fig.update(tags)
         fig.update(cpu_figures(cpu.cores(), fig["entries_per_s"], frontends))
