@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import errno
+import hashlib
+import os
 from pathlib import Path
 
 import click
@@ -26,6 +29,7 @@ from affidavit.client.trust import write_atomic
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.build import statement_of
 from affidavit.statements.signing import IdentityKey
+from google.protobuf.message import DecodeError
 
 from affidavit import merkle
 
@@ -39,31 +43,90 @@ NOT_AUTHORISED = {"OUT_OF_SCOPE", "NO_GRANT"}
 """Verdicts under which the log recorded an action that its grants do not authorise."""
 
 
-def _pending_path(conn: Conn, action_id: str) -> Path:
-    return conn.trust_dir / "intents" / f"{action_id}.leaf"
+def _is_intent_of(leaf: bytes, agent_id: str, action_id: str) -> bool:
+    """Whether leaf is the INTENT of agent_id's action action_id (false for bytes that are no
+    statement). An action is its agent's action id: other agents' INTENTs of the id are other
+    actions."""
+    try:
+        statement = statement_of(leaf)
+    except DecodeError:
+        return False
+    action = statement.action
+    return (
+        statement.WhichOneof("body") == "action"
+        and action.phase == pb.AgentAction.INTENT
+        and (action.actor.agent_id, action.action_id) == (agent_id, action_id)
+    )
+
+
+# Pending INTENTs: `append` keeps an INTENT's exact bytes under --trust-dir/intents/ until its
+# OUTCOME is recorded (written atomically, deleted once the OUTCOME is).
+
+
+def _pending_path(trust_dir: Path, agent_id: str, action_id: str) -> Path:
+    """Where `append` keeps the INTENT of agent_id's action action_id: intents/<hex SHA-256 of
+    agent id 0x00 action id>.leaf.
+
+    Keyed by the pair, so agents sharing a trust dir and an action id keep apart INTENTs (an
+    identity id holds no 0x00, so distinct pairs are distinct inputs). The action id is any
+    non-empty string of up to 1024 characters the producer chose ('/', '..', 0x00 included),
+    so it is never part of a path: a digest is one fixed-length file name in intents/ whatever
+    the id holds, where a quoted form of a long id (up to 4 KiB of UTF-8, tripled by quoting)
+    would outgrow a file name (255 bytes) and need a digest anyway. The name is no secret (the
+    INTENT is in the log), so a plain digest does."""
+    name = hashlib.sha256(agent_id.encode() + b"\x00" + action_id.encode()).hexdigest()
+    return trust_dir / "intents" / f"{name}.leaf"
+
+
+def _upgrade_pending(conn: Conn, agent_id: str, action_id: str) -> bytes | None:
+    """The INTENT of agent_id's action action_id as an `append` before _pending_path kept it,
+    under intents/<action id>.leaf, moved to _pending_path; None if there is no such file of
+    this agent's. The one upgrade step of that layout: _intent_leaf calls it only when
+    _pending_path holds nothing.
+
+    That name was the id itself, shared by every agent using the id, so the file is read only
+    where the id makes one file name in intents/ (no '/' or 0x00; a name too long for the file
+    system is no file), and used and moved only if its bytes are the INTENT of this agent and
+    id: another agent's is left for it, and no other file (a _pending_path name included) is
+    taken for one. This step can be deleted once no trust dir holds an INTENT kept by an older
+    `affidavit append` (each OUTCOME recorded): from the release after the one that ships it,
+    say; without it such an OUTCOME is still recorded, its INTENT fetched from the log with an
+    auditor token."""
+    if "/" in action_id or "\x00" in action_id:
+        return None
+    old = conn.trust_dir / "intents" / f"{action_id}.leaf"
+    try:
+        leaf = old.read_bytes()
+    except OSError as e:
+        if e.errno in (errno.ENOENT, errno.ENAMETOOLONG, errno.EISDIR):
+            return None
+        raise
+    if not _is_intent_of(leaf, agent_id, action_id):
+        return None
+    os.replace(old, _pending_path(conn.trust_dir, agent_id, action_id))  # one directory: atomic
+    return leaf
 
 
 def _intent_leaf(conn: Conn, client: Client, key: IdentityKey, action_id: str) -> bytes:
-    """The exact bytes of the INTENT of action_id: kept under --trust-dir by the `append` that
-    recorded it, or else fetched from the log (with an auditor token), proven included in a
-    trusted checkpoint, and checked to be this identity's INTENT of that action."""
-    path = _pending_path(conn, action_id)
+    """The exact bytes of the INTENT of this identity's action action_id: kept under
+    --trust-dir by the `append` that recorded it, or else fetched from the log (with an auditor
+    token), proven included in a trusted checkpoint, and checked to be this identity's INTENT
+    of that action."""
+    path = _pending_path(conn.trust_dir, key.identity_id, action_id)
     if path.exists():
         return path.read_bytes()
+    kept = _upgrade_pending(conn, key.identity_id, action_id)
+    if kept is not None:
+        return kept
     if conn.token is None:
         raise click.UsageError(
             f"the INTENT of action {action_id} was not recorded from here ({path} is missing); "
             "to fetch it from the log, give an auditor token: --token TOKEN or @FILE "
             "(AFFIDAVIT_TOKEN), or use the --trust-dir that recorded it"
         )
-    # An action is its agent's action id: other agents' INTENTs with this id are other actions.
     for hit in client.search(action_id=action_id):
         entry = next(client.entries(hit.index, hit.index + 1))
-        statement = statement_of(entry.data)
-        action = statement.action
-        if statement.WhichOneof("body") != "action" or action.phase != pb.AgentAction.INTENT:
-            continue
-        if action.actor.agent_id != key.identity_id:
+        if not _is_intent_of(entry.data, key.identity_id, action_id):
             continue
         proof, _ = client.prove(index=hit.index)
         if proof.leaf_hash != merkle.leaf_hash(entry.data):
@@ -196,7 +259,7 @@ def append(
                 status=STATUS[status], effect_ref=effect_ref, error_code=error_code
             )
             rec = submit(outcome_body(intent_leaf, outcome))
-            _pending_path(conn, outcome_of).unlink(missing_ok=True)
+            _pending_path(conn.trust_dir, key.identity_id, outcome_of).unlink(missing_ok=True)
             conn.out.emit(
                 receipt_line(f"OUTCOME of {outcome_of}:", rec.statement_id, rec.receipt),
                 {
@@ -236,7 +299,7 @@ def append(
             tool_server=tool_server,
         )
         rec = submit(act.intent)
-        write_atomic(_pending_path(conn, act.action_id), rec.leaf)
+        write_atomic(_pending_path(conn.trust_dir, key.identity_id, act.action_id), rec.leaf)
     conn.out.emit(
         receipt_line(f"INTENT of action {act.action_id}:", rec.statement_id, rec.receipt)
         + f"\nrecord its outcome with: affidavit append --outcome {act.action_id} --status ok",
