@@ -69,11 +69,12 @@ def _pending_path(trust_dir: Path, agent_id: str, action_id: str) -> Path:
 
     Keyed by the pair, so agents sharing a trust dir and an action id keep apart INTENTs (an
     identity id holds no 0x00, so distinct pairs are distinct inputs). The action id is any
-    non-empty string of up to 1024 characters the producer chose ('/', '..', 0x00 included),
-    so it is never part of a path: a digest is one fixed-length file name in intents/ whatever
-    the id holds, where a quoted form of a long id (up to 4 KiB of UTF-8, tripled by quoting)
-    would outgrow a file name (255 bytes) and need a digest anyway. The name is no secret (the
-    INTENT is in the log), so a plain digest does."""
+    non-empty string the producer chose, '/', '..' and 0x00 included, of up to
+    statements.schema_walk.MAX_STRING (1024) characters, so it is never part of a path: a
+    digest is one fixed-length file name in intents/ whatever the id holds, where a quoted form
+    of a long id (up to 4 KiB of UTF-8, tripled by quoting) would outgrow a file name (255
+    bytes) and need a digest anyway. The name is no secret (the INTENT is in the log), so a
+    plain digest does."""
     name = hashlib.sha256(agent_id.encode() + b"\x00" + action_id.encode()).hexdigest()
     return trust_dir / "intents" / f"{name}.leaf"
 
