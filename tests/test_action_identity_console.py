@@ -29,6 +29,7 @@ from tests.sharedaction import (
     SHARED_ID,
     SOLO_ID,
     Shared,
+    intent_args,
     share_an_action_id,
 )
 
@@ -115,3 +116,25 @@ def test_a_shared_id_without_agent_is_refused_naming_the_agents(
     # An id one agent used needs no ?agent=.
     status, body = reader.get(f"/action/{SOLO_ID}")
     assert status == 200 and "repo:acme/web" in body
+
+
+@pytest.mark.parametrize("action_id", ["x/y", "../z", "a b?c=d&e#f"])
+def test_an_id_with_path_characters_links_to_its_own_page(
+    log: Log, console: tuple[Shared, Reader], action_id: str
+) -> None:
+    """An action id is the producer's string: "/", "..", "?", "&", "#" and spaces in it stay in
+    the one path segment its links give, and the page it reaches is that action's."""
+    _, reader = console
+    resource = f"repo:acme/odd-{len(action_id)}"
+    log.cli.json(*intent_args("bot", log.grant_id, action_id, resource))
+    status, body = reader.get(f"/search?resource_prefix={urllib.parse.quote(resource)}")
+    assert status == 200
+    segment = urllib.parse.quote(action_id, safe="")
+    links = set(_links(body, segment))
+    assert links == {f"/console/action/{segment}?agent=bot"}, body
+    status, page = reader.get(links.pop().removeprefix("/console"))
+    assert status == 200 and resource in page, page
+    [download] = re.findall(r'id="download" href="([^"]*)"', page)
+    assert download == f"/console/evidence/{segment}?agent=bot"
+    status, text = reader.get(download.removeprefix("/console"))
+    assert status == 200 and json.loads(text)["entries"], text
