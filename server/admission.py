@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from affidavit.server import prepared as server_prepared
 from affidavit.server import search_index
@@ -25,8 +25,21 @@ from affidavit.statements.state import LogState, RecordCache
 PREFETCH_ROUNDS = 3
 """Queries a run's prefetch makes at most (each can uncover records the next one reads)."""
 
+UNCOVERED = 1024
+"""Records uncovered by read-ahead trials that reset() reads again, at most (the newest)."""
+
 _UNREAD = object()
 """What the committed-record cache holds for a key it has not read (None is an absent record)."""
+
+
+def _ready(prepared: Sequence[object]) -> list[ServerPrepared]:
+    """The entries of prepared that prepare() passed."""
+    return [p for p in prepared if isinstance(p, ServerPrepared)]
+
+
+def _named(ready: Sequence[ServerPrepared]) -> dict[bytes, None]:
+    """The records ready's statements name, once each, in order."""
+    return dict.fromkeys(k for p in ready for k in p.reads)
 
 
 class _CommittedKV:
@@ -152,14 +165,16 @@ class _CommittedKV:
 
 
 class _Wanted:
-    """The cached committed records, recording every key asked for that is not cached (as
-    absent, for now)."""
+    """The cached committed records, recording every key asked for (asked), and apart those
+    not cached (keys; read as absent, for now)."""
 
     def __init__(self, committed: _CommittedKV) -> None:
         self._committed = committed
+        self.asked: dict[bytes, None] = {}
         self.keys: dict[bytes, None] = {}
 
     def get(self, key: bytes, /) -> bytes | None:
+        self.asked[key] = None
         found, value = self._committed.cached(key)
         if not found:
             self.keys[key] = None
@@ -220,6 +235,10 @@ class StatementGate:
         self._log_key = log_key  # the log's public key: its own refusal records verify with it
         self._last_admitted = 0  # admission times never go backwards, whatever the clock does
         self._prefetch = storage.shared  # read_ahead() tries admission (see there)
+        # Records the trials uncovered (not named by any statement), newest last: reset()
+        # reads them; the verifier threads add to them.
+        self._uncovered: OrderedDict[bytes, None] = OrderedDict()
+        self._uncovered_lock = threading.Lock()
         self._committed = _CommittedKV(storage)
         # One cache of decoded records for both views: it checks the bytes behind each record.
         self._records = RecordCache()
@@ -245,14 +264,12 @@ class StatementGate:
         On a remote store every read is a round trip: the named records are fetched in one
         query as above, then admission is tried against the cached records, every record it
         asks for that is not cached is fetched in one query, and again while that uncovers
-        more (a grant's grantor, ...), a few queries for the whole run. (The trial alone, on
-        an empty cache — every batch after another frontend's — uncovered one level of
-        records a query and stopped short: an INTENT's rejection record and a grant's uses
-        were read one round trip each, under the head lock.)"""
-        ready = [p for p in prepared if isinstance(p, ServerPrepared)]
+        more (a grant's grantor, ...), a few queries for the whole run. The records a trial
+        uncovers are remembered (UNCOVERED of them, the newest): reset() reads them again."""
+        ready = _ready(prepared)
         lookup = self._committed.lookup
-        named = (k for p in ready for k in p.reads)
-        keys = [k for k in dict.fromkeys(named) if lookup(k, _UNREAD) is _UNREAD]
+        named = _named(ready)
+        keys = [k for k in named if lookup(k, _UNREAD) is _UNREAD]
         if keys:
             self._committed.fetch(keys)
         if not self._prefetch:
@@ -266,9 +283,20 @@ class StatementGate:
             for p in ready:
                 with contextlib.suppress(Rejection):  # the integrator judges, in log order
                     ingest.admit(p, state, at, self._log_key)
+            self._uncover(wanted.asked.keys() - named)
             if not wanted.keys:
                 return
             self._committed.fetch(list(wanted.keys))
+
+    def _uncover(self, keys: Iterable[bytes]) -> None:
+        """Remember keys as uncovered by a trial, the newest (UNCOVERED at most)."""
+        with self._uncovered_lock:
+            uncovered = self._uncovered
+            for key in keys:
+                uncovered[key] = None
+                uncovered.move_to_end(key)
+            while len(uncovered) > UNCOVERED:
+                uncovered.popitem(last=False)
 
     def begin(self) -> None:
         self._batch = _BatchKV(self._committed)
@@ -296,10 +324,20 @@ class StatementGate:
         self._committed.committed(self._batch.state)
 
     def reset(self, prepared: Sequence[object]) -> None:
-        """The log grew by another frontend's batches (the sequencer says so): drop the
-        cache, and read ahead what admitting prepared (the batch to come) will read."""
+        """The log grew by another frontend's batches (the sequencer says so, holding the
+        head): drop the cache, and read in one query the records admitting prepared (the
+        batch to come) will read: those its statements name, and those the read-aheads'
+        trials uncovered lately (the same grantors and parent grants, batch after batch).
+
+        No trial admission here: it ran in the verifier threads already, and under the head
+        lock it cost 50-135 ms a batch of 600 (two rounds) while every frontend waited.
+        A record neither named nor uncovered lately is read when admission asks for it."""
         self._committed.clear()
-        self.read_ahead(prepared)
+        keys = _named(_ready(prepared))
+        with self._uncovered_lock:
+            keys.update(self._uncovered)
+        if keys:
+            self._committed.fetch(list(keys))
 
     def known(self, index: int) -> tuple[int, str]:
         verdict = self.committed.verdict(index)

@@ -126,6 +126,9 @@ class Sequencer:
         self._note = note
         self._served = threading.Lock()  # set from the integrator and the event loop
         self._head, self._head_note = checkpoint, note  # the newest sequenced, to extend
+        # The head the gate's cached records are current with (its own commits told to it):
+        # a batch extending another has them read again (gate.reset) before it is admitted.
+        self._gate_head = note
         self._max_wait = max_wait
         self._queue: AppendQueue[Outcome] = AppendQueue(queue_size, max_batch)
         # One thread: integrations are strictly sequential.
@@ -251,6 +254,8 @@ class Sequencer:
             # (While the head is held, the batch being formed extends it, read ahead for.)
             self._head, self._head_note = grown, text
             if self._gate is not None:
+                # Cleared now for the readers of committed records; the next batch's records
+                # are read when it has the head (its _extend, as self._gate_head is behind).
                 self._gate.reset(())
         return self._serve(grown, text)
 
@@ -403,9 +408,12 @@ class Sequencer:
             return await loop.run_in_executor(self._worker, self._integrate, *_joined(batch))
         try:
             entries = [e for p in batch for e in p.entries]
-            head = await loop.run_in_executor(self._worker, self._lock_head, entries)
+            head, hashes = await loop.run_in_executor(self._worker, self._lock_head, entries)
             await self._queue.fill(batch, None)
-            return await loop.run_in_executor(self._worker, self._extend, head, *_joined(batch))
+            entries, prepared = _joined(batch)  # the batch as taken, then what joined it
+            return await loop.run_in_executor(
+                self._worker, self._extend, head, entries, prepared, hashes
+            )
         except BaseException:
             # Cancelled, the thread goes on: release the head after it (a no-op if released).
             self._worker.submit(self._unlock_head)
@@ -474,18 +482,20 @@ class Sequencer:
 
     def _integrate(self, entries: Sequence[bytes], prepared: Sequence[object]) -> _Integrated:
         """Add a batch to the log durably; runs in the integrator thread, one call at a time."""
-        return self._extend(self._lock_head(), entries, prepared)
+        head, hashes = self._lock_head(entries)
+        return self._extend(head, entries, prepared, hashes)
 
-    def _lock_head(self, entries: Sequence[bytes] = ()) -> str | None:
-        """Take the head (in the integrator thread): the note the storage gives, to extend.
-        entries: the batch's, as far as known (their leaf hashes are looked up with the lock).
+    def _lock_head(self, entries: Sequence[bytes]) -> tuple[str | None, list[bytes]]:
+        """Take the head (in the integrator thread): the note the storage gives, to extend,
+        and the leaf hashes of entries (the batch's, as far as known), looked up with the lock.
 
         With several frontends on one log, that may be another frontend's latest checkpoint,
         not yet published: it is held only once commit() or unlock_head() has returned.
         """
-        head = self._storage.lock_head(hashing.leaf_hashes(entries) if entries else ())
+        hashes = hashing.leaf_hashes(entries)
+        head = self._storage.lock_head(hashes)
         self._holding = True
-        return head
+        return head, hashes
 
     def _unlock_head(self) -> None:
         """Release the head if this thread still holds it (the first failure is the one told)."""
@@ -494,10 +504,16 @@ class Sequencer:
             self._storage.unlock_head()  # a no-op once commit() has released it
 
     def _extend(
-        self, head: str | None, entries: Sequence[bytes], prepared: Sequence[object]
+        self,
+        head: str | None,
+        entries: Sequence[bytes],
+        prepared: Sequence[object],
+        hashed: list[bytes],
     ) -> _Integrated:
         """Add a batch to the log durably, extending head (lock_head's, held); runs in the
-        integrator thread. The head is released by the commit, or here on failure."""
+        integrator thread. hashed: the leaf hashes of the batch's first entries (those it
+        had when the head was asked for; the rest joined it after). The head is released by
+        the commit, or here on failure."""
         try:
             if self._halted is not None:
                 raise self._halted
@@ -505,9 +521,11 @@ class Sequencer:
                 grown = self._adoptable(head, self._head)
                 if grown is not None:
                     self._head, self._head_note = grown, head
-                    if self._gate is not None:
-                        self._gate.reset(prepared)
-            return self._integrate_locked(entries, prepared)
+            if self._gate is not None and self._gate_head != self._head_note:
+                self._gate.reset(prepared)
+                self._gate_head = self._head_note
+            leaf_hashes = hashed + hashing.leaf_hashes(entries[len(hashed) :])
+            return self._integrate_locked(entries, prepared, leaf_hashes)
         except BaseException:
             self._unlock_head()
             raise
@@ -515,11 +533,11 @@ class Sequencer:
             self._holding = False
 
     def _integrate_locked(
-        self, entries: Sequence[bytes], prepared: Sequence[object]
+        self, entries: Sequence[bytes], prepared: Sequence[object], leaf_hashes: list[bytes]
     ) -> _Integrated:
-        """_integrate, with the head locked; commit() or unlock_head() releases it."""
+        """_integrate, with the head locked (leaf_hashes: the entries'); commit() or
+        unlock_head() releases it."""
         size = self._head.size
-        leaf_hashes = hashing.leaf_hashes(entries)
         gate = self._gate
         stored = self._storage.indexes_of(leaf_hashes)
         admitted = admit_batch(entries, prepared, leaf_hashes, stored, size, gate)
@@ -544,6 +562,7 @@ class Sequencer:
             batch = Batch(size, new_entries, new_hashes, growth.tiles, note, extra)
             publish = self._storage.commit(batch, previous=self._head_note)
             self._head, self._head_note = checkpoint, note
+            self._gate_head = note
             if publish is None:
                 self._serve(checkpoint, note)
             if gate is not None:

@@ -150,6 +150,7 @@ class CountedReads(Storage):
     log shared by several frontends makes the gate read ahead by trying admission)."""
 
     reads = 0
+    queries = 0  # get_many calls: one query each on a remote store
     shares = False
 
     @property
@@ -160,6 +161,10 @@ class CountedReads(Storage):
         self.reads += 1
         return super().get(key)
 
+    def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
+        self.queries += 1
+        return super().get_many(keys)
+
 
 @pytest.mark.parametrize("shared", [False, True], ids=["local", "shared-after-reset"])
 def test_reading_ahead_leaves_admission_nothing_to_read(
@@ -168,9 +173,10 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
     """What read_ahead reads (in the verifier threads) is all that admitting and applying the
     usual statements read: the integrator never waits on a read, nor lets go of the
     interpreter lock to make one. On a shared log every batch after another frontend's starts
-    with an empty cache (reset): the trial admission must still find everything, sessions
-    chained within the batch included (each session signs two statements a batch here). And
-    what the cache then holds is what is committed."""
+    with an empty cache (reset, under the head lock): it reads in one query what the batch
+    names and what the read-ahead's trials uncovered (the grant's issuer here), and admission
+    must then find everything, sessions chained within the batch included (each session signs
+    two statements a batch here). And what the cache then holds is what is committed."""
     storage = CountedReads(tmp_path_factory.mktemp("gate") / "db", create=True, min_free_bytes=0)
     storage.shares = shared
     try:
@@ -227,14 +233,15 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
                     s.advance(leaves[-1])
             earlier = leaves
             prepared = [gate.prepare(leaf) for leaf in leaves]
-            if shared:
-                gate.reset(prepared)  # as after another frontend's batch
-            else:
-                gate.read_ahead(prepared)
-            before = storage.reads
+            gate.read_ahead(prepared)  # in the verifier threads
+            if shared:  # then another frontend's batch: the head moved
+                before = storage.reads, storage.queries
+                gate.reset(prepared)
+                assert (storage.reads, storage.queries) == (before[0], before[1] + 1)
+            before = storage.reads, storage.queries
             verdicts = integrate(leaves, prepared)
             assert verdicts == [(pb.IN_SCOPE, "")] * len(leaves)
-            assert storage.reads == before, f"round {round_}"
+            assert (storage.reads, storage.queries) == before, f"round {round_}"
             # Every record the cache holds is the committed one: the batch's state records
             # were told to it; its search records (written once, read once there) were not.
             cached = dict(gate._committed._cache)
