@@ -109,6 +109,11 @@ class _CommittedKV:
     def put(self, key: bytes, value: bytes, /) -> None:
         raise RuntimeError("committed state changes only through a batch")
 
+    @property
+    def clears(self) -> int:
+        """How many times the cache was cleared."""
+        return self._clears
+
     def cached(self, key: bytes) -> tuple[bool, bytes | None]:
         """Whether key is cached, and its cached value."""
         value = self._cache.get(key, _UNREAD)
@@ -238,7 +243,10 @@ class StatementGate:
         # Records the trials uncovered (not named by any statement), newest last: reset()
         # reads them; the verifier threads add to them.
         self._uncovered: OrderedDict[bytes, None] = OrderedDict()
-        self._uncovered_lock = threading.Lock()
+        # Records a read-ahead read while a reset cleared the cache: the next batch reads
+        # them as it begins (or in its reset), with the head held.
+        self._missed: dict[bytes, None] = {}
+        self._lock = threading.Lock()  # guards _uncovered and _missed
         self._committed = _CommittedKV(storage)
         # One cache of decoded records for both views: it checks the bytes behind each record.
         self._records = RecordCache()
@@ -267,6 +275,7 @@ class StatementGate:
         more (a grant's grantor, ...), a few queries for the whole run. The records a trial
         uncovers are remembered (UNCOVERED of them, the newest): reset() reads them again."""
         ready = _ready(prepared)
+        clears = self._committed.clears
         lookup = self._committed.lookup
         named = _named(ready)
         keys = [k for k in named if lookup(k, _UNREAD) is _UNREAD]
@@ -274,6 +283,18 @@ class StatementGate:
             self._committed.fetch(keys)
         if not self._prefetch:
             return
+        try:
+            self._try_admission(ready, named)
+        finally:
+            if self._committed.clears != clears:
+                # A reset (another frontend's batch) dropped what was read before it, and
+                # what was read meanwhile is not cached: the next batch reads it all again.
+                with self._lock:
+                    self._missed.update(named)
+
+    def _try_admission(self, ready: list[ServerPrepared], named: dict[bytes, None]) -> None:
+        """read_ahead's trials on a remote store: fetch what admitting ready asks for and is
+        not cached, a query a round (a round can uncover what the next one reads)."""
         # Admission at about the time the integrator will admit them: an action is judged
         # only with an admission time, and its verdict reads the most (intent, grants, ...).
         at = max(self._last_admitted, self._clock())
@@ -286,11 +307,12 @@ class StatementGate:
             self._uncover(wanted.asked.keys() - named)
             if not wanted.keys:
                 return
+            named.update(wanted.keys)  # (read again with them after a reset, see read_ahead)
             self._committed.fetch(list(wanted.keys))
 
     def _uncover(self, keys: Iterable[bytes]) -> None:
         """Remember keys as uncovered by a trial, the newest (UNCOVERED at most)."""
-        with self._uncovered_lock:
+        with self._lock:
             uncovered = self._uncovered
             for key in keys:
                 uncovered[key] = None
@@ -299,6 +321,11 @@ class StatementGate:
                 uncovered.popitem(last=False)
 
     def begin(self) -> None:
+        """A batch opens, the head held: what read-aheads missed is read first, in one query."""
+        with self._lock:
+            missed, self._missed = self._missed, {}
+        if missed:
+            self._committed.fetch(list(missed))
         self._batch = _BatchKV(self._committed)
         self._state = LogState(self._batch, self._records)
 
@@ -326,16 +353,19 @@ class StatementGate:
     def reset(self, prepared: Sequence[object]) -> None:
         """The log grew by another frontend's batches (the sequencer says so, holding the
         head): drop the cache, and read in one query the records admitting prepared (the
-        batch to come) will read: those its statements name, and those the read-aheads'
-        trials uncovered lately (the same grantors and parent grants, batch after batch).
+        batch to come) will read: those its statements name, those the read-aheads' trials
+        uncovered lately (the same grantors and parent grants, batch after batch), and those
+        read-aheads missed (see begin()).
 
         No trial admission here: it ran in the verifier threads already, and under the head
         lock it cost 50-135 ms a batch of 600 (two rounds) while every frontend waited.
         A record neither named nor uncovered lately is read when admission asks for it."""
         self._committed.clear()
         keys = _named(_ready(prepared))
-        with self._uncovered_lock:
+        with self._lock:
             keys.update(self._uncovered)
+            keys.update(self._missed)
+            self._missed = {}
         if keys:
             self._committed.fetch(list(keys))
 

@@ -152,6 +152,7 @@ class CountedReads(Storage):
     reads = 0
     queries = 0  # get_many calls: one query each on a remote store
     shares = False
+    race: Callable[[], None] | None = None  # run after the next get_many (a racing reset)
 
     @property
     def shared(self) -> bool:
@@ -163,12 +164,16 @@ class CountedReads(Storage):
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, bytes]:
         self.queries += 1
-        return super().get_many(keys)
+        values = super().get_many(keys)
+        race, self.race = self.race, None  # once
+        if race is not None:
+            race()
+        return values
 
 
-@pytest.mark.parametrize("shared", [False, True], ids=["local", "shared-after-reset"])
+@pytest.mark.parametrize("mode", ["local", "shared-after-reset", "shared-raced-reset"])
 def test_reading_ahead_leaves_admission_nothing_to_read(
-    tmp_path_factory: pytest.TempPathFactory, shared: bool
+    tmp_path_factory: pytest.TempPathFactory, mode: str
 ) -> None:
     """What read_ahead reads (in the verifier threads) is all that admitting and applying the
     usual statements read: the integrator never waits on a read, nor lets go of the
@@ -176,9 +181,11 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
     with an empty cache (reset, under the head lock): it reads in one query what the batch
     names and what the read-ahead's trials uncovered (the grant's issuer here), and admission
     must then find everything, sessions chained within the batch included (each session signs
-    two statements a batch here). And what the cache then holds is what is committed."""
+    two statements a batch here). A read-ahead that raced a reset (the follower's, or one
+    under the head lock) is not cached: the next batch reads what it missed in one query as
+    it begins. And what the cache then holds is what is committed."""
     storage = CountedReads(tmp_path_factory.mktemp("gate") / "db", create=True, min_free_bytes=0)
-    storage.shares = shared
+    storage.shares = mode != "local"
     try:
         now = build.now_ms()
         gate = StatementGate(storage, clock=lambda: now)
@@ -233,15 +240,19 @@ def test_reading_ahead_leaves_admission_nothing_to_read(
                     s.advance(leaves[-1])
             earlier = leaves
             prepared = [gate.prepare(leaf) for leaf in leaves]
+            raced = mode == "shared-raced-reset" and round_ > 0  # (the grantor uncovered)
+            if raced:  # a reset (the follower's) during the read-ahead's first query
+                storage.race = lambda: gate.reset(())
             gate.read_ahead(prepared)  # in the verifier threads
-            if shared:  # then another frontend's batch: the head moved
+            if mode == "shared-after-reset":  # then another frontend's batch: the head moved
                 before = storage.reads, storage.queries
                 gate.reset(prepared)
                 assert (storage.reads, storage.queries) == (before[0], before[1] + 1)
             before = storage.reads, storage.queries
             verdicts = integrate(leaves, prepared)
             assert verdicts == [(pb.IN_SCOPE, "")] * len(leaves)
-            assert (storage.reads, storage.queries) == before, f"round {round_}"
+            # begin() read what the read-ahead missed, in one query
+            assert (storage.reads, storage.queries) == (before[0], before[1] + raced), round_
             # Every record the cache holds is the committed one: the batch's state records
             # were told to it; its search records (written once, read once there) were not.
             cached = dict(gate._committed._cache)
