@@ -73,12 +73,10 @@ def _answers_as_before(server: ServerProcess, log: Path) -> None:
     mismatch = next(f for f in fresh.findings if f.kind == "verdict-mismatch")
     assert "OUT_OF_SCOPE (approval-rejected)" in mismatch.message, mismatch.message
 
-    keys = {n: IdentityKey.load(log / "keys" / f"{n}.key") for n in ("bot-a", "bot-b")}
-    grants = {
-        st.grant.grantee: st.header.statement_id
-        for st in (build.statement_of(e.data) for e in server.all_entries())
-        if st.WhichOneof("body") == "grant"
-    }
+    keys = {n: IdentityKey.load(log / "keys" / f"{n}.key") for n in ("alice", "bot-a", "bot-b")}
+    # The fixture's own grants ran for an hour from when it was made; alice grants each agent
+    # the same scope again, valid now, so what follows tests the layout and not the clock.
+    grants = {agent: _grant_now(server, keys["alice"], agent) for agent in ("bot-a", "bot-b")}
 
     def send(agent: str, action_id: str) -> tuple[str, str] | grpc.StatusCode:
         leaf = build.SessionSigner(keys[agent], session_id=uuid7()).sign(
@@ -95,6 +93,23 @@ def _answers_as_before(server: ServerProcess, log: Path) -> None:
     assert send("bot-b", "awaited-2") == ("OUT_OF_SCOPE", "approval-rejected")  # rebuilt
     assert send("bot-a", "awaited-2") == ("IN_SCOPE", "")  # another agent's action
     assert send("bot-a", "call_2") == ("IN_SCOPE", "")  # no longer squatted by bot-b's
+
+
+def _grant_now(server: ServerProcess, grantor: IdentityKey, grantee: str) -> str:
+    """grantor's grant to grantee of the fixture's scope (github.* on repo:acme/*, create),
+    valid from a minute ago for an hour; its statement id."""
+    now = build.now_ms()
+    grant = pb.Grant(
+        grantee=grantee,
+        tools=["github.*"],
+        resources=["repo:acme/*"],
+        access=[pb.CREATE],
+        not_before_ms=now - 60_000,
+        not_after_ms=now + 3_600_000,
+    )
+    leaf = build.SessionSigner(grantor, session_id=uuid7()).sign(grant)
+    server.stub.Append(pb.AppendRequest(entry=leaf), timeout=RPC_TIMEOUT)
+    return build.statement_of(leaf).header.statement_id
 
 
 def test_a_cc86bae_leveldb_log_opens_rewritten_and_answers_the_same(tmp_path: Path) -> None:
