@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
+from affidavit.server.storage import StorageError
 from affidavit.statements import state_migration
 from affidavit.statements.state import STATE_LAYOUT, STATE_LAYOUT_KEY
 
@@ -27,11 +28,19 @@ log = logging.getLogger("affidavit.server")
 
 
 def migrate(store: LogStore) -> bool:
-    """Rewrite store's statement state to layout 2 unless it is marked so; whether it wrote."""
+    """Rewrite store's statement state to layout 2 unless it is marked so; whether it wrote.
+    StorageError, and nothing written, if it is marked with a layout this server does not read."""
 
     def plan() -> DerivedRewrite | None:
-        if store.get(STATE_LAYOUT_KEY) == STATE_LAYOUT:
+        mark = store.get(STATE_LAYOUT_KEY)
+        if mark == STATE_LAYOUT:
             return None
+        if mark is not None:  # a later affidavit's layout: rewriting it as layout 1 would ruin it
+            raise StorageError(
+                f"the statement state is in layout {mark.decode(errors='replace')!r}, which this "
+                f"affidavit does not read (it reads layout {STATE_LAYOUT.decode()}): run the "
+                "affidavit that wrote it, or a newer one"
+            )
         rewrite = state_migration.rewrite(store.scan)
         rewrite.puts[STATE_LAYOUT_KEY] = STATE_LAYOUT
         log.info(

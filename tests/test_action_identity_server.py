@@ -264,3 +264,19 @@ def test_a_log_in_layout1_opens_rewritten_and_answers_the_same(deployed: Deploye
     )
     w.expect("bot-a", intent("bot-a", [grants["bot-a"]], action_id=awaited), IN_SCOPE, attack=False)
     _audit_agrees(w)
+
+
+def test_a_state_layout_this_server_does_not_read_is_refused_unchanged(
+    deployed: Deployed,
+) -> None:
+    """A later affidavit's layout mark is not taken for layout 1 (whose rewrite would ruin it):
+    the server refuses to start, names the layout, and writes nothing."""
+    server = deployed.server
+    server.stop()
+    later = deployed.state()
+    later[LAYOUT_MARK] = b"3"
+    deployed.replace_state(later)
+    with pytest.raises(AssertionError, match=r"exit code 2\)"):
+        server.start()
+    assert "the statement state is in layout '3'" in server.stderr, server.stderr
+    assert deployed.state() == later
