@@ -42,14 +42,16 @@ def migrate(store: LogStore) -> bool:
                 "affidavit that wrote it, or a newer one"
             )
         rewrite = state_migration.rewrite(store.scan)
+        if rewrite.puts or rewrite.deletes:  # a new log, or one without actions, is only marked
+            log.info(
+                "rewriting the statement state to layout %s: %d records moved or rebuilt, "
+                "%d removed",
+                STATE_LAYOUT.decode(),
+                len(rewrite.puts),
+                len(rewrite.deletes),
+                extra={"event": "state-layout"},
+            )
         rewrite.puts[STATE_LAYOUT_KEY] = STATE_LAYOUT
-        log.info(
-            "rewriting the statement state to layout %s: %d records moved or rebuilt, %d removed",
-            STATE_LAYOUT.decode(),
-            len(rewrite.puts) - 1,
-            len(rewrite.deletes),
-            extra={"event": "state-layout"},
-        )
         return rewrite.puts, rewrite.deletes
 
     return store.rewrite_derived(plan)

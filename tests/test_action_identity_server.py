@@ -234,6 +234,7 @@ def _old_log(w: World) -> tuple[dict[str, str], bytes, str]:
 
 def test_a_log_in_layout1_opens_rewritten_and_answers_the_same(deployed: Deployed) -> None:
     w, server = deployed.world, deployed.server
+    assert "rewriting the statement state" not in server.stderr  # a new log is only marked
     grants, open_leaf, awaited = _old_log(w)
     server.stop()
     layout2 = deployed.state()
