@@ -350,6 +350,13 @@ class StatementGate:
         """The batch's writes are committed, durably (the sequencer says so)."""
         self._committed.committed(self._batch.state)
 
+    def forget(self) -> None:
+        """The log grew by other frontends' batches while no batch of this one was open (the
+        sequencer's follower saw it): drop the cached committed records, so no reader is
+        answered from them. What the next batch needs is read by its reset(), with the head
+        held; what read-aheads missed and uncovered is kept for it."""
+        self._committed.clear()
+
     def reset(self, prepared: Sequence[object]) -> None:
         """The log grew by another frontend's batches (the sequencer says so, holding the
         head): drop the cache, and read in one query the records admitting prepared (the

@@ -39,6 +39,11 @@ class Gate(Protocol):
 
     def known(self, index: int) -> tuple[int, str]: ...
 
+    def forget(self) -> None:
+        """The log grew by another frontend's hand while no batch was open: drop every
+        cached record (the next batch's reset() reads what it needs)."""
+        ...
+
     def reset(self, prepared: Sequence[object]) -> None:
         """The log grew by another frontend's hand: forget every cached record (and read
         ahead those admitting prepared, the batch to come, will need)."""

@@ -256,7 +256,7 @@ class Sequencer:
             if self._gate is not None:
                 # Cleared now for the readers of committed records; the next batch's records
                 # are read when it has the head (its _extend, as self._gate_head is behind).
-                self._gate.reset(())
+                self._gate.forget()
         return self._serve(grown, text)
 
     def _serve(self, checkpoint: Checkpoint, note: str) -> bool:
