@@ -1,11 +1,30 @@
 """The PostgreSQL schema of a scale-out log (server.storage_postgres says what each table
 holds): created by `affidavit init --storage`, checked by every frontend that opens the log.
 
-Version 3. Older versions are migrated in place by the first frontend of this version that
-opens the log, in one transaction: version 1 (one pending batch at most, in the head row) and
-version 2 (pending batches without their tiles: rows it left are grown again from their
-entries). A frontend refuses a database of any other version rather than guess at its layout.
-Upgrade every frontend of a log together: an older one refuses a migrated database.
+Version 4. Older versions are migrated in place by the first frontend of this version that
+opens the log. Versions 1 (one pending batch at most, in the head row) and 2 (pending batches
+without their tiles: rows it left are grown again from their entries) become version 3 in one
+transaction (upgrade). Version 3 becomes version 4 with the statement state's layout 2
+(server.state_migration): fence() runs in the transaction that rewrites the state, under the
+head row's lock, so the layout and the version move together or not at all. A frontend
+refuses a database of any other version rather than guess at its layout.
+
+Version 4 is the upgrade fence. Frontends of version 3 (affidavit up to cc86bae) keep the
+statement state in layout 1 and do not read its layout mark: on a shared log one of them
+would go on writing layout 1 keys beside the rewritten state and split it. So version 4
+stops them both ways:
+
+- one starting refuses the log, as every frontend refuses a schema version not its own;
+- one already running cannot sequence another batch: affidavit_pending gains a column,
+  schema_version (the version of the frontend that sequenced the row), NOT NULL and without
+  default, which a version 3 frontend's batch does not name (its INSERT INTO
+  affidavit_pending lists size, first_index, note, entries, tiles). Its batch transaction
+  fails with a not-null violation and rolls back whole (leaf rows, state records, checkpoint,
+  head), so nothing it signed after the fence is stored and nothing is acknowledged. Rows
+  sequenced before the fence read '3'.
+
+A later change that must stop frontends of version 4 the same way can constrain that column's
+value. Upgrade every frontend of a log together: an older one refuses a migrated database.
 """
 
 from __future__ import annotations
@@ -19,7 +38,11 @@ from affidavit.server.storage import StorageError
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
+FENCED_VERSION = "3"
+"""The version fence() moves to SCHEMA_VERSION, with the statement state; upgrade() brings
+versions 1 and 2 to it. A frontend opens a log of this version only to fence it at once
+(server.logstore.open_store's layout step)."""
 
 TABLES = (
     "CREATE TABLE affidavit_meta (name TEXT PRIMARY KEY, value TEXT NOT NULL)",
@@ -65,6 +88,7 @@ def create(conn: psycopg.Connection[Any]) -> None:
     empty database)."""
     for statement in TABLES + PUBLICATION_TABLES:
         conn.execute(statement)
+    _add_fence(conn)
     conn.execute(
         "INSERT INTO affidavit_meta (name, value) VALUES ('schema_version', %s)",
         (SCHEMA_VERSION,),
@@ -105,11 +129,12 @@ def _version(read: Read) -> str | None:
 
 
 def check(read: Read, where: str) -> None:
-    """StorageError unless the database holds a log of this schema version."""
+    """StorageError unless the database holds a log of this schema version (or of
+    FENCED_VERSION, which the layout step at open moves to this one)."""
     if "affidavit_meta" not in tables(read):
         raise StorageError(f"no log in {where} (run `affidavit init --storage …` first)")
     version = _version(read)
-    if version != SCHEMA_VERSION:
+    if version not in (SCHEMA_VERSION, FENCED_VERSION):
         raise StorageError(
             f"{where} has schema version {version!r}; "
             f"this affidavit reads version {SCHEMA_VERSION!r}"
@@ -117,13 +142,13 @@ def check(read: Read, where: str) -> None:
 
 
 def upgrade(conn: psycopg.Connection[Any], read: Read) -> bool:
-    """Migrate a version 1 or 2 log to this version, in one transaction on conn (autocommit);
+    """Migrate a version 1 or 2 log to FENCED_VERSION, in one transaction on conn (autocommit);
     whether it did. Frontends opening it at once: the first migrates, the others find it done.
-    A log of this version is tuned (tune) instead."""
+    A log of version 3 or 4 is tuned (tune) instead."""
     if "affidavit_meta" not in tables(read):
         return False
     found = _version(read)
-    if found == SCHEMA_VERSION:
+    if found in (SCHEMA_VERSION, FENCED_VERSION):
         tune(conn)
     if found not in ("1", "2"):
         return False
@@ -139,10 +164,36 @@ def upgrade(conn: psycopg.Connection[Any], read: Read) -> bool:
             return False
         conn.execute(
             "UPDATE affidavit_meta SET value = %s WHERE name = 'schema_version'",
-            (SCHEMA_VERSION,),
+            (FENCED_VERSION,),
         )
         tune(conn)
     return True
+
+
+def fence(conn: psycopg.Connection[Any]) -> bool:
+    """Move a version 3 log to this version, in conn's transaction: the one that brings the
+    statement state to layout 2 and holds the head row (PostgresStorage.rewrite_derived);
+    whether it did. Frontends of version 3 then neither start nor sequence (module doc)."""
+    (version,) = conn.execute(
+        "SELECT value FROM affidavit_meta WHERE name = 'schema_version' FOR UPDATE"
+    ).fetchone() or (None,)
+    if version != FENCED_VERSION:
+        return False
+    _add_fence(conn)
+    conn.execute(
+        "UPDATE affidavit_meta SET value = %s WHERE name = 'schema_version'", (SCHEMA_VERSION,)
+    )
+    return True
+
+
+def _add_fence(conn: psycopg.Connection[Any]) -> None:
+    """affidavit_pending.schema_version, NOT NULL without default (the rows there read '3':
+    their frontends were of that version)."""
+    conn.execute(
+        "ALTER TABLE affidavit_pending ADD COLUMN schema_version TEXT NOT NULL DEFAULT "
+        f"'{FENCED_VERSION}'"
+    )
+    conn.execute("ALTER TABLE affidavit_pending ALTER COLUMN schema_version DROP DEFAULT")
 
 
 def _from_version_1(conn: psycopg.Connection[Any]) -> None:

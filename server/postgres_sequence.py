@@ -23,6 +23,7 @@ from typing import Any
 import psycopg
 from affidavit.server.postgres_arrays import ByteaArray
 from affidavit.server.postgres_publish import pack, pack_tiles
+from affidavit.server.postgres_schema import SCHEMA_VERSION
 from affidavit.server.storage import Batch
 
 HASHES_AT = (
@@ -80,14 +81,15 @@ def _finish(conn: psycopg.Connection[Any], batch: Batch, new_size: int) -> None:
         (new_size, batch.checkpoint),
     )
     conn.execute(
-        "INSERT INTO affidavit_pending (size, first_index, note, entries, tiles) "
-        "VALUES (%s, %s, %s, %s, %s)",
+        "INSERT INTO affidavit_pending (size, first_index, note, entries, tiles, schema_version) "
+        "VALUES (%s, %s, %s, %s, %s, %s)",
         (
             new_size,
             batch.first_index,
             batch.checkpoint,
             pack(batch.entries),
             pack_tiles(batch.tiles),
+            SCHEMA_VERSION,  # the fence: a frontend of an older schema names no such column
         ),
     )
     conn.execute(

@@ -7,9 +7,13 @@ rewrite and the mark are written in one atomic write. A crash before that write 
 layout 1 whole, and the next open runs the rewrite again; after it, layout 2 whole, and the
 mark makes every later open a single read. A new log gets the mark at its first open.
 
-Every process that writes the store must run this layout: stop every frontend of an older
-affidavit before starting this one on a shared store (an older one would go on writing
-layout 1 keys after the rewrite).
+Every process that writes the store must run this layout. An older affidavit (up to cc86bae)
+does not read the mark, and on a shared store would go on writing layout 1 keys after the
+rewrite. LevelDB has one writer (its lock file). On PostgreSQL the same transaction moves the
+schema from version 3 to 4 (server.postgres_schema.fence), which fences those frontends: one
+starting refuses version 4, and one already running fails its next batch (a column it does not
+write) and rolls it back, acknowledging nothing. Upgrade every frontend of a log together:
+older ones stop appending from the moment the first new one opens the log.
 """
 
 from __future__ import annotations

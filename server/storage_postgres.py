@@ -57,7 +57,8 @@ bytea[] parameters sent in the binary wire format (server.postgres_arrays); INSE
 CONFLICT (key) DO UPDATE; SAVEPOINT, RELEASE and ROLLBACK TO SAVEPOINT
 (server.postgres_sequence); ORDER BY/LIMIT on a BYTEA key (bytewise order); generate_series
 and substring(bytea FROM .. FOR ..) (step 2's leaf hashes travel as one BYTEA, not an array);
-information_schema.tables; ALTER TABLE ... DROP COLUMN and ADD COLUMN (the schema upgrades).
+information_schema.tables; ALTER TABLE ... DROP COLUMN, ADD COLUMN and ALTER COLUMN ... DROP
+DEFAULT (the schema upgrades).
 No COPY. Used where the engine has them, polled for where not:
 LISTEN and pg_notify (server.postgres_notify). Known to work: PostgreSQL 12 and later
 (tested on 16); the same subset is what CockroachDB, YugabyteDB, AlloyDB and Aurora
@@ -419,7 +420,8 @@ class PostgresStorage:
         """Run plan and write what it gives (records to put, keys to delete) in one
         transaction that holds the head row's lock: no frontend sequences a batch meanwhile
         (plan's reads, on other connections, see every record committed), and of frontends
-        opening together the later ones find it done (server.state_migration)."""
+        opening together the later ones find it done (server.state_migration). A version 3
+        schema moves to 4 in the same transaction (postgres_schema.fence)."""
         with (
             self._mapped("rewrite derived records in", "rewriting derived records in"),
             self._pool.connection() as conn,
@@ -427,8 +429,9 @@ class PostgresStorage:
         ):
             conn.execute("SELECT size FROM affidavit_head WHERE id = 1 FOR UPDATE")
             changes = plan()
+            fenced = postgres_schema.fence(conn)
             if changes is None:
-                return False
+                return fenced
             puts, deletes = changes
             outside = [k for k in (*puts, *deletes) if not k.startswith(DERIVED_PREFIXES)]
             if outside:
