@@ -69,11 +69,14 @@ class Settings:
 
 
 class PageError(Exception):
-    """A page that cannot be shown, with the status and words to show instead."""
+    """A page that cannot be shown, with the status and words to show instead, and choices:
+    (words, link relative to the console's base) to offer in its place."""
 
-    def __init__(self, status: int, title: str, message: str) -> None:
+    def __init__(
+        self, status: int, title: str, message: str, choices: tuple[tuple[str, str], ...] = ()
+    ) -> None:
         super().__init__(message)
-        self.status, self.title, self.message = status, title, message
+        self.status, self.title, self.message, self.choices = status, title, message, choices
 
 
 def _render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
@@ -240,9 +243,31 @@ def _action_of(request: web.Request) -> tuple[str, str | None]:
     return request.match_info["action_id"], request.query.get("agent") or None
 
 
-async def action_page(request: web.Request) -> web.Response:
+async def _action_view(request: web.Request, page: str) -> reads.ActionView:
+    """The action page (action or evidence) names, read and verified. An id several agents
+    used, named without ?agent=, is a question about no one action: 400, naming the agents
+    and the parameter, with a link to each one's page."""
     action_id, agent_id = _action_of(request)
-    view = await _read(request, lambda login: reads.action(login.client, action_id, agent_id))
+    try:
+        return await _read(request, lambda login: reads.action(login.client, action_id, agent_id))
+    except reads.AgentNeeded as e:
+        raise PageError(
+            400,
+            "Name the agent",
+            f"{len(e.agents)} agents recorded an action {e.action_id} ({', '.join(e.agents)}): "
+            "say whose with ?agent=<agent id>.",
+            tuple(
+                (
+                    f"{agent}'s action",
+                    f"{page}/{filters.segment(e.action_id)}?agent={quote(agent, safe='')}",
+                )
+                for agent in e.agents
+            ),
+        ) from None
+
+
+async def action_page(request: web.Request) -> web.Response:
+    view = await _action_view(request, "action")
     prefix = request.app[_SETTINGS].prefix
     drawing = graph.chain(
         view.report,
@@ -264,9 +289,8 @@ async def action_page(request: web.Request) -> web.Response:
 
 
 async def evidence(request: web.Request) -> web.Response:
-    action_id, agent_id = _action_of(request)
-    view = await _read(request, lambda login: reads.action(login.client, action_id, agent_id))
-    safe = "".join(c for c in action_id if c.isalnum() or c in "-_")[:64] or "action"
+    view = await _action_view(request, "evidence")
+    safe = "".join(c for c in view.report.action_id if c.isalnum() or c in "-_")[:64] or "action"
     return web.Response(
         text=view.bundle_json,
         content_type="application/json",
@@ -321,7 +345,7 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
         else:
             response = e
     except PageError as e:
-        response = _error(request, e.status, e.title, e.message)
+        response = _error(request, e.status, e.title, e.message, e.choices)
     except reads.NotFound as e:
         response = _error(request, 404, "Not in the log", str(e))
     except UnavailableError:
@@ -347,8 +371,17 @@ async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
     return response
 
 
-def _error(request: web.Request, status: int, title: str, message: str) -> web.Response:
-    return _render(request, "error.html", status=status, title=title, message=message)
+def _error(
+    request: web.Request,
+    status: int,
+    title: str,
+    message: str,
+    choices: tuple[tuple[str, str], ...] = (),
+) -> web.Response:
+    """The error page; choices as PageError's."""
+    return _render(
+        request, "error.html", status=status, title=title, message=message, choices=choices
+    )
 
 
 def _secure(response: web.StreamResponse) -> None:

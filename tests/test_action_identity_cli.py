@@ -2,8 +2,9 @@
 shared log, with tests/sharedaction.py's two agents sharing an action id):
 
 - `affidavit export` and `who-authorised` answer for the agent --agent names; without it, an id
-  several agents used is refused naming them, and an agent with no such action is not found
-  (exit 6, as bundle.ExportError is: the log holds no one action by what was given);
+  several agents used is a usage error (exit 2) naming them and --agent (the question names no
+  one action), and an agent with no such action is not found (exit 6, as bundle.ExportError
+  is);
 - `append` keeps a pending INTENT under --trust-dir/intents/ by (agent, action id), under a
   digest name whatever the id holds, and an INTENT kept by an older `append` under
   intents/<action id>.leaf is found by its own agent only, and moved to the new name.
@@ -115,8 +116,9 @@ def test_export_answers_for_the_agent_named(log: Log, shared: Shared, tmp_path: 
 
 def test_export_of_a_shared_id_without_agent_names_the_agents(log: Log, shared: Shared) -> None:
     out = log.work / "both.json"
-    line = log.cli.fails(EXIT_NOT_FOUND, "export", SHARED_ID, "--out", str(out))
-    assert BOTH in line and "name the agent" in line
+    line = log.cli.fails(EXIT_USAGE, "export", SHARED_ID, "--out", str(out))
+    assert BOTH in line and "--agent <id>" in line, line
+    assert usage_json(log.cli, "export", SHARED_ID, "--out", str(out))
     assert not out.exists()
     line = log.cli.fails(
         EXIT_NOT_FOUND, "export", SHARED_ID, "--agent", "nobody", "--out", str(out)
@@ -127,6 +129,18 @@ def test_export_of_a_shared_id_without_agent_names_the_agents(log: Log, shared: 
     assert log.cli.json("export", SOLO_ID, "--out", str(out))["agent"] == "bot"
 
 
+def usage_json(cli: Cli, *args: str) -> bool:
+    """Whether the command, with --json, exits 2 with one JSON error line naming the agents
+    and --agent."""
+    r = cli(*args, "--json")
+    error = json.loads(r.stderr)["error"]
+    return (r.returncode, error["exit_code"], error["kind"]) == (
+        EXIT_USAGE,
+        EXIT_USAGE,
+        "usage",
+    ) and (BOTH in error["message"] and "--agent <id>" in error["message"])
+
+
 def test_who_authorised_answers_for_the_agent_named(log: Log, shared: Shared) -> None:
     cli = log.cli
     for agent in AGENTS:
@@ -135,8 +149,9 @@ def test_who_authorised_answers_for_the_agent_named(log: Log, shared: Shared) ->
         assert data["intent"]["operation"]["resource"] == RESOURCE[agent]
         assert [a["grant_id"] for a in data["authority"]] == [shared.grants[agent]]
         assert agent in cli.ok("who-authorised", SHARED_ID, "--agent", agent).stdout
-    line = cli.fails(EXIT_NOT_FOUND, "who-authorised", SHARED_ID)
-    assert BOTH in line
+    line = cli.fails(EXIT_USAGE, "who-authorised", SHARED_ID)
+    assert BOTH in line and "--agent <id>" in line, line
+    assert usage_json(cli, "who-authorised", SHARED_ID)
     line = cli.fails(EXIT_NOT_FOUND, "who-authorised", SHARED_ID, "--agent", "nobody")
     assert "no INTENT of nobody's action call_1" in line
     line = cli.fails(EXIT_NOT_FOUND, "who-authorised", SOLO_ID, "--agent", "bot-2")

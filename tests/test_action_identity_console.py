@@ -1,9 +1,9 @@
 """An action is its agent's action id, in the console over HTTP (a real `affidavit console`
 beside tests/cliproc.py's log, with tests/sharedaction.py's two agents sharing an action id):
 each row and entry page links /action/<id>?agent=<agent>, and that page and its evidence
-download are that agent's action; without ?agent= a shared id is refused naming the agents,
-and an agent with no such action is not found (404 both, as console.reads.NotFound is: the log
-holds no one action by what the address gives).
+download are that agent's action; without ?agent= a shared id is a question about no one
+action (400, naming the agents and ?agent=, linking each one's page), and an agent with no
+such action is not found (404, as console.reads.NotFound is).
 """
 
 from __future__ import annotations
@@ -107,8 +107,11 @@ def test_a_shared_id_without_agent_is_refused_naming_the_agents(
 ) -> None:
     _, reader = console
     for page in ("action", "evidence"):
-        status, body = reader.get(f"/{page}/{SHARED_ID}")
-        assert status == 404 and BOTH in body, body
+        for asked in (f"/{page}/{SHARED_ID}",):
+            status, body = reader.get(asked)
+            assert status == 400 and BOTH in body and "?agent=<agent id>" in body, body
+            choices = re.findall(r'<li><a href="([^"]*)">', body)
+            assert choices == [f"/console/{page}/{SHARED_ID}?agent={agent}" for agent in AGENTS]
         status, body = reader.get(f"/{page}/{SHARED_ID}?agent=nobody")
         assert status == 404 and "no INTENT of nobody's action call_1" in body, body
         status, body = reader.get(f"/{page}/{SOLO_ID}?agent=bot-2")

@@ -163,7 +163,7 @@ def test_an_agent_cannot_squat_another_agents_action_id(deployed: Deployed) -> N
     _audit_agrees(w)
     # Readers that look an action up by id name the agent, or take every agent's.
     with _client(w.server) as client:
-        with pytest.raises(bundle.ExportError, match=r"2 agents .*\(bot-a, bot-b\)"):
+        with pytest.raises(bundle.AmbiguousActionError, match=r"2 agents .*\(bot-a, bot-b\)"):
             bundle.export(client, action_id="call_1")
         assert bundle.agents_of(client, "call_1") == ["bot-a", "bot-b"]
         for agent, leaf in (("bot-a", mine), ("bot-b", squat)):
@@ -176,7 +176,7 @@ def test_an_agent_cannot_squat_another_agents_action_id(deployed: Deployed) -> N
                 st.action.actor.agent_id for st in actions if st.WhichOneof("body") == "action"
             }
             assert actors == {agent}
-        with pytest.raises(reads.NotFound, match="2 agents"):
+        with pytest.raises(reads.AgentNeeded, match="2 agents"):
             reads.action(client, "call_1")
         view = reads.action(client, "call_1", "bot-b")
         assert {r.agent for r in view.rows if r.kind == "action"} == {"bot-b"}

@@ -84,7 +84,7 @@ What it cannot check offline (a full replay, `affidavit audit`, can):
     bundled entries, which gives the log's verdict unless one of the above intervened.
 """
 
-from affidavit.client.bundle.export import ExportError, agents_of, export
+from affidavit.client.bundle.export import AmbiguousActionError, ExportError, agents_of, export
 from affidavit.client.bundle.file import FORMAT, MAX_ENTRIES, Bundle, BundleEntry
 from affidavit.client.bundle.report import ApprovalInfo, GrantLink, Report, describe
 from affidavit.client.bundle.verify import needed_entries, verify
@@ -92,6 +92,7 @@ from affidavit.client.bundle.verify import needed_entries, verify
 __all__ = [
     "FORMAT",
     "MAX_ENTRIES",
+    "AmbiguousActionError",
     "ApprovalInfo",
     "Bundle",
     "BundleEntry",

@@ -7,7 +7,7 @@ from affidavit.client.bundle.file import Bundle, BundleEntry
 from affidavit.client.bundle.report import statement_kind
 from affidavit.client.bundle.verify import principals, verify
 from affidavit.client.client import Client
-from affidavit.client.errors import NotFoundError, VerificationError
+from affidavit.client.errors import ClientError, NotFoundError, VerificationError
 from affidavit.client.verify import check_inclusion
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements import build
@@ -18,6 +18,19 @@ from affidavit import merkle
 
 class ExportError(NotFoundError):
     """The log does not hold what a bundle of this action needs (e.g. a grant it names)."""
+
+
+class AmbiguousActionError(ClientError):
+    """An action id without its agent where several agents recorded an action with that id:
+    the question names no one action. agents: theirs, sorted (each names one action)."""
+
+    def __init__(self, action_id: str, agents: list[str]) -> None:
+        super().__init__(
+            f"{len(agents)} agents recorded an action {action_id} ({', '.join(agents)}): "
+            "name the agent, or give the index of its INTENT"
+        )
+        self.action_id = action_id
+        self.agents = agents
 
 
 def agents_of(client: Client, action_id: str) -> list[str]:
@@ -42,9 +55,9 @@ def export(
     """The evidence bundle of one action, by its action id or the index of its INTENT or OUTCOME.
 
     An action is its agent's action id: agent_id names the agent when several recorded an
-    action with that id (ExportError otherwise, naming them). The proofs are to the newest
-    checkpoint client.policy accepts (with a witness quorum, the newest cosigned one); the
-    action must be in it. Needs an auditor credential (the client's token) to read entries. The
+    action with that id (AmbiguousActionError otherwise, naming them). The proofs are to the
+    newest checkpoint client.policy accepts (with a witness quorum, the newest cosigned one);
+    the action must be in it. Needs an auditor credential (the client's token) to read entries. The
     bundle is verified before it is returned: VerificationError if what the log sent does not
     verify, ExportError if the log lacks what the bundle needs.
     """
@@ -93,10 +106,7 @@ def export(
             f"no INTENT of {whose} {action_id} in the log up to the {which} (size {size})"
         )
     if len(intents) > 1:
-        raise ExportError(
-            f"{len(intents)} agents recorded an action {action_id} ({', '.join(sorted(intents))}):"
-            " name the agent, or give the index of its INTENT"
-        )
+        raise AmbiguousActionError(action_id, sorted(intents))
     (intent,) = intents.values()
     action = (intent.actor.agent_id, action_id)
     for i in about:  # its INTENT, OUTCOME and approvals; not another agent's action by that id

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 from affidavit.client.cli.options import (
@@ -19,6 +19,10 @@ from affidavit.client.cli.options import (
 from affidavit.client.errors import NotFoundError
 from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.claims import producer_claims
+
+if TYPE_CHECKING:  # imported when a command runs: the CLI starts without them
+    from affidavit.client.bundle import Bundle
+    from affidavit.client.client import Client
 
 # Evidence.
 
@@ -74,6 +78,20 @@ def _action_target(action_id: str | None, index: int | None, agent: str) -> dict
             raise click.UsageError("--index names one action: --agent goes with an ACTION_ID")
         return {"index": index}
     return {"action_id": action_id, "agent_id": agent or None}
+
+
+def _export_one(client: Client, target: dict[str, Any]) -> Bundle:
+    """bundle.export of the one action target names; an id several agents used, asked without
+    --agent, is a usage error naming them (the question names no one action)."""
+    from affidavit.client import bundle
+
+    try:
+        return bundle.export(client, **target)
+    except bundle.AmbiguousActionError as e:
+        raise click.UsageError(
+            f"{len(e.agents)} agents recorded an action {e.action_id} ({', '.join(e.agents)}): "
+            "say whose with --agent <id>, or give --index of its INTENT"
+        ) from None
 
 
 _AGENT = click.option(
@@ -144,7 +162,7 @@ def export(
     against the checkpoint's root) or of a --session, --trace, --actor and time window, or
     the log's records of refused attempts (--refused).
     """
-    from affidavit.client import bundle, bundleset
+    from affidavit.client import bundleset
     from affidavit.client.cli.exporting import export_ocsf
 
     selection: dict[str, object] = {
@@ -180,7 +198,7 @@ def export(
     if len(action_ids) <= 1 and not selected:
         with conn.client() as client:
             target = _action_target(action_ids[0] if action_ids else None, index, agent)
-            b = bundle.export(client, **target)
+            b = _export_one(client, target)
     else:
         if index is not None or agent:
             raise click.UsageError(
@@ -243,11 +261,12 @@ def verify_bundle(conn: Conn, file: Path) -> None:
 def who_authorised(conn: Conn, action_id: str | None, index: int | None, agent: str) -> None:
     """Who authorised an action: the grant chain up to the human, the approval and its ticket,
     each verified against the log (needs --token). Exits 5 when the action was not
-    authorised (as verify-bundle does), 6 when the log has no such action."""
+    authorised (as verify-bundle does), 6 when the log has no such action, 2 when several
+    agents used ACTION_ID and --agent does not say whose."""
     from affidavit.client import bundle
 
     with conn.client() as client:
-        b = bundle.export(client, **_action_target(action_id, index, agent))
+        b = _export_one(client, _action_target(action_id, index, agent))
     report = bundle.verify(b.to_json(), conn.policy())
     conn.out.emit(report.summary(), _report_data(report))
     if not report.in_scope:
