@@ -238,9 +238,13 @@ async def search_page(request: web.Request) -> web.Response:
 
 
 def _action_of(request: web.Request) -> tuple[str, str | None]:
-    """The action a page names: its id, and the agent whose it is (?agent=, where several
-    agents used the id)."""
-    return request.match_info["action_id"], request.query.get("agent") or None
+    """The action a page names: its id (the path segment, or ?id= where no segment can carry
+    it: filters.action_href), and the agent whose it is (?agent=, where several agents used
+    the id)."""
+    action_id = request.match_info.get("action_id") or request.query.get("id")
+    if not action_id:
+        raise PageError(400, "Bad request", "name the action: ?id=<action id>")
+    return action_id, request.query.get("agent") or None
 
 
 async def _action_view(request: web.Request, page: str) -> reads.ActionView:
@@ -257,10 +261,7 @@ async def _action_view(request: web.Request, page: str) -> reads.ActionView:
             f"{len(e.agents)} agents recorded an action {e.action_id} ({', '.join(e.agents)}): "
             "say whose with ?agent=<agent id>.",
             tuple(
-                (
-                    f"{agent}'s action",
-                    f"{page}/{filters.segment(e.action_id)}?agent={quote(agent, safe='')}",
-                )
+                (f"{agent}'s action", filters.action_href(e.action_id, agent, page))
                 for agent in e.agents
             ),
         ) from None
@@ -417,8 +418,9 @@ def console_app(settings: Settings) -> web.Application:
     app.router.add_post("/login", login_submit)
     app.router.add_post("/logout", logout)
     app.router.add_get("/search", search_page)
-    app.router.add_get("/action/{action_id}", action_page)
-    app.router.add_get("/evidence/{action_id}", evidence)
+    for page, handler in (("/action", action_page), ("/evidence", evidence)):
+        app.router.add_get(page + "/{action_id}", handler)
+        app.router.add_get(page, handler)  # ?id=
     app.router.add_get("/entry/{index}", entry_page)
     app.router.add_get("/session/{session_id}", session_page)
     app.router.add_get("/identity/{identity_id}", identity_page)

@@ -52,6 +52,21 @@ def segment(value: str) -> str:
     return quote(str(value), safe="")
 
 
+NOT_SEGMENTS = frozenset({".", ".."})
+"""Ids no path segment can carry: the URL standard resolves a segment "." or ".." (escaped
+as %2E or not) against the path before any request is made, so /action/.. is /."""
+
+
+def action_href(action_id: str, agent: str = "", page: str = "action") -> str:
+    """The link, relative to the console's base, to page ("action" or "evidence") of agent's
+    action action_id: the id as a path segment (page/<id>?agent=...), or, for an id that
+    cannot be one, in the query (page?id=...&agent=...). Every action link is made here."""
+    query = f"agent={quote(agent, safe='')}" if agent else ""
+    if action_id in NOT_SEGMENTS:
+        return f"{page}?id={quote(action_id, safe='')}" + (f"&{query}" if query else "")
+    return f"{page}/{segment(action_id)}" + (f"?{query}" if query else "")
+
+
 FILTERS: dict[str, Callable[..., Any]] = {
     "utc": utc,
     "age": age,
@@ -59,4 +74,5 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "css": css,
     "json_script": json_script,
     "segment": segment,
+    "action_href": action_href,
 }

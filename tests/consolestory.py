@@ -37,6 +37,8 @@ class Story:
     pr_action: str
     stray_action: str
     session_id: str
+    agent: IdentityKey | None = None
+    """code-agent's key, for a test that records more of its actions."""
 
     def cosign(self) -> None:
         latest = self.server.public_stub.GetCheckpoint(
@@ -101,6 +103,7 @@ def tell(server: ServerProcess, witness_key: str) -> Story:
         pr_action,
         stray.action_id,
         session_id,
+        agent_k,
     )
 
 

@@ -1,6 +1,7 @@
 """An action is its agent's action id, in the console over HTTP (a real `affidavit console`
 beside tests/cliproc.py's log, with tests/sharedaction.py's two agents sharing an action id):
-each row and entry page links /action/<id>?agent=<agent>, and that page and its evidence
+each row and entry page links /action/<id>?agent=<agent> (or /action?id=<id>&agent=<agent>
+for the ids "." and "..", which no path segment carries), and that page and its evidence
 download are that agent's action; without ?agent= a shared id is a question about no one
 action (400, naming the agents and ?agent=, linking each one's page), and an agent with no
 such action is not found (404, as console.reads.NotFound is).
@@ -107,7 +108,7 @@ def test_a_shared_id_without_agent_is_refused_naming_the_agents(
 ) -> None:
     _, reader = console
     for page in ("action", "evidence"):
-        for asked in (f"/{page}/{SHARED_ID}",):
+        for asked in (f"/{page}/{SHARED_ID}", f"/{page}?id={SHARED_ID}"):
             status, body = reader.get(asked)
             assert status == 400 and BOTH in body and "?agent=<agent id>" in body, body
             choices = re.findall(r'<li><a href="([^"]*)">', body)
@@ -141,3 +142,29 @@ def test_an_id_with_path_characters_links_to_its_own_page(
     assert download == f"/console/evidence/{segment}?agent=bot"
     status, text = reader.get(download.removeprefix("/console"))
     assert status == 200 and json.loads(text)["entries"], text
+
+
+@pytest.mark.parametrize("action_id", [".", ".."])
+def test_an_id_no_path_segment_carries_links_through_the_query(
+    log: Log, console: tuple[Shared, Reader], action_id: str
+) -> None:
+    """A browser resolves a path segment "." or ".." (escaped or not) before asking, so
+    /action/.. would be the console's front page: these ids link by ?id=, and the page that
+    link reaches, resolved as a browser resolves it, is that action's."""
+    _, reader = console
+    resource = f"repo:acme/dots-{len(action_id)}"
+    log.cli.json(*intent_args("bot", log.grant_id, action_id, resource))
+    search = f"/search?resource_prefix={urllib.parse.quote(resource)}"
+    status, body = reader.get(search)
+    assert status == 200
+    expected = f"/console/action?id={urllib.parse.quote(action_id)}&agent=bot"
+    assert re.findall(r'href="([^"]*/action[?/][^"]*)"', body) == [expected], body
+    status, page = reader.get(urllib.parse.urljoin(reader.console.url(search), expected))
+    assert status == 200 and resource in page, page
+    [download] = re.findall(r'id="download" href="([^"]*)"', page)
+    assert download == f"/console/evidence?id={urllib.parse.quote(action_id)}&agent=bot"
+    status, text = reader.get(urllib.parse.urljoin(reader.console.url(search), download))
+    assert status == 200 and json.loads(text)["entries"], text
+    # The path form of the same id loses it once resolved ("." to /action/, ".." to /).
+    resolved = urllib.parse.urljoin(reader.console.url(search), f"/console/action/{action_id}")
+    assert urllib.parse.urlsplit(resolved).path in ("/console/action/", "/console/")

@@ -18,6 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from affidavit.client.actor import Actor
+from affidavit.client.client import Client
+from affidavit.client.verify import TrustPolicy
+from affidavit.proto import affidavit_pb2 as pb
 from affidavit.statements.ids import uuid7
 from aiohttp import ClientSession, web
 from playwright.sync_api import Browser, Page, sync_playwright
@@ -131,6 +135,37 @@ def test_the_readme_story_through_the_console(
     page.goto(story.console.url(f"/action/{uuid7()}"))
     assert page.text_content("#error-title") == "Not in the log"
     shot(page, "07-unknown-action")
+    page.close()
+
+
+def test_an_action_with_id_dot_dot_opens_from_its_row(story: Story, browser: Browser) -> None:
+    """A browser resolves a path segment ".." (escaped or not) before it asks, so /action/..
+    would open the log's page: the row of an action whose id is ".." links it by ?id=
+    (console.filters.action_href), and clicked it opens that action, verified."""
+    assert story.agent is not None
+    policy = TrustPolicy(story.server.verifier_key, (story.witness_key,), 0)
+    client = Client(story.server.address, policy, token=story.server.auditor_token)
+    with Actor(client, story.agent).action(
+        "github.get_file",
+        "repo:acme/dots",
+        pb.READ,
+        {"path": "README.md"},
+        grant_ids=[story.grant_id],
+        action_id="..",
+    ):
+        pass
+    client.close()
+    story.cosign()
+    page = browser.new_page()
+    log_in(page, story, story.console.base)
+    page.wait_for_selector("#origin")
+    page.goto(story.console.url("/search?resource_prefix=repo%3Aacme%2Fdots"))
+    page.wait_for_selector("#results")
+    page.locator('#results a:text-is("..")').first.click()
+    assert verification(page) == "verified", page.text_content("#verification")
+    assert page.url.endswith("/console/action?id=..&agent=code-agent"), page.url
+    assert "repo:acme/dots" in (page.text_content("main") or "")
+    shot(page, "10-action-dot-dot")
     page.close()
 
 
