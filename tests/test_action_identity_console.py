@@ -165,6 +165,8 @@ def test_an_id_no_path_segment_carries_links_through_the_query(
     assert download == f"/console/evidence?id={urllib.parse.quote(action_id)}&agent=bot"
     status, text = reader.get(urllib.parse.urljoin(reader.console.url(search), download))
     assert status == 200 and json.loads(text)["entries"], text
+    status, body = reader.get("/action?agent=bot")  # no id at all
+    assert status == 400 and "name the action: ?id=<action id>" in body, body
     # The path form of the same id loses it once resolved ("." to /action/, ".." to /).
     resolved = urllib.parse.urljoin(reader.console.url(search), f"/console/action/{action_id}")
     assert urllib.parse.urlsplit(resolved).path in ("/console/action/", "/console/")
