@@ -10,7 +10,7 @@ no compiled cores in the tree: the Python beside each core gives identical answe
 holds while the commit's dependencies are this tree's (pyproject.toml's, unchanged since
 cc86bae). It costs a `git archive`, well under a second, where a venv of the commit would
 build its C cores for minutes. A tree without the commit in its history (no .git, or a
-shallow clone) cannot run it: the caller skips, naming why.
+shallow clone) cannot run it: the caller skips there, naming why, and fails in a full clone.
 """
 
 from __future__ import annotations
