@@ -46,6 +46,7 @@ from affidavit.server.storage import (
     StorageError,
 )
 from affidavit.statements.errors import Rejection
+from affidavit.statements.state import VerdictRecord, read_verdicts
 
 log = logging.getLogger("affidavit.server")
 refusals = logging.getLogger("affidavit.server.refusals")
@@ -503,19 +504,30 @@ class LogService(pb_grpc.LogServicer):
         except RequestError as e:
             await abort(context, e)
         end = min(end, request.start + self._page)
-        batch = list(self._storage.entries(request.start, end))
+        # A shared store's reads are round trips (a bundle, the page's verdicts): made in a
+        # thread, so the event loop goes on answering other calls meanwhile.
+        batch, verdicts = await asyncio.to_thread(self._stored_page, request.start, end)
         try:
             hashes = self._checked_leaf_hashes(request.start, end, batch)
         except RequestError as e:
             await abort(context, e)
-        for (index, data), leaf_hash in zip(batch, hashes, strict=True):
+        for (index, data), leaf_hash, verdict in zip(batch, hashes, verdicts, strict=True):
             entry = pb.Entry(index=index, data=data, leaf_hash=leaf_hash)
-            verdict = self._gate.committed.verdict(index) if self._gate is not None else None
             if verdict is not None:
                 entry.verdict = pb.Verdict.ValueType(verdict.verdict)
                 entry.verdict_reason = verdict.reason
                 entry.admitted_ms = verdict.admitted_ms
             yield entry
+
+    def _stored_page(
+        self, start: int, end: int
+    ) -> tuple[list[tuple[int, bytes]], list[VerdictRecord | None]]:
+        """Entries [start, end) as stored (fewer if the store stops early) and the verdict
+        recorded for each (none on a log of opaque entries): one read of each, for GetEntries."""
+        batch = list(self._storage.entries(start, end))
+        if self._gate is None:
+            return batch, [None] * len(batch)
+        return batch, read_verdicts(self._storage.get_many, [index for index, _ in batch])
 
     def _checked_leaf_hashes(
         self, start: int, end: int, batch: list[tuple[int, bytes]]
@@ -543,7 +555,8 @@ class LogService(pb_grpc.LogServicer):
                 )
             await self._catch_up(0)
             size = self._sequencer.checkpoint.size
-            found = search.search(self._storage, request)
+            # Index scans of a shared store are round trips: off the event loop (as GetEntries).
+            found = await asyncio.to_thread(search.search, self._storage, request)
             # On a shared log the index may hold a batch another frontend has committed but
             # not yet published: hits stop at the tree served (oldest first, so the rest is a
             # tail, found again from next_index once published).

@@ -13,7 +13,7 @@ import functools
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields, replace
 from types import ModuleType
 from typing import Any, Protocol, TypeVar
@@ -246,6 +246,23 @@ def _session_key(issuer: str, session_id: str) -> bytes:
     return _SESSION + issuer.encode() + b"\x00" + session_id.encode()
 
 
+def verdict_key(index: int) -> bytes:
+    """Where the verdict of the statement at index is kept."""
+    return _VERDICT + index.to_bytes(8, "big")
+
+
+def read_verdicts(
+    get_many: Callable[[Sequence[bytes]], Mapping[bytes, bytes]], indexes: Sequence[int]
+) -> list[VerdictRecord | None]:
+    """The verdict kept for the statement at each index (None where there is none), read in
+    one get_many: a page of entries costs a shared store one round trip, not one an entry."""
+    keys = [verdict_key(index) for index in indexes]
+    found = get_many(keys)
+    return [
+        None if (raw := found.get(key)) is None else _decode(VerdictRecord, raw) for key in keys
+    ]
+
+
 def intent_key(agent_id: str, action_id: str) -> bytes:
     """Where the INTENT of agent_id's action action_id is kept."""
     return _INTENT + agent_id.encode() + b"\x00" + action_id.encode()
@@ -407,7 +424,7 @@ class LogState:
     def verdict(self, index: int) -> VerdictRecord | None:
         """Decoded anew, not cached (see apply): a reader paging through every entry's
         verdict would otherwise push every other record out of the cache."""
-        value = self._get(_VERDICT + index.to_bytes(8, "big"))
+        value = self._get(verdict_key(index))
         if value is None or type(value) is not bytes:
             kept: VerdictRecord | None = value
             return kept
@@ -457,7 +474,7 @@ class LogState:
             # once and read back seldom (a duplicate's answer, a page of entries), and a
             # decoded record per action would push out the records admission reads again and
             # again.
-            key = _VERDICT + index.to_bytes(8, "big")
+            key = verdict_key(index)
             if self._kept is not None:
                 self._kept[key] = verdict
             else:
