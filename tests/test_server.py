@@ -676,6 +676,25 @@ def test_malformed_request_is_refused(small_log: SmallLog, method: str, raw: byt
     assert "<class" not in details, details
 
 
+def test_every_call_of_a_method_is_checked_alike(small_log: SmallLog) -> None:
+    """The interceptor wraps each method's handler once (StrictRequests): the calls after the
+    first get the same checks, a malformed one INVALID_ARGUMENT saying so, whatever came before."""
+    s = small_log.server
+    assert s.channel is not None
+    call: grpc.UnaryUnaryMultiCallable[bytes, bytes] = s.channel.unary_unary(
+        "/affidavit.v1.Log/GetConsistencyProof", request_serializer=None, response_deserializer=None
+    )
+    good = pb.GetConsistencyProofRequest(first=1).SerializeToString()
+    for raw in (b"\x08", good, b"\x08", b"\x08", good):
+        if raw == good:
+            assert pb.ConsistencyProof.FromString(call(raw, timeout=RPC_TIMEOUT)).first == 1
+            continue
+        with pytest.raises(grpc.RpcError) as info:
+            call(raw, timeout=RPC_TIMEOUT)
+        assert info.value.code() == INVALID, info.value
+        assert "not a valid protobuf message" in (info.value.details() or "")
+
+
 def test_malformed_message_in_a_stream_is_refused(small_log: SmallLog) -> None:
     s = small_log.server
     assert s.channel is not None
