@@ -19,12 +19,20 @@ checkpoint at least as large as the tile asked for; a client checks it against t
 On a log several frontends share (server.logstore), the checkpoint and any tile beyond the tree
 this frontend holds are answered after it looks for a newer head, so every frontend serves the
 newest tree any of them published.
+
+Tiles and bundles once served are kept, with their ETags, by their canonical path (level, index
+and width: the bytes a path names never change, since full tiles never change and a partial one
+of width W is the first W hashes of every later one), most recently used first, within
+SERVED_BYTES; a kept path is served without parsing, reading or hashing it again. The tree never
+shrinks, so a path served once stays in it.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from affidavit.merkle import tiles
 from affidavit.merkle.errors import TileError
@@ -38,9 +46,24 @@ PARTIAL = "public, max-age=10"
 CHECKPOINT = "public, max-age=1"
 """The checkpoint changes with every batch: cached for at most a second (tlog-tiles: a few)."""
 
+SERVED_BYTES = 16 << 20
+"""The bound on the bodies of tiles and bundles kept once served (2,048 full hash tiles)."""
+
+BUNDLES = "tile/entries/"
+"""Where entry bundles' paths start."""
+
 TEXT = "text/plain"
 """Served with charset=utf-8."""
 BINARY = "application/octet-stream"
+
+
+@dataclass(frozen=True)
+class _Served:
+    """A tile's or bundle's body as served, its ETag (sha256, 32 hex digits) and lifetime."""
+
+    body: bytes
+    etag: str
+    cache: str
 
 
 class TilesFace:
@@ -60,6 +83,8 @@ class TilesFace:
         self._published = published_note
         self._auditors = auditors
         self._refresh = refresh
+        self._served: OrderedDict[str, _Served] = OrderedDict()
+        self._served_bytes = 0
 
     def face(self) -> Face:
         return Face(
@@ -73,7 +98,7 @@ class TilesFace:
     async def checkpoint(self, request: web.Request) -> web.StreamResponse:
         await self._refresh()
         body = self._published().encode()
-        return _respond(request, body, TEXT, CHECKPOINT)
+        return _respond(request, body, _etag(body), TEXT, CHECKPOINT)
 
     async def _requested(self, path: str) -> tiles.Tile:
         """The tile a path names, if the committed tree has it at that width; else HTTPError."""
@@ -91,23 +116,52 @@ class TilesFace:
         return tile
 
     async def tile(self, request: web.Request) -> web.StreamResponse:
-        tile = await self._requested("tile/" + request.match_info["path"])
-        if tile.level == tiles.ENTRIES:  # only through the entries route
-            raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
-        (data,) = self._storage.read_tiles([tile])
-        body = bytes(data[: tile.width * 32])
-        return _respond(request, body, BINARY, _lifetime(tile))
+        path = "tile/" + request.match_info["path"]
+        # A bundle's path reaches this route too, its slash escaped (tile/entries%2F000):
+        # never answered from what the entries route kept, which its auditors alone may read.
+        served = None if path.startswith(BUNDLES) else self._kept(path)
+        if served is None:
+            tile = await self._requested(path)
+            if tile.level == tiles.ENTRIES:  # only through the entries route
+                raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
+            (data,) = self._storage.read_tiles([tile])
+            served = self._keep(path, tile, bytes(data[: tile.width * 32]), True)
+        return _respond(request, served.body, served.etag, BINARY, served.cache)
 
     async def entries(self, request: web.Request) -> web.StreamResponse:
         self._authorise(request)
-        tile = await self._requested("tile/entries/" + request.match_info["path"])
-        start = tile.index * tiles.WIDTH
-        parts = []
-        for _, entry in self._storage.entries(start, start + tile.width):
-            parts.append(len(entry).to_bytes(2, "big"))
-            parts.append(entry)
-        body = b"".join(parts)
-        return _respond(request, body, BINARY, _lifetime(tile), compress=True)
+        path = BUNDLES + request.match_info["path"]
+        served = self._kept(path)
+        if served is None:
+            tile = await self._requested(path)
+            start = tile.index * tiles.WIDTH
+            parts = []
+            for _, entry in self._storage.entries(start, start + tile.width):
+                parts.append(len(entry).to_bytes(2, "big"))
+                parts.append(entry)
+            # A store that cannot read every entry now stops short (see LogStore.entries):
+            # such a bundle is served as read, and not kept.
+            served = self._keep(path, tile, b"".join(parts), len(parts) == 2 * tile.width)
+        return _respond(request, served.body, served.etag, BINARY, served.cache, compress=True)
+
+    def _kept(self, path: str) -> _Served | None:
+        """What was served at path before, if it is still kept (then most recently used)."""
+        served = self._served.get(path)
+        if served is not None:
+            self._served.move_to_end(path)
+        return served
+
+    def _keep(self, path: str, tile: tiles.Tile, body: bytes, complete: bool) -> _Served:
+        """body, served at path (tile's canonical path); kept if complete (every hash or entry
+        the path names; see the module doc)."""
+        served = _Served(body, _etag(body), _lifetime(tile))
+        if complete and len(body) <= SERVED_BYTES and path not in self._served:
+            self._served[path] = served
+            self._served_bytes += len(body)
+            while self._served_bytes > SERVED_BYTES:
+                _, old = self._served.popitem(last=False)
+                self._served_bytes -= len(old.body)
+        return served
 
     def _authorise(self, request: web.Request) -> None:
         if not self._auditors.configured:
@@ -145,11 +199,21 @@ def _error(
     return kind(text=message + "\n", content_type="text/plain", headers=headers)
 
 
+def _etag(body: bytes) -> str:
+    """body's strong validator: its sha256, 32 hex digits."""
+    return hashlib.sha256(body).hexdigest()[:32]
+
+
 def _respond(
-    request: web.Request, body: bytes, content_type: str, cache: str, *, compress: bool = False
+    request: web.Request,
+    body: bytes,
+    etag: str,
+    content_type: str,
+    cache: str,
+    *,
+    compress: bool = False,
 ) -> web.StreamResponse:
-    """body with its strong ETag and cache lifetime; 304 when the client holds it already."""
-    etag = hashlib.sha256(body).hexdigest()[:32]
+    """body with its ETag and cache lifetime; 304 when the client holds it already."""
     # A compressed body is another representation of the same bytes: a weak validator then.
     headers = {"Cache-Control": cache, "ETag": f'W/"{etag}"' if compress else f'"{etag}"'}
     if compress:

@@ -174,6 +174,18 @@ def test_entry_bundles_need_the_auditor_token(log: Log) -> None:
     assert request(s, path, headers=bearer(s)).status == 200
 
 
+def test_a_bundle_served_to_an_auditor_is_not_served_through_the_tile_route(log: Log) -> None:
+    """The tile route kept what it served (TilesFace); a bundle's path with its slash escaped
+    reaches that route, and must not be answered from what the entries route kept."""
+    s = log.server
+    bundle = request(s, "/tile/entries/000", headers=bearer(s))
+    assert bundle.status == 200
+    for path in ("/tile/entries%2F000", "/tile/entries%2f000", "/tile/%65ntries%2F000"):
+        r = request(s, path)
+        assert r.status == 400, (path, r.status)
+        assert bundle.body not in r.body
+
+
 def test_bundles_are_gzipped_when_accepted(log: Log) -> None:
     s = log.server
     plain = request(s, "/tile/entries/000", headers=bearer(s))

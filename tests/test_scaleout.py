@@ -166,6 +166,32 @@ def test_every_frontends_http_face_serves_the_newest_tree(server_factory, scaleo
     assert http_get(b, "/tile/0/001.p/55")[0] == 404  # beyond every frontend's tree
 
 
+def test_reads_kept_at_one_size_never_answer_for_a_later_one(server_factory, scaleout):
+    """A frontend keeps what it served (the tiles and proofs of a size); once another
+    frontend grows the log, what it serves at the new size is the new tree's, and what it
+    serves again at the old size is unchanged."""
+    a, b = frontends(server_factory, scaleout, 2, "--http-listen", "127.0.0.1:0")
+    entries = [f"kept {i}".encode() for i in range(300)]
+    append_all(a, entries[:10])
+    converge([b], 10)
+    status, at_10 = http_get(b, "/tile/0/000.p/10")
+    assert status == 200 and len(at_10) == 10 * 32
+    old = b.stub.GetInclusionProof(pb.GetInclusionProofRequest(index=3, tree_size=10))
+    append_all(a, entries[10:300])  # through a alone: b holds what it served at size 10
+    status, at_256 = http_get(b, "/tile/0/000")
+    assert status == 200 and at_256 == bucket_get(scaleout, "log/tile/0/000")
+    assert at_256[: 10 * 32] == at_10 and len(at_256) == 256 * 32
+    status, at_44 = http_get(b, "/tile/0/001.p/44")
+    assert status == 200 and at_44 == bucket_get(scaleout, "log/tile/0/001.p/44")
+    assert http_get(b, "/tile/0/000.p/10") == (200, at_10)
+    leaves = [hashing.leaf_hash(e) for e in entries]
+    new = b.stub.GetInclusionProof(pb.GetInclusionProofRequest(index=3, tree_size=300))
+    merkle.verify_inclusion(leaves[3], 3, 300, list(new.hashes), merkle.root_hash(leaves))
+    merkle.verify_inclusion(leaves[3], 3, 10, list(old.hashes), merkle.root_hash(leaves[:10]))
+    again = b.stub.GetInclusionProof(pb.GetInclusionProofRequest(index=3, tree_size=10))
+    assert list(again.hashes) == list(old.hashes)
+
+
 @dataclass
 class Load:
     """Appenders (tests.test_durability's) on every frontend, recording into one Record."""
