@@ -84,6 +84,13 @@ class LogService(pb_grpc.LogServicer):
     ) -> None:
         self._storage = storage
         self._metrics = metrics
+        # The proof counters' children, looked up once: labels() per read cost a lock and a
+        # tuple each (about 1% of a proof read's CPU).
+        self._proof_counts = (
+            {kind: metrics.proof_requests.labels(kind) for kind in ("inclusion", "consistency")}
+            if metrics is not None
+            else None
+        )
         self._sequencer = sequencer
         self._gate = gate
         self._refusals = refusals
@@ -442,8 +449,8 @@ class LogService(pb_grpc.LogServicer):
     async def GetInclusionProof(
         self, request: pb.GetInclusionProofRequest, context: Context
     ) -> pb.InclusionProof:
-        if self._metrics is not None:
-            self._metrics.proof_requests.labels("inclusion").inc()
+        if self._proof_counts is not None:
+            self._proof_counts["inclusion"].inc()
         try:
             await self._catch_up(request.tree_size)
             size = self._tree_size(request.tree_size)
@@ -474,8 +481,8 @@ class LogService(pb_grpc.LogServicer):
     async def GetConsistencyProof(
         self, request: pb.GetConsistencyProofRequest, context: Context
     ) -> pb.ConsistencyProof:
-        if self._metrics is not None:
-            self._metrics.proof_requests.labels("consistency").inc()
+        if self._proof_counts is not None:
+            self._proof_counts["consistency"].inc()
         try:
             await self._catch_up(max(request.first, request.second))
             second = self._tree_size(request.second)
