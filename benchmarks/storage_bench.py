@@ -322,8 +322,9 @@ def read_model(fig: dict[str, Any], frontends: int) -> None:
     "What a read costs a frontend") falls as a frontend gets busier, since one wakeup of its
     event loop then handles more calls. A frontend on its own machine under load runs
     saturated; one of several sharing this machine's load does not, and spends more per read
-    (1.1-1.5x at 3 frontends in the runs of 2026-12-05: gRPC's wakeups and each frontend's
-    background work, its follower and PostgreSQL listener, spread over fewer reads). So a
+    (1.1-1.5x at 3 frontends in the runs of 2026-12-05; nearly all of it the main thread's,
+    gRPC's wake-ups spread over fewer calls: the integrator and PostgreSQL listener threads
+    took about 2 % of it). So a
     prediction from a run whose frontends were below SATURATED_CORES each is a lower bound
     (lower_bound: true), and the 1-frontend run's is the per-machine figure."""
     per_read_ms = fig.get("cpu_ms_per_entry", {}).get("frontends")
