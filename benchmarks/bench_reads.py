@@ -29,6 +29,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -102,6 +103,52 @@ async def get_tiles(url: str, paths: list[str], seconds: float) -> int:
     return done
 
 
+async def get_by_hash(target: str, leaves: list[bytes], size: int, seconds: float) -> int:
+    """GetInclusionProof by leaf hash (random leaves of the tree) for seconds from CALLERS
+    callers on one channel; the proofs answered."""
+    import grpc
+    from affidavit.proto import affidavit_pb2 as pb
+    from affidavit.proto import affidavit_pb2_grpc as pb_grpc
+
+    done = 0
+    stop_at = time.monotonic() + seconds
+    rng = random.Random(11)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.LogStub(channel)
+
+        async def caller() -> None:
+            nonlocal done
+            while time.monotonic() < stop_at:
+                ask = pb.GetInclusionProofRequest(leaf_hash=rng.choice(leaves), tree_size=size)
+                await stub.GetInclusionProof(ask, timeout=30)
+                done += 1
+
+        await asyncio.gather(*(caller() for _ in range(CALLERS)))
+    return done
+
+
+def by_hash_once(
+    args: argparse.Namespace, srv: Server, leaves: list[bytes], size: int
+) -> dict[str, float]:
+    asyncio.run(get_by_hash(srv.target, leaves, size, args.warmup))
+    cpu0, t0 = srv.cpu_s(), time.perf_counter()
+    done = asyncio.run(get_by_hash(srv.target, leaves, size, args.duration))
+    wall = time.perf_counter() - t0
+    return {"calls_per_s": done / wall, "server_cpu": (srv.cpu_s() - cpu0) / wall}
+
+
+def leaf_hashes(srv: Server, size: int) -> list[bytes]:
+    """The leaf hashes of the tree's full level-0 tiles, read from srv's HTTP face."""
+    from affidavit.merkle.tiles import Tile
+
+    out = []
+    for n in range(size // 256):
+        with urllib.request.urlopen(srv.http_url + "/" + Tile(0, n).path(), timeout=10) as r:
+            data = r.read()
+        out += [data[i : i + 32] for i in range(0, len(data), 32)]
+    return out
+
+
 def tiles_once(args: argparse.Namespace, srv: Server, paths: list[str]) -> dict[str, float]:
     asyncio.run(get_tiles(srv.http_url, paths, args.warmup))
     cpu0, t0 = srv.cpu_s(), time.perf_counter()
@@ -153,6 +200,8 @@ def main() -> None:
             fill(b, servers[name], args.entries)
         size = min(tree_size(s.target) for s in servers.values())
         paths = level0_paths(size)
+        wanted = "by_hash" in loads
+        leaves = {name: leaf_hashes(srv, size) if wanted else [] for name, srv in servers.items()}
         emit({"bench": "reads_setup", "storage": args.storage, "tree_size": size,
               "servers": exes, "loadavg": os.getloadavg()})  # fmt: skip
         figures: dict[tuple[str, str], list[dict[str, float]]] = {}
@@ -162,6 +211,8 @@ def main() -> None:
                     b.server = srv
                     if load == "tiles":
                         fig = tiles_once(args, srv, paths)
+                    elif load == "by_hash":
+                        fig = by_hash_once(args, srv, leaves[name], size)
                     else:
                         fig = b.load_once(srv.target, load, CALLERS, "aio", args.procs,
                                           tree_size=size)  # fmt: skip
