@@ -36,6 +36,7 @@ from affidavit.server.errors import (
     unexpected_failure,
 )
 from affidavit.server.ingest_workers import IngestWorkers
+from affidavit.server.leaf_lookups import LeafLookups
 from affidavit.server.logstore import LogStore
 from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
@@ -104,6 +105,7 @@ class LogService(pb_grpc.LogServicer):
         self._verifiers = ThreadPoolExecutor(max_workers=self._runs, thread_name_prefix="verify")
         # Proofs and leaf hashes are read through one tile cache (bounded; see TileCache).
         self._tiles = TileCache(storage.read_tiles)
+        self._leaves = LeafLookups(storage)
         self._max_entry = max_entry_bytes
         self._max_batch = max_batch_entries
         self._page = page_size
@@ -457,7 +459,7 @@ class LogService(pb_grpc.LogServicer):
             if request.HasField("leaf_hash"):
                 if len(request.leaf_hash) != 32:
                     raise invalid(f"leaf_hash is {len(request.leaf_hash)} bytes; a leaf hash is 32")
-                index = self._storage.index_of(request.leaf_hash)
+                index = await self._leaves.index_of(request.leaf_hash)
                 if index is None:
                     raise RequestError(
                         grpc.StatusCode.NOT_FOUND, "no entry with that leaf hash in this log"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -674,6 +675,32 @@ def test_malformed_request_is_refused(small_log: SmallLog, method: str, raw: byt
     code, details = info.value.code(), info.value.details() or ""
     assert code in (INVALID, grpc.StatusCode.INTERNAL), f"{code}: {details}"
     assert "<class" not in details, details
+
+
+def test_concurrent_proofs_by_leaf_hash_each_get_their_own(small_log: SmallLog) -> None:
+    """Lookups by leaf hash arriving together are read together (server.leaf_lookups): every
+    caller still gets its own leaf's index and proof, or NOT_FOUND for a hash not in the log."""
+    s = small_log.server
+    cp = s.checkpoint()
+    known = [merkle.leaf_hash(e) for e in small_log.entries]
+    unknown = [merkle.leaf_hash(f"never {i}".encode()) for i in range(len(known))]
+    asked = [(known + unknown)[k % (2 * len(known))] for k in range(7 * 2 * len(known))]
+    random.Random(5).shuffle(asked)
+    calls = [
+        s.stub.GetInclusionProof.future(
+            pb.GetInclusionProofRequest(leaf_hash=h, tree_size=cp.size), timeout=RPC_TIMEOUT
+        )
+        for h in asked
+    ]
+    for h, call in zip(asked, calls, strict=True):
+        if h in unknown:
+            with pytest.raises(grpc.RpcError) as info:
+                call.result()
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            continue
+        proof = call.result()
+        assert proof.index == known.index(h) and proof.leaf_hash == h
+        merkle.verify_inclusion(h, proof.index, cp.size, list(proof.hashes), cp.root_hash)
 
 
 def test_every_call_of_a_method_is_checked_alike(small_log: SmallLog) -> None:
