@@ -353,7 +353,7 @@ async def serve(settings: ServeSettings) -> None:
             http, http_port = await http_app.start(
                 http_app.make_app(
                     faces,
-                    on_answer=lambda status: measured.http_requests.labels(str(status)).inc(),
+                    on_answer=measured.http_answered,
                 ),
                 settings.http_listen,
             )
