@@ -18,7 +18,9 @@ Each load figure carries entries_per_batch and integration_ms_per_batch over all
 batches (their /metrics summed). Beside them: storage_head_lock, per frontend, the head row's
 lock per batch (ms waited, ms held and its parts, entries per batch; server.head_lock_times):
 with several frontends the batches are sequenced one at a time, so total appends are at most
-entries per batch over ms held. storage_read_model: the reads beyond one machine (see
+entries per batch over ms held. storage_publication, per frontend, step 3 per batch this
+frontend sequenced (ms and calls of its parts, and the object store's requests by kind:
+server.head_lock_times.PublishTimes). storage_read_model: the reads beyond one machine (see
 read_model).
 
 For a short A/B run, AFFIDAVIT_BENCH_LOADS (append_batch, statements or both, comma-separated)
@@ -254,23 +256,28 @@ def run_log(
             code = s.stop()
             if code:
                 emit({"bench": "server_exit", "code": code, "tail": list(s.tail)[-10:]})
-            times = head_lock_times(s.tail)
-            if times:
-                emit({"bench": "storage_head_lock", "load": "statements" if statements
-                      else "append_batch", "frontends": frontends, "frontend": k,
-                      **times})  # fmt: skip
+            load = "statements" if statements else "append_batch"
+            for bench, line in (("storage_head_lock", HEAD_LOCK_LINE),
+                                ("storage_publication", PUBLICATION_LINE)):  # fmt: skip
+                times = logged_figures(s.tail, line)
+                if times:
+                    emit({"bench": bench, "load": load, "frontends": frontends, "frontend": k,
+                          **times})  # fmt: skip
 
 
 HEAD_LOCK_LINE = "head lock per batch: "
+PUBLICATION_LINE = "publication per batch: "
 
 
-def head_lock_times(tail: Any) -> dict[str, float]:
-    """The head lock's per-batch figures a scale-out frontend logs when it stops
-    (server.head_lock_times: ms waited for it, ms held, and the parts of held), over its whole
-    run: the load, its warm-up and set-up (the reads that follow take no lock)."""
-    for line in reversed(list(tail)):
-        if HEAD_LOCK_LINE in line:
-            pairs = line.split(HEAD_LOCK_LINE, 1)[1].split(", ")
+def logged_figures(tail: Any, line: str) -> dict[str, float]:
+    """The per-batch figures a scale-out frontend logs when it stops, on its last line holding
+    line, over its whole run (the load, its warm-up and set-up): HEAD_LOCK_LINE, the head
+    lock's (server.head_lock_times: ms waited for it, ms held, and the parts of held);
+    PUBLICATION_LINE, step 3's (its parts' ms and calls, and the object store's requests by
+    kind)."""
+    for text in reversed(list(tail)):
+        if line in text:
+            pairs = text.split(line, 1)[1].split(", ")
             return {k: float(v) for k, v in (p.split(" ", 1) for p in pairs)}
     return {}
 

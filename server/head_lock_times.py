@@ -1,4 +1,5 @@
-"""How long a scale-out frontend waited for the log's head row, and held it, per batch.
+"""How long a scale-out frontend waited for the log's head row, and held it, per batch; and
+where the time of its publications (step 3, PublishTimes) goes.
 
 With several frontends on one log, batches are sequenced one at a time under the head row's
 lock (server.storage_postgres): total append throughput is at most entries per batch over the
@@ -21,6 +22,10 @@ the benchmark); elsewhere it is off by the clocks' offset, and their sum stays r
 
 Beside each part's milliseconds, its calls per batch (NAME_calls): for lookups, the database
 round trips made under the lock beside the lock's own and the commit's.
+
+Step 3 runs with the head unlocked, on the publisher thread; PublishTimes sums its parts per
+batch this frontend sequenced (server.postgres_publish names them), and the object store's
+requests by kind (server.objects_s3.ObjectStore.requests).
 """
 
 from __future__ import annotations
@@ -95,3 +100,36 @@ class HeadLockTimes:
                 out[f"{name}_ms"] = round(1000 * seconds / n, 2)
                 out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
             return out
+
+
+@dataclass
+class PublishTimes:
+    """Step 3's running sums since the frontend started (thread-safe)."""
+
+    parts_s: dict[str, float] = field(default_factory=dict)
+    parts_n: dict[str, int] = field(default_factory=dict)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @contextlib.contextmanager
+    def part(self, name: str) -> Iterator[None]:
+        """Time a part of step 3 (in whichever thread runs it)."""
+        start = time.time()
+        try:
+            yield
+        finally:
+            with self._lock:
+                self.parts_s[name] = self.parts_s.get(name, 0.0) + time.time() - start
+                self.parts_n[name] = self.parts_n.get(name, 0) + 1
+
+    def summary(self, batches: int, requests: dict[str, int]) -> dict[str, float]:
+        """Per batch (of batches), in milliseconds and calls; and each kind of object store
+        request per batch (requests: their counts since the frontend started)."""
+        n = max(batches, 1)
+        with self._lock:
+            out = {}
+            for name, seconds in sorted(self.parts_s.items()):
+                out[f"{name}_ms"] = round(1000 * seconds / n, 2)
+                out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
+        for kind, count in sorted(requests.items()):
+            out[f"s3_{kind}"] = round(count / n, 2)
+        return out

@@ -53,6 +53,17 @@ WRITERS = 8
 """Objects written in parallel while publishing a batch."""
 
 
+def request_kind(verb: str, path: str) -> str:
+    """How ObjectStore.requests counts a request: verb (put, get, exists: a create-only put
+    that found the object there) and what path holds: checkpoint; bundle or tile<L>, each
+    full or partial."""
+    if path == CHECKPOINT:
+        return f"{verb}_checkpoint"
+    _, level, rest = path.split("/", 2)
+    what = "bundle" if level == "entries" else f"tile{level}"
+    return f"{verb}_{what}_{'partial' if '.p/' in rest else 'full'}"
+
+
 def bundle_entries(data: bytes) -> list[bytes]:
     """The entries of a tlog-tiles entry bundle (each uint16-length-prefixed)."""
     out, at = [], 0
@@ -135,6 +146,17 @@ class ObjectStore:
         self._cached = 0
         self._lock = threading.Lock()
         self._writers = ThreadPoolExecutor(max_workers=WRITERS, thread_name_prefix="s3-put")
+        self._requests: dict[str, int] = {}
+
+    def requests(self) -> dict[str, int]:
+        """The requests made so far, by request_kind."""
+        with self._lock:
+            return dict(self._requests)
+
+    def _count(self, verb: str, path: str) -> None:
+        kind = request_kind(verb, path)
+        with self._lock:
+            self._requests[kind] = self._requests.get(kind, 0) + 1
 
     def close(self) -> None:
         self._writers.shutdown(wait=True)
@@ -162,6 +184,7 @@ class ObjectStore:
                 if data is not None:
                     self._cache.move_to_end((private, key))
                     return data
+        self._count("get", path)
         body = self._read(bucket, key)
         if immutable and body is not None:
             self._remember(private, key, body)
@@ -184,9 +207,11 @@ class ObjectStore:
         (an upload cut short, or a batch that was never committed): they are replaced."""
         bucket, key, private = self._where(path)
         store = self._buckets[bucket]
+        self._count("put", path)
         try:
             obstore.put(store, key, data, mode="create")
         except AlreadyExistsError:
+            self._count("exists", path)
             if self._read(bucket, key) != data:
                 if not unpublished:
                     raise StorageError(
@@ -215,6 +240,7 @@ class ObjectStore:
     def put_checkpoint(self, note: str) -> None:
         """Replace the published checkpoint (callers serialise this: it must never go back)."""
         bucket, key, _ = self._where(CHECKPOINT)
+        self._count("put", CHECKPOINT)
         try:
             obstore.put(
                 self._buckets[bucket],

@@ -39,6 +39,7 @@ from affidavit.merkle import checkpoint as checkpoints
 from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
+from affidavit.server.head_lock_times import PublishTimes
 from affidavit.server.objects_s3 import ObjectStore, bundle_entries, make_bundle
 from affidavit.server.postgres_notify import CHANNEL, Listener
 from affidavit.server.storage import StorageError
@@ -192,6 +193,7 @@ class Publication:
         self._where = where
         self._async_commit = async_commit
         self.unpublished = Unpublished()
+        self.times = PublishTimes()
 
     # Reads.
 
@@ -370,6 +372,10 @@ class Publication:
     def publish(self, size: int) -> None:
         """Return once the published size is at least size: write this frontend's batches up
         to it, wait for the others' (write them, past the grace period), and advance."""
+        with self.times.part("publish"):
+            self._publish(size)
+
+    def _publish(self, size: int) -> None:
         pause = POLL_S[0]
         while True:
             for batch in self.unpublished.batches():
@@ -390,18 +396,19 @@ class Publication:
             # Ours are marked written before that look: whoever advances over the row in the
             # way passes them too. Watch the published size (no lock), and look again under
             # the lock now and then, in case that row's frontend died.
-            look_again = time.monotonic() + LOOK_S
-            while time.monotonic() < look_again:
-                if self._listener is None:
-                    time.sleep(pause)
-                    pause = min(pause * 2, POLL_S[1])
-                else:
-                    heard = self._listener.wait(size, HEARD_POLL_S)
-                    if heard >= size:
-                        self.unpublished.advance(heard)
+            with self.times.part("wait"):
+                look_again = time.monotonic() + LOOK_S
+                while time.monotonic() < look_again:
+                    if self._listener is None:
+                        time.sleep(pause)
+                        pause = min(pause * 2, POLL_S[1])
+                    else:
+                        heard = self._listener.wait(size, HEARD_POLL_S)
+                        if heard >= size:
+                            self.unpublished.advance(heard)
+                            return
+                    if self._published_size() >= size:
                         return
-                if self._published_size() >= size:
-                    return
 
     def _published_size(self) -> int:
         with self._pool.connection() as conn:
@@ -424,8 +431,9 @@ class Publication:
     def _write(self, batch: Sequenced) -> None:
         """3a: the batch's objects, then its durable mark."""
         self._bundled(batch)
-        self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
-        with self._pool.connection() as conn:
+        with self.times.part("objects"):
+            self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
+        with self.times.part("mark"), self._pool.connection() as conn:
             conn.execute(
                 "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
             )
@@ -454,7 +462,8 @@ class Publication:
                 break
             new, new_note = int(end), str(note_text)
         if new_note is not None:
-            self._objects.put_checkpoint(new_note)
+            with self.times.part("checkpoint"):
+                self._objects.put_checkpoint(new_note)
             with conn.pipeline():
                 conn.execute(
                     "UPDATE affidavit_published SET size = %s, note = %s WHERE id = 1",
@@ -471,7 +480,7 @@ class Publication:
     def _advance(self) -> tuple[int, tuple[int, bool] | None]:
         """3b: move the published size over the written rows after it; the published size, and
         the first row still unwritten (its size, and whether its grace period is over)."""
-        with self._pool.connection() as conn:
+        with self.times.part("advance"), self._pool.connection() as conn:
             try:
                 new, blocked = self._advance_in(conn)
             except BaseException:

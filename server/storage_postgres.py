@@ -264,6 +264,14 @@ class PostgresStorage:
                 ", ".join(f"{k} {v:g}" for k, v in times.items()),
                 extra={"event": "head-lock-times", **times},
             )
+            published = self._publication.times.summary(
+                int(times["batches"]), self._objects.requests()
+            )
+            log.info(
+                "publication per batch: %s",
+                ", ".join(f"{k} {v:g}" for k, v in published.items()),
+                extra={"event": "publication-times", **published},
+            )
         if self._listener is not None:
             self._listener.close()
         self._pool.close()

@@ -1,11 +1,14 @@
-"""server.head_lock_times: the per-batch sums a scale-out frontend logs for the head lock."""
+"""server.head_lock_times: the per-batch sums a scale-out frontend logs for the head lock and
+for step 3 (its parts, and its object store requests by kind)."""
 
 from __future__ import annotations
 
 import threading
 import time
 
-from affidavit.server.head_lock_times import HeadLockTimes
+from affidavit.merkle.tiles import ENTRIES, Tile
+from affidavit.server.head_lock_times import HeadLockTimes, PublishTimes
+from affidavit.server.objects_s3 import request_kind
 
 
 def test_waits_holds_and_parts_are_summed_per_batch() -> None:
@@ -45,3 +48,24 @@ def test_only_the_holders_thread_counts_parts_and_a_grant_stays_in_range() -> No
 def _read_in_another_thread(times: HeadLockTimes) -> None:
     with times.part("reader"):
         pass
+
+
+def test_publication_parts_and_requests_are_per_batch() -> None:
+    times = PublishTimes()
+    for _ in range(3):
+        with times.part("objects"):
+            pass
+    got = times.summary(2, {"put_checkpoint": 2, "put_tile0_full": 5})
+    assert got["objects_calls"] == 1.5 and got["objects_ms"] >= 0
+    assert got["s3_put_checkpoint"] == 1 and got["s3_put_tile0_full"] == 2.5
+
+
+def test_requests_are_told_apart_by_what_their_path_holds() -> None:
+    kinds = {
+        "checkpoint": "put_checkpoint",
+        Tile(ENTRIES, 1).path(): "put_bundle_full",
+        Tile(ENTRIES, 1, 7).path(): "put_bundle_partial",
+        Tile(0, 1234).path(): "put_tile0_full",
+        Tile(2, 0, 3).path(): "put_tile2_partial",
+    }
+    assert {p: request_kind("put", p) for p in kinds} == kinds
