@@ -8,8 +8,10 @@ at once. Step 3 runs with the head unlocked:
 
  3a. write: the batch's frontend writes its bundles and tiles. No lock is needed: every such
      object is create-only and its path names its width, so whoever writes it writes the same
-     bytes, and no checkpoint object covers it yet. Then the row is marked written, with a
-     synchronous commit: a checkpoint object never covers a row whose mark could be lost.
+     bytes, and no checkpoint object covers it yet. (Its frontend begins creating them while
+     step 2 commits, write_ahead: 3a then waits for those, and writes in their place any that
+     found other bytes, left by a batch never committed.) Then the row is marked written, with
+     a synchronous commit: a checkpoint object never covers a row whose mark could be lost.
  3b. advance: under the lock of the published row (affidavit_published, not the head: the
      sequencing of later batches goes on meanwhile), the published size moves over the
      written rows that follow it, in order. Whoever moves it writes the checkpoint object of
@@ -40,7 +42,7 @@ from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
 from affidavit.server.head_lock_times import PublishTimes
-from affidavit.server.objects_s3 import ObjectStore, bundle_entries, make_bundle
+from affidavit.server.objects_s3 import Ahead, ObjectStore, bundle_entries, make_bundle
 from affidavit.server.postgres_notify import CHANNEL, Listener
 from affidavit.server.storage import StorageError
 from psycopg_pool import ConnectionPool
@@ -104,7 +106,8 @@ class Sequenced:
     yet written; or, at startup, any pending one). bundled: objects holds every one of its
     entry bundles; else (another frontend's batch) only the bundle the next batch extends, if
     it reaches that far, and the others are made from its entries if this frontend writes it.
-    objects is replaced whole, never changed in place (readers iterate it)."""
+    objects is replaced whole, never changed in place (readers iterate it). ahead: the
+    creations of its objects begun while step 2 committed it (Publication.write_ahead)."""
 
     first: int
     size: int
@@ -112,6 +115,7 @@ class Sequenced:
     objects: dict[Tile, bytes]
     to_write: bool
     bundled: bool = True
+    ahead: Ahead | None = None
 
 
 @dataclass
@@ -231,6 +235,13 @@ class Publication:
         objects = dict(tiles)
         objects.update(self._bundles(first, entries))
         return Sequenced(first, first + len(entries), note_text, objects, to_write=True)
+
+    def write_ahead(self, batch: Sequenced) -> None:
+        """Begin creating this frontend's batch's objects while step 2 commits it, so that 3a
+        mostly waits for what is already under way (ObjectStore.create_ahead: a creation of a
+        batch whose commit fails can only leave bytes at paths no checkpoint covers, and
+        never overwrites)."""
+        batch.ahead = self._objects.create_ahead([(t.path(), d) for t, d in batch.objects.items()])
 
     def _regrown(self, first: int, size: int, note_text: str, entries: list[bytes]) -> Sequenced:
         """Another frontend's batch, from its entries: its tiles grown again here, which must
@@ -431,8 +442,9 @@ class Publication:
     def _write(self, batch: Sequenced) -> None:
         """3a: the batch's objects, then its durable mark."""
         self._bundled(batch)
+        ahead, batch.ahead = batch.ahead, None
         with self.times.part("objects"):
-            self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
+            self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()], ahead)
         with self.times.part("mark"), self._pool.connection() as conn:
             conn.execute(
                 "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
