@@ -12,6 +12,9 @@ at once. Step 3 runs with the head unlocked:
      step 2 commits, write_ahead: 3a then waits for those, and writes in their place any that
      found other bytes, left by a batch never committed.) Then the row is marked written, with
      a synchronous commit: a checkpoint object never covers a row whose mark could be lost.
+     A frontend writes and marks every batch of its own it has sequenced so far at once (and
+     those it sequenced while writing them), so that one advance and one checkpoint object
+     serve them all; the later ones' publications then find them published.
  3b. advance: under the lock of the published row (affidavit_published, not the head: the
      sequencing of later batches goes on meanwhile), the published size moves over the
      written rows that follow it, in order. Whoever moves it writes the checkpoint object of
@@ -381,18 +384,20 @@ class Publication:
     # Step 3.
 
     def publish(self, size: int) -> None:
-        """Return once the published size is at least size: write this frontend's batches up
-        to it, wait for the others' (write them, past the grace period), and advance."""
+        """Return once the published size is at least size: write this frontend's batches
+        (every one it sequenced so far, so that one advance may pass them all), wait for the
+        others' (write them, past the grace period), and advance."""
         with self.times.part("publish"):
             self._publish(size)
 
     def _publish(self, size: int) -> None:
+        if self.unpublished.published >= size and not any(
+            b.to_write and b.size <= size for b in self.unpublished.batches()
+        ):
+            return  # an earlier publication wrote this batch with its own, and passed it
         pause = POLL_S[0]
         while True:
-            for batch in self.unpublished.batches():
-                if batch.to_write and batch.size <= size:
-                    self._write(batch)
-                    batch.to_write = False
+            self._write(self._mine(), join_mine=True)
             published, blocked = self._advance()
             if published >= size:
                 return
@@ -402,7 +407,7 @@ class Publication:
                 late = next((b for b in self.unpublished.batches() if b.size == row), None)
                 if late is None:
                     raise StorageError(f"{self._where}: the pending batch up to {row} is unknown")
-                self._write(late)
+                self._write([late], join_mine=False)
                 continue
             # Ours are marked written before that look: whoever advances over the row in the
             # way passes them too. Watch the published size (no lock), and look again under
@@ -439,16 +444,40 @@ class Publication:
             batch.to_write = True
         self.publish(size)
 
-    def _write(self, batch: Sequenced) -> None:
-        """3a: the batch's objects, then its durable mark."""
-        self._bundled(batch)
-        ahead, batch.ahead = batch.ahead, None
-        with self.times.part("objects"):
-            self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()], ahead)
+    def _mine(self) -> list[Sequenced]:
+        """Every batch this frontend is to write, in order: past the size a publication waits
+        for too, so that one mark and one advance (one checkpoint object) serve them all, and
+        the publications of the later ones find them published."""
+        return [b for b in self.unpublished.batches() if b.to_write]
+
+    def _write(self, batches: list[Sequenced], *, join_mine: bool) -> None:
+        """3a: the batches' objects (join_mine: then those of this frontend's batches
+        sequenced meanwhile, once, so that a steady stream of them never holds the first
+        back), then one durable mark for them all."""
+        self._put(batches)
+        if join_mine:
+            later = [b for b in self._mine() if all(b is not d for d in batches)]
+            self._put(later)
+            batches = batches + later
+        if not batches:
+            return
         with self.times.part("mark"), self._pool.connection() as conn:
             conn.execute(
-                "UPDATE affidavit_pending SET written = TRUE WHERE size = %s", (batch.size,)
+                "UPDATE affidavit_pending SET written = TRUE WHERE size = ANY(%s::bigint[])",
+                ([b.size for b in batches],),
             )
+        for batch in batches:
+            batch.to_write = False
+
+    def _put(self, batches: list[Sequenced]) -> None:
+        """The batches' objects, each in the object store once this returns."""
+        for batch in batches:
+            self._bundled(batch)
+            ahead, batch.ahead = batch.ahead, None
+            with self.times.part("objects"):
+                self._objects.put_unpublished(
+                    [(t.path(), d) for t, d in batch.objects.items()], ahead
+                )
 
     def _advance_in(self, conn: psycopg.Connection[Any]) -> tuple[int, tuple[int, bool] | None]:
         """_advance's transaction on conn; its round trips pipelined (lock and look, write)."""
