@@ -33,8 +33,7 @@ import os
 import threading
 from collections import OrderedDict
 from collections.abc import Sequence
-from concurrent import futures
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import timedelta
 from urllib.parse import urlsplit
@@ -200,19 +199,6 @@ class ObjectStore:
                 _, old = self._cache.popitem(last=False)
                 self._cached -= len(old)
 
-    def _create(self, path: str, data: bytes) -> bool:
-        """Create path with data if it is absent; whether path holds exactly data now."""
-        bucket, key, _ = self._where(path)
-        self._count("put", path)
-        try:
-            obstore.put(self._buckets[bucket], key, data, mode="create")
-        except AlreadyExistsError:
-            self._count("exists", path)
-            return self._read(bucket, key) == data
-        except BaseError as e:
-            raise _unavailable(e, f"write s3://{bucket}/{key}") from None
-        return True
-
     def put_immutable(self, path: str, data: bytes, *, unpublished: bool = False) -> None:
         """Create path with data; if it exists, it must hold exactly data (StorageError).
 
@@ -220,47 +206,34 @@ class ObjectStore:
         every one), so different bytes there are what a writer that died mid-publication left
         (an upload cut short, or a batch that was never committed): they are replaced."""
         bucket, key, private = self._where(path)
-        if not self._create(path, data):
-            if not unpublished:
-                raise StorageError(
-                    f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
-                    "to another log or was altered, refusing to overwrite it"
-                )
-            log.warning("replacing s3://%s/%s, left by an interrupted publication", bucket, key)
-            try:
-                obstore.put(self._buckets[bucket], key, data)
-            except BaseError as e:
-                raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+        store = self._buckets[bucket]
+        self._count("put", path)
+        try:
+            obstore.put(store, key, data, mode="create")
+        except AlreadyExistsError:
+            self._count("exists", path)
+            if self._read(bucket, key) != data:
+                if not unpublished:
+                    raise StorageError(
+                        f"s3://{bucket}/{key} already holds different bytes; the bucket belongs "
+                        "to another log or was altered, refusing to overwrite it"
+                    ) from None
+                log.warning("replacing s3://%s/%s, left by an interrupted publication", bucket, key)
+                try:
+                    obstore.put(store, key, data)
+                except BaseError as e:
+                    raise _unavailable(e, f"write s3://{bucket}/{key}") from None
+        except BaseError as e:
+            raise _unavailable(e, f"write s3://{bucket}/{key}") from None
         self._remember(private, key, data)
 
-    def create_ahead(self, objects: Sequence[tuple[str, bytes]]) -> Ahead:
-        """Begin creating each (path, data) where it is absent, in parallel, for a batch that
-        is being committed (and may never be): nothing is replaced and nothing is cached, so
-        a creation of a batch that is never committed can only leave bytes at a path no
-        checkpoint covers, which put_unpublished replaces; one still under way once its
-        writer is gone cannot overwrite what another wrote there. Ahead.wait() before letting
-        another writer at these paths; put_unpublished(objects, ahead) finishes the writes."""
-        return Ahead(
-            {p: self._writers.submit(self._create, p, d) for p, d in objects},
-        )
-
-    def put_unpublished(
-        self, objects: Sequence[tuple[str, bytes]], ahead: Ahead | None = None
-    ) -> None:
+    def put_unpublished(self, objects: Sequence[tuple[str, bytes]]) -> None:
         """put_immutable(unpublished=True) each (path, data), in parallel; returns once all are
         written. For a batch being published: every object it writes holds something beyond
-        the published tree. ahead: the creations create_ahead began of these objects; each
-        that holds its bytes is only cached, the others are written as the rest."""
-        created = set() if ahead is None else ahead.created()
+        the published tree."""
         writes = [
-            self._writers.submit(self.put_immutable, p, d, unpublished=True)
-            for p, d in objects
-            if p not in created
+            self._writers.submit(self.put_immutable, p, d, unpublished=True) for p, d in objects
         ]
-        for path, data in objects:
-            if path in created:
-                _, key, private = self._where(path)
-                self._remember(private, key, data)
         for done in writes:
             done.result()
 
@@ -291,23 +264,6 @@ class ObjectStore:
                     f"cannot use bucket {loc.bucket!r}: {_reason(e)} (create it first, and "
                     "check the S3 credentials and endpoint settings)"
                 ) from None
-
-
-class Ahead:
-    """The creations ObjectStore.create_ahead began, by path."""
-
-    def __init__(self, writes: dict[str, Future[bool]]) -> None:
-        self._writes = writes
-
-    def wait(self) -> None:
-        """Return once every creation is over (done or failed)."""
-        futures.wait(self._writes.values())
-
-    def created(self) -> set[str]:
-        """Once every creation is over, the paths holding their bytes (one that failed, or
-        found other bytes, is not among them)."""
-        self.wait()
-        return {p for p, f in self._writes.items() if f.exception() is None and f.result()}
 
 
 def _reason(e: Exception) -> str:

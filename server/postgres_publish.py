@@ -8,10 +8,8 @@ at once. Step 3 runs with the head unlocked:
 
  3a. write: the batch's frontend writes its bundles and tiles. No lock is needed: every such
      object is create-only and its path names its width, so whoever writes it writes the same
-     bytes, and no checkpoint object covers it yet. (Its frontend begins creating them while
-     step 2 commits, write_ahead: 3a then waits for those, and writes in their place any that
-     found other bytes, left by a batch never committed.) Then the row is marked written, with
-     a synchronous commit: a checkpoint object never covers a row whose mark could be lost.
+     bytes, and no checkpoint object covers it yet. Then the row is marked written, with a
+     synchronous commit: a checkpoint object never covers a row whose mark could be lost.
      A frontend writes and marks every batch of its own it has sequenced so far at once (and
      those it sequenced while writing them), so that one advance and one checkpoint object
      serve them all; the later ones' publications then find them published.
@@ -45,7 +43,7 @@ from affidavit.merkle import hashing, note
 from affidavit.merkle.errors import MerkleError, TileError
 from affidavit.merkle.tiles import ENTRIES, WIDTH, Tile, grow, tile_at
 from affidavit.server.head_lock_times import PublishTimes
-from affidavit.server.objects_s3 import Ahead, ObjectStore, bundle_entries, make_bundle
+from affidavit.server.objects_s3 import ObjectStore, bundle_entries, make_bundle
 from affidavit.server.postgres_notify import CHANNEL, Listener
 from affidavit.server.storage import StorageError
 from psycopg_pool import ConnectionPool
@@ -109,8 +107,7 @@ class Sequenced:
     yet written; or, at startup, any pending one). bundled: objects holds every one of its
     entry bundles; else (another frontend's batch) only the bundle the next batch extends, if
     it reaches that far, and the others are made from its entries if this frontend writes it.
-    objects is replaced whole, never changed in place (readers iterate it). ahead: the
-    creations of its objects begun while step 2 committed it (Publication.write_ahead)."""
+    objects is replaced whole, never changed in place (readers iterate it)."""
 
     first: int
     size: int
@@ -118,7 +115,6 @@ class Sequenced:
     objects: dict[Tile, bytes]
     to_write: bool
     bundled: bool = True
-    ahead: Ahead | None = None
 
 
 @dataclass
@@ -238,13 +234,6 @@ class Publication:
         objects = dict(tiles)
         objects.update(self._bundles(first, entries))
         return Sequenced(first, first + len(entries), note_text, objects, to_write=True)
-
-    def write_ahead(self, batch: Sequenced) -> None:
-        """Begin creating this frontend's batch's objects while step 2 commits it, so that 3a
-        mostly waits for what is already under way (ObjectStore.create_ahead: a creation of a
-        batch whose commit fails can only leave bytes at paths no checkpoint covers, and
-        never overwrites)."""
-        batch.ahead = self._objects.create_ahead([(t.path(), d) for t, d in batch.objects.items()])
 
     def _regrown(self, first: int, size: int, note_text: str, entries: list[bytes]) -> Sequenced:
         """Another frontend's batch, from its entries: its tiles grown again here, which must
@@ -473,11 +462,8 @@ class Publication:
         """The batches' objects, each in the object store once this returns."""
         for batch in batches:
             self._bundled(batch)
-            ahead, batch.ahead = batch.ahead, None
             with self.times.part("objects"):
-                self._objects.put_unpublished(
-                    [(t.path(), d) for t, d in batch.objects.items()], ahead
-                )
+                self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
 
     def _advance_in(self, conn: psycopg.Connection[Any]) -> tuple[int, tuple[int, bool] | None]:
         """_advance's transaction on conn; its round trips pipelined (lock and look, write)."""

@@ -32,10 +32,7 @@ Order of writes, one batch (crash-safe; every step idempotent):
     derived records, the signed checkpoint and the batch's pending row, and set the head to
     the new size; COMMIT; one round trip. The
     batch is now durable: a crash from here on loses nothing. The next batch (of any
-    frontend) can be sequenced at once. Its frontend begins creating the batch's objects
-    just before this commit, to overlap the two: create-only, never replacing, and not
-    cached, so a batch whose commit fails leaves at most objects no checkpoint covers (step
-    3 replaces such bytes where it finds them).
+    frontend) can be sequenced at once.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
     and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
     commit); then, under the published row's lock, move the published size over the written
@@ -588,7 +585,6 @@ class PostgresStorage:
             sequenced = self._publication.sequenced(
                 batch.first_index, batch.entries, dict(batch.tiles), batch.checkpoint
             )
-            self._publication.write_ahead(sequenced)
         with self._mapped("commit to", "commit to"), self.head_lock_times.part("sequence"):
             self._sequence(conn, batch, new_size)
         return sequenced
