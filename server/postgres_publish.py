@@ -459,11 +459,15 @@ class Publication:
             batch.to_write = False
 
     def _put(self, batches: list[Sequenced]) -> None:
-        """The batches' objects, each in the object store once this returns."""
+        """The batches' objects, all in parallel, each in the object store once this returns."""
+        if not batches:
+            return
         for batch in batches:
             self._bundled(batch)
-            with self.times.part("objects"):
-                self._objects.put_unpublished([(t.path(), d) for t, d in batch.objects.items()])
+        with self.times.part("objects"):
+            self._objects.put_unpublished(
+                [(t.path(), d) for b in batches for t, d in b.objects.items()]
+            )
 
     def _advance_in(self, conn: psycopg.Connection[Any]) -> tuple[int, tuple[int, bool] | None]:
         """_advance's transaction on conn; its round trips pipelined (lock and look, write)."""
