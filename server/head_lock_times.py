@@ -19,6 +19,9 @@ the benchmark); elsewhere it is off by the clocks' offset, and their sum stays r
     tiles     the part of held spent reading tiles and bundles (memory or object store)
     commit    the part of held spent in commit: its entry bundles made (bundles), then one
               round trip (sequence)
+    catch_up  the part of held spent taking in the batches other frontends sequenced since
+              this one last held it (their rows read with the lock, parsed, the newest one's
+              tiles checked against its checkpoint)
 
 Beside each part's milliseconds, its calls per batch (NAME_calls): for lookups, the database
 round trips made under the lock beside the lock's own and the commit's.
@@ -83,8 +86,16 @@ class HeadLockTimes:
         finally:
             with self._lock:
                 if self._holder == threading.get_ident():
-                    self.parts_s[name] = self.parts_s.get(name, 0.0) + time.time() - start
-                    self.parts_n[name] = self.parts_n.get(name, 0) + 1
+                    self._add(name, time.time() - start)
+
+    def add(self, name: str, seconds: float) -> None:
+        """Count seconds the holder spent in a part before holding() was told of the grant."""
+        with self._lock:
+            self._add(name, seconds)
+
+    def _add(self, name: str, seconds: float) -> None:
+        self.parts_s[name] = self.parts_s.get(name, 0.0) + seconds
+        self.parts_n[name] = self.parts_n.get(name, 0) + 1
 
     def summary(self) -> dict[str, float]:
         """Per batch, in milliseconds, and entries per batch."""

@@ -87,6 +87,7 @@ import contextlib
 import functools
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -521,7 +522,9 @@ class PostgresStorage:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
                 (granted_at,) = granted.fetchone() or (asked,)
+                caught = time.time()
                 self._publication.catch_up(size, looked)
+                caught = time.time() - caught
                 found = _leaf_indexes(stored.fetchall()) if stored is not None else {}
         except BaseException:
             self._release(conn, rollback=True)
@@ -529,6 +532,7 @@ class PostgresStorage:
         self._held, self._held_head = conn, (size, head)
         self._known = {h: found.get(h) for h in leaf_hashes}
         self.head_lock_times.holding(asked, float(granted_at))
+        self.head_lock_times.add("catch_up", caught)
         return None if head is None else str(head)
 
     def _let_go(self) -> psycopg.Connection[Any] | None:

@@ -69,3 +69,13 @@ def test_requests_are_told_apart_by_what_their_path_holds() -> None:
         Tile(2, 0, 3).path(): "put_tile2_partial",
     }
     assert {p: request_kind("put", p) for p in kinds} == kinds
+
+
+def test_a_part_before_the_grant_is_told_added() -> None:
+    times = HeadLockTimes()
+    asked = times.asked()
+    times.holding(asked, asked)
+    times.add("catch_up", 0.004)
+    times.released(10)
+    got = times.summary()
+    assert got["catch_up_ms"] == 4 and got["catch_up_calls"] == 1
