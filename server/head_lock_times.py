@@ -26,9 +26,10 @@ the benchmark); elsewhere it is off by the clocks' offset, and their sum stays r
 Beside each part's milliseconds, its calls per batch (NAME_calls): for lookups, the database
 round trips made under the lock beside the lock's own and the commit's.
 
-Step 3 runs with the head unlocked, on the publisher thread; PublishTimes sums its parts per
-batch this frontend sequenced (server.postgres_publish names them), and the object store's
-requests by kind (server.objects_s3.ObjectStore.requests).
+Step 3 runs with the head unlocked, on the publisher thread; PublishTimes sums its parts
+(server.postgres_publish names them) and the object store's requests by kind
+(server.objects_s3.ObjectStore.requests), per batch as HeadLockTimes counts them (each time
+this frontend released the head).
 """
 
 from __future__ import annotations

@@ -35,7 +35,8 @@ Order of writes, one batch (crash-safe; every step idempotent):
     frontend) can be sequenced at once.
  3. publish, with the head unlocked (server.postgres_publish): write the batch's entry bundles
     and tiles (create-only; a redo finds identical bytes), mark its row written (a synchronous
-    commit); then, under the published row's lock, move the published size over the written
+    commit; with those of the frontend's later batches already sequenced, in one statement);
+    then, under the published row's lock, move the published size over the written
     rows that follow it in order, writing the checkpoint object of the new size first (so it
     never goes back), and delete the rows passed. Appenders are answered once the published
     size covers their batch (whoever moves it notifies the others: server.postgres_notify);
