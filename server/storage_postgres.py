@@ -523,9 +523,9 @@ class PostgresStorage:
                     raise StorageError(f"{self._url} has no head row; the database was altered")
                 size, head = int(row[0]), row[1]
                 (granted_at,) = granted.fetchone() or (asked,)
-                caught = time.time()
+                caught = time.perf_counter()
                 self._publication.catch_up(size, looked)
-                caught = time.time() - caught
+                caught = time.perf_counter() - caught
                 found = _leaf_indexes(stored.fetchall()) if stored is not None else {}
         except BaseException:
             self._release(conn, rollback=True)
