@@ -32,12 +32,11 @@ import time
 import urllib.request
 from pathlib import Path
 
-import aiohttp
-
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench_http import load as tile_gets  # noqa: E402
 from loads_bench import Bench, emit, r3  # noqa: E402
 from processes_bench import Process, tree_size  # noqa: E402
 
@@ -81,26 +80,6 @@ def fill(b: Bench, srv: Server, entries: int) -> None:
          "quota": q, "seed": 900 + i}
         for i, q in enumerate(per) if q
     ])  # fmt: skip
-
-
-async def get_tiles(url: str, paths: list[str], seconds: float) -> int:
-    """GETs answered in seconds over CALLERS keep-alive connections (each must be 200)."""
-    done = 0
-    stop_at = time.monotonic() + seconds
-    rng = random.Random(7)
-    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=CALLERS)) as session:
-
-        async def worker() -> None:
-            nonlocal done
-            while time.monotonic() < stop_at:
-                async with session.get(url + rng.choice(paths)) as r:
-                    await r.read()
-                    if r.status != 200:
-                        raise AssertionError(f"{r.url}: HTTP {r.status}")
-                done += 1
-
-        await asyncio.gather(*(worker() for _ in range(CALLERS)))
-    return done
 
 
 async def get_by_hash(target: str, leaves: list[bytes], size: int, seconds: float) -> int:
@@ -150,11 +129,11 @@ def leaf_hashes(srv: Server, size: int) -> list[bytes]:
 
 
 def tiles_once(args: argparse.Namespace, srv: Server, paths: list[str]) -> dict[str, float]:
-    asyncio.run(get_tiles(srv.http_url, paths, args.warmup))
+    asyncio.run(tile_gets(srv.http_url, paths, CALLERS, args.warmup))
     cpu0, t0 = srv.cpu_s(), time.perf_counter()
-    done = asyncio.run(get_tiles(srv.http_url, paths, args.duration))
+    per_s = asyncio.run(tile_gets(srv.http_url, paths, CALLERS, args.duration))
     wall = time.perf_counter() - t0
-    return {"calls_per_s": done / wall, "server_cpu": (srv.cpu_s() - cpu0) / wall}
+    return {"calls_per_s": per_s, "server_cpu": (srv.cpu_s() - cpu0) / wall}
 
 
 def level0_paths(size: int) -> list[str]:
@@ -238,7 +217,7 @@ def main() -> None:
 
                 def run(seconds: float, load: str = load) -> object:
                     if load == "tiles":
-                        return asyncio.run(get_tiles(srv.http_url, paths, seconds))
+                        return asyncio.run(tile_gets(srv.http_url, paths, CALLERS, seconds))
                     return b.load_once(srv.target, load, CALLERS, "aio", args.procs,
                                        duration=seconds, tree_size=size)  # fmt: skip
 

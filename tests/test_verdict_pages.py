@@ -7,13 +7,14 @@ exactly what LogState.verdict gives entry by entry, from one get_many and no sin
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 
-import pytest
 from affidavit.server.storage import Batch, Storage
 from affidavit.statements.state import DictKV, LogState, VerdictRecord, read_verdicts, verdict_key
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests import test_gate_cache
 
 NOTE = "a checkpoint note (LevelDB stores it as given)"
 
@@ -38,15 +39,7 @@ class CountedReads:
         return self.storage.get_many(keys)
 
 
-@pytest.fixture(scope="module")
-def db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Storage]:
-    storage = Storage(tmp_path_factory.mktemp("verdicts") / "db", create=True, min_free_bytes=0)
-    storage.lock_head()
-    storage.commit(Batch(0, (), (), {}, NOTE), previous=None)
-    try:
-        yield storage
-    finally:
-        storage.close()
+db = test_gate_cache.db  # a real LevelDB with an empty log
 
 
 verdicts = st.dictionaries(
