@@ -24,15 +24,18 @@ Tiles and bundles once served are kept, with their ETags, by their canonical pat
 and width: the bytes a path names never change, since full tiles never change and a partial one
 of width W is the first W hashes of every later one), most recently used first, within
 SERVED_BYTES; a kept path is served without parsing, reading or hashing it again. The tree never
-shrinks, so a path served once stays in it.
+shrinks, so a path served once stays in it. A shared store's reads (object GETs) are made in a
+thread: the event loop, which this face shares with the gRPC service, never waits on one.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import ParamSpec, TypeVar
 
 from affidavit.merkle import tiles
 from affidavit.merkle.errors import TileError
@@ -55,6 +58,9 @@ BUNDLES = "tile/entries/"
 TEXT = "text/plain"
 """Served with charset=utf-8."""
 BINARY = "application/octet-stream"
+
+P = ParamSpec("P")
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -124,7 +130,7 @@ class TilesFace:
             tile = await self._requested(path)
             if tile.level == tiles.ENTRIES:  # only through the entries route
                 raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
-            (data,) = self._storage.read_tiles([tile])
+            (data,) = await self._read(self._storage.read_tiles, [tile])
             served = self._keep(path, tile, bytes(data[: tile.width * 32]), True)
         return _respond(request, served.body, served.etag, BINARY, served.cache)
 
@@ -136,13 +142,25 @@ class TilesFace:
             tile = await self._requested(path)
             start = tile.index * tiles.WIDTH
             parts = []
-            for _, entry in self._storage.entries(start, start + tile.width):
+            for _, entry in await self._read(self._bundle_entries, start, start + tile.width):
                 parts.append(len(entry).to_bytes(2, "big"))
                 parts.append(entry)
             # A store that cannot read every entry now stops short (see LogStore.entries):
             # such a bundle is served as read, and not kept.
             served = self._keep(path, tile, b"".join(parts), len(parts) == 2 * tile.width)
         return _respond(request, served.body, served.etag, BINARY, served.cache, compress=True)
+
+    async def _read(self, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+        """read(*args) of the storage. A shared store's read is a round trip (an object GET):
+        made in a thread, so that this face, and the gRPC calls on the same event loop, go on
+        answering meanwhile. The embedded LevelDB is read in place (a local read of a few µs,
+        less than the hand-off to a thread)."""
+        if self._storage.shared:
+            return await asyncio.to_thread(read, *args, **kwargs)
+        return read(*args, **kwargs)
+
+    def _bundle_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        return list(self._storage.entries(start, end))
 
     def _kept(self, path: str) -> _Served | None:
         """What was served at path before, if it is still kept (then most recently used)."""
