@@ -21,7 +21,8 @@ class StrictRequests(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         # Each method's handler as this interceptor answers it, made once: a server's
         # handlers are fixed once it starts, and wrapping them per call cost every read
-        # its closures, a namedtuple copy and a context manager.
+        # its closures, a namedtuple copy and a context manager. So this interceptor must be
+        # the server's last: the handler one after it gave for one call would serve them all.
         self._handlers: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
 
     async def intercept_service(
