@@ -42,16 +42,35 @@ from dataclasses import dataclass, field
 
 
 @dataclass
-class HeadLockTimes:
+class _Parts:
+    """Seconds and calls summed by part name (thread-safe: every sum under _lock)."""
+
+    parts_s: dict[str, float] = field(default_factory=dict)
+    parts_n: dict[str, int] = field(default_factory=dict)  # how many times each part ran
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def _add(self, name: str, seconds: float) -> None:
+        """Count one run of part name (holding _lock)."""
+        self.parts_s[name] = self.parts_s.get(name, 0.0) + seconds
+        self.parts_n[name] = self.parts_n.get(name, 0) + 1
+
+    def _per_batch(self, n: int) -> dict[str, float]:
+        """Each part's milliseconds and calls per batch, over n batches (holding _lock)."""
+        out = {}
+        for name, seconds in sorted(self.parts_s.items()):
+            out[f"{name}_ms"] = round(1000 * seconds / n, 2)
+            out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
+        return out
+
+
+@dataclass
+class HeadLockTimes(_Parts):
     """Running sums since the frontend started (thread-safe; one integrator adds to them)."""
 
     batches: int = 0
     entries: int = 0
     waited_s: float = 0.0
     held_s: float = 0.0
-    parts_s: dict[str, float] = field(default_factory=dict)
-    parts_n: dict[str, int] = field(default_factory=dict)  # how many times each part ran
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _since: float | None = field(default=None, repr=False)
     _holder: int | None = field(default=None, repr=False)  # the thread holding the lock
 
@@ -94,54 +113,39 @@ class HeadLockTimes:
         with self._lock:
             self._add(name, seconds)
 
-    def _add(self, name: str, seconds: float) -> None:
-        self.parts_s[name] = self.parts_s.get(name, 0.0) + seconds
-        self.parts_n[name] = self.parts_n.get(name, 0) + 1
-
     def summary(self) -> dict[str, float]:
         """Per batch, in milliseconds, and entries per batch."""
         with self._lock:
             n = max(self.batches, 1)
-            out = {
+            return {
                 "batches": float(self.batches),
                 "entries_per_batch": round(self.entries / n, 1),
                 "waited_ms": round(1000 * self.waited_s / n, 2),
                 "held_ms": round(1000 * self.held_s / n, 2),
+                **self._per_batch(n),
             }
-            for name, seconds in sorted(self.parts_s.items()):
-                out[f"{name}_ms"] = round(1000 * seconds / n, 2)
-                out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
-            return out
 
 
 @dataclass
-class PublishTimes:
+class PublishTimes(_Parts):
     """Step 3's running sums since the frontend started (thread-safe)."""
-
-    parts_s: dict[str, float] = field(default_factory=dict)
-    parts_n: dict[str, int] = field(default_factory=dict)
-    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @contextlib.contextmanager
     def part(self, name: str) -> Iterator[None]:
         """Time a part of step 3 (in whichever thread runs it)."""
-        start = time.time()
+        start = time.perf_counter()
         try:
             yield
         finally:
             with self._lock:
-                self.parts_s[name] = self.parts_s.get(name, 0.0) + time.time() - start
-                self.parts_n[name] = self.parts_n.get(name, 0) + 1
+                self._add(name, time.perf_counter() - start)
 
     def summary(self, batches: int, requests: dict[str, int]) -> dict[str, float]:
         """Per batch (of batches), in milliseconds and calls; and each kind of object store
         request per batch (requests: their counts since the frontend started)."""
         n = max(batches, 1)
         with self._lock:
-            out = {}
-            for name, seconds in sorted(self.parts_s.items()):
-                out[f"{name}_ms"] = round(1000 * seconds / n, 2)
-                out[f"{name}_calls"] = round(self.parts_n.get(name, 0) / n, 2)
+            out = self._per_batch(n)
         for kind, count in sorted(requests.items()):
             out[f"s3_{kind}"] = round(count / n, 2)
         return out
