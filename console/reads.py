@@ -273,17 +273,15 @@ class NotFound(Exception):
     """What the page asks for is not in the log."""
 
 
-class AgentNeeded(Exception):
-    """The page names an action id several agents used (agents, sorted) and not whose."""
-
-    def __init__(self, action_id: str, agents: list[str]) -> None:
-        super().__init__(f"{len(agents)} agents recorded an action {action_id}")
-        self.action_id, self.agents = action_id, agents
+AgentNeeded = bundles.AmbiguousActionError
+"""The page names an action id several agents used (.agents, sorted) and not whose: the
+export's own error, passed through (one error type for the one failure)."""
 
 
 def action(client: Client, action_id: str, agent_id: str | None = None) -> ActionView:
     """The evidence of one action: exported and verified exactly as `affidavit export` does.
-    agent_id names the agent whose action it is, where several used the id."""
+    agent_id names the agent whose action it is, where several used the id (AgentNeeded if
+    they did and it is None)."""
     hits = {h.index: h for h in client.search(action_id=action_id)}
     if not hits:
         raise NotFound(f"no statement about action {action_id!r} is in the log")
@@ -291,8 +289,6 @@ def action(client: Client, action_id: str, agent_id: str | None = None) -> Actio
         bundle = bundles.export(client, action_id=action_id, agent_id=agent_id)
     except bundles.ExportError as e:
         raise NotFound(str(e)) from None
-    except bundles.AmbiguousActionError as e:
-        raise AgentNeeded(e.action_id, e.agents) from None
     text = bundle.to_json()
     report = bundles.verify(text, client.policy)
     rows = tuple(
