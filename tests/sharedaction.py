@@ -20,6 +20,8 @@ SOLO_ID = "call_solo"
 AGENTS = ("bot", "bot-2")
 RESOURCE = {"bot": "repo:acme/web", "bot-2": "repo:acme/api"}
 EFFECT = {"bot": "commit:aaaa1111", "bot-2": "commit:bbbb2222"}
+BOTH = "2 agents recorded an action call_1 (bot, bot-2)"
+"""What every face says, in its own words around it, of SHARED_ID asked without its agent."""
 
 
 @dataclass

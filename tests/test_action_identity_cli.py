@@ -35,6 +35,7 @@ from tests.cliproc import (
 )
 from tests.sharedaction import (
     AGENTS,
+    BOTH,
     EFFECT,
     RESOURCE,
     SHARED_ID,
@@ -45,8 +46,6 @@ from tests.sharedaction import (
 )
 
 __all__ = ["log"]  # the module-scoped fixture, shared with this module
-
-BOTH = "2 agents recorded an action call_1 (bot, bot-2)"
 
 
 @pytest.fixture(scope="module")

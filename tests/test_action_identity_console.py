@@ -25,6 +25,7 @@ from tests.cliproc import Log, log
 from tests.consoleproc import ConsoleProcess
 from tests.sharedaction import (
     AGENTS,
+    BOTH,
     EFFECT,
     RESOURCE,
     SHARED_ID,
@@ -35,8 +36,6 @@ from tests.sharedaction import (
 )
 
 __all__ = ["log"]  # the module-scoped fixture, shared with this module
-
-BOTH = "2 agents recorded an action call_1 (bot, bot-2)"
 
 
 @dataclass
