@@ -21,6 +21,7 @@ setup(
         Extension(
             "affidavit.statements._walkcore",
             sources=["statements/_walkcore.c"],
+            depends=["statements/_wire.h"],  # read_varint, shared
             extra_compile_args=["-O2", "-std=c11"],
         ),
         Extension(
@@ -41,6 +42,7 @@ setup(
         Extension(
             "affidavit.server._facetcore",
             sources=["server/_facetcore.c"],
+            depends=["statements/_wire.h"],  # read_varint, shared
             extra_compile_args=["-O2", "-std=c11"],
         ),
     ]

@@ -26,6 +26,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include "../statements/_wire.h"
 #include <string.h>
 
 #define VARINT 0
@@ -43,19 +44,6 @@ typedef struct {
     Span *text;    /* where its string goes (a LEN field read), or NULL */
     uint64_t *num; /* where its varint goes, or NULL */
 } Field;
-
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-    uint64_t v = 0;
-    for (int shift = 0; shift <= 63 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /*
  * Read a message's fields into the places `fields` gives (count of them); a field whose

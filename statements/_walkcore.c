@@ -25,6 +25,7 @@
 #include <Python.h>
 
 #include <stdint.h>
+#include "_wire.h"
 
 /* schema_walk's step kinds */
 #define K_STRING 0
@@ -41,19 +42,6 @@
 #define FALLBACK 0
 #define CLEAN 1
 #define FAILED -1 /* a Python exception is set */
-
-static int read_varint(const uint8_t **p, const uint8_t *end, uint64_t *out) {
-    uint64_t v = 0;
-    for (int shift = 0; shift <= 63 && *p < end; shift += 7) {
-        uint8_t b = *(*p)++;
-        v |= (uint64_t)(b & 0x7f) << shift;
-        if (!(b & 0x80)) {
-            *out = v;
-            return 1;
-        }
-    }
-    return 0;
-}
 
 /* The element count of a packed run of scalars of wire type `wire`, or -1 if malformed. */
 static Py_ssize_t packed_count(const uint8_t *p, const uint8_t *end, int wire) {
