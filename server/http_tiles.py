@@ -30,18 +30,16 @@ thread: the event loop, which this face shares with the gRPC service, never wait
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import ParamSpec, TypeVar
 
 from affidavit.merkle import tiles
 from affidavit.merkle.errors import TileError
 from affidavit.server.access import Auditors
 from affidavit.server.http_app import Face
-from affidavit.server.logstore import LogStore
+from affidavit.server.logstore import LogStore, read_off_loop
 from aiohttp import web
 
 IMMUTABLE = "public, max-age=31536000, immutable"
@@ -58,9 +56,6 @@ BUNDLES = "tile/entries/"
 TEXT = "text/plain"
 """Served with charset=utf-8."""
 BINARY = "application/octet-stream"
-
-P = ParamSpec("P")
-T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -130,7 +125,7 @@ class TilesFace:
             tile = await self._requested(path)
             if tile.level == tiles.ENTRIES:  # only through the entries route
                 raise _error(web.HTTPBadRequest, "entry bundles are at tile/entries/<N>")
-            (data,) = await self._read(self._storage.read_tiles, [tile])
+            (data,) = await read_off_loop(self._storage, self._storage.read_tiles, [tile])
             served = self._keep(path, tile, bytes(data[: tile.width * 32]), True)
         return _respond(request, served.body, served.etag, BINARY, served.cache)
 
@@ -142,7 +137,9 @@ class TilesFace:
             tile = await self._requested(path)
             start = tile.index * tiles.WIDTH
             parts = []
-            for _, entry in await self._read(self._bundle_entries, start, start + tile.width):
+            for _, entry in await read_off_loop(
+                self._storage, self._bundle_entries, start, start + tile.width
+            ):
                 parts.append(len(entry).to_bytes(2, "big"))
                 parts.append(entry)
             # A store that cannot read every entry now stops short (see LogStore.entries):
@@ -150,16 +147,8 @@ class TilesFace:
             served = self._keep(path, tile, b"".join(parts), len(parts) == 2 * tile.width)
         return _respond(request, served.body, served.etag, BINARY, served.cache, compress=True)
 
-    async def _read(self, read: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """read(*args) of the storage. A shared store's read is a round trip (an object GET):
-        made in a thread, so that this face, and the gRPC calls on the same event loop, go on
-        answering meanwhile. The embedded LevelDB is read in place (a local read of a few µs,
-        less than the hand-off to a thread)."""
-        if self._storage.shared:
-            return await asyncio.to_thread(read, *args, **kwargs)
-        return read(*args, **kwargs)
-
     def _bundle_entries(self, start: int, end: int) -> list[tuple[int, bytes]]:
+        """The stored entries [start, end), read whole (so that a thread may read them)."""
         return list(self._storage.entries(start, end))
 
     def _kept(self, path: str) -> _Served | None:

@@ -37,7 +37,7 @@ from affidavit.server.errors import (
 )
 from affidavit.server.ingest_workers import IngestWorkers
 from affidavit.server.leaf_lookups import LeafLookups
-from affidavit.server.logstore import LogStore
+from affidavit.server.logstore import LogStore, read_off_loop
 from affidavit.server.metrics import Metrics
 from affidavit.server.published import Published
 from affidavit.server.refusals import RefusalRecorder
@@ -513,9 +513,8 @@ class LogService(pb_grpc.LogServicer):
         except RequestError as e:
             await abort(context, e)
         end = min(end, request.start + self._page)
-        # A shared store's reads are round trips (a bundle, the page's verdicts): made in a
-        # thread, so the event loop goes on answering other calls meanwhile.
-        batch, verdicts = await asyncio.to_thread(self._stored_page, request.start, end)
+        # A shared store's reads are round trips (a bundle, the page's verdicts): off the loop.
+        batch, verdicts = await read_off_loop(self._storage, self._stored_page, request.start, end)
         try:
             hashes = self._checked_leaf_hashes(request.start, end, batch)
         except RequestError as e:
@@ -564,8 +563,8 @@ class LogService(pb_grpc.LogServicer):
                 )
             await self._catch_up(0)
             size = self._sequencer.checkpoint.size
-            # Index scans of a shared store are round trips: off the event loop (as GetEntries).
-            found = await asyncio.to_thread(search.search, self._storage, request)
+            # Index scans of a shared store are round trips: off the loop.
+            found = await read_off_loop(self._storage, search.search, self._storage, request)
             # On a shared log the index may hold a batch another frontend has committed but
             # not yet published: hits stop at the tree served (oldest first, so the rest is a
             # tail, found again from next_index once published).
